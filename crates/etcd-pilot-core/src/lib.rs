@@ -1,0 +1,14 @@
+//! The decisions of etcd-pilot, as pure functions.
+//!
+//! This crate owns every choice the pilot makes about the cluster: how a node starts
+//! (restart, join, bootstrap, quarantine, wait) and how the etcd child is restarted.
+//! It does no IO, reads no clock and draws no random numbers: the caller observes the
+//! world, passes it in as plain values, and executes what comes back.
+//! It does not own how the world is observed or how actions are executed; that is the
+//! `etcd-pilot` crate.
+
+pub mod model;
+pub mod start;
+pub mod supervise;
+
+pub use model::{ClusterId, Health, Identity, Member, MemberId, MemberName, Peer};

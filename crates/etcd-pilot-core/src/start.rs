@@ -1,0 +1,379 @@
+//! How a node starts: restart on its data, join a live cluster as a learner, bootstrap a new
+//! cluster with its peers, quarantine data that is not its own, or wait.
+//!
+//! [`decide`] is called again after every step the executor takes (a quarantine, a member
+//! removal, a member add), each time with a fresh observation: joining is several small,
+//! idempotent steps, never one long transaction.
+//! This module does not own how the observation is made or how a decision is executed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    ClusterId, Health, Identity, Member, MemberId, MemberName, Peer, cluster_token,
+    initial_cluster, quorum,
+};
+
+/// Everything [`decide`] looks at.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    /// This node, as it appears in discovery.
+    pub me: Peer,
+    /// Every peer discovery lists, this node included.
+    pub expected: Vec<Peer>,
+    /// What the local data directory holds.
+    pub local: LocalData,
+    /// Whether the local marker says a cluster has formed with this node before.
+    pub formed_locally: bool,
+    /// What each other expected peer's pilot said about itself.
+    pub peers: Vec<PeerReport>,
+    /// What the live cluster looks like, through any expected peer that answered.
+    pub cluster: ClusterView,
+}
+
+/// The contents of the local data directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LocalData {
+    /// No etcd data.
+    Empty,
+    /// etcd data, with the identity marker found beside it (`None`: the marker is missing).
+    Data {
+        /// The identity marker.
+        identity: Option<Identity>,
+    },
+}
+
+/// What one peer's pilot said about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerReport {
+    /// The peer's name.
+    pub name: MemberName,
+    /// Its answer.
+    pub report: PilotReport,
+}
+
+/// A pilot's answer to "what do you have?", served on its admin API for its peers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PilotReport {
+    /// The pilot did not answer (down, unreachable, or too slow). Proves nothing.
+    Unknown,
+    /// The pilot has no etcd data.
+    Empty {
+        /// Whether its local marker says a cluster has formed before.
+        formed: bool,
+        /// The `--initial-cluster` it would bootstrap with (its view of the expected peers).
+        initial_cluster: String,
+    },
+    /// The pilot has started (or is starting) etcd in a new cluster.
+    Bootstrapping {
+        /// The `--initial-cluster` it used.
+        initial_cluster: String,
+        /// The `--initial-cluster-token` it used.
+        token: String,
+    },
+    /// The pilot has etcd data.
+    HasData {
+        /// The cluster the data belongs to, when known.
+        cluster_id: Option<ClusterId>,
+    },
+}
+
+/// The live cluster as seen through the client API of any expected peer.
+#[derive(Clone, Debug)]
+pub enum ClusterView {
+    /// No expected peer answered a member list request.
+    Unreachable,
+    /// A peer answered.
+    Reachable(LiveCluster),
+}
+
+/// A cluster that answered.
+#[derive(Clone, Debug)]
+pub struct LiveCluster {
+    /// Its id.
+    pub cluster_id: ClusterId,
+    /// Its members, each with the health we observed.
+    pub members: Vec<ObservedMember>,
+}
+
+/// A member and its observed health.
+#[derive(Clone, Debug)]
+pub struct ObservedMember {
+    /// The member as the member list reports it.
+    pub member: Member,
+    /// Its health.
+    pub health: Health,
+}
+
+/// What a starting node does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Start etcd on the existing data.
+    Restart,
+    /// Move the data aside (never delete it), then decide again as an empty node.
+    Quarantine {
+        /// Why the data is not ours to use, for the log and the quarantine folder's name.
+        reason: String,
+    },
+    /// Start etcd in a new cluster with the expected peers.
+    BootstrapNew {
+        /// The `--initial-cluster` value.
+        initial_cluster: String,
+        /// The `--initial-cluster-token` value.
+        token: String,
+    },
+    /// Take one step towards joining the live cluster.
+    Join(JoinStep),
+    /// Do nothing yet; observe again later.
+    Wait {
+        /// What we are waiting for, in words an operator can act on.
+        reason: String,
+    },
+}
+
+/// One step of joining a live cluster. Each is idempotent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JoinStep {
+    /// Remove a member left over from an earlier life of this node (same name, data gone).
+    RemoveStale {
+        /// The stale member.
+        member_id: MemberId,
+    },
+    /// Add this node as a learner (MemberAdd with `is_learner`), before etcd starts.
+    AddLearner,
+    /// The cluster has an entry for this node that has not started: start etcd with state
+    /// `existing` and this `--initial-cluster`.
+    Start {
+        /// The entry's member id.
+        member_id: MemberId,
+        /// The `--initial-cluster` value, built from the live member list.
+        initial_cluster: String,
+    },
+}
+
+/// Decides how this node starts. Pure; see the module docs.
+pub fn decide(observed: &Observed, cluster_name: &str) -> Decision {
+    if let LocalData::Data { identity } = &observed.local {
+        return decide_with_data(observed, identity.as_ref());
+    }
+    if let ClusterView::Reachable(live) = &observed.cluster {
+        return decide_join(&observed.me, live);
+    }
+    decide_bootstrap(observed, cluster_name)
+}
+
+fn decide_with_data(observed: &Observed, identity: Option<&Identity>) -> Decision {
+    let Some(identity) = identity else {
+        // Data without a marker: written by an etcd we did not start, or by a crash between
+        // etcd's first write and the marker's. Starting etcd on it is safe (etcd refuses data
+        // of another cluster itself); the executor records the identity once etcd answers.
+        return Decision::Restart;
+    };
+    if identity.name != observed.me.name {
+        return Decision::Quarantine {
+            reason: format!(
+                "the data belongs to member {}, but this node is {}",
+                identity.name, observed.me.name
+            ),
+        };
+    }
+    let ClusterView::Reachable(live) = &observed.cluster else {
+        // Nobody answers: our data may be part of the quorum the cluster needs. Use it.
+        return Decision::Restart;
+    };
+    if let Some(cluster_id) = identity.cluster_id
+        && cluster_id != live.cluster_id
+    {
+        return Decision::Quarantine {
+            reason: format!(
+                "the data belongs to cluster {cluster_id}, but the live cluster is {}",
+                live.cluster_id
+            ),
+        };
+    }
+    if let Some(member_id) = identity.member_id
+        && !live.members.iter().any(|m| m.member.id == member_id)
+    {
+        return Decision::Quarantine {
+            reason: format!(
+                "member {member_id} was removed from cluster {}; its data cannot rejoin",
+                live.cluster_id
+            ),
+        };
+    }
+    Decision::Restart
+}
+
+fn decide_join(me: &Peer, live: &LiveCluster) -> Decision {
+    let ours_by_url = live
+        .members
+        .iter()
+        .find(|m| m.member.peer_urls.iter().any(|u| u == &me.peer_url));
+    let ours_by_name = live
+        .members
+        .iter()
+        .find(|m| m.member.name.as_ref() == Some(&me.name));
+    let others_pending: Vec<&ObservedMember> = live
+        .members
+        .iter()
+        .filter(|m| m.member.is_pending())
+        .filter(|m| Some(m.member.id) != ours_by_url.map(|o| o.member.id))
+        .filter(|m| Some(m.member.id) != ours_by_name.map(|o| o.member.id))
+        .collect();
+
+    if let Some(stale) = ours_by_name {
+        // Our name, started, while our disk is empty: an earlier life of this node.
+        if let Some(reason) = one_change_at_a_time(&others_pending) {
+            return Decision::Wait { reason };
+        }
+        if let Some(reason) = removal_blocked(live, stale) {
+            return Decision::Wait { reason };
+        }
+        return Decision::Join(JoinStep::RemoveStale {
+            member_id: stale.member.id,
+        });
+    }
+    if let Some(entry) = ours_by_url {
+        let Some(other_name) = &entry.member.name else {
+            // Added but never started: it is ours to start (we or an earlier attempt added it).
+            let started = live.members.iter().filter_map(|m| {
+                let name = m.member.name.as_ref()?;
+                Some(m.member.peer_urls.iter().map(move |url| (name, url.as_str())))
+            });
+            let mine = entry
+                .member
+                .peer_urls
+                .iter()
+                .map(|url| (&me.name, url.as_str()));
+            return Decision::Join(JoinStep::Start {
+                member_id: entry.member.id,
+                initial_cluster: initial_cluster(started.flatten().chain(mine)),
+            });
+        };
+        return Decision::Wait {
+            reason: format!(
+                "peer URL {} is registered to member {other_name} ({:x}); remove that member \
+                 (etcdctl member remove {:x}) or give this node another peer URL",
+                me.peer_url, entry.member.id.0, entry.member.id.0
+            ),
+        };
+    }
+    if let Some(reason) = one_change_at_a_time(&others_pending) {
+        return Decision::Wait { reason };
+    }
+    let voters: Vec<&ObservedMember> = live.members.iter().filter(|m| !m.member.is_learner).collect();
+    let healthy = voters.iter().filter(|m| m.health == Health::Healthy).count();
+    if healthy < quorum(voters.len()) {
+        return Decision::Wait {
+            reason: format!(
+                "the cluster has {healthy} of {} voters healthy, below its quorum of {}; \
+                 a member can only be added to a cluster with a healthy quorum",
+                voters.len(),
+                quorum(voters.len())
+            ),
+        };
+    }
+    Decision::Join(JoinStep::AddLearner)
+}
+
+fn one_change_at_a_time(others_pending: &[&ObservedMember]) -> Option<String> {
+    let first = others_pending.first()?;
+    let who = match &first.member.name {
+        Some(name) => format!("member {name} ({})", first.member.id),
+        None => format!("member {} (added, not started)", first.member.id),
+    };
+    Some(format!(
+        "one membership change at a time: {who} is still joining; this node joins after it"
+    ))
+}
+
+/// Why removing `target` would put the cluster at risk, if it would.
+fn removal_blocked(live: &LiveCluster, target: &ObservedMember) -> Option<String> {
+    if target.member.is_learner {
+        return None;
+    }
+    let voters_after: Vec<&ObservedMember> = live
+        .members
+        .iter()
+        .filter(|m| !m.member.is_learner && m.member.id != target.member.id)
+        .collect();
+    let healthy_after = voters_after
+        .iter()
+        .filter(|m| m.health == Health::Healthy)
+        .count();
+    (healthy_after < quorum(voters_after.len())).then(|| {
+        format!(
+            "removing the stale member {} would leave {healthy_after} of {} voters healthy, \
+             below a quorum of {}",
+            target.member.id,
+            voters_after.len(),
+            quorum(voters_after.len())
+        )
+    })
+}
+
+fn decide_bootstrap(observed: &Observed, cluster_name: &str) -> Decision {
+    if observed.formed_locally {
+        return Decision::Wait {
+            reason: "a cluster has formed with this node before (marker in the data dir), and \
+                     no peer's etcd answers: waiting to rejoin it; a new cluster is never \
+                     created from an empty disk once one has formed"
+                .to_owned(),
+        };
+    }
+    let mine = initial_cluster(
+        observed
+            .expected
+            .iter()
+            .map(|p| (&p.name, p.peer_url.as_str())),
+    );
+    let mut unknown = Vec::new();
+    for peer in &observed.peers {
+        match &peer.report {
+            PilotReport::Unknown => unknown.push(peer.name.as_str()),
+            PilotReport::HasData { .. } | PilotReport::Empty { formed: true, .. } => {
+                return Decision::Wait {
+                    reason: format!(
+                        "peer {} has data or saw a cluster form, but no etcd answers: waiting \
+                         for the cluster to come back (a new cluster is never created while \
+                         any peer holds data)",
+                        peer.name
+                    ),
+                };
+            }
+            PilotReport::Empty {
+                formed: false,
+                initial_cluster,
+            }
+            | PilotReport::Bootstrapping {
+                initial_cluster, ..
+            } if initial_cluster != &mine => {
+                return Decision::Wait {
+                    reason: format!(
+                        "peer {} would bootstrap with {initial_cluster}, this node with {mine}; \
+                         make the peer lists agree",
+                        peer.name
+                    ),
+                };
+            }
+            PilotReport::Empty { .. } | PilotReport::Bootstrapping { .. } => {}
+        }
+    }
+    if !unknown.is_empty() {
+        return Decision::Wait {
+            reason: format!(
+                "waiting for the pilots of {} to answer: a new cluster is only created when \
+                 every listed peer confirms it holds no data",
+                unknown.join(", ")
+            ),
+        };
+    }
+    let token = cluster_token(cluster_name, &mine);
+    Decision::BootstrapNew {
+        initial_cluster: mine,
+        token,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,504 @@
+//! Table of start decisions, through one DSL helper, and property tests of its safety rules.
+
+use expect_test::{Expect, expect};
+use proptest::prelude::*;
+
+use super::*;
+
+fn name(s: &str) -> MemberName {
+    MemberName::new(s).unwrap()
+}
+
+fn peer(n: &str) -> Peer {
+    Peer {
+        name: name(n),
+        peer_url: format!("http://{n}:2380"),
+        client_url: format!("http://{n}:2379"),
+        admin_url: format!("http://{n}:2378"),
+    }
+}
+
+fn expected_cluster() -> String {
+    initial_cluster(
+        ["m1", "m2", "m3"]
+            .map(peer)
+            .iter()
+            .map(|p| (&p.name, p.peer_url.as_str()))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// `empty`, `empty formed`, `data` (no marker), `data NAME` (pending marker),
+/// `data NAME/CLUSTER/MEMBER`.
+fn parse_local(local: &str) -> (LocalData, bool) {
+    let words: Vec<&str> = local.split_whitespace().collect();
+    match words.as_slice() {
+        ["empty"] => (LocalData::Empty, false),
+        ["empty", "formed"] => (LocalData::Empty, true),
+        ["data"] => (LocalData::Data { identity: None }, true),
+        ["data", id] => {
+            let parts: Vec<&str> = id.split('/').collect();
+            let identity = Identity {
+                name: name(parts[0]),
+                cluster_id: parts.get(1).map(|c| ClusterId(c.parse().unwrap())),
+                member_id: parts.get(2).map(|m| MemberId(m.parse().unwrap())),
+            };
+            (
+                LocalData::Data {
+                    identity: Some(identity),
+                },
+                true,
+            )
+        }
+        _ => panic!("bad local {local:?}"),
+    }
+}
+
+/// `m2:empty m3:unknown`; states: empty, formed, data, boot, other (a different peer list).
+fn parse_peers(peers: &str) -> Vec<PeerReport> {
+    peers
+        .split_whitespace()
+        .map(|entry| {
+            let (n, state) = entry.split_once(':').unwrap();
+            let report = match state {
+                "unknown" => PilotReport::Unknown,
+                "empty" => PilotReport::Empty {
+                    formed: false,
+                    initial_cluster: expected_cluster(),
+                },
+                "formed" => PilotReport::Empty {
+                    formed: true,
+                    initial_cluster: expected_cluster(),
+                },
+                "data" => PilotReport::HasData {
+                    cluster_id: Some(ClusterId(1)),
+                },
+                "boot" => PilotReport::Bootstrapping {
+                    initial_cluster: expected_cluster(),
+                    token: "t".into(),
+                },
+                "other" => PilotReport::Empty {
+                    formed: false,
+                    initial_cluster: "m2=http://m2:2380".into(),
+                },
+                _ => panic!("bad peer state {state:?}"),
+            };
+            PeerReport {
+                name: name(n),
+                report,
+            }
+        })
+        .collect()
+}
+
+/// `unreachable`, or `CLUSTER MEMBER...` where MEMBER is `NAME#ID[:learner][:HEALTH]`
+/// (health defaults to healthy) or `?#ID@NAME` for an unstarted member with NAME's peer URL.
+fn parse_cluster(cluster: &str) -> ClusterView {
+    let mut words = cluster.split_whitespace();
+    let first = words.next().unwrap();
+    if first == "unreachable" {
+        return ClusterView::Unreachable;
+    }
+    let cluster_id = ClusterId(first.trim_start_matches('c').parse().unwrap());
+    let members = words
+        .map(|word| {
+            let mut parts = word.split(':');
+            let head = parts.next().unwrap();
+            let (n, rest) = head.split_once('#').unwrap();
+            let (id, url_of) = match rest.split_once('@') {
+                Some((id, url_of)) => (id, url_of),
+                None => (rest, n),
+            };
+            let mut is_learner = false;
+            let mut health = Health::Healthy;
+            for part in parts {
+                match part {
+                    "learner" => is_learner = true,
+                    "healthy" => health = Health::Healthy,
+                    "unhealthy" => health = Health::Unhealthy,
+                    "unknown" => health = Health::Unknown,
+                    _ => panic!("bad member attribute {part:?}"),
+                }
+            }
+            let started = n != "?";
+            ObservedMember {
+                member: Member {
+                    id: MemberId(id.parse().unwrap()),
+                    name: started.then(|| name(n)),
+                    peer_urls: vec![peer(url_of).peer_url],
+                    client_urls: if started { vec![peer(n).client_url] } else { vec![] },
+                    is_learner,
+                },
+                health: if started { health } else { Health::Unknown },
+            }
+        })
+        .collect();
+    ClusterView::Reachable(LiveCluster {
+        cluster_id,
+        members,
+    })
+}
+
+fn observed(local: &str, peers: &str, cluster: &str) -> Observed {
+    let (local, formed_locally) = parse_local(local);
+    Observed {
+        me: peer("m1"),
+        expected: ["m1", "m2", "m3"].map(peer).to_vec(),
+        local,
+        formed_locally,
+        peers: parse_peers(peers),
+        cluster: parse_cluster(cluster),
+    }
+}
+
+#[track_caller]
+fn check(local: &str, peers: &str, cluster: &str, expect: Expect) {
+    let decision = decide(&observed(local, peers, cluster), "prod");
+    expect.assert_eq(&format!("{decision:?}"));
+}
+
+#[test]
+fn data_with_our_marker_restarts() {
+    check(
+        "data m1/7/1",
+        "m2:unknown m3:unknown",
+        "unreachable",
+        expect![[r#"Restart"#]],
+    );
+    check(
+        "data m1/7/1",
+        "",
+        "c7 m1#1:unknown m2#2 m3#3",
+        expect![[r#"Restart"#]],
+    );
+}
+
+#[test]
+fn data_with_a_pending_or_missing_marker_restarts() {
+    check("data m1", "", "c7 m2#2 m3#3", expect![[r#"Restart"#]]);
+    check("data", "", "unreachable", expect![[r#"Restart"#]]);
+}
+
+#[test]
+fn data_of_another_member_is_quarantined() {
+    check(
+        "data m2/7/2",
+        "",
+        "unreachable",
+        expect![[r#"Quarantine { reason: "the data belongs to member m2, but this node is m1" }"#]],
+    );
+}
+
+#[test]
+fn data_of_another_cluster_is_quarantined_when_the_live_cluster_answers() {
+    check(
+        "data m1/9/1",
+        "",
+        "c7 m1#1 m2#2 m3#3",
+        expect![[r#"Quarantine { reason: "the data belongs to cluster 9, but the live cluster is 7" }"#]],
+    );
+}
+
+#[test]
+fn data_of_a_removed_member_is_quarantined() {
+    check(
+        "data m1/7/1",
+        "",
+        "c7 m2#2 m3#3",
+        expect![[r#"Quarantine { reason: "member 1 was removed from cluster 7; its data cannot rejoin" }"#]],
+    );
+}
+
+#[test]
+fn empty_node_joins_a_healthy_cluster_as_a_learner() {
+    check(
+        "empty",
+        "m2:data m3:data",
+        "c7 m2#2 m3#3",
+        expect![[r#"Join(AddLearner)"#]],
+    );
+    check(
+        "empty formed",
+        "",
+        "c7 m2#2 m3#3 m4#4:unknown",
+        expect![[r#"Join(AddLearner)"#]],
+    );
+}
+
+#[test]
+fn empty_node_starts_the_unstarted_entry_with_its_peer_url() {
+    check(
+        "empty",
+        "",
+        "c7 m2#2 m3#3 ?#5@m1",
+        expect![[r#"Join(Start { member_id: MemberId(5), initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380" })"#]],
+    );
+}
+
+#[test]
+fn empty_node_removes_its_stale_started_member_first() {
+    check(
+        "empty",
+        "",
+        "c7 m1#1:unknown m2#2 m3#3",
+        expect![[r#"Join(RemoveStale { member_id: MemberId(1) })"#]],
+    );
+    check(
+        "empty",
+        "",
+        "c7 m1#1:learner:unknown m2#2 m3#3",
+        expect![[r#"Join(RemoveStale { member_id: MemberId(1) })"#]],
+    );
+}
+
+#[test]
+fn stale_member_removal_waits_for_a_healthy_quorum() {
+    check(
+        "empty",
+        "",
+        "c7 m1#1:unknown m2#2 m3#3:unknown",
+        expect![[r#"Wait { reason: "removing the stale member 1 would leave 1 of 2 voters healthy, below a quorum of 2" }"#]],
+    );
+}
+
+#[test]
+fn joins_happen_one_at_a_time() {
+    check(
+        "empty",
+        "",
+        "c7 m2#2 m3#3 m4#4:learner",
+        expect![[r#"Wait { reason: "one membership change at a time: member m4 (4) is still joining; this node joins after it" }"#]],
+    );
+    check(
+        "empty",
+        "",
+        "c7 m2#2 m3#3 ?#4@m4",
+        expect![[r#"Wait { reason: "one membership change at a time: member 4 (added, not started) is still joining; this node joins after it" }"#]],
+    );
+    check(
+        "empty",
+        "",
+        "c7 m1#1 m2#2 m3#3 m4#4:learner",
+        expect![[r#"Wait { reason: "one membership change at a time: member m4 (4) is still joining; this node joins after it" }"#]],
+    );
+}
+
+#[test]
+fn joining_waits_for_a_healthy_quorum() {
+    check(
+        "empty",
+        "",
+        "c7 m2#2:unknown m3#3:unhealthy m4#4",
+        expect![[r#"Wait { reason: "the cluster has 1 of 3 voters healthy, below its quorum of 2; a member can only be added to a cluster with a healthy quorum" }"#]],
+    );
+}
+
+#[test]
+fn peer_url_taken_by_another_member_waits_with_the_fix() {
+    check(
+        "empty",
+        "",
+        "c7 m2#2 m3#3 m9#9@m1",
+        expect![[r#"Wait { reason: "peer URL http://m1:2380 is registered to member m9 (9); remove that member (etcdctl member remove 9) or give this node another peer URL" }"#]],
+    );
+}
+
+#[test]
+fn all_peers_empty_bootstrap_a_new_cluster() {
+    check(
+        "empty",
+        "m2:empty m3:empty",
+        "unreachable",
+        expect![[r#"BootstrapNew { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380", token: "prod-13db1039" }"#]],
+    );
+    check(
+        "empty",
+        "m2:boot m3:empty",
+        "unreachable",
+        expect![[r#"BootstrapNew { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380", token: "prod-13db1039" }"#]],
+    );
+}
+
+#[test]
+fn bootstrap_waits_for_every_pilot() {
+    check(
+        "empty",
+        "m2:empty m3:unknown",
+        "unreachable",
+        expect![[r#"Wait { reason: "waiting for the pilots of m3 to answer: a new cluster is only created when every listed peer confirms it holds no data" }"#]],
+    );
+}
+
+#[test]
+fn bootstrap_never_happens_after_a_cluster_formed() {
+    check(
+        "empty formed",
+        "m2:empty m3:empty",
+        "unreachable",
+        expect![[r#"Wait { reason: "a cluster has formed with this node before (marker in the data dir), and no peer's etcd answers: waiting to rejoin it; a new cluster is never created from an empty disk once one has formed" }"#]],
+    );
+    check(
+        "empty",
+        "m2:empty m3:data",
+        "unreachable",
+        expect![[r#"Wait { reason: "peer m3 has data or saw a cluster form, but no etcd answers: waiting for the cluster to come back (a new cluster is never created while any peer holds data)" }"#]],
+    );
+    check(
+        "empty",
+        "m2:formed m3:empty",
+        "unreachable",
+        expect![[r#"Wait { reason: "peer m2 has data or saw a cluster form, but no etcd answers: waiting for the cluster to come back (a new cluster is never created while any peer holds data)" }"#]],
+    );
+}
+
+#[test]
+fn bootstrap_waits_when_peer_lists_disagree() {
+    check(
+        "empty",
+        "m2:other m3:empty",
+        "unreachable",
+        expect![[r#"Wait { reason: "peer m2 would bootstrap with m2=http://m2:2380, this node with m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380; make the peer lists agree" }"#]],
+    );
+}
+
+fn arb_report() -> impl Strategy<Value = PilotReport> {
+    prop_oneof![
+        Just(PilotReport::Unknown),
+        any::<bool>().prop_map(|formed| PilotReport::Empty {
+            formed,
+            initial_cluster: expected_cluster()
+        }),
+        Just(PilotReport::Bootstrapping {
+            initial_cluster: expected_cluster(),
+            token: "t".into()
+        }),
+        Just(PilotReport::HasData { cluster_id: None }),
+    ]
+}
+
+fn arb_member(id: u64) -> impl Strategy<Value = ObservedMember> {
+    (
+        0..4usize,
+        any::<bool>(),
+        prop_oneof![
+            Just(Health::Healthy),
+            Just(Health::Unhealthy),
+            Just(Health::Unknown)
+        ],
+        any::<bool>(),
+    )
+        .prop_map(move |(n, is_learner, health, started)| {
+            let who = ["m1", "m2", "m3", "m4"][n];
+            ObservedMember {
+                member: Member {
+                    id: MemberId(id),
+                    name: started.then(|| name(&format!("{who}{}", if n == 0 { "" } else { "x" }))),
+                    peer_urls: vec![peer(who).peer_url],
+                    client_urls: vec![],
+                    is_learner,
+                },
+                health,
+            }
+        })
+}
+
+fn arb_cluster() -> impl Strategy<Value = ClusterView> {
+    prop_oneof![
+        Just(ClusterView::Unreachable),
+        (1..6u64)
+            .prop_flat_map(|n| (1..=n).map(arb_member).collect::<Vec<_>>())
+            .prop_map(|members| ClusterView::Reachable(LiveCluster {
+                cluster_id: ClusterId(7),
+                members,
+            })),
+    ]
+}
+
+fn arb_observed() -> impl Strategy<Value = Observed> {
+    (
+        any::<bool>(),
+        any::<bool>(),
+        arb_report(),
+        arb_report(),
+        arb_cluster(),
+    )
+        .prop_map(|(has_data, formed_locally, r2, r3, cluster)| Observed {
+            me: peer("m1"),
+            expected: ["m1", "m2", "m3"].map(peer).to_vec(),
+            local: if has_data {
+                LocalData::Data { identity: None }
+            } else {
+                LocalData::Empty
+            },
+            formed_locally,
+            peers: vec![
+                PeerReport {
+                    name: name("m2"),
+                    report: r2,
+                },
+                PeerReport {
+                    name: name("m3"),
+                    report: r3,
+                },
+            ],
+            cluster,
+        })
+}
+
+proptest! {
+    #[test]
+    fn never_bootstraps_when_anything_says_a_cluster_exists(observed in arb_observed()) {
+        let decision = decide(&observed, "prod");
+        if matches!(decision, Decision::BootstrapNew { .. }) {
+            prop_assert!(observed.local == LocalData::Empty);
+            prop_assert!(!observed.formed_locally);
+            prop_assert!(matches!(observed.cluster, ClusterView::Unreachable));
+            for peer in &observed.peers {
+                prop_assert!(matches!(
+                    peer.report,
+                    PilotReport::Empty { formed: false, .. } | PilotReport::Bootstrapping { .. }
+                ), "bootstrapped although {} reported {:?}", peer.name, peer.report);
+            }
+        }
+    }
+
+    #[test]
+    fn never_changes_membership_while_another_change_is_pending(observed in arb_observed()) {
+        let decision = decide(&observed, "prod");
+        let ClusterView::Reachable(live) = &observed.cluster else { return Ok(()) };
+        let pending_others = live.members.iter().filter(|m| {
+            m.member.is_pending()
+                && m.member.name.as_ref() != Some(&observed.me.name)
+                && !m.member.peer_urls.contains(&observed.me.peer_url)
+        }).count();
+        if matches!(decision, Decision::Join(JoinStep::AddLearner | JoinStep::RemoveStale { .. })) {
+            prop_assert_eq!(pending_others, 0, "{:?} while another change is pending", decision);
+        }
+    }
+
+    #[test]
+    fn stale_removal_keeps_a_healthy_quorum(observed in arb_observed()) {
+        let decision = decide(&observed, "prod");
+        let ClusterView::Reachable(live) = &observed.cluster else { return Ok(()) };
+        if let Decision::Join(JoinStep::RemoveStale { member_id }) = decision {
+            let target = live.members.iter().find(|m| m.member.id == member_id).unwrap();
+            if !target.member.is_learner {
+                let voters: Vec<_> = live.members.iter()
+                    .filter(|m| !m.member.is_learner && m.member.id != member_id).collect();
+                let healthy = voters.iter().filter(|m| m.health == Health::Healthy).count();
+                prop_assert!(healthy >= quorum(voters.len()));
+            }
+        }
+    }
+
+    #[test]
+    fn adds_a_learner_only_to_a_cluster_with_a_healthy_quorum(observed in arb_observed()) {
+        let decision = decide(&observed, "prod");
+        let ClusterView::Reachable(live) = &observed.cluster else { return Ok(()) };
+        if decision == Decision::Join(JoinStep::AddLearner) {
+            let voters: Vec<_> = live.members.iter().filter(|m| !m.member.is_learner).collect();
+            let healthy = voters.iter().filter(|m| m.health == Health::Healthy).count();
+            prop_assert!(healthy >= quorum(voters.len()));
+        }
+    }
+}

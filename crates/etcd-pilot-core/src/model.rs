@@ -112,7 +112,8 @@ pub struct Peer {
 pub struct Member {
     /// The member id.
     pub id: MemberId,
-    /// The member name; `None` while the member was added but its etcd has not started yet.
+    /// The member name; `None` for a member added by MemberAdd whose etcd has not started.
+    /// (Members of the initial cluster have their name from the start.)
     pub name: Option<MemberName>,
     /// Peer URLs.
     pub peer_urls: Vec<String>,
@@ -123,9 +124,10 @@ pub struct Member {
 }
 
 impl Member {
-    /// Whether this member's etcd has started at least once (etcd learns the name then).
+    /// Whether this member's etcd has started at least once: it publishes its client URLs
+    /// then. (The name is not a signal: initial members have one before they start.)
     pub fn is_started(&self) -> bool {
-        self.name.is_some()
+        !self.client_urls.is_empty()
     }
 
     /// Whether the member is still joining: added but not started, or a learner.

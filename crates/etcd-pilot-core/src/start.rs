@@ -221,7 +221,7 @@ fn decide_join(me: &Peer, live: &LiveCluster) -> Decision {
         .filter(|m| Some(m.member.id) != ours_by_name.map(|o| o.member.id))
         .collect();
 
-    if let Some(stale) = ours_by_name {
+    if let Some(stale) = ours_by_name.filter(|m| m.member.is_started()) {
         // Our name, started, while our disk is empty: an earlier life of this node.
         if let Some(reason) = one_change_at_a_time(&others_pending) {
             return Decision::Wait { reason };
@@ -233,30 +233,32 @@ fn decide_join(me: &Peer, live: &LiveCluster) -> Decision {
             member_id: stale.member.id,
         });
     }
-    if let Some(entry) = ours_by_url {
-        let Some(other_name) = &entry.member.name else {
-            // Added but never started: it is ours to start (we or an earlier attempt added it).
-            let started = live.members.iter().filter_map(|m| {
-                let name = m.member.name.as_ref()?;
-                Some(m.member.peer_urls.iter().map(move |url| (name, url.as_str())))
-            });
-            let mine = entry
-                .member
-                .peer_urls
-                .iter()
-                .map(|url| (&me.name, url.as_str()));
-            return Decision::Join(JoinStep::Start {
-                member_id: entry.member.id,
-                initial_cluster: initial_cluster(started.flatten().chain(mine)),
-            });
-        };
-        return Decision::Wait {
-            reason: format!(
-                "peer URL {} is registered to member {other_name} ({:x}); remove that member \
-                 (etcdctl member remove {:x}) or give this node another peer URL",
-                me.peer_url, entry.member.id.0, entry.member.id.0
-            ),
-        };
+    if let Some(entry) = ours_by_url.or(ours_by_name) {
+        if entry.member.is_started() || entry.member.name.as_ref().is_some_and(|n| n != &me.name) {
+            let other = entry.member.name.as_ref().map_or("(unnamed)", MemberName::as_str);
+            return Decision::Wait {
+                reason: format!(
+                    "peer URL {} is registered to member {other} ({}); remove that member \
+                     (etcdctl member remove {}) or give this node another peer URL",
+                    me.peer_url, entry.member.id, entry.member.id
+                ),
+            };
+        }
+        // Added but never started: it is ours to start (we, an earlier attempt, or the
+        // initial bootstrap added it). etcd wants every member in --initial-cluster.
+        let pairs = live.members.iter().flat_map(|m| {
+            let name = if m.member.id == entry.member.id {
+                Some(&me.name)
+            } else {
+                m.member.name.as_ref()
+            };
+            name.into_iter()
+                .flat_map(move |name| m.member.peer_urls.iter().map(move |url| (name, url.as_str())))
+        });
+        return Decision::Join(JoinStep::Start {
+            member_id: entry.member.id,
+            initial_cluster: initial_cluster(pairs),
+        });
     }
     if let Some(reason) = one_change_at_a_time(&others_pending) {
         return Decision::Wait { reason };

@@ -92,7 +92,8 @@ fn parse_peers(peers: &str) -> Vec<PeerReport> {
 }
 
 /// `unreachable`, or `CLUSTER MEMBER...` where MEMBER is `NAME#ID[:learner][:HEALTH]`
-/// (health defaults to healthy) or `?#ID@NAME` for an unstarted member with NAME's peer URL.
+/// (health defaults to healthy; `:unstarted` for an initial member that never started) or
+/// `?#ID@NAME` for a member added by MemberAdd, not started, with NAME's peer URL.
 fn parse_cluster(cluster: &str) -> ClusterView {
     let mut words = cluster.split_whitespace();
     let first = words.next().unwrap();
@@ -110,21 +111,22 @@ fn parse_cluster(cluster: &str) -> ClusterView {
                 None => (rest, n),
             };
             let mut is_learner = false;
+            let mut started = n != "?";
             let mut health = Health::Healthy;
             for part in parts {
                 match part {
                     "learner" => is_learner = true,
+                    "unstarted" => started = false,
                     "healthy" => health = Health::Healthy,
                     "unhealthy" => health = Health::Unhealthy,
                     "unknown" => health = Health::Unknown,
                     _ => panic!("bad member attribute {part:?}"),
                 }
             }
-            let started = n != "?";
             ObservedMember {
                 member: Member {
                     id: MemberId(id.parse().unwrap()),
-                    name: started.then(|| name(n)),
+                    name: (n != "?").then(|| name(n)),
                     peer_urls: vec![peer(url_of).peer_url],
                     client_urls: if started { vec![peer(n).client_url] } else { vec![] },
                     is_learner,
@@ -232,6 +234,16 @@ fn empty_node_starts_the_unstarted_entry_with_its_peer_url() {
         "",
         "c7 m2#2 m3#3 ?#5@m1",
         expect![[r#"Join(Start { member_id: MemberId(5), initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380" })"#]],
+    );
+}
+
+#[test]
+fn empty_initial_member_that_never_started_starts_in_the_formed_cluster() {
+    check(
+        "empty",
+        "m2:data m3:data",
+        "c7 m1#1:unstarted m2#2 m3#3",
+        expect![[r#"Join(Start { member_id: MemberId(1), initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380" })"#]],
     );
 }
 
@@ -392,9 +404,9 @@ fn arb_member(id: u64) -> impl Strategy<Value = ObservedMember> {
             ObservedMember {
                 member: Member {
                     id: MemberId(id),
-                    name: started.then(|| name(&format!("{who}{}", if n == 0 { "" } else { "x" }))),
+                    name: Some(name(&format!("{who}{}", if n == 0 { "" } else { "x" }))),
                     peer_urls: vec![peer(who).peer_url],
-                    client_urls: vec![],
+                    client_urls: if started { vec![peer(who).client_url] } else { vec![] },
                     is_learner,
                 },
                 health,

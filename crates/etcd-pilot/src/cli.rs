@@ -1,0 +1,229 @@
+//! The command line: `agent`, `local up`, `status`, `config show`.
+//!
+//! Parses flags, sets up tracing and the runtime, and maps failures to exit codes:
+//! 0 ok, 64 invalid configuration or flags (EX_USAGE), 1 runtime failure.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Arg, ArgMatches, Args, FromArgMatches, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config, KEYS, Sources};
+use crate::{cluster_status, local, output};
+
+const EX_USAGE: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(name = "etcd-pilot", version, about = "Runs beside etcd on every node: bootstraps, joins, supervises and heals the cluster")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "ETCD_PILOT_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Commands {
+    /// Run the pilot daemon beside this node's etcd.
+    Agent {
+        /// The TOML config file (see docs/config.md).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Work with a local development cluster on loopback.
+    Local {
+        #[command(subcommand)]
+        command: LocalCommand,
+    },
+    /// Show the cluster's members: role, health, raft index, revision, size, version.
+    Status {
+        /// Client URLs of any members, comma-separated.
+        #[arg(long, value_delimiter = ',', conflicts_with = "dir")]
+        endpoints: Vec<String>,
+        /// The directory of a `local up` cluster.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LocalCommand {
+    /// Start a local cluster (N pilots, each with its etcd) and run it until Ctrl-C.
+    Up(local::UpArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration, secrets redacted, with where each value came from.
+    Show {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+}
+
+/// One flag per configuration key (`--etcd-bin` for `etcd.bin`), generated from [`KEYS`].
+#[derive(Clone, Debug, Default)]
+struct Overrides(BTreeMap<String, String>);
+
+impl FromArgMatches for Overrides {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut values = BTreeMap::new();
+        for key in KEYS {
+            if let Some(value) = matches.get_one::<String>(key.name) {
+                values.insert(key.name.to_owned(), value.clone());
+            }
+        }
+        Ok(Self(values))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for Overrides {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        KEYS.iter().fold(command, |command, key| {
+            command.arg(
+                Arg::new(key.name)
+                    .long(config::flag(key.name))
+                    .value_name("VALUE")
+                    .help(format!("{} [env: {}]", key.help, config::env_var(key.name)))
+                    .help_heading("Configuration (overrides the file and the environment)"),
+            )
+        })
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let code = if err.use_stderr() { EX_USAGE } else { 0 };
+            let _ = err.print();
+            return ExitCode::from(code);
+        }
+    };
+    let quiet = matches!(cli.command, Commands::Status { .. } | Commands::Config { .. });
+    init_tracing(cli.log_format, if quiet { "warn" } else { "info,etcd_output=warn" });
+
+    let load = |path: &Option<PathBuf>, overrides: &Overrides| -> Result<Config, config::Error> {
+        let sources = Sources::load(path.as_deref(), std::env::vars(), overrides.0.clone())?;
+        Config::load(&sources)
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            output::error(&format!("cannot start the async runtime: {err}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<()> = match cli.command {
+        Commands::Agent { config, overrides } => {
+            let config = match load(&config, &overrides) {
+                Ok(config) => config,
+                Err(err) => {
+                    output::error(&err.to_string());
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            runtime.block_on(async {
+                let cancel = CancellationToken::new();
+                crate::cancel_on_signals(cancel.clone())?;
+                crate::run_agent(config, cancel).await
+            })
+        }
+        Commands::Config {
+            command: ConfigCommand::Show { config, overrides },
+        } => match load(&config, &overrides) {
+            Ok(config) => {
+                output::print(&config.show());
+                Ok(())
+            }
+            Err(err) => {
+                output::error(&err.to_string());
+                return ExitCode::from(EX_USAGE);
+            }
+        },
+        Commands::Local {
+            command: LocalCommand::Up(args),
+        } => {
+            if let Err(err) = args.validate() {
+                output::error(&format!("{err:#}"));
+                return ExitCode::from(EX_USAGE);
+            }
+            runtime.block_on(async {
+                let cancel = CancellationToken::new();
+                crate::cancel_on_signals(cancel.clone())?;
+                local::up(args, cancel).await
+            })
+        }
+        Commands::Status { endpoints, dir, json } => runtime.block_on(async {
+            let endpoints = match dir {
+                Some(dir) => local::client_urls(&dir)?,
+                None if endpoints.is_empty() => vec!["http://127.0.0.1:2379".to_owned()],
+                None => endpoints,
+            };
+            let rows = cluster_status::collect(&endpoints).await?;
+            if json {
+                output::print(&serde_json::to_string_pretty(&rows)?);
+            } else {
+                output::print(&cluster_status::table(&rows));
+            }
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            output::error(&format!("{err:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat, default_filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("ETCD_PILOT_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|spec| EnvFilter::try_new(spec).ok())
+        .unwrap_or_else(|| EnvFilter::new(default_filter));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,117 @@
+//! `etcd-pilot status`: a table of the cluster's members, read through etcd's API.
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::etcd::{self, ClientOptions};
+
+/// One member, as `status` prints it.
+#[derive(Debug, Serialize)]
+pub(crate) struct MemberRow {
+    pub(crate) name: String,
+    pub(crate) id: String,
+    /// leader, follower, learner, or unstarted.
+    pub(crate) role: String,
+    /// healthy, unhealthy, or unknown (no answer).
+    pub(crate) health: String,
+    pub(crate) raft_index: Option<u64>,
+    pub(crate) revision: Option<i64>,
+    pub(crate) db_size: Option<i64>,
+    pub(crate) version: Option<String>,
+    pub(crate) client_url: Option<String>,
+    pub(crate) error: Option<String>,
+}
+
+pub(crate) async fn collect(endpoints: &[String]) -> anyhow::Result<Vec<MemberRow>> {
+    let options = ClientOptions {
+        timeout: std::time::Duration::from_secs(2),
+        credentials: None,
+    };
+    let list = etcd::first_member_list(endpoints, &options)
+        .await
+        .with_context(|| format!("no member answered at {}; is the cluster running?", endpoints.join(",")))?;
+    let probes = etcd::probe_members(&list.members, &options).await;
+    let leader = probes.iter().flatten().find_map(|status| status.leader);
+    let mut rows: Vec<MemberRow> = list
+        .members
+        .iter()
+        .zip(probes)
+        .map(|(member, probe)| {
+            let role = if !member.is_started() {
+                "unstarted"
+            } else if member.is_learner {
+                "learner"
+            } else if Some(member.id) == leader {
+                "leader"
+            } else {
+                "follower"
+            };
+            let (health, status, error) = match probe {
+                Ok(status) => (format!("{:?}", status.health()).to_lowercase(), Some(status), None),
+                Err(err) => ("unknown".to_owned(), None, Some(format!("{:#}", anyhow::Error::from(err)))),
+            };
+            MemberRow {
+                name: member.name.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string),
+                id: member.id.to_string(),
+                role: role.to_owned(),
+                health,
+                raft_index: status.as_ref().map(|s| s.raft_index),
+                revision: status.as_ref().map(|s| s.revision),
+                db_size: status.as_ref().map(|s| s.db_size),
+                version: status.as_ref().map(|s| s.version.clone()),
+                client_url: member.client_urls.first().cloned(),
+                error,
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(rows)
+}
+
+/// A fixed-width table, one member per line.
+pub(crate) fn table(rows: &[MemberRow]) -> String {
+    let dash = || "-".to_owned();
+    let mut lines = vec![[
+        "NAME", "ID", "ROLE", "HEALTH", "RAFT-INDEX", "REVISION", "DB-SIZE", "VERSION", "CLIENT-URL",
+    ]
+    .map(str::to_owned)];
+    for row in rows {
+        lines.push([
+            row.name.clone(),
+            row.id.clone(),
+            row.role.clone(),
+            row.health.clone(),
+            row.raft_index.map_or_else(dash, |v| v.to_string()),
+            row.revision.map_or_else(dash, |v| v.to_string()),
+            row.db_size.map_or_else(dash, human_bytes),
+            row.version.clone().unwrap_or_else(dash),
+            row.client_url.clone().unwrap_or_else(dash),
+        ]);
+    }
+    let widths: Vec<usize> = (0..9).map(|c| lines.iter().map(|l| l[c].len()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for line in &lines {
+        let cells: Vec<String> = line.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    for row in rows {
+        if let Some(error) = &row.error {
+            out.push_str(&format!("{}: {error}\n", row.name));
+        }
+    }
+    out
+}
+
+fn human_bytes(bytes: i64) -> String {
+    let value = bytes as f64;
+    if value >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.1} GiB", value / (1024.0 * 1024.0 * 1024.0))
+    } else if value >= 1024.0 * 1024.0 {
+        format!("{:.1} MiB", value / (1024.0 * 1024.0))
+    } else if value >= 1024.0 {
+        format!("{:.0} KiB", value / 1024.0)
+    } else {
+        format!("{bytes} B")
+    }
+}

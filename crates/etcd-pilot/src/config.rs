@@ -1,0 +1,805 @@
+//! Configuration: defaults < TOML file < `ETCD_PILOT_*` environment < flags, validated into a
+//! typed [`Config`] before anything binds a port or starts etcd.
+//!
+//! Every scalar key is listed once in [`KEYS`]; its environment variable and flag are derived
+//! from its name (`etcd.peer_url` -> `ETCD_PILOT_ETCD_PEER_URL`, `--etcd-peer-url`).
+//! The sources are passed in ([`Sources`]) rather than read from the process, so tests never
+//! mutate the environment. The reference of every key is `docs/config.md`.
+//! This module does not own what the values do; each subsystem reads its part of `Config`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use etcd_pilot_core::{MemberName, Peer};
+use serde::Deserialize;
+use url::Url;
+
+/// A scalar configuration key: its dotted name and a one-line description.
+pub(crate) struct Key {
+    pub(crate) name: &'static str,
+    pub(crate) help: &'static str,
+    pub(crate) secret: bool,
+}
+
+const fn key(name: &'static str, help: &'static str) -> Key {
+    Key {
+        name,
+        help,
+        secret: false,
+    }
+}
+
+/// Every scalar key, in the order `config show` prints them.
+pub(crate) const KEYS: &[Key] = &[
+    key("name", "this node's member name"),
+    key("cluster_name", "the cluster's name; the bootstrap token is derived from it"),
+    key("data_dir", "where the pilot keeps etcd's data and its markers"),
+    key("etcd.bin", "path of the etcd binary"),
+    key("etcd.peer_url", "URL other members reach this etcd on"),
+    key("etcd.client_url", "URL clients reach this etcd on"),
+    key("etcd.listen_peer_url", "URL etcd listens on for peers (default: etcd.peer_url)"),
+    key("etcd.listen_client_url", "URL etcd listens on for clients (default: etcd.client_url)"),
+    key("etcd.username", "etcd user the pilot authenticates as, when etcd auth is on"),
+    Key {
+        name: "etcd.password",
+        help: "password of etcd.username (prefer etcd.password_file)",
+        secret: true,
+    },
+    key("etcd.password_file", "file holding the password of etcd.username"),
+    key("admin.listen", "address of the pilot's admin HTTP API"),
+    key("discovery.provider", "who should be a member: static"),
+    key("discovery.peers_file", "TOML file with `peers = [...]`, re-read when it changes"),
+    key("timers.etcd_call_timeout", "timeout of every etcd API call"),
+    key("timers.pilot_call_timeout", "timeout of every call to a peer pilot"),
+    key("timers.observe_interval", "how often the pilot observes the cluster"),
+    key("timers.stop_grace", "how long etcd may take to stop before SIGKILL"),
+    key("timers.restart_initial_backoff", "delay before the first restart of a crashed etcd"),
+    key("timers.restart_max_backoff", "longest delay between restarts"),
+    key("timers.restart_stable_after", "a run this long resets the restart backoff"),
+];
+
+/// The environment variable that sets `key`.
+pub(crate) fn env_var(key: &str) -> String {
+    format!("ETCD_PILOT_{}", key.replace('.', "_").to_uppercase())
+}
+
+/// The command-line flag that sets `key`, without the leading `--`.
+pub(crate) fn flag(key: &str) -> String {
+    key.replace(['.', '_'], "-")
+}
+
+/// Environment variables with our prefix that are not configuration keys.
+const NON_CONFIG_ENV: &[&str] = &["ETCD_PILOT_LOG", "ETCD_PILOT_TARGET_DIR"];
+
+/// Where configuration comes from. Built by `main` from the process; by tests from literals.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Sources {
+    /// The config file, if any: its path and contents.
+    pub(crate) file: Option<(PathBuf, String)>,
+    /// Environment variables (only those starting with `ETCD_PILOT_` are looked at).
+    pub(crate) env: BTreeMap<String, String>,
+    /// Flags given on the command line, by key name.
+    pub(crate) flags: BTreeMap<String, String>,
+}
+
+impl Sources {
+    /// Reads the config file at `path` (if any) and takes the environment from `env`.
+    pub(crate) fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: BTreeMap<String, String>,
+    ) -> Result<Self, Error> {
+        let file = match path {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|err| Error {
+                    key: "--config".into(),
+                    problem: format!("cannot read {}: {err}", path.display()),
+                    fix: "pass the path of a readable TOML file".into(),
+                })?;
+                Some((path.to_owned(), text))
+            }
+        };
+        let env = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("ETCD_PILOT_"))
+            .collect();
+        Ok(Self { file, env, flags })
+    }
+}
+
+/// Where a value came from, for `config show`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Default,
+    File(PathBuf),
+    Env(String),
+    Flag(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File(path) => write!(f, "file {}", path.display()),
+            Origin::Env(var) => write!(f, "env {var}"),
+            Origin::Flag(flag) => write!(f, "flag --{flag}"),
+        }
+    }
+}
+
+/// A configuration problem: which key, what is wrong, and what to do.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {key}: {problem}\n  fix: {fix}")]
+pub(crate) struct Error {
+    /// The key (or source) at fault.
+    pub(crate) key: String,
+    /// What is wrong with it.
+    pub(crate) problem: String,
+    /// What the operator should do.
+    pub(crate) fix: String,
+}
+
+fn error(key: &str, problem: impl Into<String>, fix: impl Into<String>) -> Error {
+    Error {
+        key: key.to_owned(),
+        problem: problem.into(),
+        fix: fix.into(),
+    }
+}
+
+/// The configuration as written: every field optional, unknown keys refused.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    name: Option<String>,
+    cluster_name: Option<String>,
+    data_dir: Option<String>,
+    #[serde(default)]
+    etcd: RawEtcd,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    discovery: RawDiscovery,
+    #[serde(default)]
+    timers: RawTimers,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEtcd {
+    bin: Option<String>,
+    peer_url: Option<String>,
+    client_url: Option<String>,
+    listen_peer_url: Option<String>,
+    listen_client_url: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    password_file: Option<String>,
+    #[serde(default)]
+    extra_args: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscovery {
+    provider: Option<String>,
+    peers: Option<Vec<RawPeer>>,
+    peers_file: Option<String>,
+}
+
+/// One entry of a static peer list (in the config or a peers file).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPeer {
+    name: String,
+    peer_url: String,
+    client_url: String,
+    admin_url: Option<String>,
+}
+
+/// A peers file: `peers = [{ name = ..., peer_url = ..., client_url = ... }, ...]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PeersFile {
+    pub(crate) peers: Vec<RawPeer>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimers {
+    etcd_call_timeout: Option<String>,
+    pilot_call_timeout: Option<String>,
+    observe_interval: Option<String>,
+    stop_grace: Option<String>,
+    restart_initial_backoff: Option<String>,
+    restart_max_backoff: Option<String>,
+    restart_stable_after: Option<String>,
+}
+
+impl RawConfig {
+    fn slot(&mut self, key: &str) -> Option<&mut Option<String>> {
+        Some(match key {
+            "name" => &mut self.name,
+            "cluster_name" => &mut self.cluster_name,
+            "data_dir" => &mut self.data_dir,
+            "etcd.bin" => &mut self.etcd.bin,
+            "etcd.peer_url" => &mut self.etcd.peer_url,
+            "etcd.client_url" => &mut self.etcd.client_url,
+            "etcd.listen_peer_url" => &mut self.etcd.listen_peer_url,
+            "etcd.listen_client_url" => &mut self.etcd.listen_client_url,
+            "etcd.username" => &mut self.etcd.username,
+            "etcd.password" => &mut self.etcd.password,
+            "etcd.password_file" => &mut self.etcd.password_file,
+            "admin.listen" => &mut self.admin.listen,
+            "discovery.provider" => &mut self.discovery.provider,
+            "discovery.peers_file" => &mut self.discovery.peers_file,
+            "timers.etcd_call_timeout" => &mut self.timers.etcd_call_timeout,
+            "timers.pilot_call_timeout" => &mut self.timers.pilot_call_timeout,
+            "timers.observe_interval" => &mut self.timers.observe_interval,
+            "timers.stop_grace" => &mut self.timers.stop_grace,
+            "timers.restart_initial_backoff" => &mut self.timers.restart_initial_backoff,
+            "timers.restart_max_backoff" => &mut self.timers.restart_max_backoff,
+            "timers.restart_stable_after" => &mut self.timers.restart_stable_after,
+            _ => return None,
+        })
+    }
+}
+
+/// The validated configuration. The only constructor is [`Config::load`].
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) name: MemberName,
+    pub(crate) cluster_name: String,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) etcd: EtcdConfig,
+    pub(crate) admin: AdminConfig,
+    pub(crate) discovery: DiscoveryConfig,
+    pub(crate) timers: Timers,
+    /// Where each scalar value came from.
+    origins: BTreeMap<&'static str, Origin>,
+    /// Each scalar value as given (secrets included; never printed unredacted).
+    values: BTreeMap<&'static str, String>,
+}
+
+#[derive(Clone)]
+pub(crate) struct EtcdConfig {
+    pub(crate) bin: PathBuf,
+    pub(crate) peer_url: Url,
+    pub(crate) client_url: Url,
+    pub(crate) listen_peer_url: Url,
+    pub(crate) listen_client_url: Url,
+    /// User and password for etcd auth, if any.
+    pub(crate) credentials: Option<(String, String)>,
+    /// Extra flags passed to etcd as they are (tuning such as `--quota-backend-bytes`).
+    pub(crate) extra_args: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct AdminConfig {
+    pub(crate) listen: SocketAddr,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum DiscoveryConfig {
+    /// A fixed list, from the config or from a peers file re-read when it changes.
+    Static {
+        peers: Vec<Peer>,
+        peers_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Timers {
+    pub(crate) etcd_call_timeout: Duration,
+    pub(crate) pilot_call_timeout: Duration,
+    pub(crate) observe_interval: Duration,
+    pub(crate) stop_grace: Duration,
+    pub(crate) restart_initial_backoff: Duration,
+    pub(crate) restart_max_backoff: Duration,
+    pub(crate) restart_stable_after: Duration,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Redacted: only `show`'s view, which hides secrets.
+        f.write_str(&self.show())
+    }
+}
+
+/// The default admin port; `local up` and the peer list defaults assume it.
+pub(crate) const ADMIN_PORT: u16 = 2378;
+
+impl Config {
+    /// Merges the sources and validates the result.
+    pub(crate) fn load(sources: &Sources) -> Result<Self, Error> {
+        let mut raw = RawConfig::default();
+        let mut origins: BTreeMap<&'static str, Origin> = BTreeMap::new();
+        if let Some((path, text)) = &sources.file {
+            raw = toml::from_str(text).map_err(|err| {
+                error(
+                    &format!("file {}", path.display()),
+                    err.to_string().trim_end().to_owned(),
+                    "correct the file; docs/config.md lists every key",
+                )
+            })?;
+            for key in KEYS {
+                if raw.slot(key.name).is_some_and(|slot| slot.is_some()) {
+                    origins.insert(key.name, Origin::File(path.clone()));
+                }
+            }
+        }
+        for (var, value) in &sources.env {
+            if NON_CONFIG_ENV.contains(&var.as_str()) {
+                continue;
+            }
+            let Some(key) = KEYS.iter().find(|k| env_var(k.name) == *var) else {
+                return Err(error(
+                    var,
+                    "unknown environment variable",
+                    format!(
+                        "unset it, or use one of: {}",
+                        KEYS.iter().map(|k| env_var(k.name)).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            };
+            if let Some(slot) = raw.slot(key.name) {
+                *slot = Some(value.clone());
+            }
+            origins.insert(key.name, Origin::Env(var.clone()));
+        }
+        for (name, value) in &sources.flags {
+            let Some(key) = KEYS.iter().find(|k| k.name == name) else {
+                return Err(error(name, "unknown flag", "see etcd-pilot agent --help"));
+            };
+            if let Some(slot) = raw.slot(key.name) {
+                *slot = Some(value.clone());
+            }
+            origins.insert(key.name, Origin::Flag(flag(key.name)));
+        }
+        let mut config = validate(raw)?;
+        for key in KEYS {
+            origins.entry(key.name).or_insert(Origin::Default);
+        }
+        config.origins = origins;
+        Ok(config)
+    }
+
+    /// The effective configuration, one key per line with its origin; secrets redacted.
+    pub(crate) fn show(&self) -> String {
+        let mut out = String::new();
+        for key in KEYS {
+            let origin = self.origins.get(key.name).unwrap_or(&Origin::Default);
+            let value = match self.values.get(key.name) {
+                None => "(unset)".to_owned(),
+                Some(_) if key.secret => "\"<redacted>\"".to_owned(),
+                Some(value) => format!("{value:?}"),
+            };
+            out.push_str(&format!("{} = {value}  # {origin}\n", key.name));
+        }
+        let DiscoveryConfig::Static { peers, .. } = &self.discovery;
+        for peer in peers {
+            out.push_str(&format!(
+                "discovery.peers += {{ name = {:?}, peer_url = {:?}, client_url = {:?}, admin_url = {:?} }}\n",
+                peer.name.as_str(),
+                peer.peer_url,
+                peer.client_url,
+                peer.admin_url
+            ));
+        }
+        for arg in &self.etcd.extra_args {
+            out.push_str(&format!("etcd.extra_args += {arg:?}\n"));
+        }
+        out
+    }
+
+    /// This node as a peer.
+    pub(crate) fn me(&self) -> Peer {
+        Peer {
+            name: self.name.clone(),
+            peer_url: url_string(&self.etcd.peer_url),
+            client_url: url_string(&self.etcd.client_url),
+            admin_url: format!("http://{}", self.admin.listen),
+        }
+    }
+}
+
+/// A URL as etcd prints it: no trailing slash.
+pub(crate) fn url_string(url: &Url) -> String {
+    url.as_str().trim_end_matches('/').to_owned()
+}
+
+fn validate(raw: RawConfig) -> Result<Config, Error> {
+    let mut values: BTreeMap<&'static str, String> = BTreeMap::new();
+    let mut raw = raw;
+    for key in KEYS {
+        if let Some(Some(value)) = raw.slot(key.name).map(|slot| slot.clone()) {
+            values.insert(key.name, value);
+        }
+    }
+
+    let name = match &raw.name {
+        None => {
+            return Err(error(
+                "name",
+                "missing",
+                "set `name = \"...\"` in the config file, ETCD_PILOT_NAME or --name",
+            ));
+        }
+        Some(name) => MemberName::new(name.clone()).map_err(|err| {
+            error("name", err.to_string(), "choose a name such as \"m1\" or the host name")
+        })?,
+    };
+    let cluster_name = raw.cluster_name.clone().unwrap_or_else(|| "etcd".to_owned());
+    if cluster_name.is_empty() || cluster_name.contains(char::is_whitespace) {
+        return Err(error(
+            "cluster_name",
+            format!("{cluster_name:?} is empty or contains spaces"),
+            "use a short name such as \"prod-etcd\"",
+        ));
+    }
+    let data_dir = PathBuf::from(
+        raw.data_dir
+            .clone()
+            .unwrap_or_else(|| "/var/lib/etcd-pilot".to_owned()),
+    );
+    values.insert("data_dir", data_dir.display().to_string());
+
+    let bin = etcd_bin(raw.etcd.bin.as_deref())?;
+    values.insert("etcd.bin", bin.display().to_string());
+    let peer_url = parse_url("etcd.peer_url", raw.etcd.peer_url.as_deref())?;
+    let client_url = parse_url("etcd.client_url", raw.etcd.client_url.as_deref())?;
+    let listen_peer_url = match &raw.etcd.listen_peer_url {
+        Some(url) => parse_url("etcd.listen_peer_url", Some(url))?,
+        None => peer_url.clone(),
+    };
+    let listen_client_url = match &raw.etcd.listen_client_url {
+        Some(url) => parse_url("etcd.listen_client_url", Some(url))?,
+        None => client_url.clone(),
+    };
+    values.insert("etcd.listen_peer_url", url_string(&listen_peer_url));
+    values.insert("etcd.listen_client_url", url_string(&listen_client_url));
+    let credentials = credentials(&raw.etcd)?;
+
+    let admin_listen = match &raw.admin.listen {
+        Some(listen) => listen.parse::<SocketAddr>().map_err(|err| {
+            error(
+                "admin.listen",
+                format!("{listen:?} is not an address: {err}"),
+                "use IP:PORT, for example \"127.0.0.1:2378\"",
+            )
+        })?,
+        None => match client_url.host_str().and_then(|h| h.parse::<IpAddr>().ok()) {
+            Some(ip) => SocketAddr::new(ip, ADMIN_PORT),
+            None => {
+                return Err(error(
+                    "admin.listen",
+                    "missing, and etcd.client_url's host is not an IP address to default to",
+                    "set admin.listen to IP:PORT",
+                ));
+            }
+        },
+    };
+    values.insert("admin.listen", admin_listen.to_string());
+
+    let provider = raw
+        .discovery
+        .provider
+        .clone()
+        .unwrap_or_else(|| "static".to_owned());
+    values.insert("discovery.provider", provider.clone());
+    let discovery = match provider.as_str() {
+        "static" => {
+            let peers_file = raw.discovery.peers_file.as_ref().map(PathBuf::from);
+            let peers = match (&raw.discovery.peers, &peers_file) {
+                (Some(_), Some(_)) => {
+                    return Err(error(
+                        "discovery.peers",
+                        "both discovery.peers and discovery.peers_file are set",
+                        "keep one of them",
+                    ));
+                }
+                (Some(peers), None) => parse_peers("discovery.peers", peers, admin_listen.port())?,
+                (None, Some(file)) => read_peers_file(file, admin_listen.port())?,
+                (None, None) => {
+                    return Err(error(
+                        "discovery.peers",
+                        "missing: the static provider needs a peer list",
+                        "set discovery.peers = [{ name = ..., peer_url = ..., client_url = ... }] \
+                         or discovery.peers_file",
+                    ));
+                }
+            };
+            let me_key = if peers_file.is_some() {
+                "discovery.peers_file"
+            } else {
+                "discovery.peers"
+            };
+            check_self_listed(me_key, &peers, &name, &peer_url)?;
+            DiscoveryConfig::Static { peers, peers_file }
+        }
+        other => {
+            return Err(error(
+                "discovery.provider",
+                format!("unknown provider {other:?}"),
+                "use \"static\"",
+            ));
+        }
+    };
+
+    let timers = Timers {
+        etcd_call_timeout: duration(&raw.timers.etcd_call_timeout, "timers.etcd_call_timeout", "2s", &mut values)?,
+        pilot_call_timeout: duration(&raw.timers.pilot_call_timeout, "timers.pilot_call_timeout", "1s", &mut values)?,
+        observe_interval: duration(&raw.timers.observe_interval, "timers.observe_interval", "1s", &mut values)?,
+        stop_grace: duration(&raw.timers.stop_grace, "timers.stop_grace", "10s", &mut values)?,
+        restart_initial_backoff: duration(
+            &raw.timers.restart_initial_backoff,
+            "timers.restart_initial_backoff",
+            "100ms",
+            &mut values,
+        )?,
+        restart_max_backoff: duration(&raw.timers.restart_max_backoff, "timers.restart_max_backoff", "30s", &mut values)?,
+        restart_stable_after: duration(
+            &raw.timers.restart_stable_after,
+            "timers.restart_stable_after",
+            "60s",
+            &mut values,
+        )?,
+    };
+
+    Ok(Config {
+        name,
+        cluster_name: cluster_name.clone(),
+        data_dir,
+        etcd: EtcdConfig {
+            bin,
+            peer_url,
+            client_url,
+            listen_peer_url,
+            listen_client_url,
+            credentials,
+            extra_args: raw.etcd.extra_args.clone(),
+        },
+        admin: AdminConfig {
+            listen: admin_listen,
+        },
+        discovery,
+        timers,
+        origins: BTreeMap::new(),
+        values: {
+            values.insert("cluster_name", cluster_name);
+            values
+        },
+    })
+}
+
+fn duration(
+    value: &Option<String>,
+    key: &'static str,
+    default: &str,
+    values: &mut BTreeMap<&'static str, String>,
+) -> Result<Duration, Error> {
+    let text = value.as_deref().unwrap_or(default);
+    values.insert(key, text.to_owned());
+    let parsed = humantime::parse_duration(text).map_err(|err| {
+        error(
+            key,
+            format!("{text:?} is not a duration: {err}"),
+            "write a duration such as \"500ms\", \"2s\" or \"1m\"",
+        )
+    })?;
+    if parsed.is_zero() {
+        return Err(error(key, "must be greater than zero", format!("use e.g. {default:?}")));
+    }
+    Ok(parsed)
+}
+
+fn etcd_bin(configured: Option<&str>) -> Result<PathBuf, Error> {
+    let fix = "install etcd, or set etcd.bin (ETCD_PILOT_ETCD_BIN, --etcd-bin) to the path of an etcd binary";
+    let path = match configured {
+        Some(path) => PathBuf::from(path),
+        None => search_path("etcd")
+            .ok_or_else(|| error("etcd.bin", "missing, and no `etcd` on PATH", fix))?,
+    };
+    let metadata = std::fs::metadata(&path)
+        .map_err(|err| error("etcd.bin", format!("{}: {err}", path.display()), fix))?;
+    if metadata.is_dir() {
+        return Err(error("etcd.bin", format!("{} is a directory", path.display()), fix));
+    }
+    if metadata.permissions().mode() & 0o111 == 0 {
+        return Err(error(
+            "etcd.bin",
+            format!("{} is not executable", path.display()),
+            format!("chmod +x {}, or point etcd.bin at an executable etcd", path.display()),
+        ));
+    }
+    Ok(path)
+}
+
+/// The first executable called `program` on `PATH`.
+pub(crate) fn search_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+fn parse_url(key: &str, value: Option<&str>) -> Result<Url, Error> {
+    let example = "http://127.0.0.1:2380";
+    let Some(value) = value else {
+        return Err(error(key, "missing", format!("set {key} to a URL such as {example:?}")));
+    };
+    let url = Url::parse(value).map_err(|err| {
+        error(
+            key,
+            format!("{value:?} is not a URL: {err}"),
+            format!("write it as scheme://host:port, e.g. {example:?}"),
+        )
+    })?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(error(
+            key,
+            format!("{value:?} uses scheme {:?}", url.scheme()),
+            "use http:// or https://",
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) || url.port().is_none() {
+        return Err(error(
+            key,
+            format!("{value:?} needs a host and an explicit port"),
+            format!("write it as scheme://host:port, e.g. {example:?}"),
+        ));
+    }
+    if url.path() != "/" || url.query().is_some() {
+        return Err(error(
+            key,
+            format!("{value:?} has a path or query, which etcd does not accept"),
+            "remove everything after host:port",
+        ));
+    }
+    Ok(url)
+}
+
+fn credentials(raw: &RawEtcd) -> Result<Option<(String, String)>, Error> {
+    let password = match (&raw.password, &raw.password_file) {
+        (Some(_), Some(_)) => {
+            return Err(error(
+                "etcd.password",
+                "both etcd.password and etcd.password_file are set",
+                "keep one of them (etcd.password_file keeps the secret out of the config)",
+            ));
+        }
+        (Some(password), None) => Some(password.clone()),
+        (None, Some(file)) => Some(
+            std::fs::read_to_string(file)
+                .map_err(|err| {
+                    error(
+                        "etcd.password_file",
+                        format!("cannot read {file}: {err}"),
+                        "point it at a readable file holding the password",
+                    )
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    match (&raw.username, password) {
+        (Some(user), Some(password)) => Ok(Some((user.clone(), password))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(error(
+            "etcd.password",
+            "etcd.username is set without a password",
+            "set etcd.password_file (or etcd.password)",
+        )),
+        (None, Some(_)) => Err(error(
+            "etcd.username",
+            "a password is set without etcd.username",
+            "set etcd.username",
+        )),
+    }
+}
+
+/// Validates a peer list; `key` names where it came from.
+pub(crate) fn parse_peers(key: &str, raw: &[RawPeer], admin_port: u16) -> Result<Vec<Peer>, Error> {
+    let mut peers: Vec<Peer> = Vec::new();
+    for (index, entry) in raw.iter().enumerate() {
+        let at = format!("{key}[{index}]");
+        let name = MemberName::new(entry.name.clone())
+            .map_err(|err| error(&format!("{at}.name"), err.to_string(), "fix the peer's name"))?;
+        let peer_url = parse_url(&format!("{at}.peer_url"), Some(&entry.peer_url))?;
+        let client_url = parse_url(&format!("{at}.client_url"), Some(&entry.client_url))?;
+        let admin_url = match &entry.admin_url {
+            Some(url) => url_string(&parse_url(&format!("{at}.admin_url"), Some(url))?),
+            None => format!(
+                "http://{}:{admin_port}",
+                peer_url.host_str().unwrap_or_default()
+            ),
+        };
+        let peer = Peer {
+            name,
+            peer_url: url_string(&peer_url),
+            client_url: url_string(&client_url),
+            admin_url,
+        };
+        if let Some(twin) = peers
+            .iter()
+            .find(|p| p.name == peer.name || p.peer_url == peer.peer_url)
+        {
+            return Err(error(
+                &at,
+                format!(
+                    "peer {} ({}) repeats the name or peer URL of peer {} ({})",
+                    peer.name, peer.peer_url, twin.name, twin.peer_url
+                ),
+                "give every peer its own name and peer URL",
+            ));
+        }
+        peers.push(peer);
+    }
+    if peers.is_empty() {
+        return Err(error(key, "the peer list is empty", "list every member, this node included"));
+    }
+    Ok(peers)
+}
+
+/// Reads and validates a peers file.
+pub(crate) fn read_peers_file(path: &Path, admin_port: u16) -> Result<Vec<Peer>, Error> {
+    let key = "discovery.peers_file";
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        error(
+            key,
+            format!("cannot read {}: {err}", path.display()),
+            "point it at a readable TOML file with `peers = [...]`",
+        )
+    })?;
+    let file: PeersFile = toml::from_str(&text).map_err(|err| {
+        error(
+            key,
+            format!("{}: {}", path.display(), err.to_string().trim_end()),
+            "correct the peers file",
+        )
+    })?;
+    parse_peers(key, &file.peers, admin_port)
+}
+
+fn check_self_listed(key: &str, peers: &[Peer], name: &MemberName, peer_url: &Url) -> Result<(), Error> {
+    let Some(me) = peers.iter().find(|p| &p.name == name) else {
+        return Err(error(
+            key,
+            format!(
+                "this node ({name}) is not in the peer list ({})",
+                peers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+            "add this node to the peers, or fix `name`",
+        ));
+    };
+    if me.peer_url != url_string(peer_url) {
+        return Err(error(
+            key,
+            format!(
+                "this node's entry has peer_url {}, but etcd.peer_url is {}",
+                me.peer_url,
+                url_string(peer_url)
+            ),
+            "make them the same",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

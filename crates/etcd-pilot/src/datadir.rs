@@ -1,0 +1,182 @@
+//! The pilot's data directory: etcd's data, the identity marker, the formed marker, the pid
+//! file, and the quarantine folder.
+//!
+//! Layout under `data_dir`:
+//! - `etcd/`: etcd's `--data-dir`;
+//! - `identity.json`: whose data `etcd/` is (name, cluster id, member id);
+//! - `cluster-formed.json`: written once a cluster formed with this node; it survives a
+//!   quarantine and forbids bootstrapping a new cluster from this node ever after;
+//! - `etcd.pid`: the running etcd child;
+//! - `quarantine/<time>/`: data moved aside, never deleted, with a `reason.txt`.
+//!
+//! Every write is atomic (write a temporary file, fsync, rename). Nothing here deletes data.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use etcd_pilot_core::start::LocalData;
+use etcd_pilot_core::{ClusterId, Identity};
+use serde::{Deserialize, Serialize};
+
+pub(crate) struct DataDir {
+    root: PathBuf,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Formed {
+    cluster_id: ClusterId,
+    at: String,
+}
+
+impl DataDir {
+    pub(crate) fn new(root: &Path) -> Self {
+        Self { root: root.to_owned() }
+    }
+
+    /// Creates the directory if needed, private to the pilot's user.
+    pub(crate) fn create(&self) -> anyhow::Result<()> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)
+            .with_context(|| format!("create data dir {}", self.root.display()))
+    }
+
+    pub(crate) fn etcd_dir(&self) -> PathBuf {
+        self.root.join("etcd")
+    }
+
+    pub(crate) fn pid_file(&self) -> PathBuf {
+        self.root.join("etcd.pid")
+    }
+
+    fn identity_path(&self) -> PathBuf {
+        self.root.join("identity.json")
+    }
+
+    fn formed_path(&self) -> PathBuf {
+        self.root.join("cluster-formed.json")
+    }
+
+    /// What the data dir holds. Data is etcd's `member/` folder with a WAL or snapshot in it.
+    pub(crate) fn local_data(&self) -> anyhow::Result<LocalData> {
+        let member = self.etcd_dir().join("member");
+        let has_data = ["wal", "snap"].iter().any(|sub| {
+            std::fs::read_dir(member.join(sub)).is_ok_and(|mut entries| entries.next().is_some())
+        });
+        if !has_data {
+            return Ok(LocalData::Empty);
+        }
+        Ok(LocalData::Data {
+            identity: self.identity()?,
+        })
+    }
+
+    /// The identity marker, if present. A marker that cannot be parsed is an error: it was
+    /// written atomically, so it is damaged, and a person should look.
+    pub(crate) fn identity(&self) -> anyhow::Result<Option<Identity>> {
+        let path = self.identity_path();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .with_context(|| format!("parse identity marker {}: move it aside if it is damaged", path.display()))
+                .map(Some),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err).with_context(|| format!("read {}", path.display())),
+        }
+    }
+
+    pub(crate) fn write_identity(&self, identity: &Identity) -> anyhow::Result<()> {
+        write_atomic(&self.identity_path(), &serde_json::to_vec_pretty(identity)?)
+    }
+
+    pub(crate) fn formed(&self) -> bool {
+        self.formed_path().exists()
+    }
+
+    pub(crate) fn mark_formed(&self, cluster_id: ClusterId, now: SystemTime) -> anyhow::Result<()> {
+        let formed = Formed {
+            cluster_id,
+            at: humantime::format_rfc3339_seconds(now).to_string(),
+        };
+        write_atomic(&self.formed_path(), &serde_json::to_vec_pretty(&formed)?)
+    }
+
+    /// Moves etcd's data and the identity marker into `quarantine/<time>/`, with the reason.
+    /// Returns the folder.
+    pub(crate) fn quarantine(&self, reason: &str, now: SystemTime) -> anyhow::Result<PathBuf> {
+        let stamp = humantime::format_rfc3339_seconds(now).to_string().replace(':', "");
+        let mut folder = self.root.join("quarantine").join(&stamp);
+        let mut n = 1;
+        while folder.exists() {
+            n += 1;
+            folder = self.root.join("quarantine").join(format!("{stamp}-{n}"));
+        }
+        std::fs::create_dir_all(&folder).with_context(|| format!("create {}", folder.display()))?;
+        write_atomic(&folder.join("reason.txt"), format!("{reason}\n").as_bytes())?;
+        for (from, name) in [(self.etcd_dir(), "etcd"), (self.identity_path(), "identity.json")] {
+            if from.exists() {
+                std::fs::rename(&from, folder.join(name))
+                    .with_context(|| format!("move {} into {}", from.display(), folder.display()))?;
+            }
+        }
+        sync_dir(&self.root)?;
+        Ok(folder)
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+    file.write_all(bytes).with_context(|| format!("write {}", tmp.display()))?;
+    file.sync_all().with_context(|| format!("sync {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("rename {} to {}", tmp.display(), path.display()))?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("sync {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use etcd_pilot_core::{MemberId, MemberName};
+
+    use super::*;
+
+    #[test]
+    fn quarantine_moves_data_and_marker_aside_and_keeps_the_formed_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        data.create().unwrap();
+        assert_eq!(data.local_data().unwrap(), LocalData::Empty);
+        std::fs::create_dir_all(data.etcd_dir().join("member/wal")).unwrap();
+        std::fs::write(data.etcd_dir().join("member/wal/0.wal"), b"x").unwrap();
+        let identity = Identity {
+            name: MemberName::new("m1").unwrap(),
+            cluster_id: Some(ClusterId(9)),
+            member_id: Some(MemberId(1)),
+        };
+        data.write_identity(&identity).unwrap();
+        data.mark_formed(ClusterId(9), SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(
+            data.local_data().unwrap(),
+            LocalData::Data { identity: Some(identity) }
+        );
+        let folder = data.quarantine("from another cluster", SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(data.local_data().unwrap(), LocalData::Empty);
+        assert!(data.formed());
+        assert!(folder.join("etcd/member/wal/0.wal").exists());
+        assert!(folder.join("identity.json").exists());
+        assert_eq!(std::fs::read_to_string(folder.join("reason.txt")).unwrap(), "from another cluster\n");
+        let second = data.quarantine("again", SystemTime::UNIX_EPOCH).unwrap();
+        assert_ne!(folder, second);
+    }
+}

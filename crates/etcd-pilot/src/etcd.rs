@@ -1,0 +1,252 @@
+//! The only module that speaks the etcd API.
+//!
+//! Wraps `etcd-client` so that every call has a timeout, answers in the core's vocabulary
+//! (`MemberId`, `Member`, ...) and fails with an [`Error`] that says whether to retry.
+//! It does not decide anything; callers pass what they learn to the core.
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, GetOptions, MemberAddOptions};
+use etcd_pilot_core::{ClusterId, Health, Member, MemberId, MemberName};
+use serde::Serialize;
+
+/// Why an etcd call failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    /// No answer within the timeout. Retryable; proves nothing about the member.
+    #[error("{op}: no answer within {timeout:?}")]
+    Timeout { op: &'static str, timeout: Duration },
+    /// The call reached etcd, or tried to, and failed (unavailable, refused, rejected).
+    #[error("{op} failed")]
+    Call {
+        op: &'static str,
+        #[source]
+        source: etcd_client::Error,
+    },
+    /// etcd answered with something we cannot use (such as a response without a header).
+    #[error("{op}: unexpected answer: {what}")]
+    Unexpected { op: &'static str, what: &'static str },
+}
+
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How to reach etcd: the timeout of every call, and credentials if auth is on.
+#[derive(Clone, Debug)]
+pub(crate) struct ClientOptions {
+    pub(crate) timeout: Duration,
+    pub(crate) credentials: Option<(String, String)>,
+}
+
+/// A connection to one or more etcd endpoints.
+#[derive(Clone)]
+pub(crate) struct Etcd {
+    client: Client,
+    timeout: Duration,
+}
+
+/// One member's view of itself and the cluster, from its Status API.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct EndpointStatus {
+    pub(crate) cluster_id: ClusterId,
+    pub(crate) member_id: MemberId,
+    /// The leader this member follows; `None` if it has none.
+    pub(crate) leader: Option<MemberId>,
+    pub(crate) raft_term: u64,
+    pub(crate) raft_index: u64,
+    pub(crate) raft_applied_index: u64,
+    pub(crate) revision: i64,
+    pub(crate) db_size: i64,
+    pub(crate) version: String,
+    pub(crate) is_learner: bool,
+    pub(crate) errors: Vec<String>,
+}
+
+impl EndpointStatus {
+    /// Healthy: it follows a leader and reports no errors (such as an alarm).
+    pub(crate) fn health(&self) -> Health {
+        if self.leader.is_some() && self.errors.is_empty() {
+            Health::Healthy
+        } else {
+            Health::Unhealthy
+        }
+    }
+}
+
+/// The member list and the id of the cluster that answered.
+#[derive(Clone, Debug)]
+pub(crate) struct MemberList {
+    pub(crate) cluster_id: ClusterId,
+    pub(crate) members: Vec<Member>,
+}
+
+async fn with_timeout<T>(
+    op: &'static str,
+    timeout: Duration,
+    call: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
+) -> Result<T> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(source)) => Err(Error::Call { op, source }),
+        Err(_) => Err(Error::Timeout { op, timeout }),
+    }
+}
+
+fn member_from(member: &etcd_client::Member) -> Member {
+    Member {
+        id: MemberId(member.id()),
+        name: MemberName::new(member.name()).ok(),
+        peer_urls: member.peer_urls().to_vec(),
+        client_urls: member.client_urls().to_vec(),
+        is_learner: member.is_learner(),
+    }
+}
+
+impl Etcd {
+    /// Connects to `endpoints` (client URLs). Connecting is lazy: errors surface on the first call.
+    pub(crate) async fn connect(endpoints: &[String], options: &ClientOptions) -> Result<Self> {
+        let mut connect = ConnectOptions::new()
+            .with_connect_timeout(options.timeout)
+            .with_timeout(options.timeout);
+        if let Some((user, password)) = &options.credentials {
+            connect = connect.with_user(user.clone(), password.clone());
+        }
+        let client = with_timeout("connect", options.timeout, Client::connect(endpoints, Some(connect))).await?;
+        Ok(Self {
+            client,
+            timeout: options.timeout,
+        })
+    }
+
+    /// Connects to a single endpoint, for calls that must reach one member (status, move leader).
+    pub(crate) async fn connect_one(endpoint: &str, options: &ClientOptions) -> Result<Self> {
+        Self::connect(&[endpoint.to_owned()], options).await
+    }
+
+    pub(crate) async fn member_list(&self) -> Result<MemberList> {
+        let mut client = self.client.clone();
+        let response = with_timeout("member list", self.timeout, client.member_list()).await?;
+        let header = response.header().ok_or(Error::Unexpected {
+            op: "member list",
+            what: "no response header",
+        })?;
+        Ok(MemberList {
+            cluster_id: ClusterId(header.cluster_id()),
+            members: response.members().iter().map(member_from).collect(),
+        })
+    }
+
+    /// Status of the member this client is connected to (use [`Etcd::connect_one`]).
+    pub(crate) async fn status(&self) -> Result<EndpointStatus> {
+        let mut client = self.client.clone();
+        let response = with_timeout("status", self.timeout, client.status()).await?;
+        let header = response.header().ok_or(Error::Unexpected {
+            op: "status",
+            what: "no response header",
+        })?;
+        Ok(EndpointStatus {
+            cluster_id: ClusterId(header.cluster_id()),
+            member_id: MemberId(header.member_id()),
+            leader: (response.leader() != 0).then(|| MemberId(response.leader())),
+            raft_term: response.raft_term(),
+            raft_index: response.raft_index(),
+            raft_applied_index: response.raft_applied_index(),
+            revision: header.revision(),
+            db_size: response.db_size(),
+            version: response.version().to_owned(),
+            is_learner: response.is_learner(),
+            errors: response.errors().to_vec(),
+        })
+    }
+
+    /// Adds a learner with `peer_url`; returns its id.
+    pub(crate) async fn add_learner(&self, peer_url: &str) -> Result<MemberId> {
+        let mut client = self.client.clone();
+        let response = with_timeout(
+            "member add",
+            self.timeout,
+            client.member_add([peer_url], Some(MemberAddOptions::new().with_is_learner())),
+        )
+        .await?;
+        let member = response.member().ok_or(Error::Unexpected {
+            op: "member add",
+            what: "no member in the response",
+        })?;
+        Ok(MemberId(member.id()))
+    }
+
+    pub(crate) async fn remove_member(&self, id: MemberId) -> Result<()> {
+        let mut client = self.client.clone();
+        with_timeout("member remove", self.timeout, client.member_remove(id.0)).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn promote_member(&self, id: MemberId) -> Result<()> {
+        let mut client = self.client.clone();
+        with_timeout("member promote", self.timeout, client.member_promote(id.0)).await?;
+        Ok(())
+    }
+
+    /// Moves leadership to `target`. Must be sent to the current leader.
+    pub(crate) async fn move_leader(&self, target: MemberId) -> Result<()> {
+        let mut client = self.client.clone();
+        with_timeout("move leader", self.timeout, client.move_leader(target.0)).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn put(&self, key: &str, value: &str) -> Result<()> {
+        let mut client = self.client.clone();
+        with_timeout("put", self.timeout, client.put(key, value, None)).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<String>> {
+        let mut client = self.client.clone();
+        let response = with_timeout("get", self.timeout, client.get(key, None::<GetOptions>)).await?;
+        Ok(response
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    }
+}
+
+/// Asks one member for its status; the caller's view of its health.
+pub(crate) async fn probe(endpoint: &str, options: &ClientOptions) -> Result<EndpointStatus> {
+    Etcd::connect_one(endpoint, options).await?.status().await
+}
+
+/// The member list through the first of `endpoints` that answers; `None` if none does.
+pub(crate) async fn first_member_list(endpoints: &[String], options: &ClientOptions) -> Option<MemberList> {
+    let mut set = tokio::task::JoinSet::new();
+    for endpoint in endpoints {
+        let (endpoint, options) = (endpoint.clone(), options.clone());
+        set.spawn(async move { Etcd::connect_one(&endpoint, &options).await?.member_list().await });
+    }
+    while let Some(result) = set.join_next().await {
+        if let Ok(Ok(list)) = result {
+            set.abort_all();
+            return Some(list);
+        }
+    }
+    None
+}
+
+/// Probes every member that has a client URL, concurrently; results in member-list order.
+pub(crate) async fn probe_members(members: &[Member], options: &ClientOptions) -> Vec<Result<EndpointStatus>> {
+    let mut set = tokio::task::JoinSet::new();
+    for (index, member) in members.iter().enumerate() {
+        let (endpoint, options) = (member.client_urls.first().cloned(), options.clone());
+        set.spawn(async move {
+            let result = match endpoint {
+                Some(endpoint) => probe(&endpoint, &options).await,
+                None => Err(Error::Unexpected {
+                    op: "status",
+                    what: "the member has not started (no client URL)",
+                }),
+            };
+            (index, result)
+        });
+    }
+    let mut results: Vec<(usize, Result<EndpointStatus>)> = set.join_all().await;
+    results.sort_by_key(|(index, _)| *index);
+    results.into_iter().map(|(_, result)| result).collect()
+}

@@ -1,0 +1,89 @@
+//! etcd-pilot: runs beside etcd on every node and keeps the cluster formed, joined and running.
+//!
+//! `main` parses the command line and calls into [`cli::run`]; the daemon's wiring lives in
+//! [`run_agent`]: signals, the admin API, and the pilot, with an ordered shutdown.
+
+mod admin;
+pub mod cli;
+mod cluster_status;
+mod config;
+mod datadir;
+mod discovery;
+mod etcd;
+mod local;
+mod metrics;
+mod output;
+mod pilot;
+mod process;
+mod state;
+mod supervisor;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::state::{Phase, PilotStatus};
+
+/// Runs the daemon until `cancel`: admin API first, then the pilot; on cancel the pilot stops
+/// etcd (after moving leadership away) and the admin API stops last, so `/healthz` reports
+/// draining meanwhile.
+pub(crate) async fn run_agent(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+    tracing::info!(
+        name = %config.name,
+        data_dir = %config.data_dir.display(),
+        etcd = %config.etcd.bin.display(),
+        peer_url = %config.etcd.peer_url,
+        client_url = %config.etcd.client_url,
+        "configuration loaded"
+    );
+    let metrics = Metrics::new();
+    let (status_tx, status_rx) = watch::channel(PilotStatus::new(
+        config.name.as_str(),
+        etcd_pilot_core::start::PilotReport::Unknown,
+    ));
+    let listener = tokio::net::TcpListener::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("bind admin API on {} (admin.listen)", config.admin.listen))?;
+    tracing::info!(listen = %config.admin.listen, "admin API listening");
+    let admin_cancel = CancellationToken::new();
+    let admin = tokio::spawn(admin::serve(listener, status_rx, metrics.clone(), admin_cancel.clone()));
+
+    let result = match pilot::Pilot::new(config, status_tx.clone(), metrics.clone()) {
+        Ok(pilot) => pilot.run(cancel).await,
+        Err(err) => Err(err),
+    };
+    status_tx.send_modify(|s| s.phase = Phase::Stopping);
+    tracing::info!("shutdown: stopping admin API");
+    admin_cancel.cancel();
+    match admin.await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!("admin API ended with an error: {err:#}"),
+        Err(err) => tracing::warn!("admin API task failed: {err:#}"),
+    }
+    tracing::info!("shutdown complete");
+    result
+}
+
+/// Cancels `cancel` on the first SIGTERM or SIGINT; exits at once on the second.
+pub(crate) fn cancel_on_signals(cancel: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    tokio::spawn(async move {
+        // Cancel-safe: signal streams may be polled again.
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        cancel.cancel();
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("second signal: exiting at once");
+        std::process::exit(130);
+    });
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! The pilot's Prometheus metrics, all prefixed `etcd_pilot_`.
+//!
+//! One registry is built in `run` and passed down; there are no global statics.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct StateLabel {
+    pub(crate) state: String,
+}
+
+/// Handles to every metric. Cloning is cheap; all clones update the same series.
+#[derive(Clone)]
+pub(crate) struct Metrics {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) etcd_restarts: Counter,
+    pub(crate) etcd_up: Gauge,
+    /// 1 for the pilot's current state, 0 for the others.
+    pub(crate) state: Family<StateLabel, Gauge>,
+}
+
+/// Every pilot state, so the state gauge always has all series.
+pub(crate) const STATES: &[&str] = &["starting", "waiting", "joining", "bootstrapping", "running", "stopping"];
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let mut registry = Registry::with_prefix("etcd_pilot");
+        let etcd_restarts = Counter::default();
+        registry.register("etcd_restarts", "Times the supervisor restarted a crashed etcd", etcd_restarts.clone());
+        let etcd_up = Gauge::default();
+        registry.register("etcd_up", "1 when the local etcd answers its status API", etcd_up.clone());
+        let state = Family::<StateLabel, Gauge>::default();
+        registry.register("state", "The pilot's state: 1 for the current one", state.clone());
+        let metrics = Self {
+            registry: Arc::new(registry),
+            etcd_restarts,
+            etcd_up,
+            state,
+        };
+        metrics.set_state("starting");
+        metrics
+    }
+
+    pub(crate) fn set_state(&self, current: &str) {
+        for state in STATES {
+            self.state
+                .get_or_create(&StateLabel { state: (*state).to_owned() })
+                .set(i64::from(*state == current));
+        }
+    }
+
+    /// The text exposition format.
+    pub(crate) fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!("cannot encode metrics: {err:#}");
+        }
+        out
+    }
+}

@@ -1,0 +1,527 @@
+//! One pilot's life: observe, decide how to start (core `start::decide`), take that step,
+//! repeat until etcd runs; then keep watching the local member (identity and formed markers,
+//! promotion of our learner, published status) until shutdown, when leadership is moved away
+//! before etcd is stopped.
+//!
+//! Every step re-observes: joining is a series of small idempotent steps, so a pilot killed
+//! between any two of them resumes correctly. This module executes decisions; it does not
+//! make them (the core does) and it does not speak the etcd API itself (`etcd.rs` does).
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use etcd_pilot_core::start::{
+    self, ClusterView, Decision, JoinStep, LiveCluster, LocalData, ObservedMember, PeerReport,
+    PilotReport,
+};
+use etcd_pilot_core::supervise::RestartPolicy;
+use etcd_pilot_core::{Health, Identity, Peer, model};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, url_string};
+use crate::datadir::DataDir;
+use crate::discovery::Discovery;
+use crate::etcd::{self, ClientOptions, EndpointStatus, Etcd};
+use crate::metrics::Metrics;
+use crate::state::{MemberState, Phase, PilotStatus};
+use crate::supervisor::{ChildStatus, EtcdCommand, Supervisor};
+
+/// The key in etcd that says the cluster has formed; written once by the first healthy pilot.
+pub(crate) const FORMED_KEY: &str = "/etcd-pilot/cluster/formed";
+
+/// How etcd is started, from the start decision.
+#[derive(Clone, Debug)]
+enum StartMode {
+    /// On existing data: etcd ignores the `--initial-*` flags.
+    Restart,
+    /// A new cluster.
+    New { initial_cluster: String, token: String },
+    /// Joining a live cluster whose member list already has our entry.
+    Existing { initial_cluster: String },
+}
+
+pub(crate) struct Pilot {
+    config: Config,
+    data: DataDir,
+    discovery: Discovery,
+    options: ClientOptions,
+    /// For calls to peer pilots; every request times out after `timers.pilot_call_timeout`.
+    http: reqwest::Client,
+    status: watch::Sender<PilotStatus>,
+    metrics: Metrics,
+}
+
+impl Pilot {
+    pub(crate) fn new(config: Config, status: watch::Sender<PilotStatus>, metrics: Metrics) -> anyhow::Result<Self> {
+        let data = DataDir::new(&config.data_dir);
+        let discovery = Discovery::from_config(&config);
+        let options = ClientOptions {
+            timeout: config.timers.etcd_call_timeout,
+            credentials: config.etcd.credentials.clone(),
+        };
+        let http = reqwest::Client::builder()
+            .timeout(config.timers.pilot_call_timeout)
+            .connect_timeout(config.timers.pilot_call_timeout)
+            .build()
+            .context("build the HTTP client for peer pilots")?;
+        Ok(Self {
+            config,
+            data,
+            discovery,
+            options,
+            http,
+            status,
+            metrics,
+        })
+    }
+
+    /// Runs until `cancel`; returns once etcd has stopped.
+    pub(crate) async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
+        self.data.create()?;
+        self.publish_report()?;
+        let Some(mode) = self.decide_start(&cancel).await? else {
+            self.set_phase(Phase::Stopping, "shutting down before etcd started");
+            return Ok(());
+        };
+        if let StartMode::New { initial_cluster, token } = &mode {
+            self.status.send_modify(|s| {
+                s.report = PilotReport::Bootstrapping {
+                    initial_cluster: initial_cluster.clone(),
+                    token: token.clone(),
+                }
+            });
+        }
+        if !matches!(mode, StartMode::Restart) {
+            // Claim the data dir before etcd writes into it, so a crash right after start
+            // leaves data we recognise as ours.
+            self.data.write_identity(&Identity {
+                name: self.config.name.clone(),
+                cluster_id: None,
+                member_id: None,
+            })?;
+        }
+
+        let (child_tx, child_rx) = watch::channel(ChildStatus::NotStarted);
+        let supervisor = Supervisor {
+            command: EtcdCommand {
+                bin: self.config.etcd.bin.clone(),
+                args: etcd_args(&self.config, &self.data, &mode),
+                member: self.config.name.to_string(),
+                pid_file: self.data.pid_file(),
+            },
+            policy: RestartPolicy {
+                initial_backoff: self.config.timers.restart_initial_backoff,
+                max_backoff: self.config.timers.restart_max_backoff,
+                stable_after: self.config.timers.restart_stable_after,
+                jitter: 0.2,
+            },
+            stop_grace: self.config.timers.stop_grace,
+            status: child_tx,
+            metrics: self.metrics.clone(),
+        };
+        let supervisor_cancel = CancellationToken::new();
+        let supervisor_task = tokio::spawn(supervisor.run(supervisor_cancel.clone()));
+        self.set_phase(Phase::Running, "etcd started; waiting for it to answer");
+
+        self.watch_member(child_rx, &cancel).await;
+
+        self.set_phase(Phase::Stopping, "shutting down");
+        tracing::info!("shutdown: moving leadership away if this member leads");
+        if let Err(err) = self.hand_over_leadership().await {
+            tracing::warn!("cannot move leadership before stopping, etcd will hand it over itself: {err:#}");
+        }
+        tracing::info!("shutdown: stopping etcd");
+        supervisor_cancel.cancel();
+        supervisor_task.await.context("join supervisor")??;
+        self.metrics.etcd_up.set(0);
+        tracing::info!("shutdown: etcd stopped");
+        Ok(())
+    }
+
+    /// Observes and decides until etcd can start; takes the quarantine and join steps on the
+    /// way. `None` when cancelled first.
+    async fn decide_start(&self, cancel: &CancellationToken) -> anyhow::Result<Option<StartMode>> {
+        let mut last_reason = String::new();
+        loop {
+            let decision = match self.observe_start().await {
+                Ok(observed) => start::decide(&observed, &self.config.cluster_name),
+                Err(err) => Decision::Wait {
+                    reason: format!("cannot observe the cluster: {err:#}"),
+                },
+            };
+            let retry_now = match decision {
+                Decision::Restart => {
+                    tracing::info!("restarting etcd on its data");
+                    return Ok(Some(StartMode::Restart));
+                }
+                Decision::BootstrapNew { initial_cluster, token } => {
+                    tracing::info!(%initial_cluster, %token, "bootstrapping a new cluster");
+                    self.set_phase(Phase::Bootstrapping, &format!("bootstrapping a new cluster: {initial_cluster}"));
+                    return Ok(Some(StartMode::New { initial_cluster, token }));
+                }
+                Decision::Join(JoinStep::Start { member_id, initial_cluster }) => {
+                    tracing::info!(member_id = %member_id, %initial_cluster, "starting etcd to join the cluster");
+                    self.set_phase(Phase::Joining, &format!("starting as member {member_id}"));
+                    return Ok(Some(StartMode::Existing { initial_cluster }));
+                }
+                Decision::Quarantine { reason } => {
+                    let folder = self.data.quarantine(&reason, SystemTime::now())?;
+                    tracing::warn!(folder = %folder.display(), "quarantined local data: {reason}");
+                    self.publish_report()?;
+                    true
+                }
+                Decision::Join(step) => {
+                    self.set_phase(Phase::Joining, &format!("{step:?}"));
+                    match self.take_join_step(&step).await {
+                        Ok(()) => true,
+                        Err(err) => {
+                            let message = format!("join step {step:?} failed, will retry: {err:#}");
+                            tracing::warn!("{message}");
+                            self.status.send_modify(|s| s.last_error = Some(message));
+                            false
+                        }
+                    }
+                }
+                Decision::Wait { reason } => {
+                    if reason != last_reason {
+                        tracing::info!("waiting: {reason}");
+                    }
+                    self.set_phase(Phase::Waiting, &reason);
+                    last_reason = reason;
+                    false
+                }
+            };
+            if retry_now {
+                continue;
+            }
+            // Cancel-safe: only a sleep is dropped.
+            tokio::select! {
+                () = tokio::time::sleep(self.config.timers.observe_interval) => {}
+                () = cancel.cancelled() => return Ok(None),
+            }
+        }
+    }
+
+    async fn take_join_step(&self, step: &JoinStep) -> anyhow::Result<()> {
+        let peers = self.other_peers().await?;
+        let endpoints: Vec<String> = peers.iter().map(|p| p.client_url.clone()).collect();
+        let cluster = Etcd::connect(&endpoints, &self.options).await?;
+        match step {
+            JoinStep::RemoveStale { member_id } => {
+                tracing::info!(member_id = %member_id, "removing the stale member of this node's earlier life");
+                cluster.remove_member(*member_id).await?;
+                tracing::info!(member_id = %member_id, "removed stale member");
+            }
+            JoinStep::AddLearner => {
+                let peer_url = url_string(&self.config.etcd.peer_url);
+                tracing::info!(%peer_url, "adding this node as a learner");
+                let id = cluster.add_learner(&peer_url).await?;
+                tracing::info!(member_id = %id, "added learner");
+            }
+            JoinStep::Start { .. } => {}
+        }
+        Ok(())
+    }
+
+    async fn other_peers(&self) -> anyhow::Result<Vec<Peer>> {
+        let peers = self.discovery.peers().await?;
+        Ok(peers.into_iter().filter(|p| p.name != self.config.name).collect())
+    }
+
+    /// Everything the start decision needs, gathered concurrently with timeouts.
+    async fn observe_start(&self) -> anyhow::Result<start::Observed> {
+        let expected = self.discovery.peers().await?;
+        let others: Vec<Peer> = expected.iter().filter(|p| p.name != self.config.name).cloned().collect();
+        let (peers, cluster) = tokio::join!(self.ask_pilots(&others), self.observe_cluster(&others));
+        Ok(start::Observed {
+            me: self.config.me(),
+            expected,
+            local: self.data.local_data()?,
+            formed_locally: self.data.formed(),
+            peers,
+            cluster,
+        })
+    }
+
+    async fn ask_pilots(&self, others: &[Peer]) -> Vec<PeerReport> {
+        let mut set = JoinSet::new();
+        for peer in others {
+            let (peer, client) = (peer.clone(), self.http.clone());
+            set.spawn(async move {
+                let report = ask_pilot(&client, &peer.admin_url).await;
+                PeerReport { name: peer.name, report }
+            });
+        }
+        let mut reports: Vec<PeerReport> = set.join_all().await;
+        reports.sort_by(|a, b| a.name.cmp(&b.name));
+        reports
+    }
+
+    /// The member list through the first expected peer that answers, with every started
+    /// member's health.
+    async fn observe_cluster(&self, others: &[Peer]) -> ClusterView {
+        let endpoints: Vec<String> = others.iter().map(|p| p.client_url.clone()).collect();
+        let Some(list) = etcd::first_member_list(&endpoints, &self.options).await else {
+            return ClusterView::Unreachable;
+        };
+        let probes = etcd::probe_members(&list.members, &self.options).await;
+        ClusterView::Reachable(LiveCluster {
+            cluster_id: list.cluster_id,
+            members: list
+                .members
+                .into_iter()
+                .zip(probes)
+                .map(|(member, probe)| ObservedMember {
+                    member,
+                    health: probe.map_or(Health::Unknown, |status| status.health()),
+                })
+                .collect(),
+        })
+    }
+
+    /// Watches the local member until `cancel`: publishes its status, records its identity,
+    /// marks the cluster formed, promotes it while it is a learner.
+    async fn watch_member(&self, mut child: watch::Receiver<ChildStatus>, cancel: &CancellationToken) {
+        let local = url_string(&self.config.etcd.client_url);
+        let mut formed_in_cluster = false;
+        let mut promote_backoff = Duration::from_millis(500);
+        let mut next_promote = tokio::time::Instant::now();
+        loop {
+            let child_status = child.borrow_and_update().clone();
+            self.status.send_modify(|s| {
+                s.etcd_process = match &child_status {
+                    ChildStatus::NotStarted => "not_started".into(),
+                    ChildStatus::Running { pid } => format!("running (pid {pid})"),
+                    ChildStatus::BackingOff { failures, .. } => format!("backing_off (failures: {failures})"),
+                    ChildStatus::Stopped => "stopped".into(),
+                };
+                s.etcd_restarts = self.metrics.etcd_restarts.get();
+            });
+            match etcd::probe(&local, &self.options).await {
+                Ok(status) => {
+                    self.metrics.etcd_up.set(1);
+                    if let Err(err) = self.record_identity(&status) {
+                        tracing::error!("cannot record the identity marker: {err:#}");
+                    }
+                    let healthy = status.health() == Health::Healthy;
+                    if healthy && !status.is_learner && !formed_in_cluster {
+                        match self.mark_formed(&local, &status).await {
+                            Ok(()) => formed_in_cluster = true,
+                            Err(err) => tracing::warn!("cannot record that the cluster formed, will retry: {err:#}"),
+                        }
+                    }
+                    if status.is_learner && tokio::time::Instant::now() >= next_promote {
+                        match self.promote_self(&status).await {
+                            Ok(()) => promote_backoff = Duration::from_millis(500),
+                            Err(err) => {
+                                tracing::debug!("learner not promoted yet: {err:#}");
+                                promote_backoff = (promote_backoff * 2).min(Duration::from_secs(10));
+                            }
+                        }
+                        next_promote = tokio::time::Instant::now() + promote_backoff;
+                    }
+                    self.publish_member(&status);
+                }
+                Err(err) => {
+                    self.metrics.etcd_up.set(0);
+                    let message = format!("local etcd does not answer: {err:#}");
+                    self.status.send_modify(|s| {
+                        s.member.healthy = false;
+                        s.ready = false;
+                        s.reason = message.clone();
+                        s.last_error = Some(message);
+                    });
+                }
+            }
+            // Cancel-safe: a sleep and a watch notification may be dropped.
+            tokio::select! {
+                () = tokio::time::sleep(self.config.timers.observe_interval) => {}
+                _ = child.changed() => {}
+                () = cancel.cancelled() => return,
+            }
+        }
+    }
+
+    fn publish_member(&self, status: &EndpointStatus) {
+        let healthy = status.health() == Health::Healthy;
+        let reason = if status.is_learner {
+            "running as a learner; promoted once it has caught up".to_owned()
+        } else if healthy {
+            "running".to_owned()
+        } else {
+            format!("etcd answers but is not healthy: leader {:?}, errors {:?}", status.leader, status.errors)
+        };
+        self.status.send_modify(|s| {
+            s.phase = Phase::Running;
+            s.reason = reason;
+            s.report = PilotReport::HasData {
+                cluster_id: Some(status.cluster_id),
+            };
+            s.member = MemberState {
+                member_id: Some(status.member_id.to_string()),
+                cluster_id: Some(status.cluster_id.to_string()),
+                leader: status.leader.map(|l| l.to_string()),
+                is_leader: status.leader == Some(status.member_id),
+                is_learner: status.is_learner,
+                healthy,
+                raft_term: status.raft_term,
+                raft_index: status.raft_index,
+                revision: status.revision,
+                db_size: status.db_size,
+                etcd_version: Some(status.version.clone()),
+            };
+            s.ready = healthy && !status.is_learner;
+        });
+        self.metrics.set_state(Phase::Running.as_str());
+    }
+
+    fn record_identity(&self, status: &EndpointStatus) -> anyhow::Result<()> {
+        let identity = Identity {
+            name: self.config.name.clone(),
+            cluster_id: Some(status.cluster_id),
+            member_id: Some(status.member_id),
+        };
+        let current = self.data.identity()?;
+        if current.as_ref() == Some(&identity) {
+            return Ok(());
+        }
+        if let Some(Identity {
+            cluster_id: Some(cluster_id),
+            member_id: Some(member_id),
+            ..
+        }) = current
+            && (cluster_id, member_id) != (status.cluster_id, status.member_id)
+        {
+            anyhow::bail!(
+                "etcd runs as member {} of cluster {}, but the marker says member {member_id} of cluster {cluster_id}; \
+                 leaving the marker as it is for a person to check",
+                status.member_id,
+                status.cluster_id
+            );
+        }
+        tracing::info!(member_id = %status.member_id, cluster_id = %status.cluster_id, "recorded identity");
+        self.data.write_identity(&identity)
+    }
+
+    async fn mark_formed(&self, local: &str, status: &EndpointStatus) -> anyhow::Result<()> {
+        if !self.data.formed() {
+            self.data.mark_formed(status.cluster_id, SystemTime::now())?;
+            tracing::info!(cluster_id = %status.cluster_id, "cluster formed; marker written");
+        }
+        let client = Etcd::connect_one(local, &self.options).await?;
+        if client.get(FORMED_KEY).await?.is_none() {
+            let value = serde_json::json!({
+                "cluster_id": status.cluster_id.to_string(),
+                "by": self.config.name.as_str(),
+                "at": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            });
+            client.put(FORMED_KEY, &value.to_string()).await?;
+        }
+        Ok(())
+    }
+
+    async fn promote_self(&self, status: &EndpointStatus) -> anyhow::Result<()> {
+        let peers = self.other_peers().await?;
+        let endpoints: Vec<String> = peers.iter().map(|p| p.client_url.clone()).collect();
+        let cluster = Etcd::connect(&endpoints, &self.options).await?;
+        cluster.promote_member(status.member_id).await?;
+        tracing::info!(member_id = %status.member_id, "promoted this learner to a voter");
+        Ok(())
+    }
+
+    /// If the local member leads, moves leadership to a healthy voter.
+    async fn hand_over_leadership(&self) -> anyhow::Result<()> {
+        let local = url_string(&self.config.etcd.client_url);
+        let status = etcd::probe(&local, &self.options).await?;
+        if status.leader != Some(status.member_id) {
+            return Ok(());
+        }
+        // A transfer takes an election round or two: allow more than a plain call.
+        let handover = ClientOptions {
+            timeout: self.options.timeout.max(Duration::from_secs(5)),
+            ..self.options.clone()
+        };
+        let client = Etcd::connect_one(&local, &handover).await?;
+        let list = client.member_list().await?;
+        for member in list.members.iter().filter(|m| m.id != status.member_id && !m.is_learner) {
+            let Some(endpoint) = member.client_urls.first() else {
+                continue;
+            };
+            let healthy = etcd::probe(endpoint, &self.options)
+                .await
+                .is_ok_and(|s| s.health() == Health::Healthy);
+            if healthy {
+                client.move_leader(member.id).await?;
+                tracing::info!(to = %member.id, "moved leadership");
+                return Ok(());
+            }
+        }
+        anyhow::bail!("no other healthy voter to take over")
+    }
+
+    fn publish_report(&self) -> anyhow::Result<()> {
+        let report = match self.data.local_data()? {
+            LocalData::Empty => PilotReport::Empty {
+                formed: self.data.formed(),
+                initial_cluster: self.initial_cluster_of_config(),
+            },
+            LocalData::Data { identity } => PilotReport::HasData {
+                cluster_id: identity.and_then(|i| i.cluster_id),
+            },
+        };
+        self.status.send_modify(|s| s.report = report);
+        Ok(())
+    }
+
+    /// The `--initial-cluster` this node would bootstrap with, from the configured peers.
+    fn initial_cluster_of_config(&self) -> String {
+        let crate::config::DiscoveryConfig::Static { peers, .. } = &self.config.discovery;
+        model::initial_cluster(peers.iter().map(|p| (&p.name, p.peer_url.as_str())))
+    }
+
+    fn set_phase(&self, phase: Phase, reason: &str) {
+        self.metrics.set_state(phase.as_str());
+        self.status.send_modify(|s| {
+            s.phase = phase;
+            s.reason = reason.to_owned();
+        });
+    }
+}
+
+async fn ask_pilot(client: &reqwest::Client, admin_url: &str) -> PilotReport {
+    let response = client.get(format!("{admin_url}/v1/bootstrap")).send().await;
+    match response {
+        Ok(response) if response.status().is_success() => response.json().await.unwrap_or(PilotReport::Unknown),
+        _ => PilotReport::Unknown,
+    }
+}
+
+/// etcd's flags for `mode`.
+fn etcd_args(config: &Config, data: &DataDir, mode: &StartMode) -> Vec<String> {
+    let mut args = vec![
+        format!("--name={}", config.name),
+        format!("--data-dir={}", data.etcd_dir().display()),
+        format!("--listen-peer-urls={}", url_string(&config.etcd.listen_peer_url)),
+        format!("--initial-advertise-peer-urls={}", url_string(&config.etcd.peer_url)),
+        format!("--listen-client-urls={}", url_string(&config.etcd.listen_client_url)),
+        format!("--advertise-client-urls={}", url_string(&config.etcd.client_url)),
+        "--logger=zap".to_owned(),
+        "--log-outputs=stderr".to_owned(),
+    ];
+    match mode {
+        StartMode::Restart => {}
+        StartMode::New { initial_cluster, token } => {
+            args.push(format!("--initial-cluster={initial_cluster}"));
+            args.push("--initial-cluster-state=new".to_owned());
+            args.push(format!("--initial-cluster-token={token}"));
+        }
+        StartMode::Existing { initial_cluster } => {
+            args.push(format!("--initial-cluster={initial_cluster}"));
+            args.push("--initial-cluster-state=existing".to_owned());
+        }
+    }
+    args.extend(config.etcd.extra_args.iter().cloned());
+    args
+}

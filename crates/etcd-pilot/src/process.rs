@@ -1,0 +1,48 @@
+//! The one place child processes are built, and the signals we send them.
+//!
+//! `clippy.toml` bans `Command::new` everywhere else, so every child the pilot starts is
+//! visible here: it gets no stdin and dies with the pilot's runtime if its handle is dropped.
+
+use std::ffi::OsStr;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// A command for `program` with stdin closed, in a process group of its own: a Ctrl-C in the
+/// terminal reaches only us, and we stop our children in the order we choose.
+pub(crate) fn command(program: impl AsRef<OsStr>) -> tokio::process::Command {
+    #[allow(clippy::disallowed_methods)] // This is the one helper the ban points to.
+    let mut command = tokio::process::Command::new(program);
+    command.stdin(std::process::Stdio::null()).process_group(0);
+    command
+}
+
+/// Sends `signal` to `pid`; a process that is already gone is not an error.
+pub(crate) fn signal(pid: u32, signal: Signal) -> std::io::Result<()> {
+    let pid = Pid::from_raw(i32::try_from(pid).map_err(std::io::Error::other)?);
+    match kill(pid, signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(errno) => Err(std::io::Error::from(errno)),
+    }
+}
+
+/// Whether a process with `pid` exists (zombies included).
+pub(crate) fn alive(pid: u32) -> bool {
+    i32::try_from(pid).is_ok_and(|raw| kill(Pid::from_raw(raw), None).is_ok())
+}
+
+/// SIGTERM, then SIGKILL if the process is still there after `grace`. Waits for it to exit.
+pub(crate) async fn terminate(child: &mut tokio::process::Child, grace: Duration) -> std::io::Result<std::process::ExitStatus> {
+    if let Some(pid) = child.id() {
+        signal(pid, Signal::SIGTERM)?;
+    }
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            tracing::warn!(grace = ?grace, "child did not stop in time, sending SIGKILL");
+            child.kill().await?;
+            child.wait().await
+        }
+    }
+}

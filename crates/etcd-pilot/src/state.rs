@@ -1,0 +1,89 @@
+//! The pilot's published state: what it is doing and why, and what it knows of its member.
+//!
+//! The pilot writes it into a `watch` channel; the admin API only reads snapshots of it.
+
+use etcd_pilot_core::start::PilotReport;
+use serde::Serialize;
+
+/// What the pilot is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Phase {
+    /// Observing before the first decision.
+    Starting,
+    /// Blocked: `reason` says on what.
+    Waiting,
+    /// Taking the steps of joining a live cluster.
+    Joining,
+    /// Starting etcd in a new cluster.
+    Bootstrapping,
+    /// etcd runs under supervision.
+    Running,
+    /// Shutting down.
+    Stopping,
+}
+
+impl Phase {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Waiting => "waiting",
+            Phase::Joining => "joining",
+            Phase::Bootstrapping => "bootstrapping",
+            Phase::Running => "running",
+            Phase::Stopping => "stopping",
+        }
+    }
+}
+
+/// The local member as its etcd last reported it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct MemberState {
+    pub(crate) member_id: Option<String>,
+    pub(crate) cluster_id: Option<String>,
+    pub(crate) leader: Option<String>,
+    pub(crate) is_leader: bool,
+    pub(crate) is_learner: bool,
+    pub(crate) healthy: bool,
+    pub(crate) raft_term: u64,
+    pub(crate) raft_index: u64,
+    pub(crate) revision: i64,
+    pub(crate) db_size: i64,
+    pub(crate) etcd_version: Option<String>,
+}
+
+/// Everything `/v1/status` serves.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct PilotStatus {
+    pub(crate) name: String,
+    pub(crate) pilot_version: &'static str,
+    pub(crate) phase: Phase,
+    /// Why the pilot is in this phase, in words an operator can act on.
+    pub(crate) reason: String,
+    /// What this pilot tells its peers about its data (`/v1/bootstrap`).
+    pub(crate) report: PilotReport,
+    /// The etcd child: not_started, running, backing_off, stopped.
+    pub(crate) etcd_process: String,
+    pub(crate) etcd_restarts: u64,
+    pub(crate) member: MemberState,
+    /// Ready: the local member is healthy and a voter.
+    pub(crate) ready: bool,
+    pub(crate) last_error: Option<String>,
+}
+
+impl PilotStatus {
+    pub(crate) fn new(name: &str, report: PilotReport) -> Self {
+        Self {
+            name: name.to_owned(),
+            pilot_version: env!("CARGO_PKG_VERSION"),
+            phase: Phase::Starting,
+            reason: "observing the cluster".to_owned(),
+            report,
+            etcd_process: "not_started".to_owned(),
+            etcd_restarts: 0,
+            member: MemberState::default(),
+            ready: false,
+            last_error: None,
+        }
+    }
+}

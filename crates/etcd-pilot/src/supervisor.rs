@@ -1,0 +1,209 @@
+//! Runs etcd as a child process and keeps it running.
+//!
+//! The restart policy is the core's state machine (`etcd_pilot_core::supervise`); this module
+//! carries out its commands: spawn, wait out a backoff, terminate. etcd's output goes into
+//! tracing under the `etcd_output` target, tagged with the member name, at the level etcd logged it.
+//! A pid file in the data dir lets a restarted pilot stop an etcd its previous life left behind.
+//! It does not decide how etcd is configured: the caller passes the complete argument list.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use etcd_pilot_core::supervise::{self, Command, Event, RestartPolicy, State};
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::process;
+
+/// What the child is doing, for the pilot and the admin API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ChildStatus {
+    NotStarted,
+    Running { pid: u32 },
+    BackingOff { failures: u32, last_exit: String },
+    Stopped,
+}
+
+/// How to run etcd.
+#[derive(Clone, Debug)]
+pub(crate) struct EtcdCommand {
+    pub(crate) bin: PathBuf,
+    pub(crate) args: Vec<String>,
+    /// The member name, for log lines.
+    pub(crate) member: String,
+    /// Where the pid of the running child is recorded.
+    pub(crate) pid_file: PathBuf,
+}
+
+pub(crate) struct Supervisor {
+    pub(crate) command: EtcdCommand,
+    pub(crate) policy: RestartPolicy,
+    pub(crate) stop_grace: Duration,
+    pub(crate) status: watch::Sender<ChildStatus>,
+    pub(crate) metrics: Metrics,
+}
+
+impl Supervisor {
+    /// Supervises until `cancel`, then stops etcd (SIGTERM, SIGKILL after the grace period).
+    pub(crate) async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
+        stop_leftover(&self.command, self.stop_grace).await;
+        let (mut state, mut command) = supervise::step(State::Idle, Event::Start, &self.policy, 0.5);
+        let mut child: Option<(tokio::process::Child, Instant)> = None;
+        loop {
+            let event = match command {
+                Command::Done => break,
+                Command::Nothing => {
+                    // Only a late event leads here; wait for the next real one.
+                    match &mut child {
+                        Some((running, started)) => self.wait_child(running, *started, &cancel).await,
+                        None => {
+                            cancel.cancelled().await;
+                            Event::Stop
+                        }
+                    }
+                }
+                Command::Spawn => match self.spawn() {
+                    Ok(spawned) => {
+                        let started = Instant::now();
+                        let pid = spawned.id().unwrap_or_default();
+                        self.status.send_replace(ChildStatus::Running { pid });
+                        let (running, started) = child.insert((spawned, started));
+                        self.wait_child(running, *started, &cancel).await
+                    }
+                    Err(err) => {
+                        tracing::error!(bin = %self.command.bin.display(), "cannot start etcd: {err:#}");
+                        Event::Exited { ran_for: Duration::ZERO }
+                    }
+                },
+                Command::SpawnAfter(delay) => {
+                    // Cancel-safe: only a sleep is dropped.
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => Event::BackoffElapsed,
+                        () = cancel.cancelled() => Event::Stop,
+                    }
+                }
+                Command::Terminate => {
+                    if let Some((mut running, started)) = child.take() {
+                        tracing::info!(member = %self.command.member, "stopping etcd");
+                        match process::terminate(&mut running, self.stop_grace).await {
+                            Ok(status) => tracing::info!(member = %self.command.member, %status, "etcd stopped"),
+                            Err(err) => tracing::error!("cannot stop etcd: {err:#}"),
+                        }
+                        Event::Exited { ran_for: started.elapsed() }
+                    } else {
+                        Event::Exited { ran_for: Duration::ZERO }
+                    }
+                }
+            };
+            if let Event::Exited { .. } = event
+                && state != State::Stopping
+            {
+                child = None;
+            }
+            let jitter = rand::random::<f64>();
+            let previous = state;
+            (state, command) = supervise::step(state, event, &self.policy, jitter);
+            if let (State::BackingOff { failures }, Command::SpawnAfter(delay)) = (state, command) {
+                self.metrics.etcd_restarts.inc();
+                tracing::warn!(member = %self.command.member, failures, delay = ?delay, "etcd exited, restarting after backoff");
+                let last_exit = self.status.borrow().clone();
+                self.status.send_replace(ChildStatus::BackingOff {
+                    failures,
+                    last_exit: format!("{last_exit:?}"),
+                });
+            }
+            tracing::debug!(?previous, ?state, ?command, "supervisor step");
+        }
+        let _ = std::fs::remove_file(&self.command.pid_file);
+        self.status.send_replace(ChildStatus::Stopped);
+        Ok(())
+    }
+
+    /// Waits for the running child to exit, or for cancellation (which asks for a stop).
+    async fn wait_child(&self, child: &mut tokio::process::Child, started: Instant, cancel: &CancellationToken) -> Event {
+        // Cancel-safe: `Child::wait` may be dropped and called again.
+        tokio::select! {
+            status = child.wait() => {
+                match status {
+                    Ok(status) => tracing::warn!(member = %self.command.member, %status, ran_for = ?started.elapsed(), "etcd exited"),
+                    Err(err) => tracing::error!("cannot wait for etcd: {err:#}"),
+                }
+                Event::Exited { ran_for: started.elapsed() }
+            }
+            () = cancel.cancelled() => Event::Stop,
+        }
+    }
+
+    fn spawn(&self) -> anyhow::Result<tokio::process::Child> {
+        use anyhow::Context as _;
+        tracing::info!(member = %self.command.member, bin = %self.command.bin.display(), args = ?self.command.args, "starting etcd");
+        let mut child = process::command(&self.command.bin)
+            .args(&self.command.args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawn {}", self.command.bin.display()))?;
+        if let Some(pid) = child.id() {
+            std::fs::write(&self.command.pid_file, format!("{pid}\n{}\n", self.command.bin.display()))
+                .with_context(|| format!("write {}", self.command.pid_file.display()))?;
+        }
+        if let Some(stdout) = child.stdout.take() {
+            tokio::spawn(forward_output(stdout, self.command.member.clone()));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(forward_output(stderr, self.command.member.clone()));
+        }
+        Ok(child)
+    }
+}
+
+/// Stops an etcd that an earlier life of this pilot started and did not stop (the pilot was
+/// killed with SIGKILL): it holds the ports and the data dir's lock.
+async fn stop_leftover(command: &EtcdCommand, grace: Duration) {
+    let Ok(text) = std::fs::read_to_string(&command.pid_file) else {
+        return;
+    };
+    let mut lines = text.lines();
+    let (Some(Ok(pid)), Some(bin)) = (lines.next().map(str::parse::<u32>), lines.next()) else {
+        return;
+    };
+    // Only a process still running our etcd binary is ours; a reused pid is left alone.
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    let ours = exe.is_some_and(|exe| exe == std::path::Path::new(bin) || std::fs::canonicalize(bin).is_ok_and(|b| b == exe));
+    if !ours || !process::alive(pid) {
+        return;
+    }
+    tracing::warn!(pid, "stopping an etcd left running by an earlier pilot");
+    let _ = process::signal(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while process::alive(pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if process::alive(pid) {
+        let _ = process::signal(pid, Signal::SIGKILL);
+        while process::alive(pid) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Forwards etcd's log lines into tracing at the level etcd gave them.
+async fn forward_output(stream: impl AsyncRead + Unpin, member: String) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let level = serde_json::from_str::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|v| v.get("level").and_then(|l| l.as_str()).map(str::to_owned));
+        match level.as_deref() {
+            Some("debug") => tracing::debug!(target: "etcd_output", member = %member, "{line}"),
+            Some("warn") => tracing::warn!(target: "etcd_output", member = %member, "{line}"),
+            Some("error" | "dpanic" | "panic" | "fatal") => tracing::error!(target: "etcd_output", member = %member, "{line}"),
+            _ => tracing::info!(target: "etcd_output", member = %member, "{line}"),
+        }
+    }
+}

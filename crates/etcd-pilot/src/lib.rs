@@ -34,8 +34,8 @@ pub(crate) async fn run_agent(config: Config, cancel: CancellationToken) -> anyh
         name = %config.name,
         data_dir = %config.data_dir.display(),
         etcd = %config.etcd.bin.display(),
-        peer_url = %config.etcd.peer_url,
-        client_url = %config.etcd.client_url,
+        peer_url = %config::url_string(&config.etcd.peer_url),
+        client_url = %config::url_string(&config.etcd.client_url),
         "configuration loaded"
     );
     let metrics = Metrics::new();

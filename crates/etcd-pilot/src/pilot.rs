@@ -144,6 +144,8 @@ impl Pilot {
     /// way. `None` when cancelled first.
     async fn decide_start(&self, cancel: &CancellationToken) -> anyhow::Result<Option<StartMode>> {
         let mut last_reason = String::new();
+        // Failed steps back off (etcd refuses a MemberAdd for a few seconds after a change).
+        let mut failures: u32 = 0;
         loop {
             let decision = match self.observe_start().await {
                 Ok(observed) => start::decide(&observed, &self.config.cluster_name),
@@ -175,10 +177,16 @@ impl Pilot {
                 Decision::Join(step) => {
                     self.set_phase(Phase::Joining, &format!("{step:?}"));
                     match self.take_join_step(&step).await {
-                        Ok(()) => true,
+                        Ok(()) => {
+                            failures = 0;
+                            true
+                        }
                         Err(err) => {
+                            failures += 1;
                             let message = format!("join step {step:?} failed, will retry: {err:#}");
-                            tracing::warn!("{message}");
+                            if failures == 1 || failures.is_power_of_two() {
+                                tracing::warn!(failures, "{message}");
+                            }
                             self.status.send_modify(|s| s.last_error = Some(message));
                             false
                         }
@@ -196,9 +204,10 @@ impl Pilot {
             if retry_now {
                 continue;
             }
+            let delay = self.config.timers.observe_interval * 2u32.pow(failures.min(4));
             // Cancel-safe: only a sleep is dropped.
             tokio::select! {
-                () = tokio::time::sleep(self.config.timers.observe_interval) => {}
+                () = tokio::time::sleep(delay) => {}
                 () = cancel.cancelled() => return Ok(None),
             }
         }

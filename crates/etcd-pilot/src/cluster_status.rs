@@ -29,7 +29,12 @@ pub(crate) async fn collect(endpoints: &[String]) -> anyhow::Result<Vec<MemberRo
     };
     let list = etcd::first_member_list(endpoints, &options)
         .await
-        .with_context(|| format!("no member answered at {}; is the cluster running?", endpoints.join(",")))?;
+        .with_context(|| {
+            format!(
+                "no member answered at {}; is the cluster running?",
+                endpoints.join(",")
+            )
+        })?;
     let probes = etcd::probe_members(&list.members, &options).await;
     let leader = probes.iter().flatten().find_map(|status| status.leader);
     let mut rows: Vec<MemberRow> = list
@@ -47,11 +52,22 @@ pub(crate) async fn collect(endpoints: &[String]) -> anyhow::Result<Vec<MemberRo
                 "follower"
             };
             let (health, status, error) = match probe {
-                Ok(status) => (format!("{:?}", status.health()).to_lowercase(), Some(status), None),
-                Err(err) => ("unknown".to_owned(), None, Some(format!("{:#}", anyhow::Error::from(err)))),
+                Ok(status) => (
+                    format!("{:?}", status.health()).to_lowercase(),
+                    Some(status),
+                    None,
+                ),
+                Err(err) => (
+                    "unknown".to_owned(),
+                    None,
+                    Some(format!("{:#}", anyhow::Error::from(err))),
+                ),
             };
             MemberRow {
-                name: member.name.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string),
+                name: member
+                    .name
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), ToString::to_string),
                 id: member.id.to_string(),
                 role: role.to_owned(),
                 health,
@@ -71,10 +87,20 @@ pub(crate) async fn collect(endpoints: &[String]) -> anyhow::Result<Vec<MemberRo
 /// A fixed-width table, one member per line.
 pub(crate) fn table(rows: &[MemberRow]) -> String {
     let dash = || "-".to_owned();
-    let mut lines = vec![[
-        "NAME", "ID", "ROLE", "HEALTH", "RAFT-INDEX", "REVISION", "DB-SIZE", "VERSION", "CLIENT-URL",
-    ]
-    .map(str::to_owned)];
+    let mut lines = vec![
+        [
+            "NAME",
+            "ID",
+            "ROLE",
+            "HEALTH",
+            "RAFT-INDEX",
+            "REVISION",
+            "DB-SIZE",
+            "VERSION",
+            "CLIENT-URL",
+        ]
+        .map(str::to_owned),
+    ];
     for row in rows {
         lines.push([
             row.name.clone(),
@@ -88,10 +114,16 @@ pub(crate) fn table(rows: &[MemberRow]) -> String {
             row.client_url.clone().unwrap_or_else(dash),
         ]);
     }
-    let widths: Vec<usize> = (0..9).map(|c| lines.iter().map(|l| l[c].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..9)
+        .map(|c| lines.iter().map(|l| l[c].len()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for line in &lines {
-        let cells: Vec<String> = line.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        let cells: Vec<String> = line
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }

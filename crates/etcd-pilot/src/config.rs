@@ -36,30 +36,69 @@ const fn key(name: &'static str, help: &'static str) -> Key {
 /// Every scalar key, in the order `config show` prints them.
 pub(crate) const KEYS: &[Key] = &[
     key("name", "this node's member name"),
-    key("cluster_name", "the cluster's name; the bootstrap token is derived from it"),
-    key("data_dir", "where the pilot keeps etcd's data and its markers"),
+    key(
+        "cluster_name",
+        "the cluster's name; the bootstrap token is derived from it",
+    ),
+    key(
+        "data_dir",
+        "where the pilot keeps etcd's data and its markers",
+    ),
     key("etcd.bin", "path of the etcd binary"),
     key("etcd.peer_url", "URL other members reach this etcd on"),
     key("etcd.client_url", "URL clients reach this etcd on"),
-    key("etcd.listen_peer_url", "URL etcd listens on for peers (default: etcd.peer_url)"),
-    key("etcd.listen_client_url", "URL etcd listens on for clients (default: etcd.client_url)"),
-    key("etcd.username", "etcd user the pilot authenticates as, when etcd auth is on"),
+    key(
+        "etcd.listen_peer_url",
+        "URL etcd listens on for peers (default: etcd.peer_url)",
+    ),
+    key(
+        "etcd.listen_client_url",
+        "URL etcd listens on for clients (default: etcd.client_url)",
+    ),
+    key(
+        "etcd.username",
+        "etcd user the pilot authenticates as, when etcd auth is on",
+    ),
     Key {
         name: "etcd.password",
         help: "password of etcd.username (prefer etcd.password_file)",
         secret: true,
     },
-    key("etcd.password_file", "file holding the password of etcd.username"),
+    key(
+        "etcd.password_file",
+        "file holding the password of etcd.username",
+    ),
     key("admin.listen", "address of the pilot's admin HTTP API"),
     key("discovery.provider", "who should be a member: static"),
-    key("discovery.peers_file", "TOML file with `peers = [...]`, re-read when it changes"),
+    key(
+        "discovery.peers_file",
+        "TOML file with `peers = [...]`, re-read when it changes",
+    ),
     key("timers.etcd_call_timeout", "timeout of every etcd API call"),
-    key("timers.pilot_call_timeout", "timeout of every call to a peer pilot"),
-    key("timers.observe_interval", "how often the pilot observes the cluster"),
-    key("timers.stop_grace", "how long etcd may take to stop before SIGKILL"),
-    key("timers.restart_initial_backoff", "delay before the first restart of a crashed etcd"),
-    key("timers.restart_max_backoff", "longest delay between restarts"),
-    key("timers.restart_stable_after", "a run this long resets the restart backoff"),
+    key(
+        "timers.pilot_call_timeout",
+        "timeout of every call to a peer pilot",
+    ),
+    key(
+        "timers.observe_interval",
+        "how often the pilot observes the cluster",
+    ),
+    key(
+        "timers.stop_grace",
+        "how long etcd may take to stop before SIGKILL",
+    ),
+    key(
+        "timers.restart_initial_backoff",
+        "delay before the first restart of a crashed etcd",
+    ),
+    key(
+        "timers.restart_max_backoff",
+        "longest delay between restarts",
+    ),
+    key(
+        "timers.restart_stable_after",
+        "a run this long resets the restart backoff",
+    ),
 ];
 
 /// The environment variable that sets `key`.
@@ -349,7 +388,10 @@ impl Config {
                     "unknown environment variable",
                     format!(
                         "unset it, or use one of: {}",
-                        KEYS.iter().map(|k| env_var(k.name)).collect::<Vec<_>>().join(", ")
+                        KEYS.iter()
+                            .map(|k| env_var(k.name))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ));
             };
@@ -437,10 +479,17 @@ fn validate(raw: RawConfig) -> Result<Config, Error> {
             ));
         }
         Some(name) => MemberName::new(name.clone()).map_err(|err| {
-            error("name", err.to_string(), "choose a name such as \"m1\" or the host name")
+            error(
+                "name",
+                err.to_string(),
+                "choose a name such as \"m1\" or the host name",
+            )
         })?,
     };
-    let cluster_name = raw.cluster_name.clone().unwrap_or_else(|| "etcd".to_owned());
+    let cluster_name = raw
+        .cluster_name
+        .clone()
+        .unwrap_or_else(|| "etcd".to_owned());
     if cluster_name.is_empty() || cluster_name.contains(char::is_whitespace) {
         return Err(error(
             "cluster_name",
@@ -538,17 +587,42 @@ fn validate(raw: RawConfig) -> Result<Config, Error> {
     };
 
     let timers = Timers {
-        etcd_call_timeout: duration(&raw.timers.etcd_call_timeout, "timers.etcd_call_timeout", "2s", &mut values)?,
-        pilot_call_timeout: duration(&raw.timers.pilot_call_timeout, "timers.pilot_call_timeout", "1s", &mut values)?,
-        observe_interval: duration(&raw.timers.observe_interval, "timers.observe_interval", "1s", &mut values)?,
-        stop_grace: duration(&raw.timers.stop_grace, "timers.stop_grace", "10s", &mut values)?,
+        etcd_call_timeout: duration(
+            &raw.timers.etcd_call_timeout,
+            "timers.etcd_call_timeout",
+            "2s",
+            &mut values,
+        )?,
+        pilot_call_timeout: duration(
+            &raw.timers.pilot_call_timeout,
+            "timers.pilot_call_timeout",
+            "1s",
+            &mut values,
+        )?,
+        observe_interval: duration(
+            &raw.timers.observe_interval,
+            "timers.observe_interval",
+            "1s",
+            &mut values,
+        )?,
+        stop_grace: duration(
+            &raw.timers.stop_grace,
+            "timers.stop_grace",
+            "10s",
+            &mut values,
+        )?,
         restart_initial_backoff: duration(
             &raw.timers.restart_initial_backoff,
             "timers.restart_initial_backoff",
             "100ms",
             &mut values,
         )?,
-        restart_max_backoff: duration(&raw.timers.restart_max_backoff, "timers.restart_max_backoff", "30s", &mut values)?,
+        restart_max_backoff: duration(
+            &raw.timers.restart_max_backoff,
+            "timers.restart_max_backoff",
+            "30s",
+            &mut values,
+        )?,
         restart_stable_after: duration(
             &raw.timers.restart_stable_after,
             "timers.restart_stable_after",
@@ -599,7 +673,11 @@ fn duration(
         )
     })?;
     if parsed.is_zero() {
-        return Err(error(key, "must be greater than zero", format!("use e.g. {default:?}")));
+        return Err(error(
+            key,
+            "must be greater than zero",
+            format!("use e.g. {default:?}"),
+        ));
     }
     Ok(parsed)
 }
@@ -614,13 +692,20 @@ fn etcd_bin(configured: Option<&str>) -> Result<PathBuf, Error> {
     let metadata = std::fs::metadata(&path)
         .map_err(|err| error("etcd.bin", format!("{}: {err}", path.display()), fix))?;
     if metadata.is_dir() {
-        return Err(error("etcd.bin", format!("{} is a directory", path.display()), fix));
+        return Err(error(
+            "etcd.bin",
+            format!("{} is a directory", path.display()),
+            fix,
+        ));
     }
     if metadata.permissions().mode() & 0o111 == 0 {
         return Err(error(
             "etcd.bin",
             format!("{} is not executable", path.display()),
-            format!("chmod +x {}, or point etcd.bin at an executable etcd", path.display()),
+            format!(
+                "chmod +x {}, or point etcd.bin at an executable etcd",
+                path.display()
+            ),
         ));
     }
     Ok(path)
@@ -640,7 +725,11 @@ pub(crate) fn search_path(program: &str) -> Option<PathBuf> {
 fn parse_url(key: &str, value: Option<&str>) -> Result<Url, Error> {
     let example = "http://127.0.0.1:2380";
     let Some(value) = value else {
-        return Err(error(key, "missing", format!("set {key} to a URL such as {example:?}")));
+        return Err(error(
+            key,
+            "missing",
+            format!("set {key} to a URL such as {example:?}"),
+        ));
     };
     let url = Url::parse(value).map_err(|err| {
         error(
@@ -718,8 +807,13 @@ pub(crate) fn parse_peers(key: &str, raw: &[RawPeer], admin_port: u16) -> Result
     let mut peers: Vec<Peer> = Vec::new();
     for (index, entry) in raw.iter().enumerate() {
         let at = format!("{key}[{index}]");
-        let name = MemberName::new(entry.name.clone())
-            .map_err(|err| error(&format!("{at}.name"), err.to_string(), "fix the peer's name"))?;
+        let name = MemberName::new(entry.name.clone()).map_err(|err| {
+            error(
+                &format!("{at}.name"),
+                err.to_string(),
+                "fix the peer's name",
+            )
+        })?;
         let peer_url = parse_url(&format!("{at}.peer_url"), Some(&entry.peer_url))?;
         let client_url = parse_url(&format!("{at}.client_url"), Some(&entry.client_url))?;
         let admin_url = match &entry.admin_url {
@@ -751,7 +845,11 @@ pub(crate) fn parse_peers(key: &str, raw: &[RawPeer], admin_port: u16) -> Result
         peers.push(peer);
     }
     if peers.is_empty() {
-        return Err(error(key, "the peer list is empty", "list every member, this node included"));
+        return Err(error(
+            key,
+            "the peer list is empty",
+            "list every member, this node included",
+        ));
     }
     Ok(peers)
 }
@@ -776,13 +874,22 @@ pub(crate) fn read_peers_file(path: &Path, admin_port: u16) -> Result<Vec<Peer>,
     parse_peers(key, &file.peers, admin_port)
 }
 
-fn check_self_listed(key: &str, peers: &[Peer], name: &MemberName, peer_url: &Url) -> Result<(), Error> {
+fn check_self_listed(
+    key: &str,
+    peers: &[Peer],
+    name: &MemberName,
+    peer_url: &Url,
+) -> Result<(), Error> {
     let Some(me) = peers.iter().find(|p| &p.name == name) else {
         return Err(error(
             key,
             format!(
                 "this node ({name}) is not in the peer list ({})",
-                peers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                peers
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             "add this node to the peers, or fix `name`",
         ));

@@ -32,7 +32,9 @@ struct Formed {
 
 impl DataDir {
     pub(crate) fn new(root: &Path) -> Self {
-        Self { root: root.to_owned() }
+        Self {
+            root: root.to_owned(),
+        }
     }
 
     /// Creates the directory if needed, private to the pilot's user.
@@ -81,7 +83,12 @@ impl DataDir {
         let path = self.identity_path();
         match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text)
-                .with_context(|| format!("parse identity marker {}: move it aside if it is damaged", path.display()))
+                .with_context(|| {
+                    format!(
+                        "parse identity marker {}: move it aside if it is damaged",
+                        path.display()
+                    )
+                })
                 .map(Some),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(err).with_context(|| format!("read {}", path.display())),
@@ -107,7 +114,9 @@ impl DataDir {
     /// Moves etcd's data and the identity marker into `quarantine/<time>/`, with the reason.
     /// Returns the folder.
     pub(crate) fn quarantine(&self, reason: &str, now: SystemTime) -> anyhow::Result<PathBuf> {
-        let stamp = humantime::format_rfc3339_seconds(now).to_string().replace(':', "");
+        let stamp = humantime::format_rfc3339_seconds(now)
+            .to_string()
+            .replace(':', "");
         let mut folder = self.root.join("quarantine").join(&stamp);
         let mut n = 1;
         while folder.exists() {
@@ -116,10 +125,14 @@ impl DataDir {
         }
         std::fs::create_dir_all(&folder).with_context(|| format!("create {}", folder.display()))?;
         write_atomic(&folder.join("reason.txt"), format!("{reason}\n").as_bytes())?;
-        for (from, name) in [(self.etcd_dir(), "etcd"), (self.identity_path(), "identity.json")] {
+        for (from, name) in [
+            (self.etcd_dir(), "etcd"),
+            (self.identity_path(), "identity.json"),
+        ] {
             if from.exists() {
-                std::fs::rename(&from, folder.join(name))
-                    .with_context(|| format!("move {} into {}", from.display(), folder.display()))?;
+                std::fs::rename(&from, folder.join(name)).with_context(|| {
+                    format!("move {} into {}", from.display(), folder.display())
+                })?;
             }
         }
         sync_dir(&self.root)?;
@@ -129,10 +142,14 @@ impl DataDir {
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
-    file.write_all(bytes).with_context(|| format!("write {}", tmp.display()))?;
-    file.sync_all().with_context(|| format!("sync {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("rename {} to {}", tmp.display(), path.display()))?;
+    let mut file =
+        std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("write {}", tmp.display()))?;
+    file.sync_all()
+        .with_context(|| format!("sync {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("rename {} to {}", tmp.display(), path.display()))?;
     if let Some(parent) = path.parent() {
         sync_dir(parent)?;
     }
@@ -165,17 +182,25 @@ mod tests {
             member_id: Some(MemberId(1)),
         };
         data.write_identity(&identity).unwrap();
-        data.mark_formed(ClusterId(9), SystemTime::UNIX_EPOCH).unwrap();
+        data.mark_formed(ClusterId(9), SystemTime::UNIX_EPOCH)
+            .unwrap();
         assert_eq!(
             data.local_data().unwrap(),
-            LocalData::Data { identity: Some(identity) }
+            LocalData::Data {
+                identity: Some(identity)
+            }
         );
-        let folder = data.quarantine("from another cluster", SystemTime::UNIX_EPOCH).unwrap();
+        let folder = data
+            .quarantine("from another cluster", SystemTime::UNIX_EPOCH)
+            .unwrap();
         assert_eq!(data.local_data().unwrap(), LocalData::Empty);
         assert!(data.formed());
         assert!(folder.join("etcd/member/wal/0.wal").exists());
         assert!(folder.join("identity.json").exists());
-        assert_eq!(std::fs::read_to_string(folder.join("reason.txt")).unwrap(), "from another cluster\n");
+        assert_eq!(
+            std::fs::read_to_string(folder.join("reason.txt")).unwrap(),
+            "from another cluster\n"
+        );
         let second = data.quarantine("again", SystemTime::UNIX_EPOCH).unwrap();
         assert_ne!(folder, second);
     }

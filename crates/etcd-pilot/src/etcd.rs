@@ -25,7 +25,10 @@ pub(crate) enum Error {
     },
     /// etcd answered with something we cannot use (such as a response without a header).
     #[error("{op}: unexpected answer: {what}")]
-    Unexpected { op: &'static str, what: &'static str },
+    Unexpected {
+        op: &'static str,
+        what: &'static str,
+    },
 }
 
 pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
@@ -110,7 +113,12 @@ impl Etcd {
         if let Some((user, password)) = &options.credentials {
             connect = connect.with_user(user.clone(), password.clone());
         }
-        let client = with_timeout("connect", options.timeout, Client::connect(endpoints, Some(connect))).await?;
+        let client = with_timeout(
+            "connect",
+            options.timeout,
+            Client::connect(endpoints, Some(connect)),
+        )
+        .await?;
         Ok(Self {
             client,
             timeout: options.timeout,
@@ -201,7 +209,8 @@ impl Etcd {
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<String>> {
         let mut client = self.client.clone();
-        let response = with_timeout("get", self.timeout, client.get(key, None::<GetOptions>)).await?;
+        let response =
+            with_timeout("get", self.timeout, client.get(key, None::<GetOptions>)).await?;
         Ok(response
             .kvs()
             .first()
@@ -215,11 +224,19 @@ pub(crate) async fn probe(endpoint: &str, options: &ClientOptions) -> Result<End
 }
 
 /// The member list through the first of `endpoints` that answers; `None` if none does.
-pub(crate) async fn first_member_list(endpoints: &[String], options: &ClientOptions) -> Option<MemberList> {
+pub(crate) async fn first_member_list(
+    endpoints: &[String],
+    options: &ClientOptions,
+) -> Option<MemberList> {
     let mut set = tokio::task::JoinSet::new();
     for endpoint in endpoints {
         let (endpoint, options) = (endpoint.clone(), options.clone());
-        set.spawn(async move { Etcd::connect_one(&endpoint, &options).await?.member_list().await });
+        set.spawn(async move {
+            Etcd::connect_one(&endpoint, &options)
+                .await?
+                .member_list()
+                .await
+        });
     }
     while let Some(result) = set.join_next().await {
         if let Ok(Ok(list)) = result {
@@ -231,7 +248,10 @@ pub(crate) async fn first_member_list(endpoints: &[String], options: &ClientOpti
 }
 
 /// Probes every member that has a client URL, concurrently; results in member-list order.
-pub(crate) async fn probe_members(members: &[Member], options: &ClientOptions) -> Vec<Result<EndpointStatus>> {
+pub(crate) async fn probe_members(
+    members: &[Member],
+    options: &ClientOptions,
+) -> Vec<Result<EndpointStatus>> {
     let mut set = tokio::task::JoinSet::new();
     for (index, member) in members.iter().enumerate() {
         let (endpoint, options) = (member.client_urls.first().cloned(), options.clone());

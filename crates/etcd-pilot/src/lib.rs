@@ -1,7 +1,7 @@
 //! etcd-pilot: runs beside etcd on every node and keeps the cluster formed, joined and running.
 //!
-//! `main` parses the command line and calls into [`cli::run`]; the daemon's wiring lives in
-//! [`run_agent`]: signals, the admin API, and the pilot, with an ordered shutdown.
+//! `main` parses the command line and calls into `cli::main`; the daemon's wiring lives in
+//! `run_agent`: signals, the admin API, and the pilot, with an ordered shutdown.
 
 mod admin;
 pub mod cli;
@@ -48,7 +48,12 @@ pub(crate) async fn run_agent(config: Config, cancel: CancellationToken) -> anyh
         .with_context(|| format!("bind admin API on {} (admin.listen)", config.admin.listen))?;
     tracing::info!(listen = %config.admin.listen, "admin API listening");
     let admin_cancel = CancellationToken::new();
-    let admin = tokio::spawn(admin::serve(listener, status_rx, metrics.clone(), admin_cancel.clone()));
+    let admin = tokio::spawn(admin::serve(
+        listener,
+        status_rx,
+        metrics.clone(),
+        admin_cancel.clone(),
+    ));
 
     let result = match pilot::Pilot::new(config, status_tx.clone(), metrics.clone()) {
         Ok(pilot) => pilot.run(cancel).await,

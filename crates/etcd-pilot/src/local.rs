@@ -36,11 +36,20 @@ pub(crate) struct UpArgs {
 impl UpArgs {
     pub(crate) fn validate(&self) -> anyhow::Result<()> {
         if !(1..=9).contains(&self.members) {
-            anyhow::bail!("--members {} is out of range: use 1 to 9 (odd numbers keep quorum math simple)", self.members);
+            anyhow::bail!(
+                "--members {} is out of range: use 1 to 9 (odd numbers keep quorum math simple)",
+                self.members
+            );
         }
         let octets: Vec<&str> = self.subnet.split('.').collect();
-        if octets.len() != 3 || octets[0] != "127" || octets.iter().any(|o| o.parse::<u8>().is_err()) {
-            anyhow::bail!("--subnet {:?} must be three octets inside 127.0.0.0/8, e.g. 127.0.10", self.subnet);
+        if octets.len() != 3
+            || octets[0] != "127"
+            || octets.iter().any(|o| o.parse::<u8>().is_err())
+        {
+            anyhow::bail!(
+                "--subnet {:?} must be three octets inside 127.0.0.0/8, e.g. 127.0.10",
+                self.subnet
+            );
         }
         Ok(())
     }
@@ -56,17 +65,20 @@ struct LocalMember {
 /// The client URLs of the `local up` cluster in `dir`, from its peers file.
 pub(crate) fn client_urls(dir: &Path) -> anyhow::Result<Vec<String>> {
     let path = dir.join("peers.toml");
-    let peers = config::read_peers_file(&path, ADMIN_PORT)
-        .with_context(|| format!("read the local cluster's peers in {}; did `local up` run there?", dir.display()))?;
+    let peers = config::read_peers_file(&path, ADMIN_PORT).with_context(|| {
+        format!(
+            "read the local cluster's peers in {}; did `local up` run there?",
+            dir.display()
+        )
+    })?;
     Ok(peers.into_iter().map(|p| p.client_url).collect())
 }
 
 pub(crate) async fn up(args: UpArgs, cancel: CancellationToken) -> anyhow::Result<()> {
     let etcd_bin = match &args.etcd_bin {
         Some(bin) => bin.clone(),
-        None => config::search_path("etcd").context(
-            "no `etcd` on PATH: install etcd (see README) or pass --etcd-bin PATH",
-        )?,
+        None => config::search_path("etcd")
+            .context("no `etcd` on PATH: install etcd (see README) or pass --etcd-bin PATH")?,
     };
     let dir = absolute(&args.dir)?;
     let members = write_configs(&dir, args.members, &args.subnet, &etcd_bin)?;
@@ -126,14 +138,22 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     if path.is_absolute() {
         return Ok(path.to_owned());
     }
-    Ok(std::env::current_dir().context("read the current directory")?.join(path))
+    Ok(std::env::current_dir()
+        .context("read the current directory")?
+        .join(path))
 }
 
-fn write_configs(dir: &Path, n_members: u8, subnet: &str, etcd_bin: &Path) -> anyhow::Result<Vec<LocalMember>> {
+fn write_configs(
+    dir: &Path,
+    n_members: u8,
+    subnet: &str,
+    etcd_bin: &Path,
+) -> anyhow::Result<Vec<LocalMember>> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let peers_path = dir.join("peers.toml");
     if let Ok(text) = std::fs::read_to_string(&peers_path) {
-        let existing: PeersFile = toml::from_str(&text).with_context(|| format!("parse {}", peers_path.display()))?;
+        let existing: PeersFile =
+            toml::from_str(&text).with_context(|| format!("parse {}", peers_path.display()))?;
         if existing.peers.len() != usize::from(n_members) {
             anyhow::bail!(
                 "{} holds a cluster of {} members; pass --members {} or use another --dir",
@@ -153,7 +173,8 @@ fn write_configs(dir: &Path, n_members: u8, subnet: &str, etcd_bin: &Path) -> an
             "[[peers]]\nname = \"{name}\"\npeer_url = \"{peer_url}\"\nclient_url = \"{client_url}\"\nadmin_url = \"http://{ip}:{ADMIN_PORT}\"\n\n"
         ));
         let member_dir = dir.join(&name);
-        std::fs::create_dir_all(&member_dir).with_context(|| format!("create {}", member_dir.display()))?;
+        std::fs::create_dir_all(&member_dir)
+            .with_context(|| format!("create {}", member_dir.display()))?;
         let config_path = member_dir.join("pilot.toml");
         let body = format!(
             "# Written by `etcd-pilot local up`; rewritten on every run.\n\
@@ -165,7 +186,8 @@ fn write_configs(dir: &Path, n_members: u8, subnet: &str, etcd_bin: &Path) -> an
             bin = etcd_bin.display().to_string(),
             peers_path = peers_path.display().to_string(),
         );
-        std::fs::write(&config_path, body).with_context(|| format!("write {}", config_path.display()))?;
+        std::fs::write(&config_path, body)
+            .with_context(|| format!("write {}", config_path.display()))?;
         members.push(LocalMember {
             name,
             config_path,
@@ -173,7 +195,8 @@ fn write_configs(dir: &Path, n_members: u8, subnet: &str, etcd_bin: &Path) -> an
             client_url,
         });
     }
-    std::fs::write(&peers_path, peers).with_context(|| format!("write {}", peers_path.display()))?;
+    std::fs::write(&peers_path, peers)
+        .with_context(|| format!("write {}", peers_path.display()))?;
     Ok(members)
 }
 
@@ -200,10 +223,17 @@ async fn wait_ready(
             }
         }
         if let Some(list) = etcd::first_member_list(endpoints, &options).await {
-            let voters = list.members.iter().filter(|m| m.is_started() && !m.is_learner).count();
+            let voters = list
+                .members
+                .iter()
+                .filter(|m| m.is_started() && !m.is_learner)
+                .count();
             if voters == members.len() {
                 let probes = etcd::probe_members(&list.members, &options).await;
-                if probes.iter().all(|p| p.as_ref().is_ok_and(|s| s.health() == etcd_pilot_core::Health::Healthy)) {
+                if probes.iter().all(|p| {
+                    p.as_ref()
+                        .is_ok_and(|s| s.health() == etcd_pilot_core::Health::Healthy)
+                }) {
                     return Ok(());
                 }
             }
@@ -211,7 +241,10 @@ async fn wait_ready(
         if Instant::now() > deadline {
             anyhow::bail!(
                 "the cluster is not healthy after 120 s; see {}/m*/pilot.log and `etcd-pilot status --endpoints {}`",
-                members.first().and_then(|m| m.log_path.parent()?.parent()).map_or_else(String::new, |d| d.display().to_string()),
+                members
+                    .first()
+                    .and_then(|m| m.log_path.parent()?.parent())
+                    .map_or_else(String::new, |d| d.display().to_string()),
                 endpoints.join(",")
             );
         }
@@ -220,7 +253,11 @@ async fn wait_ready(
 }
 
 /// Runs until `cancel`, reporting pilots that exit on their own.
-async fn watch_pilots(members: &[LocalMember], children: &mut [tokio::process::Child], cancel: &CancellationToken) {
+async fn watch_pilots(
+    members: &[LocalMember],
+    children: &mut [tokio::process::Child],
+    cancel: &CancellationToken,
+) {
     let mut reported = vec![false; members.len()];
     loop {
         // Cancel-safe: only a sleep is dropped.
@@ -251,7 +288,10 @@ async fn stop_all(children: &mut [tokio::process::Child]) {
         }
     }
     for child in children.iter_mut() {
-        if tokio::time::timeout(Duration::from_secs(30), child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .is_err()
+        {
             let _ = child.kill().await;
         }
     }

@@ -26,17 +26,36 @@ pub(crate) struct Metrics {
 }
 
 /// Every pilot state, so the state gauge always has all series.
-pub(crate) const STATES: &[&str] = &["starting", "waiting", "joining", "bootstrapping", "running", "stopping"];
+pub(crate) const STATES: &[&str] = &[
+    "starting",
+    "waiting",
+    "joining",
+    "bootstrapping",
+    "running",
+    "stopping",
+];
 
 impl Metrics {
     pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("etcd_pilot");
         let etcd_restarts = Counter::default();
-        registry.register("etcd_restarts", "Times the supervisor restarted a crashed etcd", etcd_restarts.clone());
+        registry.register(
+            "etcd_restarts",
+            "Times the supervisor restarted a crashed etcd",
+            etcd_restarts.clone(),
+        );
         let etcd_up = Gauge::default();
-        registry.register("etcd_up", "1 when the local etcd answers its status API", etcd_up.clone());
+        registry.register(
+            "etcd_up",
+            "1 when the local etcd answers its status API",
+            etcd_up.clone(),
+        );
         let state = Family::<StateLabel, Gauge>::default();
-        registry.register("state", "The pilot's state: 1 for the current one", state.clone());
+        registry.register(
+            "state",
+            "The pilot's state: 1 for the current one",
+            state.clone(),
+        );
         let metrics = Self {
             registry: Arc::new(registry),
             etcd_restarts,
@@ -50,7 +69,9 @@ impl Metrics {
     pub(crate) fn set_state(&self, current: &str) {
         for state in STATES {
             self.state
-                .get_or_create(&StateLabel { state: (*state).to_owned() })
+                .get_or_create(&StateLabel {
+                    state: (*state).to_owned(),
+                })
                 .set(i64::from(*state == current));
         }
     }

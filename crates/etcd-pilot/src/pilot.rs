@@ -37,7 +37,10 @@ enum StartMode {
     /// On existing data: etcd ignores the `--initial-*` flags.
     Restart,
     /// A new cluster.
-    New { initial_cluster: String, token: String },
+    New {
+        initial_cluster: String,
+        token: String,
+    },
     /// Joining a live cluster whose member list already has our entry.
     Existing { initial_cluster: String },
 }
@@ -54,7 +57,11 @@ pub(crate) struct Pilot {
 }
 
 impl Pilot {
-    pub(crate) fn new(config: Config, status: watch::Sender<PilotStatus>, metrics: Metrics) -> anyhow::Result<Self> {
+    pub(crate) fn new(
+        config: Config,
+        status: watch::Sender<PilotStatus>,
+        metrics: Metrics,
+    ) -> anyhow::Result<Self> {
         let data = DataDir::new(&config.data_dir);
         let discovery = Discovery::from_config(&config);
         let options = ClientOptions {
@@ -85,7 +92,11 @@ impl Pilot {
             self.set_phase(Phase::Stopping, "shutting down before etcd started");
             return Ok(());
         };
-        if let StartMode::New { initial_cluster, token } = &mode {
+        if let StartMode::New {
+            initial_cluster,
+            token,
+        } = &mode
+        {
             self.status.send_modify(|s| {
                 s.report = PilotReport::Bootstrapping {
                     initial_cluster: initial_cluster.clone(),
@@ -130,7 +141,9 @@ impl Pilot {
         self.set_phase(Phase::Stopping, "shutting down");
         tracing::info!("shutdown: moving leadership away if this member leads");
         if let Err(err) = self.hand_over_leadership().await {
-            tracing::warn!("cannot move leadership before stopping, etcd will hand it over itself: {err:#}");
+            tracing::warn!(
+                "cannot move leadership before stopping, etcd will hand it over itself: {err:#}"
+            );
         }
         tracing::info!("shutdown: stopping etcd");
         supervisor_cancel.cancel();
@@ -158,12 +171,24 @@ impl Pilot {
                     tracing::info!("restarting etcd on its data");
                     return Ok(Some(StartMode::Restart));
                 }
-                Decision::BootstrapNew { initial_cluster, token } => {
+                Decision::BootstrapNew {
+                    initial_cluster,
+                    token,
+                } => {
                     tracing::info!(%initial_cluster, %token, "bootstrapping a new cluster");
-                    self.set_phase(Phase::Bootstrapping, &format!("bootstrapping a new cluster: {initial_cluster}"));
-                    return Ok(Some(StartMode::New { initial_cluster, token }));
+                    self.set_phase(
+                        Phase::Bootstrapping,
+                        &format!("bootstrapping a new cluster: {initial_cluster}"),
+                    );
+                    return Ok(Some(StartMode::New {
+                        initial_cluster,
+                        token,
+                    }));
                 }
-                Decision::Join(JoinStep::Start { member_id, initial_cluster }) => {
+                Decision::Join(JoinStep::Start {
+                    member_id,
+                    initial_cluster,
+                }) => {
                     tracing::info!(member_id = %member_id, %initial_cluster, "starting etcd to join the cluster");
                     self.set_phase(Phase::Joining, &format!("starting as member {member_id}"));
                     return Ok(Some(StartMode::Existing { initial_cluster }));
@@ -236,14 +261,22 @@ impl Pilot {
 
     async fn other_peers(&self) -> anyhow::Result<Vec<Peer>> {
         let peers = self.discovery.peers().await?;
-        Ok(peers.into_iter().filter(|p| p.name != self.config.name).collect())
+        Ok(peers
+            .into_iter()
+            .filter(|p| p.name != self.config.name)
+            .collect())
     }
 
     /// Everything the start decision needs, gathered concurrently with timeouts.
     async fn observe_start(&self) -> anyhow::Result<start::Observed> {
         let expected = self.discovery.peers().await?;
-        let others: Vec<Peer> = expected.iter().filter(|p| p.name != self.config.name).cloned().collect();
-        let (peers, cluster) = tokio::join!(self.ask_pilots(&others), self.observe_cluster(&others));
+        let others: Vec<Peer> = expected
+            .iter()
+            .filter(|p| p.name != self.config.name)
+            .cloned()
+            .collect();
+        let (peers, cluster) =
+            tokio::join!(self.ask_pilots(&others), self.observe_cluster(&others));
         Ok(start::Observed {
             me: self.config.me(),
             expected,
@@ -260,7 +293,10 @@ impl Pilot {
             let (peer, client) = (peer.clone(), self.http.clone());
             set.spawn(async move {
                 let report = ask_pilot(&client, &peer.admin_url).await;
-                PeerReport { name: peer.name, report }
+                PeerReport {
+                    name: peer.name,
+                    report,
+                }
             });
         }
         let mut reports: Vec<PeerReport> = set.join_all().await;
@@ -292,7 +328,11 @@ impl Pilot {
 
     /// Watches the local member until `cancel`: publishes its status, records its identity,
     /// marks the cluster formed, promotes it while it is a learner.
-    async fn watch_member(&self, mut child: watch::Receiver<ChildStatus>, cancel: &CancellationToken) {
+    async fn watch_member(
+        &self,
+        mut child: watch::Receiver<ChildStatus>,
+        cancel: &CancellationToken,
+    ) {
         let local = url_string(&self.config.etcd.client_url);
         let mut formed_in_cluster = false;
         let mut promote_backoff = Duration::from_millis(500);
@@ -303,7 +343,9 @@ impl Pilot {
                 s.etcd_process = match &child_status {
                     ChildStatus::NotStarted => "not_started".into(),
                     ChildStatus::Running { pid } => format!("running (pid {pid})"),
-                    ChildStatus::BackingOff { failures, .. } => format!("backing_off (failures: {failures})"),
+                    ChildStatus::BackingOff { failures, .. } => {
+                        format!("backing_off (failures: {failures})")
+                    }
                     ChildStatus::Stopped => "stopped".into(),
                 };
                 s.etcd_restarts = self.metrics.etcd_restarts.get();
@@ -318,7 +360,9 @@ impl Pilot {
                     if healthy && !status.is_learner && !formed_in_cluster {
                         match self.mark_formed(&local, &status).await {
                             Ok(()) => formed_in_cluster = true,
-                            Err(err) => tracing::warn!("cannot record that the cluster formed, will retry: {err:#}"),
+                            Err(err) => tracing::warn!(
+                                "cannot record that the cluster formed, will retry: {err:#}"
+                            ),
                         }
                     }
                     if status.is_learner && tokio::time::Instant::now() >= next_promote {
@@ -326,7 +370,8 @@ impl Pilot {
                             Ok(()) => promote_backoff = Duration::from_millis(500),
                             Err(err) => {
                                 tracing::debug!("learner not promoted yet: {err:#}");
-                                promote_backoff = (promote_backoff * 2).min(Duration::from_secs(10));
+                                promote_backoff =
+                                    (promote_backoff * 2).min(Duration::from_secs(10));
                             }
                         }
                         next_promote = tokio::time::Instant::now() + promote_backoff;
@@ -360,7 +405,10 @@ impl Pilot {
         } else if healthy {
             "running".to_owned()
         } else {
-            format!("etcd answers but is not healthy: leader {:?}, errors {:?}", status.leader, status.errors)
+            format!(
+                "etcd answers but is not healthy: leader {:?}, errors {:?}",
+                status.leader, status.errors
+            )
         };
         self.status.send_modify(|s| {
             s.phase = Phase::Running;
@@ -416,7 +464,8 @@ impl Pilot {
 
     async fn mark_formed(&self, local: &str, status: &EndpointStatus) -> anyhow::Result<()> {
         if !self.data.formed() {
-            self.data.mark_formed(status.cluster_id, SystemTime::now())?;
+            self.data
+                .mark_formed(status.cluster_id, SystemTime::now())?;
             tracing::info!(cluster_id = %status.cluster_id, "cluster formed; marker written");
         }
         let client = Etcd::connect_one(local, &self.options).await?;
@@ -454,7 +503,11 @@ impl Pilot {
         };
         let client = Etcd::connect_one(&local, &handover).await?;
         let list = client.member_list().await?;
-        for member in list.members.iter().filter(|m| m.id != status.member_id && !m.is_learner) {
+        for member in list
+            .members
+            .iter()
+            .filter(|m| m.id != status.member_id && !m.is_learner)
+        {
             let Some(endpoint) = member.client_urls.first() else {
                 continue;
             };
@@ -502,7 +555,9 @@ impl Pilot {
 async fn ask_pilot(client: &reqwest::Client, admin_url: &str) -> PilotReport {
     let response = client.get(format!("{admin_url}/v1/bootstrap")).send().await;
     match response {
-        Ok(response) if response.status().is_success() => response.json().await.unwrap_or(PilotReport::Unknown),
+        Ok(response) if response.status().is_success() => {
+            response.json().await.unwrap_or(PilotReport::Unknown)
+        }
         _ => PilotReport::Unknown,
     }
 }
@@ -512,16 +567,31 @@ fn etcd_args(config: &Config, data: &DataDir, mode: &StartMode) -> Vec<String> {
     let mut args = vec![
         format!("--name={}", config.name),
         format!("--data-dir={}", data.etcd_dir().display()),
-        format!("--listen-peer-urls={}", url_string(&config.etcd.listen_peer_url)),
-        format!("--initial-advertise-peer-urls={}", url_string(&config.etcd.peer_url)),
-        format!("--listen-client-urls={}", url_string(&config.etcd.listen_client_url)),
-        format!("--advertise-client-urls={}", url_string(&config.etcd.client_url)),
+        format!(
+            "--listen-peer-urls={}",
+            url_string(&config.etcd.listen_peer_url)
+        ),
+        format!(
+            "--initial-advertise-peer-urls={}",
+            url_string(&config.etcd.peer_url)
+        ),
+        format!(
+            "--listen-client-urls={}",
+            url_string(&config.etcd.listen_client_url)
+        ),
+        format!(
+            "--advertise-client-urls={}",
+            url_string(&config.etcd.client_url)
+        ),
         "--logger=zap".to_owned(),
         "--log-outputs=stderr".to_owned(),
     ];
     match mode {
         StartMode::Restart => {}
-        StartMode::New { initial_cluster, token } => {
+        StartMode::New {
+            initial_cluster,
+            token,
+        } => {
             args.push(format!("--initial-cluster={initial_cluster}"));
             args.push("--initial-cluster-state=new".to_owned());
             args.push(format!("--initial-cluster-token={token}"));

@@ -33,7 +33,10 @@ pub(crate) fn alive(pid: u32) -> bool {
 }
 
 /// SIGTERM, then SIGKILL if the process is still there after `grace`. Waits for it to exit.
-pub(crate) async fn terminate(child: &mut tokio::process::Child, grace: Duration) -> std::io::Result<std::process::ExitStatus> {
+pub(crate) async fn terminate(
+    child: &mut tokio::process::Child,
+    grace: Duration,
+) -> std::io::Result<std::process::ExitStatus> {
     if let Some(pid) = child.id() {
         signal(pid, Signal::SIGTERM)?;
     }

@@ -51,7 +51,8 @@ impl Supervisor {
     /// Supervises until `cancel`, then stops etcd (SIGTERM, SIGKILL after the grace period).
     pub(crate) async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
         stop_leftover(&self.command, self.stop_grace).await;
-        let (mut state, mut command) = supervise::step(State::Idle, Event::Start, &self.policy, 0.5);
+        let (mut state, mut command) =
+            supervise::step(State::Idle, Event::Start, &self.policy, 0.5);
         let mut child: Option<(tokio::process::Child, Instant)> = None;
         loop {
             let event = match command {
@@ -59,7 +60,9 @@ impl Supervisor {
                 Command::Nothing => {
                     // Only a late event leads here; wait for the next real one.
                     match &mut child {
-                        Some((running, started)) => self.wait_child(running, *started, &cancel).await,
+                        Some((running, started)) => {
+                            self.wait_child(running, *started, &cancel).await
+                        }
                         None => {
                             cancel.cancelled().await;
                             Event::Stop
@@ -76,7 +79,9 @@ impl Supervisor {
                     }
                     Err(err) => {
                         tracing::error!(bin = %self.command.bin.display(), "cannot start etcd: {err:#}");
-                        Event::Exited { ran_for: Duration::ZERO }
+                        Event::Exited {
+                            ran_for: Duration::ZERO,
+                        }
                     }
                 },
                 Command::SpawnAfter(delay) => {
@@ -90,12 +95,18 @@ impl Supervisor {
                     if let Some((mut running, started)) = child.take() {
                         tracing::info!(member = %self.command.member, "stopping etcd");
                         match process::terminate(&mut running, self.stop_grace).await {
-                            Ok(status) => tracing::info!(member = %self.command.member, %status, "etcd stopped"),
+                            Ok(status) => {
+                                tracing::info!(member = %self.command.member, %status, "etcd stopped")
+                            }
                             Err(err) => tracing::error!("cannot stop etcd: {err:#}"),
                         }
-                        Event::Exited { ran_for: started.elapsed() }
+                        Event::Exited {
+                            ran_for: started.elapsed(),
+                        }
                     } else {
-                        Event::Exited { ran_for: Duration::ZERO }
+                        Event::Exited {
+                            ran_for: Duration::ZERO,
+                        }
                     }
                 }
             };
@@ -124,7 +135,12 @@ impl Supervisor {
     }
 
     /// Waits for the running child to exit, or for cancellation (which asks for a stop).
-    async fn wait_child(&self, child: &mut tokio::process::Child, started: Instant, cancel: &CancellationToken) -> Event {
+    async fn wait_child(
+        &self,
+        child: &mut tokio::process::Child,
+        started: Instant,
+        cancel: &CancellationToken,
+    ) -> Event {
         // Cancel-safe: `Child::wait` may be dropped and called again.
         tokio::select! {
             status = child.wait() => {
@@ -149,8 +165,11 @@ impl Supervisor {
             .spawn()
             .with_context(|| format!("spawn {}", self.command.bin.display()))?;
         if let Some(pid) = child.id() {
-            std::fs::write(&self.command.pid_file, format!("{pid}\n{}\n", self.command.bin.display()))
-                .with_context(|| format!("write {}", self.command.pid_file.display()))?;
+            std::fs::write(
+                &self.command.pid_file,
+                format!("{pid}\n{}\n", self.command.bin.display()),
+            )
+            .with_context(|| format!("write {}", self.command.pid_file.display()))?;
         }
         if let Some(stdout) = child.stdout.take() {
             tokio::spawn(forward_output(stdout, self.command.member.clone()));
@@ -174,7 +193,9 @@ async fn stop_leftover(command: &EtcdCommand, grace: Duration) {
     };
     // Only a process still running our etcd binary is ours; a reused pid is left alone.
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-    let ours = exe.is_some_and(|exe| exe == std::path::Path::new(bin) || std::fs::canonicalize(bin).is_ok_and(|b| b == exe));
+    let ours = exe.is_some_and(|exe| {
+        exe == std::path::Path::new(bin) || std::fs::canonicalize(bin).is_ok_and(|b| b == exe)
+    });
     if !ours || !process::alive(pid) {
         return;
     }
@@ -202,7 +223,9 @@ async fn forward_output(stream: impl AsyncRead + Unpin, member: String) {
         match level.as_deref() {
             Some("debug") => tracing::debug!(target: "etcd_output", member = %member, "{line}"),
             Some("warn") => tracing::warn!(target: "etcd_output", member = %member, "{line}"),
-            Some("error" | "dpanic" | "panic" | "fatal") => tracing::error!(target: "etcd_output", member = %member, "{line}"),
+            Some("error" | "dpanic" | "panic" | "fatal") => {
+                tracing::error!(target: "etcd_output", member = %member, "{line}")
+            }
             _ => tracing::info!(target: "etcd_output", member = %member, "{line}"),
         }
     }

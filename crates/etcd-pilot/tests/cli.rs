@@ -1,4 +1,5 @@
 //! The binary's behaviour on bad input and its configuration surface; no etcd needed.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)] // Test helpers may unwrap and spawn.
 
 mod common;
 
@@ -23,7 +24,12 @@ fn config(bin: &str, name_line: &str, peer_url: &str, peers_name: &str) -> Strin
     )
 }
 
-fn run(dir: &Path, config_text: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+fn run(
+    dir: &Path,
+    config_text: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
     let path = dir.join("pilot.toml");
     std::fs::write(&path, config_text).unwrap();
     #[allow(clippy::disallowed_methods)]
@@ -51,7 +57,10 @@ fn every_bad_config_exits_64_naming_the_key_and_the_fix() {
     let cases: Vec<(&str, String, Vec<&str>)> = vec![
         (
             "unknown key",
-            format!("nmae = \"m1\"\n{}", config(&bin, "name = \"m1\"", good_url, "m1")),
+            format!(
+                "nmae = \"m1\"\n{}",
+                config(&bin, "name = \"m1\"", good_url, "m1")
+            ),
             vec!["unknown field `nmae`", "line 1", "fix: correct the file"],
         ),
         (
@@ -72,7 +81,10 @@ fn every_bad_config_exits_64_naming_the_key_and_the_fix() {
         (
             "missing etcd binary",
             config("/nonexistent/etcd", "name = \"m1\"", good_url, "m1"),
-            vec!["etcd.bin: /nonexistent/etcd: No such file", "fix: install etcd, or set etcd.bin"],
+            vec![
+                "etcd.bin: /nonexistent/etcd: No such file",
+                "fix: install etcd, or set etcd.bin",
+            ],
         ),
         (
             "etcd binary not executable",
@@ -82,15 +94,24 @@ fn every_bad_config_exits_64_naming_the_key_and_the_fix() {
         (
             "own name absent from the peers",
             config(&bin, "name = \"m1\"", good_url, "m2"),
-            vec!["discovery.peers: this node (m1) is not in the peer list (m2)", "add this node to the peers"],
+            vec![
+                "discovery.peers: this node (m1) is not in the peer list (m2)",
+                "add this node to the peers",
+            ],
         ),
     ];
     for (case, text, expected) in cases {
         for command in [["agent"].as_slice(), ["config", "show"].as_slice()] {
             let (code, _, stderr) = run(dir.path(), &text, command, &[]);
-            assert_eq!(code, 64, "{case} ({command:?}): exit code {code}, stderr:\n{stderr}");
+            assert_eq!(
+                code, 64,
+                "{case} ({command:?}): exit code {code}, stderr:\n{stderr}"
+            );
             for needle in &expected {
-                assert!(stderr.contains(needle), "{case} ({command:?}): {needle:?} not in:\n{stderr}");
+                assert!(
+                    stderr.contains(needle),
+                    "{case} ({command:?}): {needle:?} not in:\n{stderr}"
+                );
             }
         }
     }
@@ -101,10 +122,21 @@ fn unknown_environment_variables_and_flags_exit_64() {
     let dir = tempfile::tempdir().unwrap();
     let bin = fake_etcd(dir.path());
     let text = config(&bin, "name = \"m1\"", "http://127.0.9.1:2380", "m1");
-    let (code, _, stderr) = run(dir.path(), &text, &["agent"], &[("ETCD_PILOT_ETCD_BINN", "/x")]);
+    let (code, _, stderr) = run(
+        dir.path(),
+        &text,
+        &["agent"],
+        &[("ETCD_PILOT_ETCD_BINN", "/x")],
+    );
     assert_eq!(code, 64, "{stderr}");
-    assert!(stderr.contains("ETCD_PILOT_ETCD_BINN: unknown environment variable"), "{stderr}");
-    assert!(stderr.contains("ETCD_PILOT_ETCD_BIN,"), "the fix lists the valid names: {stderr}");
+    assert!(
+        stderr.contains("ETCD_PILOT_ETCD_BINN: unknown environment variable"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ETCD_PILOT_ETCD_BIN,"),
+        "the fix lists the valid names: {stderr}"
+    );
     let (code, _, stderr) = run(dir.path(), &text, &["agent", "--etcd-binn", "/x"], &[]);
     assert_eq!(code, 64, "{stderr}");
 }
@@ -128,20 +160,45 @@ fn config_show_prints_values_with_their_origin_and_redacts_secrets() {
     );
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("name = \"m1\"  # file "), "{stdout}");
-    assert!(stdout.contains("cluster_name = \"prod\"  # env ETCD_PILOT_CLUSTER_NAME"), "{stdout}");
-    assert!(stdout.contains("data_dir = \"/srv/pilot\"  # flag --data-dir"), "{stdout}");
-    assert!(stdout.contains("timers.stop_grace = \"10s\"  # default"), "{stdout}");
-    assert!(stdout.contains("etcd.password = \"<redacted>\""), "{stdout}");
+    assert!(
+        stdout.contains("cluster_name = \"prod\"  # env ETCD_PILOT_CLUSTER_NAME"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("data_dir = \"/srv/pilot\"  # flag --data-dir"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("timers.stop_grace = \"10s\"  # default"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("etcd.password = \"<redacted>\""),
+        "{stdout}"
+    );
     assert!(!stdout.contains("hunter2"), "{stdout}");
-    assert!(stdout.contains("admin.listen = \"127.0.9.1:2378\""), "{stdout}");
+    assert!(
+        stdout.contains("admin.listen = \"127.0.9.1:2378\""),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn flags_override_the_environment_which_overrides_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let bin = fake_etcd(dir.path());
-    let text = config(&bin, "name = \"m1\"\ncluster_name = \"from-file\"", "http://127.0.9.1:2380", "m1");
-    let (_, stdout, _) = run(dir.path(), &text, &["config", "show"], &[("ETCD_PILOT_CLUSTER_NAME", "from-env")]);
+    let text = config(
+        &bin,
+        "name = \"m1\"\ncluster_name = \"from-file\"",
+        "http://127.0.9.1:2380",
+        "m1",
+    );
+    let (_, stdout, _) = run(
+        dir.path(),
+        &text,
+        &["config", "show"],
+        &[("ETCD_PILOT_CLUSTER_NAME", "from-env")],
+    );
     assert!(stdout.contains("cluster_name = \"from-env\""), "{stdout}");
     let (_, stdout, _) = run(
         dir.path(),
@@ -149,7 +206,10 @@ fn flags_override_the_environment_which_overrides_the_file() {
         &["config", "show", "--cluster-name", "from-flag"],
         &[("ETCD_PILOT_CLUSTER_NAME", "from-env")],
     );
-    assert!(stdout.contains("cluster_name = \"from-flag\"  # flag --cluster-name"), "{stdout}");
+    assert!(
+        stdout.contains("cluster_name = \"from-flag\"  # flag --cluster-name"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -161,5 +221,8 @@ fn status_of_an_absent_cluster_fails_with_a_hint() {
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("no member answered at http://127.0.9.250:2379; is the cluster running?"), "{stderr}");
+    assert!(
+        stderr.contains("no member answered at http://127.0.9.250:2379; is the cluster running?"),
+        "{stderr}"
+    );
 }

@@ -1,6 +1,7 @@
 //! Bootstrap, join, restart and quarantine, with real pilots and real etcd.
 //!
 //! Each test has its own loopback /24 (the number passed to `Cluster::new`).
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)] // Test helpers may unwrap and spawn.
 
 mod common;
 
@@ -9,13 +10,20 @@ use std::time::Duration;
 use common::{Cluster, Version, etcd_bin, eventually, get, put};
 
 async fn bootstrap_three_and_replicate(subnet: u8, version: Version) {
-    let Some(etcd) = etcd_bin(version) else { return };
+    let Some(etcd) = etcd_bin(version) else {
+        return;
+    };
     let mut cluster = Cluster::new(subnet, 3, etcd);
     cluster.start_all();
-    cluster.wait_voters(&[0, 1, 2], Duration::from_secs(60)).await;
+    cluster
+        .wait_voters(&[0, 1, 2], Duration::from_secs(60))
+        .await;
     put(&cluster.nodes[0].client_url(), "greeting", "hello").await;
     for node in &cluster.nodes[1..] {
-        assert_eq!(get(&node.client_url(), "greeting").await.as_deref(), Some("hello"));
+        assert_eq!(
+            get(&node.client_url(), "greeting").await.as_deref(),
+            Some("hello")
+        );
     }
     // Every pilot reports the same cluster and a running, ready member.
     let mut cluster_ids = Vec::new();
@@ -27,9 +35,16 @@ async fn bootstrap_three_and_replicate(subnet: u8, version: Version) {
         assert_eq!(status["phase"], "running");
         cluster_ids.push(status["member"]["cluster_id"].clone());
     }
-    assert!(cluster_ids.windows(2).all(|w| w[0] == w[1]), "{cluster_ids:?}");
+    assert!(
+        cluster_ids.windows(2).all(|w| w[0] == w[1]),
+        "{cluster_ids:?}"
+    );
     // The cluster itself carries the formed marker.
-    assert!(get(&cluster.nodes[2].client_url(), "/etcd-pilot/cluster/formed").await.is_some());
+    assert!(
+        get(&cluster.nodes[2].client_url(), "/etcd-pilot/cluster/formed")
+            .await
+            .is_some()
+    );
     for i in 0..3 {
         assert_eq!(cluster.stop(i), Some(0), "{}", cluster.logs());
     }
@@ -47,10 +62,14 @@ async fn three_pilots_bootstrap_a_cluster_with_etcd_3_5() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_etcd_is_restarted_with_its_data() {
-    let Some(etcd) = etcd_bin(Version::V35) else { return };
+    let Some(etcd) = etcd_bin(Version::V35) else {
+        return;
+    };
     let mut cluster = Cluster::new(23, 3, etcd);
     cluster.start_all();
-    cluster.wait_voters(&[0, 1, 2], Duration::from_secs(60)).await;
+    cluster
+        .wait_voters(&[0, 1, 2], Duration::from_secs(60))
+        .await;
     put(&cluster.nodes[0].client_url(), "k", "v1").await;
     let before = common::member_id(&cluster.nodes[1].client_url()).await;
     let pid = cluster.nodes[1].etcd_pid().expect("etcd pid file");
@@ -61,39 +80,72 @@ async fn killed_etcd_is_restarted_with_its_data() {
     })
     .await;
     assert_ne!(new_pid, pid);
-    cluster.wait_voters(&[0, 1, 2], Duration::from_secs(30)).await;
-    assert_eq!(common::member_id(&cluster.nodes[1].client_url()).await, before);
-    assert_eq!(get(&cluster.nodes[1].client_url(), "k").await.as_deref(), Some("v1"));
+    cluster
+        .wait_voters(&[0, 1, 2], Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        common::member_id(&cluster.nodes[1].client_url()).await,
+        before
+    );
+    assert_eq!(
+        get(&cluster.nodes[1].client_url(), "k").await.as_deref(),
+        Some("v1")
+    );
     let status = cluster.pilot_status(1).await.unwrap();
     assert_eq!(status["etcd_restarts"], 1, "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_pilot_and_etcd_come_back_as_the_same_member() {
-    let Some(etcd) = etcd_bin(Version::V35) else { return };
+    let Some(etcd) = etcd_bin(Version::V35) else {
+        return;
+    };
     let mut cluster = Cluster::new(24, 3, etcd);
     cluster.start_all();
-    cluster.wait_voters(&[0, 1, 2], Duration::from_secs(60)).await;
+    cluster
+        .wait_voters(&[0, 1, 2], Duration::from_secs(60))
+        .await;
     put(&cluster.nodes[0].client_url(), "k", "before").await;
     let before = common::member_id(&cluster.nodes[2].client_url()).await;
     cluster.kill(2);
     put(&cluster.nodes[0].client_url(), "k2", "while-down").await;
     cluster.start(2);
-    cluster.wait_voters(&[0, 1, 2], Duration::from_secs(30)).await;
-    assert_eq!(common::member_id(&cluster.nodes[2].client_url()).await, before);
-    assert_eq!(get(&cluster.nodes[2].client_url(), "k").await.as_deref(), Some("before"));
-    assert_eq!(get(&cluster.nodes[2].client_url(), "k2").await.as_deref(), Some("while-down"));
-    assert!(cluster.nodes[2].log().contains("restarting etcd on its data"), "{}", cluster.logs());
+    cluster
+        .wait_voters(&[0, 1, 2], Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        common::member_id(&cluster.nodes[2].client_url()).await,
+        before
+    );
+    assert_eq!(
+        get(&cluster.nodes[2].client_url(), "k").await.as_deref(),
+        Some("before")
+    );
+    assert_eq!(
+        get(&cluster.nodes[2].client_url(), "k2").await.as_deref(),
+        Some("while-down")
+    );
+    assert!(
+        cluster.nodes[2]
+            .log()
+            .contains("restarting etcd on its data"),
+        "{}",
+        cluster.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pilot_left_running_etcd_is_replaced_not_duplicated() {
     // The pilot dies alone (SIGKILL) and its etcd keeps running: the new pilot stops the
     // leftover etcd (it holds the ports and the data lock) and starts its own.
-    let Some(etcd) = etcd_bin(Version::V35) else { return };
+    let Some(etcd) = etcd_bin(Version::V35) else {
+        return;
+    };
     let mut cluster = Cluster::new(25, 3, etcd);
     cluster.start_all();
-    cluster.wait_voters(&[0, 1, 2], Duration::from_secs(60)).await;
+    cluster
+        .wait_voters(&[0, 1, 2], Duration::from_secs(60))
+        .await;
     let leftover = cluster.nodes[0].etcd_pid().unwrap();
     let mut pilot = cluster.nodes[0].child.take().unwrap();
     common::signal(pilot.id(), libc::SIGKILL);
@@ -105,8 +157,16 @@ async fn a_pilot_left_running_etcd_is_replaced_not_duplicated() {
     .await;
     common::wait_gone(leftover);
     assert!(!std::path::Path::new(&format!("/proc/{leftover}")).exists() || fresh != leftover);
-    cluster.wait_voters(&[0, 1, 2], Duration::from_secs(30)).await;
-    assert!(cluster.nodes[0].log().contains("stopping an etcd left running"), "{}", cluster.logs());
+    cluster
+        .wait_voters(&[0, 1, 2], Duration::from_secs(30))
+        .await;
+    assert!(
+        cluster.nodes[0]
+            .log()
+            .contains("stopping an etcd left running"),
+        "{}",
+        cluster.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -120,19 +180,38 @@ async fn a_fourth_pilot_joins_as_a_learner_and_becomes_a_voter_with_etcd_3_4() {
 }
 
 async fn fourth_pilot_joins(subnet: u8, version: Version) {
-    let Some(etcd) = etcd_bin(version) else { return };
+    let Some(etcd) = etcd_bin(version) else {
+        return;
+    };
     let mut cluster = Cluster::new(subnet, 3, etcd);
     cluster.start_all();
-    cluster.wait_voters(&[0, 1, 2], Duration::from_secs(60)).await;
+    cluster
+        .wait_voters(&[0, 1, 2], Duration::from_secs(60))
+        .await;
     put(&cluster.nodes[0].client_url(), "k", "v").await;
     let fourth = cluster.add_node();
     cluster.start(fourth);
-    cluster.wait_voters(&[0, 1, 2, 3], Duration::from_secs(60)).await;
+    cluster
+        .wait_voters(&[0, 1, 2, 3], Duration::from_secs(60))
+        .await;
     let log = cluster.nodes[fourth].log();
     assert!(log.contains("added learner"), "{}", cluster.logs());
-    assert!(log.contains("promoted this learner to a voter"), "{}", cluster.logs());
-    assert!(!log.contains("bootstrapping a new cluster"), "{}", cluster.logs());
-    assert_eq!(get(&cluster.nodes[fourth].client_url(), "k").await.as_deref(), Some("v"));
+    assert!(
+        log.contains("promoted this learner to a voter"),
+        "{}",
+        cluster.logs()
+    );
+    assert!(
+        !log.contains("bootstrapping a new cluster"),
+        "{}",
+        cluster.logs()
+    );
+    assert_eq!(
+        get(&cluster.nodes[fourth].client_url(), "k")
+            .await
+            .as_deref(),
+        Some("v")
+    );
     assert_eq!(
         common::cluster_id(&cluster.nodes[fourth].client_url()).await,
         common::cluster_id(&cluster.nodes[0].client_url()).await
@@ -141,10 +220,14 @@ async fn fourth_pilot_joins(subnet: u8, version: Version) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wiped_member_rejoins_instead_of_creating_a_cluster() {
-    let Some(etcd) = etcd_bin(Version::V35) else { return };
+    let Some(etcd) = etcd_bin(Version::V35) else {
+        return;
+    };
     let mut cluster = Cluster::new(27, 3, etcd);
     cluster.start_all();
-    cluster.wait_voters(&[0, 1, 2], Duration::from_secs(60)).await;
+    cluster
+        .wait_voters(&[0, 1, 2], Duration::from_secs(60))
+        .await;
     put(&cluster.nodes[0].client_url(), "k", "kept").await;
     let cluster_id = common::cluster_id(&cluster.nodes[0].client_url()).await;
     let old_member = common::member_id(&cluster.nodes[2].client_url()).await;
@@ -152,22 +235,45 @@ async fn a_wiped_member_rejoins_instead_of_creating_a_cluster() {
     std::fs::remove_dir_all(cluster.nodes[2].data_dir()).unwrap();
     let offset = cluster.nodes[2].log().len();
     cluster.start(2);
-    cluster.wait_voters(&[0, 1, 2], Duration::from_secs(60)).await;
+    cluster
+        .wait_voters(&[0, 1, 2], Duration::from_secs(60))
+        .await;
     let log = cluster.nodes[2].log_since(offset);
-    assert!(log.contains("removing the stale member"), "{}", cluster.logs());
+    assert!(
+        log.contains("removing the stale member"),
+        "{}",
+        cluster.logs()
+    );
     assert!(log.contains("added learner"), "{}", cluster.logs());
-    assert!(!log.contains("bootstrapping a new cluster"), "{}", cluster.logs());
-    assert_eq!(common::cluster_id(&cluster.nodes[2].client_url()).await, cluster_id);
-    assert_ne!(common::member_id(&cluster.nodes[2].client_url()).await, old_member);
-    assert_eq!(get(&cluster.nodes[2].client_url(), "k").await.as_deref(), Some("kept"));
+    assert!(
+        !log.contains("bootstrapping a new cluster"),
+        "{}",
+        cluster.logs()
+    );
+    assert_eq!(
+        common::cluster_id(&cluster.nodes[2].client_url()).await,
+        cluster_id
+    );
+    assert_ne!(
+        common::member_id(&cluster.nodes[2].client_url()).await,
+        old_member
+    );
+    assert_eq!(
+        get(&cluster.nodes[2].client_url(), "k").await.as_deref(),
+        Some("kept")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_empty_node_waits_while_peers_with_data_cannot_form_a_quorum() {
-    let Some(etcd) = etcd_bin(Version::V35) else { return };
+    let Some(etcd) = etcd_bin(Version::V35) else {
+        return;
+    };
     let mut cluster = Cluster::new(28, 3, etcd);
     cluster.start_all();
-    cluster.wait_voters(&[0, 1, 2], Duration::from_secs(60)).await;
+    cluster
+        .wait_voters(&[0, 1, 2], Duration::from_secs(60))
+        .await;
     put(&cluster.nodes[0].client_url(), "k", "kept").await;
     for i in 0..3 {
         assert_eq!(cluster.stop(i), Some(0), "{}", cluster.logs());
@@ -176,12 +282,20 @@ async fn an_empty_node_waits_while_peers_with_data_cannot_form_a_quorum() {
     std::fs::remove_dir_all(cluster.nodes[2].data_dir()).unwrap();
     let offset = cluster.nodes[2].log().len();
     cluster.start(2);
-    let reason = eventually("m3 waiting for its peers", Duration::from_secs(20), || async {
-        let status = cluster.pilot_status(2).await?;
-        (status["phase"] == "waiting").then(|| status["reason"].as_str().unwrap_or_default().to_owned())
-    })
+    let reason = eventually(
+        "m3 waiting for its peers",
+        Duration::from_secs(20),
+        || async {
+            let status = cluster.pilot_status(2).await?;
+            (status["phase"] == "waiting")
+                .then(|| status["reason"].as_str().unwrap_or_default().to_owned())
+        },
+    )
     .await;
-    assert!(reason.contains("waiting for the pilots of m1, m2"), "{reason}");
+    assert!(
+        reason.contains("waiting for the pilots of m1, m2"),
+        "{reason}"
+    );
     // m1 comes back with data but cannot form a quorum alone: m3 must keep waiting.
     cluster.start(0);
     let reason = eventually("m3 to see m1's data", Duration::from_secs(20), || async {
@@ -193,43 +307,79 @@ async fn an_empty_node_waits_while_peers_with_data_cannot_form_a_quorum() {
     assert!(reason.contains("never created"), "{reason}");
     // m2 comes back: quorum; m3 rejoins the same cluster.
     cluster.start(1);
-    cluster.wait_voters(&[0, 1, 2], Duration::from_secs(60)).await;
-    assert!(!cluster.nodes[2].log_since(offset).contains("bootstrapping a new cluster"), "{}", cluster.logs());
-    assert_eq!(get(&cluster.nodes[2].client_url(), "k").await.as_deref(), Some("kept"));
+    cluster
+        .wait_voters(&[0, 1, 2], Duration::from_secs(60))
+        .await;
+    assert!(
+        !cluster.nodes[2]
+            .log_since(offset)
+            .contains("bootstrapping a new cluster"),
+        "{}",
+        cluster.logs()
+    );
+    assert_eq!(
+        get(&cluster.nodes[2].client_url(), "k").await.as_deref(),
+        Some("kept")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn data_of_another_cluster_is_quarantined_and_the_node_rejoins() {
-    let Some(etcd) = etcd_bin(Version::V35) else { return };
+    let Some(etcd) = etcd_bin(Version::V35) else {
+        return;
+    };
     // A one-member cluster whose member is also called m3: its data is "foreign".
     let mut other = Cluster::new(29, 3, etcd.clone());
     other.write_peers(&[2]);
     other.start(2);
     other.wait_voters(&[2], Duration::from_secs(60)).await;
     put(&other.nodes[2].client_url(), "foreign", "yes").await;
-    eventually("the foreign identity marker", Duration::from_secs(10), || async {
-        let text = std::fs::read_to_string(other.nodes[2].data_dir().join("identity.json")).ok()?;
-        let identity: serde_json::Value = serde_json::from_str(&text).ok()?;
-        (!identity["cluster_id"].is_null()).then_some(())
-    })
+    eventually(
+        "the foreign identity marker",
+        Duration::from_secs(10),
+        || async {
+            let text =
+                std::fs::read_to_string(other.nodes[2].data_dir().join("identity.json")).ok()?;
+            let identity: serde_json::Value = serde_json::from_str(&text).ok()?;
+            (!identity["cluster_id"].is_null()).then_some(())
+        },
+    )
     .await;
     assert_eq!(other.stop(2), Some(0));
 
     let mut cluster = Cluster::new(30, 3, etcd);
     cluster.start_all();
-    cluster.wait_voters(&[0, 1, 2], Duration::from_secs(60)).await;
+    cluster
+        .wait_voters(&[0, 1, 2], Duration::from_secs(60))
+        .await;
     cluster.kill(2);
     let data = cluster.nodes[2].data_dir();
     std::fs::remove_dir_all(data.join("etcd")).unwrap();
     common::copy_dir(&other.nodes[2].data_dir().join("etcd"), &data.join("etcd"));
-    std::fs::copy(other.nodes[2].data_dir().join("identity.json"), data.join("identity.json")).unwrap();
+    std::fs::copy(
+        other.nodes[2].data_dir().join("identity.json"),
+        data.join("identity.json"),
+    )
+    .unwrap();
     cluster.start(2);
-    cluster.wait_voters(&[0, 1, 2], Duration::from_secs(60)).await;
-    assert!(cluster.nodes[2].log().contains("quarantined local data"), "{}", cluster.logs());
-    let quarantined: Vec<_> = std::fs::read_dir(data.join("quarantine")).unwrap().flatten().collect();
+    cluster
+        .wait_voters(&[0, 1, 2], Duration::from_secs(60))
+        .await;
+    assert!(
+        cluster.nodes[2].log().contains("quarantined local data"),
+        "{}",
+        cluster.logs()
+    );
+    let quarantined: Vec<_> = std::fs::read_dir(data.join("quarantine"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert_eq!(quarantined.len(), 1);
     let folder = quarantined[0].path();
-    assert!(folder.join("etcd/member").is_dir(), "the foreign data is kept");
+    assert!(
+        folder.join("etcd/member").is_dir(),
+        "the foreign data is kept"
+    );
     let reason = std::fs::read_to_string(folder.join("reason.txt")).unwrap();
     assert!(reason.contains("belongs to cluster"), "{reason}");
     assert_eq!(get(&cluster.nodes[2].client_url(), "foreign").await, None);
@@ -237,10 +387,14 @@ async fn data_of_another_cluster_is_quarantined_and_the_node_rejoins() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_on_the_leader_moves_leadership_then_exits_zero() {
-    let Some(etcd) = etcd_bin(Version::V35) else { return };
+    let Some(etcd) = etcd_bin(Version::V35) else {
+        return;
+    };
     let mut cluster = Cluster::new(31, 3, etcd);
     cluster.start_all();
-    cluster.wait_voters(&[0, 1, 2], Duration::from_secs(60)).await;
+    cluster
+        .wait_voters(&[0, 1, 2], Duration::from_secs(60))
+        .await;
     let leader = eventually("a leader", Duration::from_secs(10), || async {
         for i in 0..3 {
             if cluster.pilot_status(i).await?["member"]["is_leader"] == true {
@@ -254,7 +408,10 @@ async fn sigterm_on_the_leader_moves_leadership_then_exits_zero() {
     let log = cluster.nodes[leader].log();
     assert!(log.contains("moved leadership"), "{}", cluster.logs());
     assert!(log.contains("shutdown complete"), "{}", cluster.logs());
-    assert!(cluster.nodes[leader].etcd_pid().is_none(), "pid file removed after a clean stop");
+    assert!(
+        cluster.nodes[leader].etcd_pid().is_none(),
+        "pid file removed after a clean stop"
+    );
     let rest: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     put(&cluster.nodes[rest[0]].client_url(), "after", "ok").await;
 }

@@ -1,4 +1,5 @@
 //! `etcd-pilot local up`, the main job, run as a user would: start, use, Ctrl-C, start again.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)] // Test helpers may unwrap and spawn.
 
 mod common;
 
@@ -8,7 +9,11 @@ use std::time::Duration;
 use common::{Version, etcd_bin, eventually, get, pilot_bin, put};
 
 #[allow(clippy::disallowed_methods)]
-fn local_up(dir: &std::path::Path, etcd: &std::path::Path, out: &std::path::Path) -> std::process::Child {
+fn local_up(
+    dir: &std::path::Path,
+    etcd: &std::path::Path,
+    out: &std::path::Path,
+) -> std::process::Child {
     Command::new(pilot_bin())
         .args(["local", "up", "--members", "3", "--subnet", "127.0.33"])
         .arg("--dir")
@@ -35,17 +40,24 @@ fn interrupt(mut child: std::process::Child, dir: &std::path::Path) {
     let status = common::wait_child(&mut child, Duration::from_secs(60)).expect("local up stops");
     assert_eq!(status.code(), Some(0));
     for pid in pids {
-        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "etcd {pid} still running");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "etcd {pid} still running"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn local_up_runs_a_cluster_and_restarts_it_with_its_data() {
-    let Some(etcd) = etcd_bin(Version::V35) else { return };
+    let Some(etcd) = etcd_bin(Version::V35) else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cluster");
     let out = tmp.path().join("out.txt");
-    let endpoints: Vec<String> = (1..=3).map(|i| format!("http://127.0.33.{i}:2379")).collect();
+    let endpoints: Vec<String> = (1..=3)
+        .map(|i| format!("http://127.0.33.{i}:2379"))
+        .collect();
 
     let child = local_up(&dir, &etcd, &out);
     let text = eventually("cluster ready", Duration::from_secs(90), || async {
@@ -54,11 +66,19 @@ async fn local_up_runs_a_cluster_and_restarts_it_with_its_data() {
     })
     .await;
     assert!(text.contains("cluster ready in"), "{text}");
-    assert!(text.contains(&format!("client endpoints: {}", endpoints.join(","))), "{text}");
+    assert!(
+        text.contains(&format!("client endpoints: {}", endpoints.join(","))),
+        "{text}"
+    );
     assert!(text.contains("etcdctl --endpoints="), "{text}");
     put(&endpoints[0], "survives", "restart").await;
     #[allow(clippy::disallowed_methods)]
-    let status = Command::new(pilot_bin()).arg("status").arg("--dir").arg(&dir).output().unwrap();
+    let status = Command::new(pilot_bin())
+        .arg("status")
+        .arg("--dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
     let table = String::from_utf8_lossy(&status.stdout);
     assert!(status.status.success(), "{table}");
     assert_eq!(table.matches("healthy").count(), 3, "{table}");
@@ -67,13 +87,23 @@ async fn local_up_runs_a_cluster_and_restarts_it_with_its_data() {
 
     let child = local_up(&dir, &etcd, &out);
     eventually("cluster ready again", Duration::from_secs(90), || async {
-        std::fs::read_to_string(&out).ok()?.contains("Ctrl-C stops the cluster").then_some(())
+        std::fs::read_to_string(&out)
+            .ok()?
+            .contains("Ctrl-C stops the cluster")
+            .then_some(())
     })
     .await;
-    assert_eq!(get(&endpoints[2], "survives").await.as_deref(), Some("restart"));
+    assert_eq!(
+        get(&endpoints[2], "survives").await.as_deref(),
+        Some("restart")
+    );
     for i in 1..=3 {
         let log = std::fs::read_to_string(dir.join(format!("m{i}/pilot.log"))).unwrap();
-        assert_eq!(log.matches("bootstrapping a new cluster").count(), 1, "m{i} bootstrapped once");
+        assert_eq!(
+            log.matches("bootstrapping a new cluster").count(),
+            1,
+            "m{i} bootstrapped once"
+        );
         assert!(log.contains("restarting etcd on its data"), "m{i}");
     }
     interrupt(child, &dir);
@@ -89,15 +119,30 @@ fn local_up_refuses_a_member_count_that_does_not_match_the_dir() {
     .unwrap();
     #[allow(clippy::disallowed_methods)]
     let output = Command::new(pilot_bin())
-        .args(["local", "up", "--members", "3", "--etcd-bin", "/bin/sh", "--subnet", "127.0.34"])
+        .args([
+            "local",
+            "up",
+            "--members",
+            "3",
+            "--etcd-bin",
+            "/bin/sh",
+            "--subnet",
+            "127.0.34",
+        ])
         .arg("--dir")
         .arg(tmp.path())
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("holds a cluster of 1 members; pass --members 1"), "{stderr}");
+    assert!(
+        stderr.contains("holds a cluster of 1 members; pass --members 1"),
+        "{stderr}"
+    );
     #[allow(clippy::disallowed_methods)]
-    let output = Command::new(pilot_bin()).args(["local", "up", "--members", "0"]).output().unwrap();
+    let output = Command::new(pilot_bin())
+        .args(["local", "up", "--members", "0"])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(64));
 }

@@ -128,7 +128,11 @@ fn parse_cluster(cluster: &str) -> ClusterView {
                     id: MemberId(id.parse().unwrap()),
                     name: (n != "?").then(|| name(n)),
                     peer_urls: vec![peer(url_of).peer_url],
-                    client_urls: if started { vec![peer(n).client_url] } else { vec![] },
+                    client_urls: if started {
+                        vec![peer(n).client_url]
+                    } else {
+                        vec![]
+                    },
                     is_learner,
                 },
                 health: if started { health } else { Health::Unknown },
@@ -197,7 +201,9 @@ fn data_of_another_cluster_is_quarantined_when_the_live_cluster_answers() {
         "data m1/9/1",
         "",
         "c7 m1#1 m2#2 m3#3",
-        expect![[r#"Quarantine { reason: "the data belongs to cluster 9, but the live cluster is 7" }"#]],
+        expect![[
+            r#"Quarantine { reason: "the data belongs to cluster 9, but the live cluster is 7" }"#
+        ]],
     );
 }
 
@@ -207,7 +213,9 @@ fn data_of_a_removed_member_is_quarantined() {
         "data m1/7/1",
         "",
         "c7 m2#2 m3#3",
-        expect![[r#"Quarantine { reason: "member 1 was removed from cluster 7; its data cannot rejoin" }"#]],
+        expect![[
+            r#"Quarantine { reason: "member 1 was removed from cluster 7; its data cannot rejoin" }"#
+        ]],
     );
 }
 
@@ -233,7 +241,9 @@ fn empty_node_starts_the_unstarted_entry_with_its_peer_url() {
         "empty",
         "",
         "c7 m2#2 m3#3 ?#5@m1",
-        expect![[r#"Join(Start { member_id: MemberId(5), initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380" })"#]],
+        expect![[
+            r#"Join(Start { member_id: MemberId(5), initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380" })"#
+        ]],
     );
 }
 
@@ -243,7 +253,9 @@ fn empty_initial_member_that_never_started_starts_in_the_formed_cluster() {
         "empty",
         "m2:data m3:data",
         "c7 m1#1:unstarted m2#2 m3#3",
-        expect![[r#"Join(Start { member_id: MemberId(1), initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380" })"#]],
+        expect![[
+            r#"Join(Start { member_id: MemberId(1), initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380" })"#
+        ]],
     );
 }
 
@@ -269,7 +281,9 @@ fn stale_member_removal_waits_for_a_healthy_quorum() {
         "empty",
         "",
         "c7 m1#1:unknown m2#2 m3#3:unknown",
-        expect![[r#"Wait { reason: "removing the stale member 1 would leave 1 of 2 voters healthy, below a quorum of 2" }"#]],
+        expect![[
+            r#"Wait { reason: "removing the stale member 1 would leave 1 of 2 voters healthy, below a quorum of 2" }"#
+        ]],
     );
 }
 
@@ -279,19 +293,25 @@ fn joins_happen_one_at_a_time() {
         "empty",
         "",
         "c7 m2#2 m3#3 m4#4:learner",
-        expect![[r#"Wait { reason: "one membership change at a time: member m4 (4) is still joining; this node joins after it" }"#]],
+        expect![[
+            r#"Wait { reason: "one membership change at a time: member m4 (4) is still joining; this node joins after it" }"#
+        ]],
     );
     check(
         "empty",
         "",
         "c7 m2#2 m3#3 ?#4@m4",
-        expect![[r#"Wait { reason: "one membership change at a time: member 4 (added, not started) is still joining; this node joins after it" }"#]],
+        expect![[
+            r#"Wait { reason: "one membership change at a time: member 4 (added, not started) is still joining; this node joins after it" }"#
+        ]],
     );
     check(
         "empty",
         "",
         "c7 m1#1 m2#2 m3#3 m4#4:learner",
-        expect![[r#"Wait { reason: "one membership change at a time: member m4 (4) is still joining; this node joins after it" }"#]],
+        expect![[
+            r#"Wait { reason: "one membership change at a time: member m4 (4) is still joining; this node joins after it" }"#
+        ]],
     );
 }
 
@@ -301,7 +321,9 @@ fn joining_waits_for_a_healthy_quorum() {
         "empty",
         "",
         "c7 m2#2:unknown m3#3:unhealthy m4#4",
-        expect![[r#"Wait { reason: "the cluster has 1 of 3 voters healthy, below its quorum of 2; a member can only be added to a cluster with a healthy quorum" }"#]],
+        expect![[
+            r#"Wait { reason: "the cluster has 1 of 3 voters healthy, below its quorum of 2; a member can only be added to a cluster with a healthy quorum" }"#
+        ]],
     );
 }
 
@@ -311,7 +333,9 @@ fn peer_url_taken_by_another_member_waits_with_the_fix() {
         "empty",
         "",
         "c7 m2#2 m3#3 m9#9@m1",
-        expect![[r#"Wait { reason: "peer URL http://m1:2380 is registered to member m9 (9); remove that member (etcdctl member remove 9) or give this node another peer URL" }"#]],
+        expect![[
+            r#"Wait { reason: "peer URL http://m1:2380 is registered to member m9 (9); remove that member (etcdctl member remove 9) or give this node another peer URL" }"#
+        ]],
     );
 }
 
@@ -321,13 +345,17 @@ fn all_peers_empty_bootstrap_a_new_cluster() {
         "empty",
         "m2:empty m3:empty",
         "unreachable",
-        expect![[r#"BootstrapNew { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380", token: "prod-13db1039" }"#]],
+        expect![[
+            r#"BootstrapNew { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380", token: "prod-13db1039" }"#
+        ]],
     );
     check(
         "empty",
         "m2:boot m3:empty",
         "unreachable",
-        expect![[r#"BootstrapNew { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380", token: "prod-13db1039" }"#]],
+        expect![[
+            r#"BootstrapNew { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380", token: "prod-13db1039" }"#
+        ]],
     );
 }
 
@@ -337,7 +365,9 @@ fn bootstrap_waits_for_every_pilot() {
         "empty",
         "m2:empty m3:unknown",
         "unreachable",
-        expect![[r#"Wait { reason: "waiting for the pilots of m3 to answer: a new cluster is only created when every listed peer confirms it holds no data" }"#]],
+        expect![[
+            r#"Wait { reason: "waiting for the pilots of m3 to answer: a new cluster is only created when every listed peer confirms it holds no data" }"#
+        ]],
     );
 }
 
@@ -347,19 +377,25 @@ fn bootstrap_never_happens_after_a_cluster_formed() {
         "empty formed",
         "m2:empty m3:empty",
         "unreachable",
-        expect![[r#"Wait { reason: "a cluster has formed with this node before (marker in the data dir), and no peer's etcd answers: waiting to rejoin it; a new cluster is never created from an empty disk once one has formed" }"#]],
+        expect![[
+            r#"Wait { reason: "a cluster has formed with this node before (marker in the data dir), and no peer's etcd answers: waiting to rejoin it; a new cluster is never created from an empty disk once one has formed" }"#
+        ]],
     );
     check(
         "empty",
         "m2:empty m3:data",
         "unreachable",
-        expect![[r#"Wait { reason: "peer m3 has data or saw a cluster form, but no etcd answers: waiting for the cluster to come back (a new cluster is never created while any peer holds data)" }"#]],
+        expect![[
+            r#"Wait { reason: "peer m3 has data or saw a cluster form, but no etcd answers: waiting for the cluster to come back (a new cluster is never created while any peer holds data)" }"#
+        ]],
     );
     check(
         "empty",
         "m2:formed m3:empty",
         "unreachable",
-        expect![[r#"Wait { reason: "peer m2 has data or saw a cluster form, but no etcd answers: waiting for the cluster to come back (a new cluster is never created while any peer holds data)" }"#]],
+        expect![[
+            r#"Wait { reason: "peer m2 has data or saw a cluster form, but no etcd answers: waiting for the cluster to come back (a new cluster is never created while any peer holds data)" }"#
+        ]],
     );
 }
 
@@ -369,7 +405,9 @@ fn bootstrap_waits_when_peer_lists_disagree() {
         "empty",
         "m2:other m3:empty",
         "unreachable",
-        expect![[r#"Wait { reason: "peer m2 would bootstrap with m2=http://m2:2380, this node with m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380; make the peer lists agree" }"#]],
+        expect![[
+            r#"Wait { reason: "peer m2 would bootstrap with m2=http://m2:2380, this node with m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380; make the peer lists agree" }"#
+        ]],
     );
 }
 
@@ -406,7 +444,11 @@ fn arb_member(id: u64) -> impl Strategy<Value = ObservedMember> {
                     id: MemberId(id),
                     name: Some(name(&format!("{who}{}", if n == 0 { "" } else { "x" }))),
                     peer_urls: vec![peer(who).peer_url],
-                    client_urls: if started { vec![peer(who).client_url] } else { vec![] },
+                    client_urls: if started {
+                        vec![peer(who).client_url]
+                    } else {
+                        vec![]
+                    },
                     is_learner,
                 },
                 health,

@@ -7,8 +7,14 @@ use super::*;
 fn sources(file: &str, env: &[(&str, &str)], flags: &[(&str, &str)]) -> Sources {
     Sources {
         file: Some((PathBuf::from("/etc/etcd-pilot.toml"), file.to_owned())),
-        env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
-        flags: flags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>(),
+        env: env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        flags: flags
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<BTreeMap<_, _>>(),
     }
 }
 
@@ -33,7 +39,10 @@ fn defaults_fill_what_the_file_leaves_out() {
     assert_eq!(config.data_dir, PathBuf::from("/var/lib/etcd-pilot"));
     assert_eq!(config.admin.listen.to_string(), "127.0.9.1:2378");
     assert_eq!(config.timers.observe_interval, Duration::from_secs(1));
-    assert_eq!(url_string(&config.etcd.listen_peer_url), "http://127.0.9.1:2380");
+    assert_eq!(
+        url_string(&config.etcd.listen_peer_url),
+        "http://127.0.9.1:2380"
+    );
     let DiscoveryConfig::Static { peers, .. } = &config.discovery;
     assert_eq!(peers[0].admin_url, "http://127.0.9.1:2378");
     assert_eq!(peers[1].admin_url, "http://127.0.9.2:9999");
@@ -43,20 +52,29 @@ fn defaults_fill_what_the_file_leaves_out() {
 fn environment_overrides_file_and_flags_override_environment() {
     let config = Config::load(&sources(
         BASE,
-        &[("ETCD_PILOT_TIMERS_STOP_GRACE", "3s"), ("ETCD_PILOT_DATA_DIR", "/env")],
+        &[
+            ("ETCD_PILOT_TIMERS_STOP_GRACE", "3s"),
+            ("ETCD_PILOT_DATA_DIR", "/env"),
+        ],
         &[("data_dir", "/flag")],
     ))
     .unwrap();
     assert_eq!(config.timers.stop_grace, Duration::from_secs(3));
     assert_eq!(config.data_dir, PathBuf::from("/flag"));
     assert_eq!(config.origins["data_dir"], Origin::Flag("data-dir".into()));
-    assert_eq!(config.origins["timers.stop_grace"], Origin::Env("ETCD_PILOT_TIMERS_STOP_GRACE".into()));
-    assert_eq!(config.origins["name"], Origin::File("/etc/etcd-pilot.toml".into()));
+    assert_eq!(
+        config.origins["timers.stop_grace"],
+        Origin::Env("ETCD_PILOT_TIMERS_STOP_GRACE".into())
+    );
+    assert_eq!(
+        config.origins["name"],
+        Origin::File("/etc/etcd-pilot.toml".into())
+    );
 }
 
 #[track_caller]
 fn check_error(file: &str, env: &[(&str, &str)], expect: expect_test::Expect) {
-    let err = Config::load(&sources(file, env, &[])).err().expect("the config should be refused");
+    let err = Config::load(&sources(file, env, &[])).expect_err("the config should be refused");
     expect.assert_eq(&err.to_string());
 }
 
@@ -84,7 +102,10 @@ fn bad_values_name_the_key_and_the_fix() {
               fix: give every peer its own name and peer URL"#]],
     );
     check_error(
-        &BASE.replace("peer_url = \"http://127.0.9.1:2380\"\nclient", "peer_url = \"http://127.0.9.7:2380\"\nclient"),
+        &BASE.replace(
+            "peer_url = \"http://127.0.9.1:2380\"\nclient",
+            "peer_url = \"http://127.0.9.7:2380\"\nclient",
+        ),
         &[],
         expect_test::expect![[r#"
             invalid configuration: discovery.peers: this node's entry has peer_url http://127.0.9.1:2380, but etcd.peer_url is http://127.0.9.7:2380
@@ -108,9 +129,15 @@ fn bad_values_name_the_key_and_the_fix() {
 
 #[test]
 fn secrets_never_reach_debug_output() {
-    let file = BASE.replace("[etcd]", "[etcd]\nusername = \"root\"\npassword = \"hunter2\"");
+    let file = BASE.replace(
+        "[etcd]",
+        "[etcd]\nusername = \"root\"\npassword = \"hunter2\"",
+    );
     let config = Config::load(&sources(&file, &[], &[])).unwrap();
-    assert_eq!(config.etcd.credentials, Some(("root".to_owned(), "hunter2".to_owned())));
+    assert_eq!(
+        config.etcd.credentials,
+        Some(("root".to_owned(), "hunter2".to_owned()))
+    );
     let debug = format!("{config:?}");
     assert!(debug.contains("etcd.password = \"<redacted>\""), "{debug}");
     assert!(!debug.contains("hunter2"), "{debug}");
@@ -122,6 +149,10 @@ fn every_key_has_an_env_var_and_a_flag_derived_from_its_name() {
     assert_eq!(flag("etcd.peer_url"), "etcd-peer-url");
     let mut raw = RawConfig::default();
     for key in KEYS {
-        assert!(raw.slot(key.name).is_some(), "{} has no slot in RawConfig", key.name);
+        assert!(
+            raw.slot(key.name).is_some(),
+            "{} has no slot in RawConfig",
+            key.name
+        );
     }
 }

@@ -89,14 +89,27 @@ mod tests {
         let path = dir.path().join("peers.toml");
         write(&path, &["a", "b"]);
         let list = StaticList::new(vec![], Some(path.clone()), 2378);
-        let names = |peers: Vec<Peer>| peers.into_iter().map(|p| p.name.to_string()).collect::<Vec<_>>();
+        let names = |peers: Vec<Peer>| {
+            peers
+                .into_iter()
+                .map(|p| p.name.to_string())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(list.peers().await.unwrap()), ["a", "b"]);
         write(&path, &["a", "b", "c"]);
         // Make the change visible even on file systems with coarse timestamps.
         let later = SystemTime::now() + std::time::Duration::from_secs(5);
-        std::fs::File::options().write(true).open(&path).unwrap().set_modified(later).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
         assert_eq!(names(list.peers().await.unwrap()), ["a", "b", "c"]);
-        assert_eq!(list.peers().await.unwrap()[2].admin_url, "http://127.0.0.3:2378");
+        assert_eq!(
+            list.peers().await.unwrap()[2].admin_url,
+            "http://127.0.0.3:2378"
+        );
     }
 
     #[tokio::test]

@@ -4,7 +4,14 @@
 //! the production ports 2379/2380/2378), its own temporary directory, and stops every process
 //! it started, by PID, when the [`Cluster`] is dropped.
 //! A missing etcd binary fails the test under `CI=true` and is reported as skipped otherwise.
-#![allow(dead_code, clippy::disallowed_methods)] // Tests may block and spawn directly.
+// The harness is test code: it may block, spawn, unwrap and print, and it measures real time.
+#![allow(
+    dead_code,
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    clippy::unwrap_used,
+    clippy::print_stderr
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -238,7 +245,10 @@ impl Cluster {
     /// Waits until the member list has exactly the nodes at `indexes`, all started voters,
     /// each healthy. Panics with the pilots' logs after `timeout`.
     pub async fn wait_voters(&self, indexes: &[usize], timeout: Duration) {
-        let mut expected: Vec<String> = indexes.iter().map(|&i| self.nodes[i].name.clone()).collect();
+        let mut expected: Vec<String> = indexes
+            .iter()
+            .map(|&i| self.nodes[i].name.clone())
+            .collect();
         expected.sort();
         let deadline = Instant::now() + timeout;
         loop {
@@ -258,7 +268,10 @@ impl Cluster {
     }
 
     async fn voters_if_healthy(&self, indexes: &[usize]) -> Result<Vec<String>, String> {
-        let endpoints: Vec<String> = indexes.iter().map(|&i| self.nodes[i].client_url()).collect();
+        let endpoints: Vec<String> = indexes
+            .iter()
+            .map(|&i| self.nodes[i].client_url())
+            .collect();
         let mut client = connect(&endpoints).await.map_err(|e| e.to_string())?;
         let list = tokio::time::timeout(Duration::from_secs(2), client.member_list())
             .await
@@ -269,7 +282,9 @@ impl Cluster {
             if member.is_learner() || member.client_urls().is_empty() {
                 return Err(format!("member {} not yet a started voter", member.name()));
             }
-            let mut one = connect(&member.client_urls()[..1]).await.map_err(|e| e.to_string())?;
+            let mut one = connect(&member.client_urls()[..1])
+                .await
+                .map_err(|e| e.to_string())?;
             let status = tokio::time::timeout(Duration::from_secs(2), one.status())
                 .await
                 .map_err(|_| format!("status of {} timed out", member.name()))?
@@ -332,7 +347,12 @@ pub fn signal(pid: u32, signal: i32) {
 fn alive(pid: u32) -> bool {
     // A zombie (exited, not yet reaped) counts as gone.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| !stat.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')))
+        .map(|stat| {
+            !stat
+                .split(") ")
+                .nth(1)
+                .is_some_and(|rest| rest.starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 
@@ -428,7 +448,13 @@ pub async fn member_id(endpoint: &str) -> u64 {
 
 pub async fn cluster_id(endpoint: &str) -> u64 {
     let mut client = connect(&[endpoint.to_owned()]).await.unwrap();
-    client.status().await.unwrap().header().unwrap().cluster_id()
+    client
+        .status()
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .cluster_id()
 }
 
 pub fn tmp_path(cluster: &Cluster, name: &str) -> PathBuf {
@@ -436,6 +462,16 @@ pub fn tmp_path(cluster: &Cluster, name: &str) -> PathBuf {
 }
 
 pub fn copy_dir(from: &Path, to: &Path) {
-    let status = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
-    assert!(status.success(), "cp -a {} {}", from.display(), to.display());
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        from.display(),
+        to.display()
+    );
 }

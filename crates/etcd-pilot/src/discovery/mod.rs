@@ -3,7 +3,8 @@
 //! A provider answers one question, "which peers should be in the cluster?", and nothing
 //! else: it never connects to etcd and never changes anything. Deciding what to do with the
 //! answer is the start decision's and the reconcile loop's job.
-//! Providers are selected at runtime by [`Discovery`], an enum built from the config.
+//! Each provider implements [`Discovery`]; the configured one is selected at runtime by
+//! [`Provider`], an enum built from the config that delegates to it (static dispatch).
 
 mod static_list;
 
@@ -22,26 +23,35 @@ pub(crate) enum Error {
 
 pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Who should be a member.
+pub(crate) trait Discovery {
+    /// Returns the full current set of peers, this node included. Idempotent and free of side
+    /// effects. An error means "no answer": the caller keeps what it knew, and never reads it
+    /// as "nobody should be a member".
+    async fn peers(&self) -> Result<Vec<Peer>>;
+}
+
 /// The configured provider.
-pub(crate) enum Discovery {
+pub(crate) enum Provider {
     Static(StaticList),
 }
 
-impl Discovery {
+impl Provider {
     pub(crate) fn from_config(config: &Config) -> Self {
         match &config.discovery {
-            DiscoveryConfig::Static { peers, peers_file } => Discovery::Static(StaticList::new(
+            DiscoveryConfig::Static { peers, peers_file } => Provider::Static(StaticList::new(
                 peers.clone(),
                 peers_file.clone(),
                 config.admin.listen.port(),
             )),
         }
     }
+}
 
-    /// Returns the full current set of peers. Idempotent and free of side effects.
-    pub(crate) async fn peers(&self) -> Result<Vec<Peer>> {
+impl Discovery for Provider {
+    async fn peers(&self) -> Result<Vec<Peer>> {
         match self {
-            Discovery::Static(list) => list.peers().await,
+            Provider::Static(list) => list.peers().await,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use etcd_pilot_core::Peer;
 
-use super::{Error, Result};
+use super::{Discovery, Error, Result};
 use crate::config;
 
 /// A fixed peer list, or a file of peers that is re-read whenever its modification time moves.
@@ -27,7 +27,16 @@ impl StaticList {
         }
     }
 
-    pub(crate) async fn peers(&self) -> Result<Vec<Peer>> {
+    fn cached(&self) -> (Vec<Peer>, Option<SystemTime>) {
+        match self.cache.lock() {
+            Ok(cache) => cache.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+impl Discovery for StaticList {
+    async fn peers(&self) -> Result<Vec<Peer>> {
         let Some(file) = &self.file else {
             return Ok(self.cached().0);
         };
@@ -54,13 +63,6 @@ impl StaticList {
             *cache = (peers.clone(), modified);
         }
         Ok(peers)
-    }
-
-    fn cached(&self) -> (Vec<Peer>, Option<SystemTime>) {
-        match self.cache.lock() {
-            Ok(cache) => cache.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
     }
 }
 

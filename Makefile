@@ -34,6 +34,6 @@ doc:
 
 ## Benchmarks: figures side by side with bare etcd, as ratios.
 bench: setup build
-	./scripts/bench.sh
+	./scripts/bench.py --pilot $(PILOT)
 
 ci: setup fmt lint doc test

@@ -2,8 +2,8 @@
 //!
 //! Writes one config per member (member N on 127.0.10.N, ports 2379/2380, admin 2378, the
 //! `static` provider reading a shared peers file) and starts one `etcd-pilot agent` process
-//! per member, exactly as a node would run it. Ctrl-C stops every pilot, and each pilot
-//! stops its etcd. A second `local up` on the same directory restarts the cluster on its data.
+//! per member, exactly as a node would run it (its pid in `mN/pilot.pid`, its log in
+//! `mN/pilot.log`). Ctrl-C stops every pilot, and each pilot stops its etcd. A second `local up` on the same directory restarts the cluster on its data.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -59,6 +59,7 @@ struct LocalMember {
     name: String,
     config_path: PathBuf,
     log_path: PathBuf,
+    pid_path: PathBuf,
     client_url: String,
 }
 
@@ -101,6 +102,11 @@ pub(crate) async fn up(args: UpArgs, cancel: CancellationToken) -> anyhow::Resul
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("start the pilot of {}", member.name))?;
+        if let Some(pid) = child.id() {
+            // For people and scripts that want to stop or kill one pilot.
+            std::fs::write(&member.pid_path, format!("{pid}\n"))
+                .with_context(|| format!("write {}", member.pid_path.display()))?;
+        }
         children.push(child);
     }
     output::print(&format!(
@@ -130,6 +136,9 @@ pub(crate) async fn up(args: UpArgs, cancel: CancellationToken) -> anyhow::Resul
     }
     output::print("stopping the cluster");
     stop_all(&mut children).await;
+    for member in &members {
+        let _ = std::fs::remove_file(&member.pid_path);
+    }
     output::print("stopped");
     outcome
 }
@@ -192,6 +201,7 @@ fn write_configs(
             name,
             config_path,
             log_path: member_dir.join("pilot.log"),
+            pid_path: member_dir.join("pilot.pid"),
             client_url,
         });
     }

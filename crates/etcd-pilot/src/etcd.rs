@@ -23,6 +23,14 @@ pub(crate) enum Error {
         #[source]
         source: etcd_client::Error,
     },
+    /// Nothing accepts connections at the endpoint (refused, or no answer to the TCP handshake).
+    /// Found in milliseconds, where a gRPC call would wait for its whole timeout.
+    #[error("cannot connect to {endpoint}")]
+    Unreachable {
+        endpoint: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// etcd answered with something we cannot use (such as a response without a header).
     #[error("{op}: unexpected answer: {what}")]
     Unexpected {
@@ -126,7 +134,22 @@ impl Etcd {
     }
 
     /// Connects to a single endpoint, for calls that must reach one member (status, move leader).
+    /// Checks first that the endpoint accepts TCP connections: a member that is down is then
+    /// known at once instead of after the call timeout.
     pub(crate) async fn connect_one(endpoint: &str, options: &ClientOptions) -> Result<Self> {
+        let address = endpoint
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches('/');
+        let unreachable = |source| Error::Unreachable {
+            endpoint: endpoint.to_owned(),
+            source,
+        };
+        match tokio::time::timeout(options.timeout, tokio::net::TcpStream::connect(address)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => return Err(unreachable(err)),
+            Err(_) => return Err(unreachable(std::io::ErrorKind::TimedOut.into())),
+        }
         Self::connect(&[endpoint.to_owned()], options).await
     }
 

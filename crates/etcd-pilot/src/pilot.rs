@@ -158,6 +158,9 @@ impl Pilot {
         let mut last_reason = String::new();
         // Failed steps back off (etcd refuses a MemberAdd for a few seconds after a change).
         let mut failures: u32 = 0;
+        // Waits poll fast at first (peers starting together answer within milliseconds of
+        // each other), then slow down to the observe interval.
+        let mut waits: u32 = 0;
         loop {
             let decision = match self.observe_start().await {
                 Ok(observed) => start::decide(&observed, &self.config.cluster_name),
@@ -221,13 +224,20 @@ impl Pilot {
                     }
                     self.set_phase(Phase::Waiting, &reason);
                     last_reason = reason;
+                    waits += 1;
                     false
                 }
             };
             if retry_now {
+                waits = 0;
                 continue;
             }
-            let delay = self.config.timers.observe_interval * 2u32.pow(failures.min(4));
+            let delay = if failures > 0 {
+                self.config.timers.observe_interval * 2u32.pow(failures.min(4))
+            } else {
+                (Duration::from_millis(50) * 2u32.pow(waits.min(8)))
+                    .min(self.config.timers.observe_interval)
+            };
             // Cancel-safe: only a sleep is dropped.
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
@@ -277,8 +287,22 @@ impl Pilot {
             .filter(|p| p.name != self.config.name)
             .cloned()
             .collect();
-        let (peers, cluster) =
-            tokio::join!(self.ask_pilots(&others), self.observe_cluster(&others));
+        let peers = self.ask_pilots(&others).await;
+        // Only peers that hold data (or did not answer) can be serving a cluster to join. A
+        // bootstrapping peer's etcd accepts connections but answers nothing until a quorum of
+        // the new cluster is up, so asking it would only cost the call timeout; and joining
+        // the cluster it forms is the same as bootstrapping with it.
+        let candidates: Vec<Peer> = others
+            .iter()
+            .filter(|peer| {
+                peers.iter().any(|r| {
+                    r.name == peer.name
+                        && matches!(r.report, PilotReport::HasData { .. } | PilotReport::Unknown)
+                })
+            })
+            .cloned()
+            .collect();
+        let cluster = self.observe_cluster(&candidates).await;
         Ok(start::Observed {
             me: self.config.me(),
             expected,
@@ -339,20 +363,37 @@ impl Pilot {
         let mut formed_in_cluster = false;
         let mut promote_backoff = Duration::from_millis(500);
         let mut next_promote = tokio::time::Instant::now();
+        let mut child_open = true;
+        let mut local_client: Option<Etcd> = None;
         loop {
             let child_status = child.borrow_and_update().clone();
             self.status.send_modify(|s| {
                 s.etcd_process = match &child_status {
                     ChildStatus::NotStarted => "not_started".into(),
                     ChildStatus::Running { pid } => format!("running (pid {pid})"),
-                    ChildStatus::BackingOff { failures, .. } => {
-                        format!("backing_off (failures: {failures})")
+                    ChildStatus::BackingOff {
+                        failures,
+                        last_exit,
+                    } => {
+                        format!("backing_off (failures: {failures}, last exit: {last_exit})")
                     }
                     ChildStatus::Stopped => "stopped".into(),
                 };
                 s.etcd_restarts = self.metrics.etcd_restarts.get();
             });
-            match etcd::probe(&local, &self.options).await {
+            // One connection to the local member, kept while it works, so an idle pilot does
+            // not reconnect every interval; dropped after an error so the next one starts clean.
+            if local_client.is_none() {
+                local_client = Etcd::connect_one(&local, &self.options).await.ok();
+            }
+            let probed = match &local_client {
+                Some(client) => client.status().await,
+                None => etcd::probe(&local, &self.options).await,
+            };
+            if probed.is_err() {
+                local_client = None;
+            }
+            match probed {
                 Ok(status) => {
                     self.metrics.etcd_up.set(1);
                     if let Err(err) = self.record_identity(&status) {
@@ -394,7 +435,7 @@ impl Pilot {
             // Cancel-safe: a sleep and a watch notification may be dropped.
             tokio::select! {
                 () = tokio::time::sleep(self.config.timers.observe_interval) => {}
-                _ = child.changed() => {}
+                changed = child.changed(), if child_open => child_open = changed.is_ok(),
                 () = cancel.cancelled() => return,
             }
         }

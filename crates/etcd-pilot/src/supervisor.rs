@@ -54,36 +54,27 @@ impl Supervisor {
         let (mut state, mut command) =
             supervise::step(State::Idle, Event::Start, &self.policy, 0.5);
         let mut child: Option<(tokio::process::Child, Instant)> = None;
+        let mut last_exit = String::new();
         loop {
             let event = match command {
                 Command::Done => break,
-                Command::Nothing => {
-                    // Only a late event leads here; wait for the next real one.
-                    match &mut child {
-                        Some((running, started)) => {
-                            self.wait_child(running, *started, &cancel).await
-                        }
-                        None => {
-                            cancel.cancelled().await;
-                            Event::Stop
-                        }
-                    }
-                }
                 Command::Spawn => match self.spawn() {
                     Ok(spawned) => {
-                        let started = Instant::now();
                         let pid = spawned.id().unwrap_or_default();
                         self.status.send_replace(ChildStatus::Running { pid });
-                        let (running, started) = child.insert((spawned, started));
-                        self.wait_child(running, *started, &cancel).await
+                        child = Some((spawned, Instant::now()));
+                        self.wait_child(&mut child, &mut last_exit, &cancel).await
                     }
                     Err(err) => {
                         tracing::error!(bin = %self.command.bin.display(), "cannot start etcd: {err:#}");
+                        last_exit = format!("cannot start: {err:#}");
                         Event::Exited {
                             ran_for: Duration::ZERO,
                         }
                     }
                 },
+                // Only a late event leads here; wait for the next real one.
+                Command::Nothing => self.wait_child(&mut child, &mut last_exit, &cancel).await,
                 Command::SpawnAfter(delay) => {
                     // Cancel-safe: only a sleep is dropped.
                     tokio::select! {
@@ -92,39 +83,31 @@ impl Supervisor {
                     }
                 }
                 Command::Terminate => {
-                    if let Some((mut running, started)) = child.take() {
-                        tracing::info!(member = %self.command.member, "stopping etcd");
-                        match process::terminate(&mut running, self.stop_grace).await {
-                            Ok(status) => {
-                                tracing::info!(member = %self.command.member, %status, "etcd stopped")
+                    let ran_for = match child.take() {
+                        Some((mut running, started)) => {
+                            tracing::info!(member = %self.command.member, "stopping etcd");
+                            match process::terminate(&mut running, self.stop_grace).await {
+                                Ok(status) => {
+                                    tracing::info!(member = %self.command.member, %status, "etcd stopped");
+                                }
+                                Err(err) => tracing::error!("cannot stop etcd: {err:#}"),
                             }
-                            Err(err) => tracing::error!("cannot stop etcd: {err:#}"),
+                            started.elapsed()
                         }
-                        Event::Exited {
-                            ran_for: started.elapsed(),
-                        }
-                    } else {
-                        Event::Exited {
-                            ran_for: Duration::ZERO,
-                        }
-                    }
+                        None => Duration::ZERO,
+                    };
+                    Event::Exited { ran_for }
                 }
             };
-            if let Event::Exited { .. } = event
-                && state != State::Stopping
-            {
-                child = None;
-            }
             let jitter = rand::random::<f64>();
             let previous = state;
             (state, command) = supervise::step(state, event, &self.policy, jitter);
             if let (State::BackingOff { failures }, Command::SpawnAfter(delay)) = (state, command) {
                 self.metrics.etcd_restarts.inc();
-                tracing::warn!(member = %self.command.member, failures, delay = ?delay, "etcd exited, restarting after backoff");
-                let last_exit = self.status.borrow().clone();
+                tracing::warn!(member = %self.command.member, failures, delay = ?delay, %last_exit, "restarting etcd after backoff");
                 self.status.send_replace(ChildStatus::BackingOff {
                     failures,
-                    last_exit: format!("{last_exit:?}"),
+                    last_exit: last_exit.clone(),
                 });
             }
             tracing::debug!(?previous, ?state, ?command, "supervisor step");
@@ -134,24 +117,31 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Waits for the running child to exit, or for cancellation (which asks for a stop).
+    /// Waits for the running child (if any) to exit, or for cancellation (a stop request).
+    /// On exit, clears `child` and describes the exit in `last_exit`.
     async fn wait_child(
         &self,
-        child: &mut tokio::process::Child,
-        started: Instant,
+        child: &mut Option<(tokio::process::Child, Instant)>,
+        last_exit: &mut String,
         cancel: &CancellationToken,
     ) -> Event {
+        let Some((running, started)) = child else {
+            cancel.cancelled().await;
+            return Event::Stop;
+        };
         // Cancel-safe: `Child::wait` may be dropped and called again.
-        tokio::select! {
-            status = child.wait() => {
-                match status {
-                    Ok(status) => tracing::warn!(member = %self.command.member, %status, ran_for = ?started.elapsed(), "etcd exited"),
-                    Err(err) => tracing::error!("cannot wait for etcd: {err:#}"),
-                }
-                Event::Exited { ran_for: started.elapsed() }
-            }
-            () = cancel.cancelled() => Event::Stop,
-        }
+        let status = tokio::select! {
+            status = running.wait() => status,
+            () = cancel.cancelled() => return Event::Stop,
+        };
+        let ran_for = started.elapsed();
+        *last_exit = match status {
+            Ok(status) => status.to_string(),
+            Err(err) => format!("cannot wait for etcd: {err}"),
+        };
+        tracing::warn!(member = %self.command.member, exit = %last_exit, ?ran_for, "etcd exited");
+        *child = None;
+        Event::Exited { ran_for }
     }
 
     fn spawn(&self) -> anyhow::Result<tokio::process::Child> {

@@ -175,17 +175,21 @@ pub fn initial_cluster<'a>(members: impl IntoIterator<Item = (&'a MemberName, &'
         .join(",")
 }
 
-/// The cluster token for a new cluster: the cluster name and a hash of its initial member list,
-/// so two clusters of the same name bootstrapped with different members never accept each
-/// other's traffic.
-pub fn cluster_token(cluster_name: &str, initial_cluster: &str) -> String {
+/// The cluster token for a new cluster: the cluster name, a hash of its initial member list,
+/// and a random nonce.
+///
+/// etcd derives member and cluster ids from the peer URLs and the token alone, so without the
+/// nonce a cluster bootstrapped again with the same name and members (after a total loss, or
+/// a second `local up` elsewhere) would get the same cluster id, and the identity check could
+/// not tell its data from the old cluster's.
+pub fn cluster_token(cluster_name: &str, initial_cluster: &str, nonce: u32) -> String {
     // FNV-1a, 32 bits: stable across Rust versions and platforms, unlike `DefaultHasher`.
     let mut hash: u32 = 0x811c_9dc5;
     for byte in initial_cluster.bytes() {
         hash ^= u32::from(byte);
         hash = hash.wrapping_mul(0x0100_0193);
     }
-    format!("{cluster_name}-{hash:08x}")
+    format!("{cluster_name}-{hash:08x}-{nonce:08x}")
 }
 
 #[cfg(test)]
@@ -208,12 +212,13 @@ mod tests {
         let b = MemberName::new("a").unwrap();
         let ic = initial_cluster([(&a, "http://2"), (&b, "http://1")]);
         assert_eq!(ic, "a=http://1,b=http://2");
-        assert_eq!(cluster_token("prod", &ic), cluster_token("prod", &ic));
+        assert_eq!(cluster_token("prod", &ic, 7), cluster_token("prod", &ic, 7));
         assert_ne!(
-            cluster_token("prod", &ic),
-            cluster_token("prod", "a=http://1")
+            cluster_token("prod", &ic, 7),
+            cluster_token("prod", "a=http://1", 7)
         );
-        assert!(cluster_token("prod", &ic).starts_with("prod-"));
+        assert_ne!(cluster_token("prod", &ic, 7), cluster_token("prod", &ic, 8));
+        assert!(cluster_token("prod", &ic, 7).starts_with("prod-"));
     }
 
     #[test]

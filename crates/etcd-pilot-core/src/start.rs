@@ -28,6 +28,8 @@ pub struct Observed {
     pub peers: Vec<PeerReport>,
     /// What the live cluster looks like, through any expected peer that answered.
     pub cluster: ClusterView,
+    /// A random number from the caller, for the token of a cluster this node proposes.
+    pub nonce: u32,
 }
 
 /// The contents of the local data directory.
@@ -385,10 +387,45 @@ fn decide_bootstrap(observed: &Observed, cluster_name: &str) -> Decision {
             ),
         };
     }
-    let token = cluster_token(cluster_name, &mine);
-    Decision::BootstrapNew {
-        initial_cluster: mine,
-        token,
+    // One token for everyone: the first peer by name proposes it (with a fresh nonce), the
+    // others adopt it from its report. A proposer that restarts adopts it back from them.
+    let mut tokens: Vec<&str> = observed
+        .peers
+        .iter()
+        .filter_map(|peer| match &peer.report {
+            PilotReport::Bootstrapping { token, .. } => Some(token.as_str()),
+            _ => None,
+        })
+        .collect();
+    tokens.sort_unstable();
+    tokens.dedup();
+    match tokens.as_slice() {
+        [token] => Decision::BootstrapNew {
+            initial_cluster: mine,
+            token: (*token).to_owned(),
+        },
+        [] => {
+            let proposer = observed.expected.iter().map(|p| &p.name).min();
+            match proposer {
+                Some(first) if first != &observed.me.name => Decision::Wait {
+                    reason: format!(
+                        "every peer is empty; waiting for {first} to start the bootstrap (the \
+                         first peer by name chooses the cluster token)"
+                    ),
+                },
+                _ => Decision::BootstrapNew {
+                    token: cluster_token(cluster_name, &mine, observed.nonce),
+                    initial_cluster: mine,
+                },
+            }
+        }
+        several => Decision::Wait {
+            reason: format!(
+                "peers bootstrap with different cluster tokens ({}), so they cannot form one \
+                 cluster; stop their pilots, move their data dirs aside and start them again",
+                several.join(", ")
+            ),
+        },
     }
 }
 

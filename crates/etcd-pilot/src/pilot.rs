@@ -310,6 +310,7 @@ impl Pilot {
             formed_locally,
             peers,
             cluster,
+            nonce: rand::random(),
         })
     }
 

@@ -415,3 +415,47 @@ async fn sigterm_on_the_leader_moves_leadership_then_exits_zero() {
     let rest: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     put(&cluster.nodes[rest[0]].client_url(), "after", "ok").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_bootstrapped_again_with_the_same_members_is_a_new_cluster() {
+    // After a total loss the same nodes bootstrap again; data of the old cluster must be told
+    // apart from the new one, so the two must not share a cluster id.
+    let Some(etcd) = etcd_bin(Version::V35) else {
+        return;
+    };
+    let mut cluster = Cluster::new(35, 3, etcd);
+    cluster.start_all();
+    cluster
+        .wait_voters(&[0, 1, 2], Duration::from_secs(60))
+        .await;
+    let old_id = common::cluster_id(&cluster.nodes[0].client_url()).await;
+    for i in 0..3 {
+        assert_eq!(cluster.stop(i), Some(0), "{}", cluster.logs());
+    }
+    let stale = common::tmp_path(&cluster, "stale-m3");
+    common::copy_dir(&cluster.nodes[2].data_dir(), &stale);
+    for node in &cluster.nodes {
+        std::fs::remove_dir_all(node.data_dir()).unwrap();
+    }
+    cluster.start_all();
+    cluster
+        .wait_voters(&[0, 1, 2], Duration::from_secs(60))
+        .await;
+    let new_id = common::cluster_id(&cluster.nodes[0].client_url()).await;
+    assert_ne!(old_id, new_id);
+    // m3 gets the old cluster's data back: it is quarantined, and m3 rejoins the new cluster.
+    cluster.kill(2);
+    std::fs::remove_dir_all(cluster.nodes[2].data_dir()).unwrap();
+    common::copy_dir(&stale, &cluster.nodes[2].data_dir());
+    let offset = cluster.nodes[2].log().len();
+    cluster.start(2);
+    cluster
+        .wait_voters(&[0, 1, 2], Duration::from_secs(60))
+        .await;
+    let log = cluster.nodes[2].log_since(offset);
+    assert!(log.contains("quarantined local data"), "{}", cluster.logs());
+    assert_eq!(
+        common::cluster_id(&cluster.nodes[2].client_url()).await,
+        new_id
+    );
+}

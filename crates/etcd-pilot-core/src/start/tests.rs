@@ -54,7 +54,8 @@ fn parse_local(local: &str) -> (LocalData, bool) {
     }
 }
 
-/// `m2:empty m3:unknown`; states: empty, formed, data, boot, other (a different peer list).
+/// `m2:empty m3:unknown`; states: empty, formed, data, boot (token "t"), boot2 (token "t2"),
+/// other (a different peer list).
 fn parse_peers(peers: &str) -> Vec<PeerReport> {
     peers
         .split_whitespace()
@@ -76,6 +77,10 @@ fn parse_peers(peers: &str) -> Vec<PeerReport> {
                 "boot" => PilotReport::Bootstrapping {
                     initial_cluster: expected_cluster(),
                     token: "t".into(),
+                },
+                "boot2" => PilotReport::Bootstrapping {
+                    initial_cluster: expected_cluster(),
+                    token: "t2".into(),
                 },
                 "other" => PilotReport::Empty {
                     formed: false,
@@ -146,14 +151,19 @@ fn parse_cluster(cluster: &str) -> ClusterView {
 }
 
 fn observed(local: &str, peers: &str, cluster: &str) -> Observed {
+    observed_as("m1", local, peers, cluster)
+}
+
+fn observed_as(me: &str, local: &str, peers: &str, cluster: &str) -> Observed {
     let (local, formed_locally) = parse_local(local);
     Observed {
-        me: peer("m1"),
+        me: peer(me),
         expected: ["m1", "m2", "m3"].map(peer).to_vec(),
         local,
         formed_locally,
         peers: parse_peers(peers),
         cluster: parse_cluster(cluster),
+        nonce: 0xabcd,
     }
 }
 
@@ -346,7 +356,7 @@ fn all_peers_empty_bootstrap_a_new_cluster() {
         "m2:empty m3:empty",
         "unreachable",
         expect![[
-            r#"BootstrapNew { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380", token: "prod-13db1039" }"#
+            r#"BootstrapNew { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380", token: "prod-13db1039-0000abcd" }"#
         ]],
     );
     check(
@@ -354,7 +364,36 @@ fn all_peers_empty_bootstrap_a_new_cluster() {
         "m2:boot m3:empty",
         "unreachable",
         expect![[
-            r#"BootstrapNew { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380", token: "prod-13db1039" }"#
+            r#"BootstrapNew { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380", token: "t" }"#
+        ]],
+    );
+}
+
+#[test]
+fn only_the_first_peer_proposes_the_token_and_the_others_adopt_it() {
+    let check_as = |me: &str, peers: &str, expect: Expect| {
+        let decision = decide(&observed_as(me, "empty", peers, "unreachable"), "prod");
+        expect.assert_eq(&format!("{decision:?}"));
+    };
+    check_as(
+        "m2",
+        "m1:empty m3:empty",
+        expect![[
+            r#"Wait { reason: "every peer is empty; waiting for m1 to start the bootstrap (the first peer by name chooses the cluster token)" }"#
+        ]],
+    );
+    check_as(
+        "m3",
+        "m1:boot m2:empty",
+        expect![[
+            r#"BootstrapNew { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380", token: "t" }"#
+        ]],
+    );
+    check_as(
+        "m3",
+        "m1:boot m2:boot2",
+        expect![[
+            r#"Wait { reason: "peers bootstrap with different cluster tokens (t, t2), so they cannot form one cluster; stop their pilots, move their data dirs aside and start them again" }"#
         ]],
     );
 }
@@ -496,6 +535,7 @@ fn arb_observed() -> impl Strategy<Value = Observed> {
                 },
             ],
             cluster,
+            nonce: 1,
         })
 }
 
@@ -512,6 +552,17 @@ proptest! {
                     peer.report,
                     PilotReport::Empty { formed: false, .. } | PilotReport::Bootstrapping { .. }
                 ), "bootstrapped although {} reported {:?}", peer.name, peer.report);
+            }
+        }
+    }
+
+    #[test]
+    fn a_bootstrap_uses_the_token_peers_already_bootstrap_with(observed in arb_observed()) {
+        if let Decision::BootstrapNew { token, .. } = decide(&observed, "prod") {
+            for peer in &observed.peers {
+                if let PilotReport::Bootstrapping { token: theirs, .. } = &peer.report {
+                    prop_assert_eq!(&token, theirs);
+                }
             }
         }
     }

@@ -194,14 +194,17 @@ pub fn main() -> ExitCode {
         Commands::Local {
             command: LocalCommand::Up(args),
         } => {
-            if let Err(err) = args.validate() {
-                output::error(&format!("{err:#}"));
-                return ExitCode::from(EX_USAGE);
-            }
+            let etcd_bin = match args.validate() {
+                Ok(bin) => bin,
+                Err(err) => {
+                    output::error(&format!("{err:#}"));
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
             runtime.block_on(async {
                 let cancel = CancellationToken::new();
                 crate::cancel_on_signals(cancel.clone())?;
-                local::up(args, cancel).await
+                local::up(args, etcd_bin, cancel).await
             })
         }
         Commands::Status {

@@ -682,7 +682,8 @@ fn duration(
     Ok(parsed)
 }
 
-fn etcd_bin(configured: Option<&str>) -> Result<PathBuf, Error> {
+/// The etcd binary: `configured`, else `etcd` on PATH; it must be an executable file.
+pub(crate) fn etcd_bin(configured: Option<&str>) -> Result<PathBuf, Error> {
     let fix = "install etcd, or set etcd.bin (ETCD_PILOT_ETCD_BIN, --etcd-bin) to the path of an etcd binary";
     let path = match configured {
         Some(path) => PathBuf::from(path),

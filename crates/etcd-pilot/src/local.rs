@@ -34,7 +34,8 @@ pub(crate) struct UpArgs {
 }
 
 impl UpArgs {
-    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+    /// Checks the arguments; returns the etcd binary to use.
+    pub(crate) fn validate(&self) -> anyhow::Result<PathBuf> {
         if !(1..=9).contains(&self.members) {
             anyhow::bail!(
                 "--members {} is out of range: use 1 to 9 (odd numbers keep quorum math simple)",
@@ -51,7 +52,13 @@ impl UpArgs {
                 self.subnet
             );
         }
-        Ok(())
+        let bin = self.etcd_bin.as_ref().map(|p| p.display().to_string());
+        config::etcd_bin(bin.as_deref()).map_err(|err| {
+            anyhow::anyhow!(
+                "--etcd-bin: {}\n  fix: install etcd (scripts/setup.sh) or pass --etcd-bin PATH",
+                err.problem
+            )
+        })
     }
 }
 
@@ -75,12 +82,11 @@ pub(crate) fn client_urls(dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(peers.into_iter().map(|p| p.client_url).collect())
 }
 
-pub(crate) async fn up(args: UpArgs, cancel: CancellationToken) -> anyhow::Result<()> {
-    let etcd_bin = match &args.etcd_bin {
-        Some(bin) => bin.clone(),
-        None => config::search_path("etcd")
-            .context("no `etcd` on PATH: install etcd (see README) or pass --etcd-bin PATH")?,
-    };
+pub(crate) async fn up(
+    args: UpArgs,
+    etcd_bin: PathBuf,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let dir = absolute(&args.dir)?;
     let members = write_configs(&dir, args.members, &args.subnet, &etcd_bin)?;
     let exe = std::env::current_exe().context("find the etcd-pilot executable")?;
@@ -120,19 +126,17 @@ pub(crate) async fn up(args: UpArgs, cancel: CancellationToken) -> anyhow::Resul
         ready = wait_ready(&endpoints, &members, &mut children) => ready,
         () = cancel.cancelled() => Err(anyhow::anyhow!("interrupted before the cluster was ready")),
     };
-    match &outcome {
-        Ok(()) => {
-            output::print(&format!(
-                "cluster ready in {:.2}s\n\nclient endpoints: {}\ntry:\n  etcdctl --endpoints={} put greeting hello\n  etcdctl --endpoints={} get greeting\n  etcd-pilot status --dir {}\n\nCtrl-C stops the cluster; `local up` again restarts it with its data.",
-                started.elapsed().as_secs_f64(),
-                endpoints.join(","),
-                endpoints.join(","),
-                endpoints.join(","),
-                dir.display(),
-            ));
-            watch_pilots(&members, &mut children, &cancel).await;
-        }
-        Err(err) => output::error(&format!("{err:#}")),
+    // On failure the caller prints the error, after the cluster has stopped.
+    if outcome.is_ok() {
+        output::print(&format!(
+            "cluster ready in {:.2}s\n\nclient endpoints: {}\ntry:\n  etcdctl --endpoints={} put greeting hello\n  etcdctl --endpoints={} get greeting\n  etcd-pilot status --dir {}\n\nCtrl-C stops the cluster; `local up` again restarts it with its data.",
+            started.elapsed().as_secs_f64(),
+            endpoints.join(","),
+            endpoints.join(","),
+            endpoints.join(","),
+            dir.display(),
+        ));
+        watch_pilots(&members, &mut children, &cancel).await;
     }
     output::print("stopping the cluster");
     stop_all(&mut children).await;

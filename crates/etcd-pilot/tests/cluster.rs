@@ -1,6 +1,6 @@
 //! Bootstrap, join, restart and quarantine, with real pilots and real etcd.
 //!
-//! Each test has its own loopback /24 (the number passed to `Cluster::new`).
+//! Each test has its own loopback /24 (the number passed to `running` or `Cluster::new`).
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)] // Test helpers may unwrap and spawn.
 
 mod common;
@@ -10,14 +10,9 @@ use std::time::Duration;
 use common::{Cluster, Version, etcd_bin, eventually, get, put};
 
 async fn bootstrap_three_and_replicate(subnet: u8, version: Version) {
-    let Some(etcd) = etcd_bin(version) else {
+    let Some(mut cluster) = common::running(subnet, 3, version).await else {
         return;
     };
-    let mut cluster = Cluster::new(subnet, 3, etcd);
-    cluster.start_all();
-    cluster
-        .wait_voters(&[0, 1, 2], Duration::from_secs(60))
-        .await;
     put(&cluster.nodes[0].client_url(), "greeting", "hello").await;
     for node in &cluster.nodes[1..] {
         assert_eq!(
@@ -62,14 +57,9 @@ async fn three_pilots_bootstrap_a_cluster_with_etcd_3_5() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_etcd_is_restarted_with_its_data() {
-    let Some(etcd) = etcd_bin(Version::V35) else {
+    let Some(cluster) = common::running(23, 3, Version::V35).await else {
         return;
     };
-    let mut cluster = Cluster::new(23, 3, etcd);
-    cluster.start_all();
-    cluster
-        .wait_voters(&[0, 1, 2], Duration::from_secs(60))
-        .await;
     put(&cluster.nodes[0].client_url(), "k", "v1").await;
     let before = common::member_id(&cluster.nodes[1].client_url()).await;
     let pid = cluster.nodes[1].etcd_pid().expect("etcd pid file");
@@ -97,14 +87,9 @@ async fn killed_etcd_is_restarted_with_its_data() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_pilot_and_etcd_come_back_as_the_same_member() {
-    let Some(etcd) = etcd_bin(Version::V35) else {
+    let Some(mut cluster) = common::running(24, 3, Version::V35).await else {
         return;
     };
-    let mut cluster = Cluster::new(24, 3, etcd);
-    cluster.start_all();
-    cluster
-        .wait_voters(&[0, 1, 2], Duration::from_secs(60))
-        .await;
     put(&cluster.nodes[0].client_url(), "k", "before").await;
     let before = common::member_id(&cluster.nodes[2].client_url()).await;
     cluster.kill(2);
@@ -138,14 +123,9 @@ async fn killed_pilot_and_etcd_come_back_as_the_same_member() {
 async fn a_pilot_left_running_etcd_is_replaced_not_duplicated() {
     // The pilot dies alone (SIGKILL) and its etcd keeps running: the new pilot stops the
     // leftover etcd (it holds the ports and the data lock) and starts its own.
-    let Some(etcd) = etcd_bin(Version::V35) else {
+    let Some(mut cluster) = common::running(25, 3, Version::V35).await else {
         return;
     };
-    let mut cluster = Cluster::new(25, 3, etcd);
-    cluster.start_all();
-    cluster
-        .wait_voters(&[0, 1, 2], Duration::from_secs(60))
-        .await;
     let leftover = cluster.nodes[0].etcd_pid().unwrap();
     let mut pilot = cluster.nodes[0].child.take().unwrap();
     common::signal(pilot.id(), libc::SIGKILL);
@@ -180,14 +160,9 @@ async fn a_fourth_pilot_joins_as_a_learner_and_becomes_a_voter_with_etcd_3_4() {
 }
 
 async fn fourth_pilot_joins(subnet: u8, version: Version) {
-    let Some(etcd) = etcd_bin(version) else {
+    let Some(mut cluster) = common::running(subnet, 3, version).await else {
         return;
     };
-    let mut cluster = Cluster::new(subnet, 3, etcd);
-    cluster.start_all();
-    cluster
-        .wait_voters(&[0, 1, 2], Duration::from_secs(60))
-        .await;
     put(&cluster.nodes[0].client_url(), "k", "v").await;
     let fourth = cluster.add_node();
     cluster.start(fourth);
@@ -220,14 +195,9 @@ async fn fourth_pilot_joins(subnet: u8, version: Version) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wiped_member_rejoins_instead_of_creating_a_cluster() {
-    let Some(etcd) = etcd_bin(Version::V35) else {
+    let Some(mut cluster) = common::running(27, 3, Version::V35).await else {
         return;
     };
-    let mut cluster = Cluster::new(27, 3, etcd);
-    cluster.start_all();
-    cluster
-        .wait_voters(&[0, 1, 2], Duration::from_secs(60))
-        .await;
     put(&cluster.nodes[0].client_url(), "k", "kept").await;
     let cluster_id = common::cluster_id(&cluster.nodes[0].client_url()).await;
     let old_member = common::member_id(&cluster.nodes[2].client_url()).await;
@@ -266,14 +236,9 @@ async fn a_wiped_member_rejoins_instead_of_creating_a_cluster() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_empty_node_waits_while_peers_with_data_cannot_form_a_quorum() {
-    let Some(etcd) = etcd_bin(Version::V35) else {
+    let Some(mut cluster) = common::running(28, 3, Version::V35).await else {
         return;
     };
-    let mut cluster = Cluster::new(28, 3, etcd);
-    cluster.start_all();
-    cluster
-        .wait_voters(&[0, 1, 2], Duration::from_secs(60))
-        .await;
     put(&cluster.nodes[0].client_url(), "k", "kept").await;
     for i in 0..3 {
         assert_eq!(cluster.stop(i), Some(0), "{}", cluster.logs());
@@ -387,14 +352,9 @@ async fn data_of_another_cluster_is_quarantined_and_the_node_rejoins() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_on_the_leader_moves_leadership_then_exits_zero() {
-    let Some(etcd) = etcd_bin(Version::V35) else {
+    let Some(mut cluster) = common::running(31, 3, Version::V35).await else {
         return;
     };
-    let mut cluster = Cluster::new(31, 3, etcd);
-    cluster.start_all();
-    cluster
-        .wait_voters(&[0, 1, 2], Duration::from_secs(60))
-        .await;
     let leader = eventually("a leader", Duration::from_secs(10), || async {
         for i in 0..3 {
             if cluster.pilot_status(i).await?["member"]["is_leader"] == true {
@@ -420,14 +380,9 @@ async fn sigterm_on_the_leader_moves_leadership_then_exits_zero() {
 async fn a_cluster_bootstrapped_again_with_the_same_members_is_a_new_cluster() {
     // After a total loss the same nodes bootstrap again; data of the old cluster must be told
     // apart from the new one, so the two must not share a cluster id.
-    let Some(etcd) = etcd_bin(Version::V35) else {
+    let Some(mut cluster) = common::running(35, 3, Version::V35).await else {
         return;
     };
-    let mut cluster = Cluster::new(35, 3, etcd);
-    cluster.start_all();
-    cluster
-        .wait_voters(&[0, 1, 2], Duration::from_secs(60))
-        .await;
     let old_id = common::cluster_id(&cluster.nodes[0].client_url()).await;
     for i in 0..3 {
         assert_eq!(cluster.stop(i), Some(0), "{}", cluster.logs());

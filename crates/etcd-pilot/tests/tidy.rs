@@ -43,23 +43,26 @@ fn every_test_cluster_has_its_own_subnet() {
     let mut seen = std::collections::BTreeMap::new();
     for file in ["cluster.rs", "local.rs"] {
         let text = std::fs::read_to_string(tests.join(file)).unwrap();
-        // Subnets are literals given to `Cluster::new(N, ...)` or to helpers as `(N, Version::..)`.
-        let mut literals: Vec<String> = text
-            .match_indices("Cluster::new(")
-            .map(|(i, _)| {
-                text[i + 13..]
+        // Subnets are literals given as the first argument of `Cluster::new(N, ..)`,
+        // `running(N, ..)` or a helper called as `helper(N, Version::..)`.
+        let mut literals: Vec<String> = ["Cluster::new(", "running("]
+            .iter()
+            .flat_map(|call| text.match_indices(call).map(move |(i, _)| i + call.len()))
+            .map(|start| {
+                text[start..]
                     .chars()
                     .take_while(char::is_ascii_digit)
                     .collect()
             })
             .collect();
-        literals.extend(text.match_indices(", Version::V").map(|(i, _)| {
-            let before: String = text[..i]
+        literals.extend(text.match_indices(", Version::V").filter_map(|(i, _)| {
+            let digits: String = text[..i]
                 .chars()
                 .rev()
                 .take_while(char::is_ascii_digit)
                 .collect();
-            before.chars().rev().collect()
+            let opens_call = text[..i - digits.len()].ends_with('(');
+            opens_call.then(|| digits.chars().rev().collect())
         }));
         for literal in literals {
             if let Ok(subnet) = literal.parse::<u8>() {

@@ -51,6 +51,17 @@ pub fn etcd_bin(version: Version) -> Option<PathBuf> {
     None
 }
 
+/// A running cluster of `n` pilots on `127.0.<subnet>.0/24`, every member a healthy voter;
+/// `None` when the etcd binary is missing outside CI.
+pub async fn running(subnet: u8, n: usize, version: Version) -> Option<Cluster> {
+    let mut cluster = Cluster::new(subnet, n, etcd_bin(version)?);
+    cluster.start_all();
+    cluster
+        .wait_voters(&(0..n).collect::<Vec<_>>(), Duration::from_secs(60))
+        .await;
+    Some(cluster)
+}
+
 /// The pilot binary under test.
 pub fn pilot_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_etcd-pilot"))

@@ -159,7 +159,7 @@ pub fn decide(observed: &Observed, cluster_name: &str) -> Decision {
         return decide_with_data(observed, identity.as_ref());
     }
     if let ClusterView::Reachable(live) = &observed.cluster {
-        return decide_join(&observed.me, live);
+        return decide_join(&observed.me, &observed.expected, live);
     }
     decide_bootstrap(observed, cluster_name)
 }
@@ -206,7 +206,7 @@ fn decide_with_data(observed: &Observed, identity: Option<&Identity>) -> Decisio
     Decision::Restart
 }
 
-fn decide_join(me: &Peer, live: &LiveCluster) -> Decision {
+fn decide_join(me: &Peer, expected: &[Peer], live: &LiveCluster) -> Decision {
     let ours_by_url = live
         .members
         .iter()
@@ -272,6 +272,26 @@ fn decide_join(me: &Peer, live: &LiveCluster) -> Decision {
     }
     if let Some(reason) = one_change_at_a_time(&others_pending) {
         return Decision::Wait { reason };
+    }
+    // Remove before add: a member whose node left discovery goes first (the coordinator
+    // removes it after its grace period), so the cluster never grows past its size with a
+    // dead member in it.
+    if let Some(gone) = live
+        .members
+        .iter()
+        .find(|m| !crate::plan::is_listed(&m.member, expected))
+    {
+        let who = gone
+            .member
+            .name
+            .as_ref()
+            .map_or_else(|| gone.member.id.to_string(), ToString::to_string);
+        return Decision::Wait {
+            reason: format!(
+                "member {who} left discovery; waiting for the coordinator to remove it before \
+                 this node joins (remove before add)"
+            ),
+        };
     }
     let voters: Vec<&ObservedMember> = live
         .members

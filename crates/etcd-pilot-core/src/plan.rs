@@ -1,0 +1,403 @@
+//! The coordinator's next membership change, if any: `plan(observed, policy) -> Plan`.
+//!
+//! Level-triggered: the caller observes the whole cluster, calls [`plan`], executes at most
+//! one [`Action`] and observes again. Removal of members whose node left discovery, cleanup of
+//! stalled learners, promotion of caught-up learners, and the leadership move that must come
+//! before removing the leader's own member are decided here, with every safety rule
+//! (quorum, one change at a time, the mass-removal guard). How the world is observed, who may
+//! execute (the fenced coordinator) and how, is the `etcd-pilot` crate's.
+
+use std::time::Duration;
+
+use crate::model::{Health, Member, MemberId, Peer, quorum};
+
+/// What the coordinator saw.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    /// Every member, with what we know of it.
+    pub members: Vec<ObservedMember>,
+    /// The current leader, if any member reported one.
+    pub leader: Option<MemberId>,
+    /// What discovery said.
+    pub discovery: Discovery,
+}
+
+/// Discovery's answer.
+#[derive(Clone, Debug)]
+pub enum Discovery {
+    /// The peers that should be members.
+    Listed(Vec<Peer>),
+    /// Discovery failed: we do not know who should be a member.
+    Failed {
+        /// The error, for the plan's reason.
+        error: String,
+    },
+}
+
+/// A member and what we know of it.
+#[derive(Clone, Debug)]
+pub struct ObservedMember {
+    /// The member as the member list reports it.
+    pub member: Member,
+    /// Its health; `Unknown` when it did not answer.
+    pub health: Health,
+    /// Its raft index, when it answered.
+    pub raft_index: Option<u64>,
+    /// How long the coordinator has seen it absent from discovery; `None` while listed.
+    pub unlisted_for: Option<Duration>,
+    /// How long the coordinator has seen it pending (added, not started, or a learner).
+    pub pending_for: Option<Duration>,
+    /// Its own pilot says its data is unusable (etcd cannot run on it).
+    pub data_unusable: bool,
+}
+
+/// The knobs of [`plan`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    /// How long a member must be absent from discovery before it is removed.
+    pub remove_after: Duration,
+    /// How long a learner may stay unpromoted before it is removed (its pilot then retries).
+    pub learner_timeout: Duration,
+    /// A learner is promoted once its raft index reaches this share of the leader's.
+    pub learner_catch_up: f64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            remove_after: Duration::from_secs(30),
+            learner_timeout: Duration::from_secs(300),
+            learner_catch_up: 0.9,
+        }
+    }
+}
+
+/// The coordinator's next step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Membership matches discovery; nothing to do.
+    Converged,
+    /// Something should change but may not yet.
+    Wait {
+        /// What blocks it, in words an operator can act on.
+        reason: String,
+    },
+    /// Do this, then observe again.
+    Act {
+        /// The one change.
+        action: Action,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One membership change (or the leadership move that must precede one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Remove a member.
+    RemoveMember {
+        /// The member.
+        id: MemberId,
+        /// Why it goes.
+        kind: RemovalKind,
+    },
+    /// Promote a caught-up learner to a voter.
+    PromoteLearner {
+        /// The learner.
+        id: MemberId,
+    },
+    /// Move leadership away from a member about to be removed.
+    MoveLeader {
+        /// The new leader.
+        to: MemberId,
+    },
+}
+
+/// Why a member is removed; also the metric label of the change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemovalKind {
+    /// Its node left discovery (gone, or scaled down).
+    Unlisted,
+    /// A learner that did not catch up within the learner timeout.
+    StalledLearner,
+    /// Its own pilot reports its data unusable; it rejoins as a learner.
+    DataUnusable,
+}
+
+impl Action {
+    /// A short label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::RemoveMember {
+                kind: RemovalKind::Unlisted,
+                ..
+            } => "remove_unlisted",
+            Action::RemoveMember {
+                kind: RemovalKind::StalledLearner,
+                ..
+            } => "remove_stalled_learner",
+            Action::RemoveMember {
+                kind: RemovalKind::DataUnusable,
+                ..
+            } => "remove_unusable",
+            Action::PromoteLearner { .. } => "promote_learner",
+            Action::MoveLeader { .. } => "move_leader",
+        }
+    }
+
+    /// The membership change this action is, if it is one (a leadership move is not).
+    pub fn changes_membership(&self) -> bool {
+        !matches!(self, Action::MoveLeader { .. })
+    }
+}
+
+/// Whether discovery lists `member`: by exact name once it has started, by peer URL before.
+pub fn is_listed(member: &Member, peers: &[Peer]) -> bool {
+    if member.is_started() {
+        member
+            .name
+            .as_ref()
+            .is_some_and(|name| peers.iter().any(|p| &p.name == name))
+    } else {
+        member
+            .peer_urls
+            .iter()
+            .any(|url| peers.iter().any(|p| &p.peer_url == url))
+    }
+}
+
+fn describe(member: &ObservedMember) -> String {
+    match &member.member.name {
+        Some(name) => format!("{name} ({})", member.member.id),
+        None => format!("unstarted member {}", member.member.id),
+    }
+}
+
+/// Decides the next membership change. Pure: same input, same output.
+pub fn plan(observed: &Observed, policy: &Policy) -> Plan {
+    let members = &observed.members;
+
+    // Stalled learners go first: they block every other change, and removing a learner
+    // never touches the quorum.
+    if let Some(stalled) = members.iter().find(|m| {
+        m.member.is_learner && m.pending_for.is_some_and(|d| d >= policy.learner_timeout)
+    }) {
+        return Plan::Act {
+            action: Action::RemoveMember {
+                id: stalled.member.id,
+                kind: RemovalKind::StalledLearner,
+            },
+            reason: format!(
+                "{} has been joining for over {:?} without catching up; removing it so its \
+                 pilot retries",
+                describe(stalled),
+                policy.learner_timeout
+            ),
+        };
+    }
+
+    // A change in flight is a learner (we only ever add learners). An unstarted voter is an
+    // initial member that never came up: a member like any other, not a change.
+    let pending: Vec<&ObservedMember> = members.iter().filter(|m| m.member.is_learner).collect();
+    if let Some(learner) = pending.first() {
+        // A joining member whose node left discovery again is removed like any other.
+        if let Discovery::Listed(peers) = &observed.discovery
+            && !is_listed(&learner.member, peers)
+            && learner.unlisted_for.is_some_and(|d| d >= policy.remove_after)
+        {
+            return Plan::Act {
+                action: Action::RemoveMember {
+                    id: learner.member.id,
+                    kind: RemovalKind::Unlisted,
+                },
+                reason: format!("{} was joining but left discovery", describe(learner)),
+            };
+        }
+        if pending.len() == 1
+            && let Some(reason) = promotion_ready(learner, observed, policy)
+        {
+            return Plan::Act {
+                action: Action::PromoteLearner {
+                    id: learner.member.id,
+                },
+                reason,
+            };
+        }
+        return Plan::Wait {
+            reason: format!(
+                "one change at a time: {} is still joining ({})",
+                describe(learner),
+                match learner.raft_index {
+                    None => "not answering yet".to_owned(),
+                    Some(index) => format!("raft index {index}"),
+                }
+            ),
+        };
+    }
+
+    let peers = match &observed.discovery {
+        Discovery::Failed { error } => {
+            return Plan::Wait {
+                reason: format!(
+                    "discovery failed ({error}); nothing is removed until it answers again"
+                ),
+            };
+        }
+        Discovery::Listed(peers) => peers,
+    };
+    let listed = members
+        .iter()
+        .filter(|m| is_listed(&m.member, peers))
+        .count();
+    let unlisted: Vec<&ObservedMember> = members
+        .iter()
+        .filter(|m| !is_listed(&m.member, peers))
+        .collect();
+    let unusable: Vec<&ObservedMember> = members
+        .iter()
+        .filter(|m| m.data_unusable && is_listed(&m.member, peers))
+        .collect();
+    if unlisted.is_empty() && unusable.is_empty() {
+        return Plan::Converged;
+    }
+    if !unlisted.is_empty() && listed * 2 < members.len() {
+        return Plan::Wait {
+            reason: format!(
+                "discovery lists only {listed} of the {} members; a sudden drop below half \
+                 looks like a discovery fault, so nothing is removed (mass-removal guard)",
+                members.len()
+            ),
+        };
+    }
+
+    // Unusable data first (its member cannot serve anyway), then dead unlisted members, then
+    // healthy unlisted ones (scale-down); by name within each group, for a stable order.
+    let mut candidates: Vec<(&ObservedMember, RemovalKind)> = unusable
+        .iter()
+        .map(|m| (*m, RemovalKind::DataUnusable))
+        .collect();
+    let mut gone: Vec<&ObservedMember> = unlisted.clone();
+    gone.sort_by_key(|m| (m.health == Health::Healthy, m.member.name.clone(), m.member.id));
+    candidates.extend(gone.into_iter().map(|m| (m, RemovalKind::Unlisted)));
+
+    let mut blocked = Vec::new();
+    for (target, kind) in candidates {
+        if kind == RemovalKind::Unlisted {
+            let waited = target.unlisted_for.unwrap_or_default();
+            if waited < policy.remove_after {
+                blocked.push(format!(
+                    "{} left discovery {}s ago; removing it after {}s",
+                    describe(target),
+                    waited.as_secs(),
+                    policy.remove_after.as_secs()
+                ));
+                continue;
+            }
+        }
+        if let Some(reason) = removal_blocked(members, target) {
+            blocked.push(reason);
+            continue;
+        }
+        if observed.leader == Some(target.member.id) {
+            let successor = members.iter().find(|m| {
+                m.member.id != target.member.id
+                    && !m.member.is_learner
+                    && m.health == Health::Healthy
+                    && is_listed(&m.member, peers)
+            });
+            match successor {
+                Some(successor) => {
+                    return Plan::Act {
+                        action: Action::MoveLeader {
+                            to: successor.member.id,
+                        },
+                        reason: format!(
+                            "{} leads and is to be removed; moving leadership to {} first",
+                            describe(target),
+                            describe(successor)
+                        ),
+                    };
+                }
+                None => {
+                    blocked.push(format!(
+                        "{} leads and no healthy listed voter can take over",
+                        describe(target)
+                    ));
+                    continue;
+                }
+            }
+        }
+        let why = match kind {
+            RemovalKind::Unlisted => format!(
+                "{} left discovery {}s ago",
+                describe(target),
+                target.unlisted_for.unwrap_or_default().as_secs()
+            ),
+            RemovalKind::DataUnusable => format!(
+                "the pilot of {} reports its data unusable; it rejoins as a learner",
+                describe(target)
+            ),
+            RemovalKind::StalledLearner => describe(target),
+        };
+        return Plan::Act {
+            action: Action::RemoveMember {
+                id: target.member.id,
+                kind,
+            },
+            reason: why,
+        };
+    }
+    Plan::Wait {
+        reason: blocked.join("; "),
+    }
+}
+
+/// Why `learner` may be promoted now, if it may.
+fn promotion_ready(learner: &ObservedMember, observed: &Observed, policy: &Policy) -> Option<String> {
+    if !learner.member.is_learner || !learner.member.is_started() {
+        return None;
+    }
+    let leader_index = observed
+        .members
+        .iter()
+        .find(|m| Some(m.member.id) == observed.leader)
+        .and_then(|m| m.raft_index)?;
+    let index = learner.raft_index?;
+    // Compare in integers: index / leader_index >= catch_up, with catch_up in thousandths.
+    let needed = (u128::from(leader_index) * (policy.learner_catch_up.clamp(0.0, 1.0) * 1000.0) as u128) / 1000;
+    (u128::from(index) >= needed).then(|| {
+        format!(
+            "{} has caught up (raft index {index} of the leader's {leader_index}); promoting it",
+            describe(learner)
+        )
+    })
+}
+
+/// Why removing `target` would risk the quorum, if it would.
+fn removal_blocked(members: &[ObservedMember], target: &ObservedMember) -> Option<String> {
+    if target.member.is_learner {
+        return None;
+    }
+    let voters_after: Vec<&ObservedMember> = members
+        .iter()
+        .filter(|m| !m.member.is_learner && m.member.id != target.member.id)
+        .collect();
+    if voters_after.is_empty() {
+        return Some(format!("{} is the last voter", describe(target)));
+    }
+    let healthy_after = voters_after
+        .iter()
+        .filter(|m| m.health == Health::Healthy)
+        .count();
+    let needed = quorum(voters_after.len());
+    (healthy_after < needed).then(|| {
+        format!(
+            "removing {} would leave {healthy_after} of {} voters healthy, below a quorum of {needed}",
+            describe(target),
+            voters_after.len()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests;

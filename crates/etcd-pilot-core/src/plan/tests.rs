@@ -1,0 +1,352 @@
+//! Table of coordinator plans, through one DSL helper, and property tests of the safety rules.
+
+use expect_test::{Expect, expect};
+use proptest::prelude::*;
+
+use super::*;
+use crate::model::MemberName;
+
+fn peer(name: &str) -> Peer {
+    Peer {
+        name: MemberName::new(name).unwrap(),
+        peer_url: format!("http://{name}:2380"),
+        client_url: format!("http://{name}:2379"),
+        admin_url: format!("http://{name}:2378"),
+    }
+}
+
+/// Members: `NAME#ID[:attr]...`; attributes: `healthy` (default), `unhealthy`, `unknown`,
+/// `learner`, `unstarted`, `leader`, `i=INDEX`, `gone=SECS` (unlisted that long),
+/// `pending=SECS`, `unusable`. Discovery: peer names, or `FAILED`.
+fn observed(members: &str, discovery: &str) -> Observed {
+    let mut leader = None;
+    let members = members
+        .split_whitespace()
+        .map(|word| {
+            let mut parts = word.split(':');
+            let (name, id) = parts.next().unwrap().split_once('#').unwrap();
+            let id = MemberId(id.parse().unwrap());
+            let mut m = ObservedMember {
+                member: Member {
+                    id,
+                    name: Some(MemberName::new(name).unwrap()),
+                    peer_urls: vec![peer(name).peer_url],
+                    client_urls: vec![peer(name).client_url],
+                    is_learner: false,
+                },
+                health: Health::Healthy,
+                raft_index: Some(100),
+                unlisted_for: None,
+                pending_for: None,
+                data_unusable: false,
+            };
+            for part in parts {
+                match part.split_once('=') {
+                    Some(("i", v)) => m.raft_index = Some(v.parse().unwrap()),
+                    Some(("gone", v)) => m.unlisted_for = Some(Duration::from_secs(v.parse().unwrap())),
+                    Some(("pending", v)) => m.pending_for = Some(Duration::from_secs(v.parse().unwrap())),
+                    _ => match part {
+                        "healthy" => m.health = Health::Healthy,
+                        "unhealthy" => m.health = Health::Unhealthy,
+                        "unknown" => {
+                            m.health = Health::Unknown;
+                            m.raft_index = None;
+                        }
+                        "learner" => m.member.is_learner = true,
+                        "unstarted" => {
+                            m.member.client_urls.clear();
+                            m.member.name = None;
+                            m.health = Health::Unknown;
+                            m.raft_index = None;
+                        }
+                        "leader" => leader = Some(id),
+                        "unusable" => m.data_unusable = true,
+                        _ => panic!("bad attribute {part:?}"),
+                    },
+                }
+            }
+            m
+        })
+        .collect();
+    let discovery = if discovery == "FAILED" {
+        Discovery::Failed {
+            error: "timeout".into(),
+        }
+    } else {
+        Discovery::Listed(discovery.split_whitespace().map(peer).collect())
+    };
+    Observed {
+        members,
+        leader,
+        discovery,
+    }
+}
+
+#[track_caller]
+fn check(members: &str, discovery: &str, expect: Expect) {
+    let plan = plan(&observed(members, discovery), &Policy::default());
+    expect.assert_eq(&format!("{plan:?}"));
+}
+
+#[test]
+fn a_cluster_matching_discovery_is_converged() {
+    check("a#1:leader b#2 c#3", "a b c", expect![[r#"Converged"#]]);
+}
+
+#[test]
+fn a_member_gone_from_discovery_is_removed_after_the_grace_period() {
+    check(
+        "a#1:leader b#2 c#3:unknown:gone=10",
+        "a b",
+        expect![[r#"Wait { reason: "c (3) left discovery 10s ago; removing it after 30s" }"#]],
+    );
+    check(
+        "a#1:leader b#2 c#3:unknown:gone=31",
+        "a b",
+        expect![[r#"Act { action: RemoveMember { id: MemberId(3), kind: Unlisted }, reason: "c (3) left discovery 31s ago" }"#]],
+    );
+}
+
+#[test]
+fn removal_waits_when_it_would_break_the_quorum() {
+    check(
+        "a#1:leader b#2:unknown c#3:unknown:gone=60",
+        "a b",
+        expect![[r#"Wait { reason: "removing c (3) would leave 1 of 2 voters healthy, below a quorum of 2" }"#]],
+    );
+}
+
+#[test]
+fn a_listed_member_is_never_removed_for_being_unreachable() {
+    check("a#1:leader b#2 c#3:unknown", "a b c", expect![[r#"Converged"#]]);
+    check("a#1:leader b#2:unhealthy c#3:unknown", "a b c", expect![[r#"Converged"#]]);
+}
+
+#[test]
+fn a_member_with_unusable_data_is_removed_to_rejoin() {
+    check(
+        "a#1:leader b#2 c#3:unhealthy:unusable",
+        "a b c",
+        expect![[r#"Act { action: RemoveMember { id: MemberId(3), kind: DataUnusable }, reason: "the pilot of c (3) reports its data unusable; it rejoins as a learner" }"#]],
+    );
+}
+
+#[test]
+fn the_leader_is_removed_only_after_moving_leadership() {
+    check(
+        "a#1:leader:gone=40 b#2 c#3",
+        "b c",
+        expect![[r#"Act { action: MoveLeader { to: MemberId(2) }, reason: "a (1) leads and is to be removed; moving leadership to b (2) first" }"#]],
+    );
+    check(
+        "a#1:gone=40 b#2:leader c#3",
+        "b c",
+        expect![[r#"Act { action: RemoveMember { id: MemberId(1), kind: Unlisted }, reason: "a (1) left discovery 40s ago" }"#]],
+    );
+}
+
+#[test]
+fn scale_down_removes_one_member_at_a_time_dead_ones_first() {
+    check(
+        "a#1:leader b#2 c#3 d#4:gone=40 e#5:unknown:gone=40",
+        "a b c",
+        expect![[r#"Act { action: RemoveMember { id: MemberId(5), kind: Unlisted }, reason: "e (5) left discovery 40s ago" }"#]],
+    );
+}
+
+#[test]
+fn mass_removal_guard_stops_removals_when_discovery_drops_below_half() {
+    check(
+        "a#1:leader b#2:gone=60 c#3:gone=60 d#4:gone=60 e#5:gone=60",
+        "a",
+        expect![[r#"Wait { reason: "discovery lists only 1 of the 5 members; a sudden drop below half looks like a discovery fault, so nothing is removed (mass-removal guard)" }"#]],
+    );
+    check(
+        "a#1:leader b#2 c#3:gone=60",
+        "FAILED",
+        expect![[r#"Wait { reason: "discovery failed (timeout); nothing is removed until it answers again" }"#]],
+    );
+}
+
+#[test]
+fn a_caught_up_learner_is_promoted_and_a_lagging_one_waits() {
+    check(
+        "a#1:leader:i=1000 b#2:i=1000 c#3:i=1000 d#4:learner:i=950",
+        "a b c d",
+        expect![[r#"Act { action: PromoteLearner { id: MemberId(4) }, reason: "d (4) has caught up (raft index 950 of the leader's 1000); promoting it" }"#]],
+    );
+    check(
+        "a#1:leader:i=1000 b#2:i=1000 c#3:i=1000 d#4:learner:i=500",
+        "a b c d",
+        expect![[r#"Wait { reason: "one change at a time: d (4) is still joining (raft index 500)" }"#]],
+    );
+}
+
+#[test]
+fn a_joining_member_blocks_removals() {
+    check(
+        "a#1:leader b#2 c#3:gone=60 d#4:learner:unstarted",
+        "a b d",
+        expect![[r#"Wait { reason: "one change at a time: unstarted member 4 is still joining (not answering yet)" }"#]],
+    );
+}
+
+#[test]
+fn an_initial_member_that_never_started_is_a_member_not_a_change() {
+    check("a#1:leader b#2 c#3:unstarted", "a b c", expect![[r#"Converged"#]]);
+    check(
+        "a#1:leader b#2 c#3:unstarted:gone=60",
+        "a b",
+        expect![[r#"Act { action: RemoveMember { id: MemberId(3), kind: Unlisted }, reason: "unstarted member 3 left discovery 60s ago" }"#]],
+    );
+}
+
+#[test]
+fn a_stalled_learner_is_removed_after_the_learner_timeout() {
+    check(
+        "a#1:leader b#2 c#3 d#4:learner:i=10:pending=301",
+        "a b c d",
+        expect![[r#"Act { action: RemoveMember { id: MemberId(4), kind: StalledLearner }, reason: "d (4) has been joining for over 300s without catching up; removing it so its pilot retries" }"#]],
+    );
+}
+
+#[test]
+fn names_match_exactly_never_by_substring() {
+    check(
+        "m1#1:leader m10#2 m11#3:gone=60",
+        "m1 m10 m1x",
+        expect![[r#"Act { action: RemoveMember { id: MemberId(3), kind: Unlisted }, reason: "m11 (3) left discovery 60s ago" }"#]],
+    );
+}
+
+fn arb_member(id: u64) -> impl Strategy<Value = ObservedMember> {
+    (
+        prop_oneof![Just(Health::Healthy), Just(Health::Unhealthy), Just(Health::Unknown)],
+        any::<bool>(),
+        0..3u8,
+        prop::option::of(0..100u64),
+        prop::option::of(0..400u64),
+        any::<bool>(),
+        0..2000u64,
+    )
+        .prop_map(move |(health, learner, started, gone, pending, unusable, index)| {
+            let name = format!("n{id}");
+            ObservedMember {
+                member: Member {
+                    id: MemberId(id),
+                    name: (started > 0).then(|| MemberName::new(&name).unwrap()),
+                    peer_urls: vec![peer(&name).peer_url],
+                    client_urls: if started > 0 { vec![peer(&name).client_url] } else { vec![] },
+                    is_learner: learner,
+                },
+                health,
+                raft_index: Some(index),
+                unlisted_for: gone.map(Duration::from_secs),
+                pending_for: pending.map(Duration::from_secs),
+                data_unusable: unusable,
+            }
+        })
+}
+
+fn arb_observed() -> impl Strategy<Value = Observed> {
+    (1..7u64)
+        .prop_flat_map(|n| {
+            (
+                (1..=n).map(arb_member).collect::<Vec<_>>(),
+                prop::collection::vec(any::<bool>(), n as usize),
+                prop::option::of(1..=n),
+                any::<bool>(),
+            )
+        })
+        .prop_map(|(members, listed, leader, failed)| {
+            let peers = members
+                .iter()
+                .zip(&listed)
+                .filter(|(_, listed)| **listed)
+                .map(|(m, _)| peer(&format!("n{}", m.member.id.0)))
+                .collect();
+            // Keep the timers consistent with discovery: only unlisted members have one.
+            let members = members
+                .into_iter()
+                .zip(&listed)
+                .map(|(mut m, listed)| {
+                    if *listed {
+                        m.unlisted_for = None;
+                    } else if m.unlisted_for.is_none() {
+                        m.unlisted_for = Some(Duration::ZERO);
+                    }
+                    m
+                })
+                .collect();
+            Observed {
+                members,
+                leader: leader.map(MemberId),
+                discovery: if failed {
+                    Discovery::Failed { error: "x".into() }
+                } else {
+                    Discovery::Listed(peers)
+                },
+            }
+        })
+}
+
+proptest! {
+    #[test]
+    fn no_plan_drops_below_a_healthy_quorum(observed in arb_observed()) {
+        if let Plan::Act { action: Action::RemoveMember { id, .. }, .. } = plan(&observed, &Policy::default()) {
+            let target = observed.members.iter().find(|m| m.member.id == id).unwrap();
+            if !target.member.is_learner {
+                let voters: Vec<_> = observed.members.iter()
+                    .filter(|m| !m.member.is_learner && m.member.id != id).collect();
+                let healthy = voters.iter().filter(|m| m.health == Health::Healthy).count();
+                prop_assert!(!voters.is_empty());
+                prop_assert!(healthy >= quorum(voters.len()), "{healthy} of {}", voters.len());
+            }
+        }
+    }
+
+    #[test]
+    fn never_more_than_one_change_in_flight(observed in arb_observed()) {
+        let pending: Vec<MemberId> = observed.members.iter()
+            .filter(|m| m.member.is_learner).map(|m| m.member.id).collect();
+        if let Plan::Act { action, .. } = plan(&observed, &Policy::default())
+            && action.changes_membership()
+            && !pending.is_empty()
+        {
+            // The only change allowed while one is pending is to finish or undo that one.
+            let target = match action {
+                Action::RemoveMember { id, .. } | Action::PromoteLearner { id } => id,
+                Action::MoveLeader { .. } => unreachable!(),
+            };
+            prop_assert!(pending.contains(&target), "{action:?} while {pending:?} pending");
+        }
+    }
+
+    #[test]
+    fn never_removes_a_listed_member_for_unreachability(observed in arb_observed()) {
+        if let Plan::Act { action: Action::RemoveMember { id, kind }, .. } = plan(&observed, &Policy::default()) {
+            let target = observed.members.iter().find(|m| m.member.id == id).unwrap();
+            if let Discovery::Listed(peers) = &observed.discovery
+                && is_listed(&target.member, peers)
+            {
+                prop_assert!(
+                    kind == RemovalKind::DataUnusable || kind == RemovalKind::StalledLearner,
+                    "listed member {id} removed as {kind:?}"
+                );
+            }
+            if matches!(observed.discovery, Discovery::Failed { .. }) {
+                prop_assert_eq!(kind, RemovalKind::StalledLearner, "removal while discovery failed");
+            }
+        }
+    }
+
+    #[test]
+    fn never_removes_the_leader_directly(observed in arb_observed()) {
+        if let Plan::Act { action: Action::RemoveMember { id, .. }, .. } = plan(&observed, &Policy::default()) {
+            let target = observed.members.iter().find(|m| m.member.id == id).unwrap();
+            if !target.member.is_learner {
+                prop_assert_ne!(Some(id), observed.leader);
+            }
+        }
+    }
+}

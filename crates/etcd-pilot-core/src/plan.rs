@@ -179,9 +179,10 @@ pub fn plan(observed: &Observed, policy: &Policy) -> Plan {
 
     // Stalled learners go first: they block every other change, and removing a learner
     // never touches the quorum.
-    if let Some(stalled) = members.iter().find(|m| {
-        m.member.is_learner && m.pending_for.is_some_and(|d| d >= policy.learner_timeout)
-    }) {
+    if let Some(stalled) = members
+        .iter()
+        .find(|m| m.member.is_learner && m.pending_for.is_some_and(|d| d >= policy.learner_timeout))
+    {
         return Plan::Act {
             action: Action::RemoveMember {
                 id: stalled.member.id,
@@ -203,7 +204,9 @@ pub fn plan(observed: &Observed, policy: &Policy) -> Plan {
         // A joining member whose node left discovery again is removed like any other.
         if let Discovery::Listed(peers) = &observed.discovery
             && !is_listed(&learner.member, peers)
-            && learner.unlisted_for.is_some_and(|d| d >= policy.remove_after)
+            && learner
+                .unlisted_for
+                .is_some_and(|d| d >= policy.remove_after)
         {
             return Plan::Act {
                 action: Action::RemoveMember {
@@ -277,7 +280,13 @@ pub fn plan(observed: &Observed, policy: &Policy) -> Plan {
         .map(|m| (*m, RemovalKind::DataUnusable))
         .collect();
     let mut gone: Vec<&ObservedMember> = unlisted.clone();
-    gone.sort_by_key(|m| (m.health == Health::Healthy, m.member.name.clone(), m.member.id));
+    gone.sort_by_key(|m| {
+        (
+            m.health == Health::Healthy,
+            m.member.name.clone(),
+            m.member.id,
+        )
+    });
     candidates.extend(gone.into_iter().map(|m| (m, RemovalKind::Unlisted)));
 
     let mut blocked = Vec::new();
@@ -353,7 +362,11 @@ pub fn plan(observed: &Observed, policy: &Policy) -> Plan {
 }
 
 /// Why `learner` may be promoted now, if it may.
-fn promotion_ready(learner: &ObservedMember, observed: &Observed, policy: &Policy) -> Option<String> {
+fn promotion_ready(
+    learner: &ObservedMember,
+    observed: &Observed,
+    policy: &Policy,
+) -> Option<String> {
     if !learner.member.is_learner || !learner.member.is_started() {
         return None;
     }
@@ -364,7 +377,9 @@ fn promotion_ready(learner: &ObservedMember, observed: &Observed, policy: &Polic
         .and_then(|m| m.raft_index)?;
     let index = learner.raft_index?;
     // Compare in integers: index / leader_index >= catch_up, with catch_up in thousandths.
-    let needed = (u128::from(leader_index) * (policy.learner_catch_up.clamp(0.0, 1.0) * 1000.0) as u128) / 1000;
+    let needed = (u128::from(leader_index)
+        * (policy.learner_catch_up.clamp(0.0, 1.0) * 1000.0) as u128)
+        / 1000;
     (u128::from(index) >= needed).then(|| {
         format!(
             "{} has caught up (raft index {index} of the leader's {leader_index}); promoting it",

@@ -158,6 +158,14 @@ pub fn decide(observed: &Observed, cluster_name: &str) -> Decision {
     if let LocalData::Data { identity } = &observed.local {
         return decide_with_data(observed, identity.as_ref());
     }
+    if !observed.expected.iter().any(|p| p.name == observed.me.name) {
+        return Decision::Wait {
+            reason: format!(
+                "discovery does not list this node ({}); it joins once it is listed",
+                observed.me.name
+            ),
+        };
+    }
     if let ClusterView::Reachable(live) = &observed.cluster {
         return decide_join(&observed.me, &observed.expected, live);
     }

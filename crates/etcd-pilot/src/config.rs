@@ -99,6 +99,18 @@ pub(crate) const KEYS: &[Key] = &[
         "timers.restart_stable_after",
         "a run this long resets the restart backoff",
     ),
+    key(
+        "timers.remove_after",
+        "how long a member must be gone from discovery before it is removed",
+    ),
+    key(
+        "timers.learner_timeout",
+        "a learner not promoted within this is removed so its pilot retries",
+    ),
+    key(
+        "timers.coordinator_lease",
+        "TTL of the coordinator's lease; a coordinator that stops is replaced after it",
+    ),
 ];
 
 /// The environment variable that sets `key`.
@@ -264,6 +276,9 @@ struct RawTimers {
     restart_initial_backoff: Option<String>,
     restart_max_backoff: Option<String>,
     restart_stable_after: Option<String>,
+    remove_after: Option<String>,
+    learner_timeout: Option<String>,
+    coordinator_lease: Option<String>,
 }
 
 impl RawConfig {
@@ -290,6 +305,9 @@ impl RawConfig {
             "timers.restart_initial_backoff" => &mut self.timers.restart_initial_backoff,
             "timers.restart_max_backoff" => &mut self.timers.restart_max_backoff,
             "timers.restart_stable_after" => &mut self.timers.restart_stable_after,
+            "timers.remove_after" => &mut self.timers.remove_after,
+            "timers.learner_timeout" => &mut self.timers.learner_timeout,
+            "timers.coordinator_lease" => &mut self.timers.coordinator_lease,
             _ => return None,
         })
     }
@@ -347,6 +365,9 @@ pub(crate) struct Timers {
     pub(crate) restart_initial_backoff: Duration,
     pub(crate) restart_max_backoff: Duration,
     pub(crate) restart_stable_after: Duration,
+    pub(crate) remove_after: Duration,
+    pub(crate) learner_timeout: Duration,
+    pub(crate) coordinator_lease: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -627,6 +648,24 @@ fn validate(raw: RawConfig) -> Result<Config, Error> {
             &raw.timers.restart_stable_after,
             "timers.restart_stable_after",
             "60s",
+            &mut values,
+        )?,
+        remove_after: duration(
+            &raw.timers.remove_after,
+            "timers.remove_after",
+            "30s",
+            &mut values,
+        )?,
+        learner_timeout: duration(
+            &raw.timers.learner_timeout,
+            "timers.learner_timeout",
+            "5m",
+            &mut values,
+        )?,
+        coordinator_lease: duration(
+            &raw.timers.coordinator_lease,
+            "timers.coordinator_lease",
+            "10s",
             &mut values,
         )?,
     };

@@ -6,7 +6,10 @@
 
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions, MemberAddOptions};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper,
+    MemberAddOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+};
 use etcd_pilot_core::{ClusterId, Health, Member, MemberId, MemberName};
 use serde::Serialize;
 
@@ -238,6 +241,134 @@ impl Etcd {
             .kvs()
             .first()
             .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    }
+}
+
+/// A lease kept alive on demand (one keep-alive per [`Lease::refresh`]).
+pub(crate) struct Lease {
+    pub(crate) id: i64,
+    keeper: LeaseKeeper,
+    stream: LeaseKeepAliveStream,
+    timeout: Duration,
+}
+
+impl Lease {
+    /// Sends one keep-alive; fails if the lease has expired or etcd does not answer.
+    pub(crate) async fn refresh(&mut self) -> Result<()> {
+        let op = "lease keep-alive";
+        let answer = with_timeout(op, self.timeout, async {
+            self.keeper.keep_alive().await?;
+            self.stream.message().await
+        })
+        .await?;
+        match answer {
+            Some(response) if response.ttl() > 0 => Ok(()),
+            _ => Err(Error::Unexpected {
+                op,
+                what: "the lease has expired",
+            }),
+        }
+    }
+}
+
+/// The outcome of [`Etcd::create_if_absent`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Created {
+    /// We created the key, at this revision (its create revision: the fencing token).
+    Created { revision: i64 },
+    /// The key exists: its value and create revision.
+    Exists { value: String, revision: i64 },
+}
+
+impl Etcd {
+    pub(crate) async fn grant_lease(&self, ttl: Duration) -> Result<Lease> {
+        let mut client = self.client.clone();
+        let ttl_secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let granted = with_timeout(
+            "lease grant",
+            self.timeout,
+            client.lease_grant(ttl_secs, None),
+        )
+        .await?;
+        let (keeper, stream) = with_timeout(
+            "lease keep-alive",
+            self.timeout,
+            client.lease_keep_alive(granted.id()),
+        )
+        .await?;
+        Ok(Lease {
+            id: granted.id(),
+            keeper,
+            stream,
+            timeout: self.timeout,
+        })
+    }
+
+    pub(crate) async fn revoke_lease(&self, id: i64) -> Result<()> {
+        let mut client = self.client.clone();
+        with_timeout("lease revoke", self.timeout, client.lease_revoke(id)).await?;
+        Ok(())
+    }
+
+    /// Creates `key` bound to `lease` unless it exists (one txn).
+    pub(crate) async fn create_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+        lease: i64,
+    ) -> Result<Created> {
+        let mut client = self.client.clone();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key,
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(key, None)]);
+        let response = with_timeout("create if absent", self.timeout, client.txn(txn)).await?;
+        if response.succeeded() {
+            let revision = response
+                .header()
+                .map(|h| h.revision())
+                .ok_or(Error::Unexpected {
+                    op: "create if absent",
+                    what: "no response header",
+                })?;
+            return Ok(Created::Created { revision });
+        }
+        for op in response.op_responses() {
+            if let TxnOpResponse::Get(get) = op
+                && let Some(kv) = get.kvs().first()
+            {
+                return Ok(Created::Exists {
+                    value: String::from_utf8_lossy(kv.value()).into_owned(),
+                    revision: kv.create_revision(),
+                });
+            }
+        }
+        // Deleted between the compare and the get (its lease expired): report it as free.
+        Ok(Created::Exists {
+            value: String::new(),
+            revision: 0,
+        })
+    }
+
+    /// Puts `key` only while `fence_key` still has create revision `token`; `false` when the
+    /// fence rejects the write (another coordinator holds the key now, or nobody does).
+    pub(crate) async fn put_fenced(
+        &self,
+        fence_key: &str,
+        token: i64,
+        key: &str,
+        value: &str,
+    ) -> Result<bool> {
+        let mut client = self.client.clone();
+        let txn = Txn::new()
+            .when([Compare::create_revision(fence_key, CompareOp::Equal, token)])
+            .and_then([TxnOp::put(key, value, None)]);
+        let response = with_timeout("fenced put", self.timeout, client.txn(txn)).await?;
+        Ok(response.succeeded())
     }
 }
 

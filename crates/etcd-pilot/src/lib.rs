@@ -15,6 +15,7 @@ mod metrics;
 mod output;
 mod pilot;
 mod process;
+mod reconcile;
 mod state;
 mod supervisor;
 

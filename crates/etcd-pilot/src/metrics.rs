@@ -15,6 +15,16 @@ pub(crate) struct StateLabel {
     pub(crate) state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct KindLabel {
+    pub(crate) kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct HealthLabel {
+    pub(crate) health: String,
+}
+
 /// Handles to every metric. Cloning is cheap; all clones update the same series.
 #[derive(Clone)]
 pub(crate) struct Metrics {
@@ -23,6 +33,12 @@ pub(crate) struct Metrics {
     pub(crate) etcd_up: Gauge,
     /// 1 for the pilot's current state, 0 for the others.
     pub(crate) state: Family<StateLabel, Gauge>,
+    /// Membership changes this pilot made as coordinator, by kind.
+    pub(crate) membership_changes: Family<KindLabel, Counter>,
+    /// Members by observed health (healthy, unhealthy, unknown).
+    pub(crate) members: Family<HealthLabel, Gauge>,
+    /// 1 while this pilot is the coordinator.
+    pub(crate) coordinator: Gauge,
 }
 
 /// Every pilot state, so the state gauge always has all series.
@@ -56,11 +72,32 @@ impl Metrics {
             "The pilot's state: 1 for the current one",
             state.clone(),
         );
+        let membership_changes = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "membership_changes",
+            "Membership changes made by this pilot as coordinator, by kind",
+            membership_changes.clone(),
+        );
+        let members = Family::<HealthLabel, Gauge>::default();
+        registry.register(
+            "members",
+            "Members of the cluster by observed health",
+            members.clone(),
+        );
+        let coordinator = Gauge::default();
+        registry.register(
+            "coordinator",
+            "1 while this pilot is the coordinator",
+            coordinator.clone(),
+        );
         let metrics = Self {
             registry: Arc::new(registry),
             etcd_restarts,
             etcd_up,
             state,
+            membership_changes,
+            members,
+            coordinator,
         };
         metrics.set_state("starting");
         metrics

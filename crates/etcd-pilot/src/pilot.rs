@@ -10,6 +10,7 @@
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
+use etcd_pilot_core::plan::Policy;
 use etcd_pilot_core::start::{
     self, ClusterView, Decision, JoinStep, LiveCluster, LocalData, ObservedMember, PeerReport,
     PilotReport,
@@ -25,6 +26,7 @@ use crate::datadir::DataDir;
 use crate::discovery::{Discovery as _, Provider};
 use crate::etcd::{self, ClientOptions, EndpointStatus, Etcd};
 use crate::metrics::Metrics;
+use crate::reconcile::{Outcome, Reconciler};
 use crate::state::{MemberState, Phase, PilotStatus};
 use crate::supervisor::{ChildStatus, EtcdCommand, Supervisor};
 
@@ -84,13 +86,43 @@ impl Pilot {
         })
     }
 
-    /// Runs until `cancel`; returns once etcd has stopped.
+    /// Runs until `cancel`; returns once etcd has stopped. If the cluster removes this
+    /// node's member while it runs, stops etcd and starts over (quarantine, then rejoin when
+    /// discovery lists the node).
     pub(crate) async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
         self.data.create()?;
-        let Some(mode) = self.decide_start(&cancel).await? else {
-            self.set_phase(Phase::Stopping, "shutting down before etcd started");
-            return Ok(());
-        };
+        let mut reconciler = Reconciler::new(
+            self.config.name.clone(),
+            self.options.clone(),
+            Policy {
+                remove_after: self.config.timers.remove_after,
+                learner_timeout: self.config.timers.learner_timeout,
+                ..Policy::default()
+            },
+            self.config.timers.coordinator_lease,
+            self.status.clone(),
+            self.metrics.clone(),
+        );
+        loop {
+            let Some(mode) = self.decide_start(&cancel).await? else {
+                self.set_phase(Phase::Stopping, "shutting down before etcd started");
+                return Ok(());
+            };
+            let removed = self.run_etcd(mode, &mut reconciler, &cancel).await?;
+            if !removed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Starts etcd in `mode` and watches it until `cancel` (`false`) or until the cluster
+    /// removes this member (`true`); stops etcd either way.
+    async fn run_etcd(
+        &self,
+        mode: StartMode,
+        reconciler: &mut Reconciler,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<bool> {
         if let StartMode::New {
             initial_cluster,
             token,
@@ -135,21 +167,32 @@ impl Pilot {
         let supervisor_task = tokio::spawn(supervisor.run(supervisor_cancel.clone()));
         self.set_phase(Phase::Running, "etcd started; waiting for it to answer");
 
-        self.watch_member(child_rx, &cancel).await;
+        let removed = self.watch_member(child_rx, reconciler, cancel).await == Outcome::Removed;
 
-        self.set_phase(Phase::Stopping, "shutting down");
-        tracing::info!("shutdown: moving leadership away if this member leads");
-        if let Err(err) = self.hand_over_leadership().await {
+        reconciler.resign().await;
+        if removed {
             tracing::warn!(
-                "cannot move leadership before stopping, etcd will hand it over itself: {err:#}"
+                "this member was removed from the cluster; stopping etcd and starting over"
             );
+            self.set_phase(
+                Phase::Starting,
+                "this member was removed from the cluster; starting over",
+            );
+        } else {
+            self.set_phase(Phase::Stopping, "shutting down");
+            tracing::info!("shutdown: moving leadership away if this member leads");
+            if let Err(err) = self.hand_over_leadership().await {
+                tracing::warn!(
+                    "cannot move leadership before stopping, etcd will hand it over itself: {err:#}"
+                );
+            }
+            tracing::info!("shutdown: stopping etcd");
         }
-        tracing::info!("shutdown: stopping etcd");
         supervisor_cancel.cancel();
         supervisor_task.await.context("join supervisor")??;
         self.metrics.etcd_up.set(0);
-        tracing::info!("shutdown: etcd stopped");
-        Ok(())
+        tracing::info!("etcd stopped");
+        Ok(removed)
     }
 
     /// Observes and decides until etcd can start; takes the quarantine and join steps on the
@@ -353,17 +396,16 @@ impl Pilot {
         })
     }
 
-    /// Watches the local member until `cancel`: publishes its status, records its identity,
-    /// marks the cluster formed, promotes it while it is a learner.
+    /// Watches the local member until `cancel` or its removal: publishes its status, records
+    /// its identity, marks the cluster formed, and runs a reconcile step each interval.
     async fn watch_member(
         &self,
         mut child: watch::Receiver<ChildStatus>,
+        reconciler: &mut Reconciler,
         cancel: &CancellationToken,
-    ) {
+    ) -> Outcome {
         let local = url_string(&self.config.etcd.client_url);
         let mut formed_in_cluster = false;
-        let mut promote_backoff = Duration::from_millis(500);
-        let mut next_promote = tokio::time::Instant::now();
         let mut child_open = true;
         let mut local_client: Option<Etcd> = None;
         loop {
@@ -409,17 +451,6 @@ impl Pilot {
                             ),
                         }
                     }
-                    if status.is_learner && tokio::time::Instant::now() >= next_promote {
-                        match self.promote_self(&status).await {
-                            Ok(()) => promote_backoff = Duration::from_millis(500),
-                            Err(err) => {
-                                tracing::debug!("learner not promoted yet: {err:#}");
-                                promote_backoff =
-                                    (promote_backoff * 2).min(Duration::from_secs(10));
-                            }
-                        }
-                        next_promote = tokio::time::Instant::now() + promote_backoff;
-                    }
                     self.publish_member(&status);
                 }
                 Err(err) => {
@@ -433,11 +464,21 @@ impl Pilot {
                     });
                 }
             }
+            let identity = self.data.identity().ok().flatten();
+            // Not cancel-safe: a step may be executing a membership change, so it runs to
+            // completion (every call in it has a timeout) before cancellation is looked at.
+            if reconciler
+                .step(identity.as_ref(), &local, &self.discovery)
+                .await
+                == Outcome::Removed
+            {
+                return Outcome::Removed;
+            }
             // Cancel-safe: a sleep and a watch notification may be dropped.
             tokio::select! {
                 () = tokio::time::sleep(self.config.timers.observe_interval) => {}
                 changed = child.changed(), if child_open => child_open = changed.is_ok(),
-                () = cancel.cancelled() => return,
+                () = cancel.cancelled() => return Outcome::Continue,
             }
         }
     }
@@ -521,15 +562,6 @@ impl Pilot {
             });
             client.put(FORMED_KEY, &value.to_string()).await?;
         }
-        Ok(())
-    }
-
-    async fn promote_self(&self, status: &EndpointStatus) -> anyhow::Result<()> {
-        let peers = self.other_peers().await?;
-        let endpoints: Vec<String> = peers.iter().map(|p| p.client_url.clone()).collect();
-        let cluster = Etcd::connect(&endpoints, &self.options).await?;
-        cluster.promote_member(status.member_id).await?;
-        tracing::info!(member_id = %status.member_id, "promoted this learner to a voter");
         Ok(())
     }
 

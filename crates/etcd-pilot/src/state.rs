@@ -52,6 +52,31 @@ pub(crate) struct MemberState {
     pub(crate) etcd_version: Option<String>,
 }
 
+/// The last plan this pilot computed (every pilot plans; only the coordinator acts).
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct PlanStatus {
+    /// `converged`, `wait` or the action's kind.
+    pub(crate) next: String,
+    /// Why, or what blocks it.
+    pub(crate) reason: String,
+    /// Whether this pilot is the coordinator (and so will act on it).
+    pub(crate) coordinator: bool,
+    /// The coordinator's fencing token, while this pilot holds the role.
+    pub(crate) fencing_token: Option<i64>,
+    /// When it was computed (RFC 3339).
+    pub(crate) at: String,
+}
+
+/// The last membership change this pilot executed as coordinator.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct ActionStatus {
+    pub(crate) kind: String,
+    pub(crate) member: String,
+    /// `ok`, or the error.
+    pub(crate) outcome: String,
+    pub(crate) at: String,
+}
+
 /// Everything `/v1/status` serves.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct PilotStatus {
@@ -69,6 +94,8 @@ pub(crate) struct PilotStatus {
     /// Ready: the local member is healthy and a voter.
     pub(crate) ready: bool,
     pub(crate) last_error: Option<String>,
+    pub(crate) plan: Option<PlanStatus>,
+    pub(crate) last_action: Option<ActionStatus>,
 }
 
 impl PilotStatus {
@@ -84,6 +111,8 @@ impl PilotStatus {
             member: MemberState::default(),
             ready: false,
             last_error: None,
+            plan: None,
+            last_action: None,
         }
     }
 }

@@ -43,8 +43,12 @@ fn observed(members: &str, discovery: &str) -> Observed {
             for part in parts {
                 match part.split_once('=') {
                     Some(("i", v)) => m.raft_index = Some(v.parse().unwrap()),
-                    Some(("gone", v)) => m.unlisted_for = Some(Duration::from_secs(v.parse().unwrap())),
-                    Some(("pending", v)) => m.pending_for = Some(Duration::from_secs(v.parse().unwrap())),
+                    Some(("gone", v)) => {
+                        m.unlisted_for = Some(Duration::from_secs(v.parse().unwrap()))
+                    }
+                    Some(("pending", v)) => {
+                        m.pending_for = Some(Duration::from_secs(v.parse().unwrap()))
+                    }
                     _ => match part {
                         "healthy" => m.health = Health::Healthy,
                         "unhealthy" => m.health = Health::Unhealthy,
@@ -103,7 +107,9 @@ fn a_member_gone_from_discovery_is_removed_after_the_grace_period() {
     check(
         "a#1:leader b#2 c#3:unknown:gone=31",
         "a b",
-        expect![[r#"Act { action: RemoveMember { id: MemberId(3), kind: Unlisted }, reason: "c (3) left discovery 31s ago" }"#]],
+        expect![[
+            r#"Act { action: RemoveMember { id: MemberId(3), kind: Unlisted }, reason: "c (3) left discovery 31s ago" }"#
+        ]],
     );
 }
 
@@ -112,14 +118,24 @@ fn removal_waits_when_it_would_break_the_quorum() {
     check(
         "a#1:leader b#2:unknown c#3:unknown:gone=60",
         "a b",
-        expect![[r#"Wait { reason: "removing c (3) would leave 1 of 2 voters healthy, below a quorum of 2" }"#]],
+        expect![[
+            r#"Wait { reason: "removing c (3) would leave 1 of 2 voters healthy, below a quorum of 2" }"#
+        ]],
     );
 }
 
 #[test]
 fn a_listed_member_is_never_removed_for_being_unreachable() {
-    check("a#1:leader b#2 c#3:unknown", "a b c", expect![[r#"Converged"#]]);
-    check("a#1:leader b#2:unhealthy c#3:unknown", "a b c", expect![[r#"Converged"#]]);
+    check(
+        "a#1:leader b#2 c#3:unknown",
+        "a b c",
+        expect![[r#"Converged"#]],
+    );
+    check(
+        "a#1:leader b#2:unhealthy c#3:unknown",
+        "a b c",
+        expect![[r#"Converged"#]],
+    );
 }
 
 #[test]
@@ -127,7 +143,9 @@ fn a_member_with_unusable_data_is_removed_to_rejoin() {
     check(
         "a#1:leader b#2 c#3:unhealthy:unusable",
         "a b c",
-        expect![[r#"Act { action: RemoveMember { id: MemberId(3), kind: DataUnusable }, reason: "the pilot of c (3) reports its data unusable; it rejoins as a learner" }"#]],
+        expect![[
+            r#"Act { action: RemoveMember { id: MemberId(3), kind: DataUnusable }, reason: "the pilot of c (3) reports its data unusable; it rejoins as a learner" }"#
+        ]],
     );
 }
 
@@ -136,12 +154,16 @@ fn the_leader_is_removed_only_after_moving_leadership() {
     check(
         "a#1:leader:gone=40 b#2 c#3",
         "b c",
-        expect![[r#"Act { action: MoveLeader { to: MemberId(2) }, reason: "a (1) leads and is to be removed; moving leadership to b (2) first" }"#]],
+        expect![[
+            r#"Act { action: MoveLeader { to: MemberId(2) }, reason: "a (1) leads and is to be removed; moving leadership to b (2) first" }"#
+        ]],
     );
     check(
         "a#1:gone=40 b#2:leader c#3",
         "b c",
-        expect![[r#"Act { action: RemoveMember { id: MemberId(1), kind: Unlisted }, reason: "a (1) left discovery 40s ago" }"#]],
+        expect![[
+            r#"Act { action: RemoveMember { id: MemberId(1), kind: Unlisted }, reason: "a (1) left discovery 40s ago" }"#
+        ]],
     );
 }
 
@@ -150,7 +172,9 @@ fn scale_down_removes_one_member_at_a_time_dead_ones_first() {
     check(
         "a#1:leader b#2 c#3 d#4:gone=40 e#5:unknown:gone=40",
         "a b c",
-        expect![[r#"Act { action: RemoveMember { id: MemberId(5), kind: Unlisted }, reason: "e (5) left discovery 40s ago" }"#]],
+        expect![[
+            r#"Act { action: RemoveMember { id: MemberId(5), kind: Unlisted }, reason: "e (5) left discovery 40s ago" }"#
+        ]],
     );
 }
 
@@ -159,12 +183,16 @@ fn mass_removal_guard_stops_removals_when_discovery_drops_below_half() {
     check(
         "a#1:leader b#2:gone=60 c#3:gone=60 d#4:gone=60 e#5:gone=60",
         "a",
-        expect![[r#"Wait { reason: "discovery lists only 1 of the 5 members; a sudden drop below half looks like a discovery fault, so nothing is removed (mass-removal guard)" }"#]],
+        expect![[
+            r#"Wait { reason: "discovery lists only 1 of the 5 members; a sudden drop below half looks like a discovery fault, so nothing is removed (mass-removal guard)" }"#
+        ]],
     );
     check(
         "a#1:leader b#2 c#3:gone=60",
         "FAILED",
-        expect![[r#"Wait { reason: "discovery failed (timeout); nothing is removed until it answers again" }"#]],
+        expect![[
+            r#"Wait { reason: "discovery failed (timeout); nothing is removed until it answers again" }"#
+        ]],
     );
 }
 
@@ -173,12 +201,16 @@ fn a_caught_up_learner_is_promoted_and_a_lagging_one_waits() {
     check(
         "a#1:leader:i=1000 b#2:i=1000 c#3:i=1000 d#4:learner:i=950",
         "a b c d",
-        expect![[r#"Act { action: PromoteLearner { id: MemberId(4) }, reason: "d (4) has caught up (raft index 950 of the leader's 1000); promoting it" }"#]],
+        expect![[
+            r#"Act { action: PromoteLearner { id: MemberId(4) }, reason: "d (4) has caught up (raft index 950 of the leader's 1000); promoting it" }"#
+        ]],
     );
     check(
         "a#1:leader:i=1000 b#2:i=1000 c#3:i=1000 d#4:learner:i=500",
         "a b c d",
-        expect![[r#"Wait { reason: "one change at a time: d (4) is still joining (raft index 500)" }"#]],
+        expect![[
+            r#"Wait { reason: "one change at a time: d (4) is still joining (raft index 500)" }"#
+        ]],
     );
 }
 
@@ -187,17 +219,25 @@ fn a_joining_member_blocks_removals() {
     check(
         "a#1:leader b#2 c#3:gone=60 d#4:learner:unstarted",
         "a b d",
-        expect![[r#"Wait { reason: "one change at a time: unstarted member 4 is still joining (not answering yet)" }"#]],
+        expect![[
+            r#"Wait { reason: "one change at a time: unstarted member 4 is still joining (not answering yet)" }"#
+        ]],
     );
 }
 
 #[test]
 fn an_initial_member_that_never_started_is_a_member_not_a_change() {
-    check("a#1:leader b#2 c#3:unstarted", "a b c", expect![[r#"Converged"#]]);
+    check(
+        "a#1:leader b#2 c#3:unstarted",
+        "a b c",
+        expect![[r#"Converged"#]],
+    );
     check(
         "a#1:leader b#2 c#3:unstarted:gone=60",
         "a b",
-        expect![[r#"Act { action: RemoveMember { id: MemberId(3), kind: Unlisted }, reason: "unstarted member 3 left discovery 60s ago" }"#]],
+        expect![[
+            r#"Act { action: RemoveMember { id: MemberId(3), kind: Unlisted }, reason: "unstarted member 3 left discovery 60s ago" }"#
+        ]],
     );
 }
 
@@ -206,7 +246,9 @@ fn a_stalled_learner_is_removed_after_the_learner_timeout() {
     check(
         "a#1:leader b#2 c#3 d#4:learner:i=10:pending=301",
         "a b c d",
-        expect![[r#"Act { action: RemoveMember { id: MemberId(4), kind: StalledLearner }, reason: "d (4) has been joining for over 300s without catching up; removing it so its pilot retries" }"#]],
+        expect![[
+            r#"Act { action: RemoveMember { id: MemberId(4), kind: StalledLearner }, reason: "d (4) has been joining for over 300s without catching up; removing it so its pilot retries" }"#
+        ]],
     );
 }
 
@@ -215,13 +257,19 @@ fn names_match_exactly_never_by_substring() {
     check(
         "m1#1:leader m10#2 m11#3:gone=60",
         "m1 m10 m1x",
-        expect![[r#"Act { action: RemoveMember { id: MemberId(3), kind: Unlisted }, reason: "m11 (3) left discovery 60s ago" }"#]],
+        expect![[
+            r#"Act { action: RemoveMember { id: MemberId(3), kind: Unlisted }, reason: "m11 (3) left discovery 60s ago" }"#
+        ]],
     );
 }
 
 fn arb_member(id: u64) -> impl Strategy<Value = ObservedMember> {
     (
-        prop_oneof![Just(Health::Healthy), Just(Health::Unhealthy), Just(Health::Unknown)],
+        prop_oneof![
+            Just(Health::Healthy),
+            Just(Health::Unhealthy),
+            Just(Health::Unknown)
+        ],
         any::<bool>(),
         0..3u8,
         prop::option::of(0..100u64),
@@ -229,23 +277,29 @@ fn arb_member(id: u64) -> impl Strategy<Value = ObservedMember> {
         any::<bool>(),
         0..2000u64,
     )
-        .prop_map(move |(health, learner, started, gone, pending, unusable, index)| {
-            let name = format!("n{id}");
-            ObservedMember {
-                member: Member {
-                    id: MemberId(id),
-                    name: (started > 0).then(|| MemberName::new(&name).unwrap()),
-                    peer_urls: vec![peer(&name).peer_url],
-                    client_urls: if started > 0 { vec![peer(&name).client_url] } else { vec![] },
-                    is_learner: learner,
-                },
-                health,
-                raft_index: Some(index),
-                unlisted_for: gone.map(Duration::from_secs),
-                pending_for: pending.map(Duration::from_secs),
-                data_unusable: unusable,
-            }
-        })
+        .prop_map(
+            move |(health, learner, started, gone, pending, unusable, index)| {
+                let name = format!("n{id}");
+                ObservedMember {
+                    member: Member {
+                        id: MemberId(id),
+                        name: (started > 0).then(|| MemberName::new(&name).unwrap()),
+                        peer_urls: vec![peer(&name).peer_url],
+                        client_urls: if started > 0 {
+                            vec![peer(&name).client_url]
+                        } else {
+                            vec![]
+                        },
+                        is_learner: learner,
+                    },
+                    health,
+                    raft_index: Some(index),
+                    unlisted_for: gone.map(Duration::from_secs),
+                    pending_for: pending.map(Duration::from_secs),
+                    data_unusable: unusable,
+                }
+            },
+        )
 }
 
 fn arb_observed() -> impl Strategy<Value = Observed> {

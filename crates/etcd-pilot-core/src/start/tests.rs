@@ -303,8 +303,21 @@ fn a_dead_member_gone_from_discovery_is_removed_before_this_node_joins() {
         "empty",
         "",
         "c7 m2#2 m3#3 m9#9:unknown",
-        expect![[r#"Wait { reason: "member m9 left discovery; waiting for the coordinator to remove it before this node joins (remove before add)" }"#]],
+        expect![[
+            r#"Wait { reason: "member m9 left discovery; waiting for the coordinator to remove it before this node joins (remove before add)" }"#
+        ]],
     );
+}
+
+#[test]
+fn an_empty_node_that_discovery_does_not_list_waits() {
+    let mut observed = observed("empty", "m2:empty m3:empty", "c7 m2#2 m3#3");
+    observed.expected.retain(|p| p.name.as_str() != "m1");
+    let decision = decide(&observed, "prod");
+    expect![[
+        r#"Wait { reason: "discovery does not list this node (m1); it joins once it is listed" }"#
+    ]]
+    .assert_eq(&format!("{decision:?}"));
 }
 
 #[test]
@@ -341,7 +354,9 @@ fn joining_waits_for_a_healthy_quorum() {
         "empty",
         "",
         "c7 m2#2:unknown m3#3:unhealthy",
-        expect![[r#"Wait { reason: "the cluster has 0 of 2 voters healthy, below its quorum of 2; a member can only be added to a cluster with a healthy quorum" }"#]],
+        expect![[
+            r#"Wait { reason: "the cluster has 0 of 2 voters healthy, below its quorum of 2; a member can only be added to a cluster with a healthy quorum" }"#
+        ]],
     );
 }
 

@@ -1,0 +1,431 @@
+//! The reconcile loop's step, run by every pilot while its etcd runs: observe the cluster,
+//! compute the core's `plan`, publish it, and, on the coordinator only, execute at most one
+//! action under the fence.
+//!
+//! The coordinator is the pilot next to the etcd leader. It holds [`COORDINATOR_KEY`] under a
+//! lease; the key's create revision is its fencing token, and every cluster-wide write it makes
+//! is a txn that compares that revision, so a deposed coordinator's writes fail. Each
+//! membership call is preceded by a fenced write of the intent ([`INTENT_KEY`]) and followed
+//! by one of its outcome. This module does not decide what to change (the core does) and does
+//! not speak the etcd API itself (`etcd.rs` does).
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use etcd_pilot_core::plan::{self, Action, Plan, Policy};
+use etcd_pilot_core::{ClusterId, Health, Identity, MemberId, MemberName};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::discovery::{Discovery as _, Provider};
+use crate::etcd::{self, ClientOptions, Created, Etcd, Lease};
+use crate::metrics::{HealthLabel, KindLabel, Metrics};
+use crate::state::{ActionStatus, PilotStatus, PlanStatus};
+
+/// Held under the coordinator's lease; its value is the coordinator's name.
+pub(crate) const COORDINATOR_KEY: &str = "/etcd-pilot/coordinator";
+/// The coordinator's last plan, written under the fence; read by `etcd-pilot plan`.
+pub(crate) const PLAN_KEY: &str = "/etcd-pilot/coordinator/plan";
+/// The membership change in flight (or the last one) and its state.
+pub(crate) const INTENT_KEY: &str = "/etcd-pilot/coordinator/intent";
+
+/// How often the coordinator rewrites an unchanged plan record: the heartbeat that lets
+/// `etcd-pilot plan` tell a live record from a stale one.
+const RECORD_EVERY: Duration = Duration::from_secs(5);
+
+/// What a step found about this node itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Continue,
+    /// The cluster no longer lists this node's member: it was removed.
+    Removed,
+}
+
+/// The role of coordinator, while held.
+struct Coordinator {
+    lease: Lease,
+    token: i64,
+    client: Etcd,
+    last_record: Option<(Instant, String)>,
+}
+
+pub(crate) struct Reconciler {
+    name: MemberName,
+    options: ClientOptions,
+    policy: Policy,
+    lease_ttl: Duration,
+    status: watch::Sender<PilotStatus>,
+    metrics: Metrics,
+    coordinator: Option<Coordinator>,
+    unlisted_since: HashMap<MemberId, Instant>,
+    pending_since: HashMap<MemberId, Instant>,
+}
+
+/// An error and its sources, as `{:#}` prints an `anyhow::Error`.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(next) = source {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        source = next.source();
+    }
+    text
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+fn plan_summary(plan: &Plan) -> (String, String) {
+    match plan {
+        Plan::Converged => (
+            "converged".to_owned(),
+            "membership matches discovery".to_owned(),
+        ),
+        Plan::Wait { reason } => ("wait".to_owned(), reason.clone()),
+        Plan::Act { action, reason } => (action.kind().to_owned(), reason.clone()),
+    }
+}
+
+impl Reconciler {
+    pub(crate) fn new(
+        name: MemberName,
+        options: ClientOptions,
+        policy: Policy,
+        lease_ttl: Duration,
+        status: watch::Sender<PilotStatus>,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            name,
+            options,
+            policy,
+            lease_ttl,
+            status,
+            metrics,
+            coordinator: None,
+            unlisted_since: HashMap::new(),
+            pending_since: HashMap::new(),
+        }
+    }
+
+    /// One step: observe, plan, and (as coordinator) act once. `identity` is this node's
+    /// member, from its marker; `local` its client URL.
+    pub(crate) async fn step(
+        &mut self,
+        identity: Option<&Identity>,
+        local: &str,
+        discovery: &Provider,
+    ) -> Outcome {
+        let peers = discovery.peers().await;
+        let mut endpoints = vec![local.to_owned()];
+        if let Ok(peers) = &peers {
+            endpoints.extend(peers.iter().map(|p| p.client_url.clone()));
+        }
+        let Some(list) = etcd::first_member_list(&endpoints, &self.options).await else {
+            self.publish_plan(&Plan::Wait {
+                reason: "no member answers the member list".to_owned(),
+            });
+            return Outcome::Continue;
+        };
+        if let Some(Identity {
+            cluster_id: Some(cluster_id),
+            member_id: Some(member_id),
+            ..
+        }) = identity
+            && *cluster_id == list.cluster_id
+            && !list.members.iter().any(|m| m.id == *member_id)
+        {
+            return Outcome::Removed;
+        }
+        let probes = etcd::probe_members(&list.members, &self.options).await;
+        let leader = probes.iter().flatten().find_map(|s| s.leader);
+        let now = Instant::now();
+        let discovery = match &peers {
+            Ok(peers) => plan::Discovery::Listed(peers.clone()),
+            Err(err) => plan::Discovery::Failed { error: chain(err) },
+        };
+        let mut members = Vec::new();
+        for (member, probe) in list.members.iter().zip(&probes) {
+            let unlisted = match &discovery {
+                plan::Discovery::Listed(peers) => !plan::is_listed(member, peers),
+                plan::Discovery::Failed { .. } => false,
+            };
+            let unlisted_for = if unlisted {
+                Some(now - *self.unlisted_since.entry(member.id).or_insert(now))
+            } else {
+                self.unlisted_since.remove(&member.id);
+                None
+            };
+            let pending_for = if member.is_learner {
+                Some(now - *self.pending_since.entry(member.id).or_insert(now))
+            } else {
+                self.pending_since.remove(&member.id);
+                None
+            };
+            members.push(plan::ObservedMember {
+                member: member.clone(),
+                health: probe.as_ref().map_or(Health::Unknown, |s| s.health()),
+                raft_index: probe.as_ref().ok().map(|s| s.raft_index),
+                unlisted_for,
+                pending_for,
+                data_unusable: false,
+            });
+        }
+        let ids: Vec<MemberId> = list.members.iter().map(|m| m.id).collect();
+        self.unlisted_since.retain(|id, _| ids.contains(id));
+        self.pending_since.retain(|id, _| ids.contains(id));
+        for health in [Health::Healthy, Health::Unhealthy, Health::Unknown] {
+            let n = members.iter().filter(|m| m.health == health).count();
+            self.metrics
+                .members
+                .get_or_create(&HealthLabel {
+                    health: format!("{health:?}").to_lowercase(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+
+        let observed = plan::Observed {
+            members,
+            leader,
+            discovery,
+        };
+        let plan = plan::plan(&observed, &self.policy);
+        let my_id = identity.and_then(|i| i.member_id);
+        self.maintain_role(
+            leader.is_some() && leader == my_id,
+            list.cluster_id,
+            local,
+            &plan,
+        )
+        .await;
+        self.publish_plan(&plan);
+        if let (Some(coordinator), Plan::Act { action, reason }) = (&self.coordinator, &plan) {
+            let (token, client) = (coordinator.token, coordinator.client.clone());
+            self.execute(&client, token, action, reason, &observed)
+                .await;
+        }
+        Outcome::Continue
+    }
+
+    /// Keeps, takes or gives up the coordinator role. The fence is checked first: a
+    /// coordinator that was paused writes its record, finds it rejected, and steps down.
+    async fn maintain_role(
+        &mut self,
+        leads: bool,
+        cluster_id: ClusterId,
+        local: &str,
+        plan: &Plan,
+    ) {
+        if let Some(coordinator) = &mut self.coordinator {
+            let (next, reason) = plan_summary(plan);
+            let record = serde_json::json!({
+                "by": self.name.as_str(),
+                "fencing_token": coordinator.token,
+                "next": next,
+                "reason": reason,
+                "at": now_rfc3339(),
+            })
+            .to_string();
+            let due = coordinator.last_record.as_ref().is_none_or(|(at, last)| {
+                at.elapsed() >= RECORD_EVERY || *last != format!("{next}{reason}")
+            });
+            let mut keep = true;
+            if due {
+                match coordinator
+                    .client
+                    .put_fenced(COORDINATOR_KEY, coordinator.token, PLAN_KEY, &record)
+                    .await
+                {
+                    Ok(true) => {
+                        coordinator.last_record = Some((Instant::now(), format!("{next}{reason}")))
+                    }
+                    Ok(false) => {
+                        tracing::warn!(
+                            fencing_token = coordinator.token,
+                            "fenced write rejected: another pilot holds the coordinator role now; stepping down"
+                        );
+                        keep = false;
+                    }
+                    Err(err) => tracing::debug!("cannot write the plan record: {err:#}"),
+                }
+            }
+            if keep && let Err(err) = coordinator.lease.refresh().await {
+                tracing::warn!("coordinator lease lost, stepping down: {err:#}");
+                keep = false;
+            }
+            if keep && !leads {
+                tracing::info!("the local member no longer leads; giving up the coordinator role");
+                if let Err(err) = coordinator.client.revoke_lease(coordinator.lease.id).await {
+                    tracing::debug!("cannot revoke the coordinator lease, it will expire: {err:#}");
+                }
+                keep = false;
+            }
+            if !keep {
+                self.coordinator = None;
+                self.metrics.coordinator.set(0);
+            }
+            return;
+        }
+        if !leads {
+            return;
+        }
+        match self.acquire(local).await {
+            Ok(Some(coordinator)) => {
+                tracing::info!(fencing_token = coordinator.token, %cluster_id, "became the coordinator");
+                self.metrics.coordinator.set(1);
+                self.coordinator = Some(coordinator);
+            }
+            Ok(None) => {}
+            Err(err) => tracing::debug!("cannot take the coordinator role: {err:#}"),
+        }
+    }
+
+    async fn acquire(&self, local: &str) -> anyhow::Result<Option<Coordinator>> {
+        let client = Etcd::connect_one(local, &self.options).await?;
+        let lease = client.grant_lease(self.lease_ttl).await?;
+        match client
+            .create_if_absent(COORDINATOR_KEY, self.name.as_str(), lease.id)
+            .await?
+        {
+            Created::Created { revision } => {
+                if let Ok(Some(intent)) = client.get(INTENT_KEY).await
+                    && intent.contains("\"state\":\"started\"")
+                {
+                    tracing::warn!(
+                        %intent,
+                        "the previous coordinator left a change unfinished; planning afresh from the live cluster"
+                    );
+                }
+                Ok(Some(Coordinator {
+                    lease,
+                    token: revision,
+                    client,
+                    last_record: None,
+                }))
+            }
+            Created::Exists { value, .. } => {
+                tracing::debug!(holder = %value, "the coordinator role is held by another pilot");
+                let _ = client.revoke_lease(lease.id).await;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Executes one action: fenced intent, the call, fenced outcome.
+    async fn execute(
+        &mut self,
+        client: &Etcd,
+        token: i64,
+        action: &Action,
+        reason: &str,
+        observed: &plan::Observed,
+    ) {
+        let (member, target) = match action {
+            Action::RemoveMember { id, .. }
+            | Action::PromoteLearner { id }
+            | Action::MoveLeader { to: id } => {
+                let name = observed
+                    .members
+                    .iter()
+                    .find(|m| m.member.id == *id)
+                    .and_then(|m| m.member.name.clone())
+                    .map_or_else(|| id.to_string(), |n| n.to_string());
+                (name, *id)
+            }
+        };
+        let intent = |state: &str| {
+            serde_json::json!({
+                "kind": action.kind(),
+                "member": member,
+                "member_id": target.to_string(),
+                "reason": reason,
+                "by": self.name.as_str(),
+                "fencing_token": token,
+                "state": state,
+                "at": now_rfc3339(),
+            })
+            .to_string()
+        };
+        match client
+            .put_fenced(COORDINATOR_KEY, token, INTENT_KEY, &intent("started"))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!("fenced intent rejected: no longer the coordinator; stepping down");
+                self.coordinator = None;
+                self.metrics.coordinator.set(0);
+                return;
+            }
+            Err(err) => {
+                tracing::warn!("cannot record the intent, not acting: {err:#}");
+                return;
+            }
+        }
+        tracing::info!(kind = action.kind(), %member, member_id = %target, %reason, "membership change");
+        let result = match action {
+            Action::RemoveMember { id, .. } => client.remove_member(*id).await,
+            Action::PromoteLearner { id } => client.promote_member(*id).await,
+            Action::MoveLeader { to } => client.move_leader(*to).await,
+        };
+        let outcome = match &result {
+            Ok(()) => {
+                tracing::info!(kind = action.kind(), %member, "membership change done");
+                self.metrics
+                    .membership_changes
+                    .get_or_create(&KindLabel {
+                        kind: action.kind().to_owned(),
+                    })
+                    .inc();
+                "ok".to_owned()
+            }
+            Err(err) => {
+                // Expected now and then (a learner not caught up yet); the plan is retried.
+                tracing::info!(kind = action.kind(), %member, "membership change failed, will re-plan: {err:#}");
+                chain(err)
+            }
+        };
+        let state = if result.is_ok() { "done" } else { "failed" };
+        if let Ok(false) = client
+            .put_fenced(COORDINATOR_KEY, token, INTENT_KEY, &intent(state))
+            .await
+        {
+            tracing::warn!("fenced outcome rejected: no longer the coordinator; stepping down");
+            self.coordinator = None;
+            self.metrics.coordinator.set(0);
+        }
+        self.status.send_modify(|s| {
+            s.last_action = Some(ActionStatus {
+                kind: action.kind().to_owned(),
+                member: member.clone(),
+                outcome,
+                at: now_rfc3339(),
+            });
+        });
+    }
+
+    fn publish_plan(&self, plan: &Plan) {
+        let (next, reason) = plan_summary(plan);
+        let coordinator = self.coordinator.as_ref().map(|c| c.token);
+        self.status.send_modify(|s| {
+            s.plan = Some(PlanStatus {
+                next,
+                reason,
+                coordinator: coordinator.is_some(),
+                fencing_token: coordinator,
+                at: now_rfc3339(),
+            });
+        });
+    }
+
+    /// Gives up the role at shutdown, so the next coordinator need not wait for the lease.
+    pub(crate) async fn resign(&mut self) {
+        if let Some(coordinator) = self.coordinator.take() {
+            let _ = coordinator.client.revoke_lease(coordinator.lease.id).await;
+            self.metrics.coordinator.set(0);
+            tracing::info!("gave up the coordinator role");
+        }
+    }
+}

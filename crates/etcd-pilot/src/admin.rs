@@ -1,5 +1,5 @@
-//! The admin HTTP API of one pilot: `/healthz`, `/readyz`, `/v1/status`, `/v1/bootstrap`,
-//! `/metrics`.
+//! The admin HTTP API of one pilot: `/healthz`, `/readyz`, `/v1/status`, `/v1/plan`,
+//! `/v1/bootstrap`, `/metrics`.
 //!
 //! Handlers only read `watch` snapshots; they never wait on the pilot's loop.
 //! `/v1/bootstrap` is what peer pilots ask before they would create a new cluster.
@@ -34,6 +34,7 @@ pub(crate) async fn serve(
         .route("/readyz", get(readyz))
         .route("/v1/status", get(status_json))
         .route("/v1/bootstrap", get(bootstrap))
+        .route("/v1/plan", get(plan_json))
         .route("/metrics", get(metrics_text))
         .with_state(AppState { status, metrics });
     axum::serve(listener, app)
@@ -71,6 +72,16 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn status_json(State(state): State<AppState>) -> Json<PilotStatus> {
     Json(state.status.borrow().clone())
+}
+
+async fn plan_json(State(state): State<AppState>) -> Response {
+    let status = state.status.borrow().clone();
+    Json(serde_json::json!({
+        "name": status.name,
+        "plan": status.plan,
+        "last_action": status.last_action,
+    }))
+    .into_response()
 }
 
 async fn bootstrap(State(state): State<AppState>) -> Response {

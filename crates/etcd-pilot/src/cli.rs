@@ -62,6 +62,18 @@ enum Commands {
         #[arg(long)]
         json: bool,
     },
+    /// What the coordinator will do next and why, or what blocks it.
+    Plan {
+        /// Client URLs of any members, comma-separated.
+        #[arg(long, value_delimiter = ',', conflicts_with = "dir")]
+        endpoints: Vec<String>,
+        /// The directory of a `local up` cluster.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
@@ -73,6 +85,10 @@ enum Commands {
 enum LocalCommand {
     /// Start a local cluster (N pilots, each with its etcd) and run it until Ctrl-C.
     Up(local::UpArgs),
+    /// Add a node to a running local cluster: a new peer in its peers file, and its pilot.
+    Add(local::AddArgs),
+    /// Lose a node with its disk: kill its pilot and etcd, delete its data, drop it from the peers.
+    Lose(local::LoseArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,7 +154,7 @@ pub fn main() -> ExitCode {
     };
     let quiet = matches!(
         cli.command,
-        Commands::Status { .. } | Commands::Config { .. }
+        Commands::Status { .. } | Commands::Plan { .. } | Commands::Config { .. }
     );
     init_tracing(
         cli.log_format,
@@ -207,16 +223,31 @@ pub fn main() -> ExitCode {
                 local::up(args, etcd_bin, cancel).await
             })
         }
+        Commands::Local {
+            command: LocalCommand::Add(args),
+        } => runtime.block_on(local::add(args)),
+        Commands::Local {
+            command: LocalCommand::Lose(args),
+        } => runtime.block_on(local::lose(args)),
+        Commands::Plan {
+            endpoints,
+            dir,
+            json,
+        } => runtime.block_on(async {
+            let view = cluster_status::plan(&endpoints_of(endpoints, dir)?).await?;
+            if json {
+                output::print(&serde_json::to_string_pretty(&view)?);
+            } else {
+                output::print(&cluster_status::plan_text(&view));
+            }
+            Ok(())
+        }),
         Commands::Status {
             endpoints,
             dir,
             json,
         } => runtime.block_on(async {
-            let endpoints = match dir {
-                Some(dir) => local::client_urls(&dir)?,
-                None if endpoints.is_empty() => vec!["http://127.0.0.1:2379".to_owned()],
-                None => endpoints,
-            };
+            let endpoints = endpoints_of(endpoints, dir)?;
             let rows = cluster_status::collect(&endpoints).await?;
             if json {
                 output::print(&serde_json::to_string_pretty(&rows)?);
@@ -233,6 +264,15 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The endpoints to ask: `--dir`'s peers, `--endpoints`, or the default local client URL.
+fn endpoints_of(endpoints: Vec<String>, dir: Option<PathBuf>) -> anyhow::Result<Vec<String>> {
+    Ok(match dir {
+        Some(dir) => local::client_urls(&dir)?,
+        None if endpoints.is_empty() => vec!["http://127.0.0.1:2379".to_owned()],
+        None => endpoints,
+    })
 }
 
 fn init_tracing(format: LogFormat, default_filter: &str) {

@@ -1,4 +1,5 @@
-//! `etcd-pilot status`: a table of the cluster's members, read through etcd's API.
+//! `etcd-pilot status` (a table of the cluster's members) and `etcd-pilot plan` (the
+//! coordinator's next step and why), read through etcd's API.
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -22,11 +23,88 @@ pub(crate) struct MemberRow {
     pub(crate) error: Option<String>,
 }
 
-pub(crate) async fn collect(endpoints: &[String]) -> anyhow::Result<Vec<MemberRow>> {
-    let options = ClientOptions {
+fn options() -> ClientOptions {
+    ClientOptions {
         timeout: std::time::Duration::from_secs(2),
         credentials: None,
+    }
+}
+
+/// What `etcd-pilot plan` shows: the coordinator's last plan record, read from etcd.
+#[derive(Debug, Serialize)]
+pub(crate) struct PlanView {
+    /// The pilot holding the coordinator role, if any.
+    pub(crate) coordinator: Option<String>,
+    /// Its last plan record (next, reason, fencing token, time), as it wrote it.
+    pub(crate) plan: Option<serde_json::Value>,
+    /// The last membership change it recorded, and its state.
+    pub(crate) last_change: Option<serde_json::Value>,
+}
+
+pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
+    let options = options();
+    let mut last_err = None;
+    for endpoint in endpoints {
+        let result = async {
+            let client = crate::etcd::Etcd::connect_one(endpoint, &options).await?;
+            let coordinator = client.get(crate::reconcile::COORDINATOR_KEY).await?;
+            let plan = client.get(crate::reconcile::PLAN_KEY).await?;
+            let intent = client.get(crate::reconcile::INTENT_KEY).await?;
+            Ok::<_, crate::etcd::Error>((coordinator, plan, intent))
+        }
+        .await;
+        match result {
+            Ok((coordinator, plan, intent)) => {
+                let parse = |text: Option<String>| text.and_then(|t| serde_json::from_str(&t).ok());
+                return Ok(PlanView {
+                    coordinator,
+                    plan: parse(plan),
+                    last_change: parse(intent),
+                });
+            }
+            Err(err) => last_err = Some(err),
+        }
+    }
+    Err(anyhow::anyhow!(
+        "no member answered at {}; is the cluster running? ({})",
+        endpoints.join(","),
+        last_err.map_or_else(String::new, |e| format!("{:#}", anyhow::Error::from(e)))
+    ))
+}
+
+/// The plan for people.
+pub(crate) fn plan_text(view: &PlanView) -> String {
+    let field = |value: &Option<serde_json::Value>, key: &str| {
+        value.as_ref().and_then(|v| v.get(key)).map_or_else(
+            || "-".to_owned(),
+            |v| v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+        )
     };
+    let mut out = String::new();
+    match &view.coordinator {
+        Some(name) => out.push_str(&format!(
+            "coordinator:  {name} (fencing token {})\n",
+            field(&view.plan, "fencing_token")
+        )),
+        None => out.push_str("coordinator:  none (the pilot next to the leader takes the role within a few seconds)\n"),
+    }
+    out.push_str(&format!("next:         {}\n", field(&view.plan, "next")));
+    out.push_str(&format!("why:          {}\n", field(&view.plan, "reason")));
+    out.push_str(&format!("planned at:   {}\n", field(&view.plan, "at")));
+    if view.last_change.is_some() {
+        out.push_str(&format!(
+            "last change:  {} {} ({}, {})\n",
+            field(&view.last_change, "kind"),
+            field(&view.last_change, "member"),
+            field(&view.last_change, "state"),
+            field(&view.last_change, "at")
+        ));
+    }
+    out
+}
+
+pub(crate) async fn collect(endpoints: &[String]) -> anyhow::Result<Vec<MemberRow>> {
+    let options = options();
     let list = etcd::first_member_list(endpoints, &options)
         .await
         .with_context(|| {

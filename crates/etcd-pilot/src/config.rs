@@ -665,7 +665,7 @@ fn validate(raw: RawConfig) -> Result<Config, Error> {
         coordinator_lease: duration(
             &raw.timers.coordinator_lease,
             "timers.coordinator_lease",
-            "10s",
+            "5s",
             &mut values,
         )?,
     };

@@ -13,15 +13,15 @@ use nix::sys::signal::Signal;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, ADMIN_PORT, PeersFile};
+use crate::config::{self, ADMIN_PORT};
 use crate::etcd::{self, ClientOptions};
 use crate::{output, process};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct UpArgs {
-    /// Number of members (1 to 9).
-    #[arg(long, default_value_t = 3)]
-    members: u8,
+    /// Number of members (1 to 9; default 3, or the members already in --dir).
+    #[arg(long)]
+    members: Option<u8>,
     /// Where configs, data and logs live.
     #[arg(long, default_value = ".etcd-pilot-local")]
     dir: PathBuf,
@@ -36,10 +36,11 @@ pub(crate) struct UpArgs {
 impl UpArgs {
     /// Checks the arguments; returns the etcd binary to use.
     pub(crate) fn validate(&self) -> anyhow::Result<PathBuf> {
-        if !(1..=9).contains(&self.members) {
+        if let Some(n) = self.members
+            && !(1..=9).contains(&n)
+        {
             anyhow::bail!(
-                "--members {} is out of range: use 1 to 9 (odd numbers keep quorum math simple)",
-                self.members
+                "--members {n} is out of range: use 1 to 9 (odd numbers keep quorum math simple)"
             );
         }
         let octets: Vec<&str> = self.subnet.split('.').collect();
@@ -94,26 +95,7 @@ pub(crate) async fn up(
     let started = Instant::now();
     let mut children = Vec::new();
     for member in &members {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&member.log_path)
-            .with_context(|| format!("open {}", member.log_path.display()))?;
-        let child = process::command(&exe)
-            .arg("agent")
-            .arg("--config")
-            .arg(&member.config_path)
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("start the pilot of {}", member.name))?;
-        if let Some(pid) = child.id() {
-            // For people and scripts that want to stop or kill one pilot.
-            std::fs::write(&member.pid_path, format!("{pid}\n"))
-                .with_context(|| format!("write {}", member.pid_path.display()))?;
-        }
-        children.push(child);
+        children.push(spawn_pilot(&exe, member, true)?);
     }
     output::print(&format!(
         "started {} pilots; logs in {}/m*/pilot.log",
@@ -140,6 +122,7 @@ pub(crate) async fn up(
     }
     output::print("stopping the cluster");
     stop_all(&mut children).await;
+    stop_added(&dir, &members).await;
     for member in &members {
         let _ = std::fs::remove_file(&member.pid_path);
     }
@@ -156,62 +139,259 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
         .join(path))
 }
 
+/// The members listed in `dir`'s peers file, as (name, IP).
+fn listed(dir: &Path) -> anyhow::Result<Option<Vec<(String, String)>>> {
+    let path = dir.join("peers.toml");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let peers = config::read_peers_file(&path, ADMIN_PORT)
+        .with_context(|| format!("read {}", path.display()))?;
+    Ok(Some(
+        peers
+            .into_iter()
+            .map(|p| {
+                let ip = url::Url::parse(&p.peer_url)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_owned))
+                    .unwrap_or_default();
+                (p.name.to_string(), ip)
+            })
+            .collect(),
+    ))
+}
+
+fn write_peers(dir: &Path, members: &[(String, String)]) -> anyhow::Result<()> {
+    let body: String = members
+        .iter()
+        .map(|(name, ip)| {
+            format!(
+                "[[peers]]\nname = \"{name}\"\npeer_url = \"http://{ip}:2380\"\nclient_url = \"http://{ip}:2379\"\nadmin_url = \"http://{ip}:{ADMIN_PORT}\"\n\n"
+            )
+        })
+        .collect();
+    let path = dir.join("peers.toml");
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, body).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("replace {}", path.display()))
+}
+
+fn write_member(dir: &Path, name: &str, ip: &str, etcd_bin: &Path) -> anyhow::Result<LocalMember> {
+    let (peer_url, client_url) = (format!("http://{ip}:2380"), format!("http://{ip}:2379"));
+    let member_dir = dir.join(name);
+    std::fs::create_dir_all(&member_dir)
+        .with_context(|| format!("create {}", member_dir.display()))?;
+    let config_path = member_dir.join("pilot.toml");
+    let body = format!(
+        "# Written by `etcd-pilot local`; rewritten on every run.\n\
+         name = \"{name}\"\ncluster_name = \"local\"\ndata_dir = {data:?}\n\n\
+         [etcd]\nbin = {bin:?}\npeer_url = \"{peer_url}\"\nclient_url = \"{client_url}\"\n\n\
+         [admin]\nlisten = \"{ip}:{ADMIN_PORT}\"\n\n\
+         [discovery]\nprovider = \"static\"\npeers_file = {peers_path:?}\n",
+        data = member_dir.join("data").display().to_string(),
+        bin = etcd_bin.display().to_string(),
+        peers_path = dir.join("peers.toml").display().to_string(),
+    );
+    std::fs::write(&config_path, body)
+        .with_context(|| format!("write {}", config_path.display()))?;
+    Ok(LocalMember {
+        name: name.to_owned(),
+        config_path,
+        log_path: member_dir.join("pilot.log"),
+        pid_path: member_dir.join("pilot.pid"),
+        client_url,
+    })
+}
+
+/// Writes the configs of the members `dir` lists (or of `n_members` new ones) and the peers file.
 fn write_configs(
     dir: &Path,
-    n_members: u8,
+    n_members: Option<u8>,
     subnet: &str,
     etcd_bin: &Path,
 ) -> anyhow::Result<Vec<LocalMember>> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let peers_path = dir.join("peers.toml");
-    if let Ok(text) = std::fs::read_to_string(&peers_path) {
-        let existing: PeersFile =
-            toml::from_str(&text).with_context(|| format!("parse {}", peers_path.display()))?;
-        if existing.peers.len() != usize::from(n_members) {
+    let members = match (listed(dir)?, n_members) {
+        (Some(existing), Some(n)) if existing.len() != usize::from(n) => {
             anyhow::bail!(
                 "{} holds a cluster of {} members; pass --members {} or use another --dir",
                 dir.display(),
-                existing.peers.len(),
-                existing.peers.len()
+                existing.len(),
+                existing.len()
             );
         }
+        (Some(existing), _) => existing,
+        (None, n) => (1..=n.unwrap_or(3))
+            .map(|i| (format!("m{i}"), format!("{subnet}.{i}")))
+            .collect(),
+    };
+    write_peers(dir, &members)?;
+    members
+        .iter()
+        .map(|(name, ip)| write_member(dir, name, ip, etcd_bin))
+        .collect()
+}
+
+/// Starts one pilot for `member`, in its own process group, its output into its log.
+fn spawn_pilot(
+    exe: &Path,
+    member: &LocalMember,
+    kill_on_drop: bool,
+) -> anyhow::Result<tokio::process::Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&member.log_path)
+        .with_context(|| format!("open {}", member.log_path.display()))?;
+    let child = process::command(exe)
+        .arg("agent")
+        .arg("--config")
+        .arg(&member.config_path)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(kill_on_drop)
+        .spawn()
+        .with_context(|| format!("start the pilot of {}", member.name))?;
+    if let Some(pid) = child.id() {
+        // For people and scripts that want to stop or kill one pilot.
+        std::fs::write(&member.pid_path, format!("{pid}\n"))
+            .with_context(|| format!("write {}", member.pid_path.display()))?;
     }
-    let mut peers = String::new();
-    let mut members = Vec::new();
-    for i in 1..=n_members {
-        let name = format!("m{i}");
-        let ip = format!("{subnet}.{i}");
-        let (peer_url, client_url) = (format!("http://{ip}:2380"), format!("http://{ip}:2379"));
-        peers.push_str(&format!(
-            "[[peers]]\nname = \"{name}\"\npeer_url = \"{peer_url}\"\nclient_url = \"{client_url}\"\nadmin_url = \"http://{ip}:{ADMIN_PORT}\"\n\n"
-        ));
-        let member_dir = dir.join(&name);
-        std::fs::create_dir_all(&member_dir)
-            .with_context(|| format!("create {}", member_dir.display()))?;
-        let config_path = member_dir.join("pilot.toml");
-        let body = format!(
-            "# Written by `etcd-pilot local up`; rewritten on every run.\n\
-             name = \"{name}\"\ncluster_name = \"local\"\ndata_dir = {data:?}\n\n\
-             [etcd]\nbin = {bin:?}\npeer_url = \"{peer_url}\"\nclient_url = \"{client_url}\"\n\n\
-             [admin]\nlisten = \"{ip}:{ADMIN_PORT}\"\n\n\
-             [discovery]\nprovider = \"static\"\npeers_file = {peers_path:?}\n",
-            data = member_dir.join("data").display().to_string(),
-            bin = etcd_bin.display().to_string(),
-            peers_path = peers_path.display().to_string(),
+    Ok(child)
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct AddArgs {
+    /// The directory of a running `local up` cluster.
+    #[arg(long, default_value = ".etcd-pilot-local")]
+    dir: PathBuf,
+}
+
+/// `local add`: a new node (next free name and address) in the peers file, and its pilot.
+pub(crate) async fn add(args: AddArgs) -> anyhow::Result<()> {
+    let dir = absolute(&args.dir)?;
+    let mut members = listed(&dir)?.with_context(|| {
+        format!(
+            "{} holds no local cluster; run `etcd-pilot local up --dir {}` first",
+            dir.display(),
+            dir.display()
+        )
+    })?;
+    let etcd_bin = etcd_bin_of(&dir)?;
+    let next = (1..=250u8)
+        .find(|i| {
+            !dir.join(format!("m{i}")).exists()
+                && !members.iter().any(|(n, _)| *n == format!("m{i}"))
+        })
+        .context("no free member name left")?;
+    let subnet = members
+        .first()
+        .and_then(|(_, ip)| ip.rsplit_once('.').map(|(subnet, _)| subnet.to_owned()))
+        .context("cannot tell the cluster's subnet from its peers file")?;
+    let (name, ip) = (format!("m{next}"), format!("{subnet}.{next}"));
+    let member = write_member(&dir, &name, &ip, &etcd_bin)?;
+    members.push((name.clone(), ip));
+    write_peers(&dir, &members)?;
+    let exe = std::env::current_exe().context("find the etcd-pilot executable")?;
+    // Not killed when this command exits: the running `local up` stops it on Ctrl-C.
+    spawn_pilot(&exe, &member, false)?;
+    output::print(&format!(
+        "added {name} ({}); its pilot joins it as a learner and the coordinator promotes it\n\
+         watch: etcd-pilot status --dir {}; log: {}",
+        member.client_url,
+        dir.display(),
+        member.log_path.display()
+    ));
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct LoseArgs {
+    /// The member to lose, e.g. m3.
+    name: String,
+    /// The directory of a running `local up` cluster.
+    #[arg(long, default_value = ".etcd-pilot-local")]
+    dir: PathBuf,
+}
+
+/// `local lose`: a node lost with its disk, as a dead VM would be: kill its pilot and etcd
+/// (SIGKILL), delete its data, and drop it from the peers file.
+pub(crate) async fn lose(args: LoseArgs) -> anyhow::Result<()> {
+    let dir = absolute(&args.dir)?;
+    let mut members =
+        listed(&dir)?.with_context(|| format!("{} holds no local cluster", dir.display()))?;
+    let before = members.len();
+    members.retain(|(name, _)| *name != args.name);
+    if members.len() == before {
+        anyhow::bail!(
+            "{} is not in {}; members: {}",
+            args.name,
+            dir.join("peers.toml").display(),
+            members
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
-        std::fs::write(&config_path, body)
-            .with_context(|| format!("write {}", config_path.display()))?;
-        members.push(LocalMember {
-            name,
-            config_path,
-            log_path: member_dir.join("pilot.log"),
-            pid_path: member_dir.join("pilot.pid"),
-            client_url,
-        });
     }
-    std::fs::write(&peers_path, peers)
-        .with_context(|| format!("write {}", peers_path.display()))?;
-    Ok(members)
+    let member_dir = dir.join(&args.name);
+    for pid_file in [
+        member_dir.join("pilot.pid"),
+        member_dir.join("data").join("etcd.pid"),
+    ] {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.parse::<u32>().ok()))
+        {
+            process::signal(pid, Signal::SIGKILL)?;
+            while process::alive(pid) && !is_zombie(pid) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    let data = member_dir.join("data");
+    if data.exists() {
+        std::fs::remove_dir_all(&data).with_context(|| format!("delete {}", data.display()))?;
+    }
+    let _ = std::fs::remove_file(member_dir.join("pilot.pid"));
+    write_peers(&dir, &members)?;
+    output::print(&format!(
+        "lost {}: pilot and etcd killed, data deleted, dropped from the peers file; the \
+         coordinator removes its member after timers.remove_after",
+        args.name
+    ));
+    Ok(())
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+    })
+}
+
+/// The etcd binary the cluster in `dir` runs, from a member's config.
+fn etcd_bin_of(dir: &Path) -> anyhow::Result<PathBuf> {
+    for entry in std::fs::read_dir(dir)
+        .with_context(|| format!("read {}", dir.display()))?
+        .flatten()
+    {
+        let Ok(text) = std::fs::read_to_string(entry.path().join("pilot.toml")) else {
+            continue;
+        };
+        if let Ok(table) = text.parse::<toml::Table>()
+            && let Some(bin) = table
+                .get("etcd")
+                .and_then(|e| e.get("bin"))
+                .and_then(|b| b.as_str())
+        {
+            return Ok(PathBuf::from(bin));
+        }
+    }
+    anyhow::bail!(
+        "no member config in {} names the etcd binary",
+        dir.display()
+    )
 }
 
 /// Waits until every member is a healthy voter; fails if a pilot exits meanwhile.
@@ -308,6 +488,31 @@ async fn stop_all(children: &mut [tokio::process::Child]) {
         {
             let _ = child.kill().await;
         }
+    }
+}
+
+/// Stops pilots that `local add` started into this cluster (they are not our children).
+async fn stop_added(dir: &Path, ours: &[LocalMember]) {
+    let Ok(Some(listed)) = listed(dir) else {
+        return;
+    };
+    for (name, _) in listed {
+        if ours.iter().any(|m| m.name == name) {
+            continue;
+        }
+        let pid_file = dir.join(&name).join("pilot.pid");
+        let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.parse::<u32>().ok()))
+        else {
+            continue;
+        };
+        let _ = process::signal(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while process::alive(pid) && !is_zombie(pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = std::fs::remove_file(pid_file);
     }
 }
 

@@ -154,7 +154,7 @@ impl Cluster {
         let config = format!(
             "name = \"{}\"\ncluster_name = \"test\"\ndata_dir = {:?}\n\n[etcd]\nbin = {:?}\npeer_url = \"{}\"\nclient_url = \"{}\"\n\n\
              [admin]\nlisten = \"{}:2378\"\n\n[discovery]\nprovider = \"static\"\npeers_file = {:?}\n\n\
-             [timers]\nobserve_interval = \"300ms\"\n",
+             [timers]\nobserve_interval = \"300ms\"\nremove_after = \"2s\"\ncoordinator_lease = \"3s\"\n",
             node.name,
             node.data_dir().display().to_string(),
             self.etcd.display().to_string(),

@@ -239,6 +239,40 @@ impl Cluster {
         }
     }
 
+    /// Node `i` is lost with its disk: pilot and etcd killed, data deleted, and the node
+    /// dropped from the peers file (as an autoscaling group would drop a dead instance).
+    pub fn lose(&mut self, i: usize) {
+        self.kill(i);
+        let _ = std::fs::remove_dir_all(self.nodes[i].data_dir());
+        let keep: Vec<usize> = (0..self.nodes.len())
+            .filter(|j| *j != i && self.listed(*j))
+            .collect();
+        self.write_peers(&keep);
+    }
+
+    /// Whether the peers file lists node `i`.
+    pub fn listed(&self, i: usize) -> bool {
+        std::fs::read_to_string(self.peers_file())
+            .unwrap_or_default()
+            .contains(&format!("name = \"{}\"", self.nodes[i].name))
+    }
+
+    /// The index of the pilot that says it is the coordinator, if exactly one does.
+    pub async fn coordinator(&self) -> Option<usize> {
+        let mut found = Vec::new();
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].child.is_none() {
+                continue;
+            }
+            if let Some(status) = self.pilot_status(i).await
+                && status["plan"]["coordinator"] == true
+            {
+                found.push(i);
+            }
+        }
+        (found.len() == 1).then(|| found[0])
+    }
+
     pub fn endpoints(&self) -> Vec<String> {
         self.nodes.iter().map(Node::client_url).collect()
     }

@@ -18,6 +18,7 @@ command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"

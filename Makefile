@@ -21,7 +21,7 @@ up: setup build
 
 ## All tests, with real etcd 3.4 and 3.5. CI=true turns a missing etcd into a failure.
 test: setup
-	CI=true cargo test --workspace --locked -- --test-threads 2
+	CI=true cargo test --workspace --all-features --locked -- --test-threads 2
 
 fmt:
 	cargo fmt --all -- --check

@@ -144,6 +144,8 @@ impl Args for Overrides {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // Failpoints named in FAILPOINTS (crash tests only; compiled in with `--features failpoints`).
+    let _failpoints = fail::FailScenario::setup();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {

@@ -304,6 +304,8 @@ impl Pilot {
                 tracing::info!(%peer_url, "adding this node as a learner");
                 let id = cluster.add_learner(&peer_url).await?;
                 tracing::info!(member_id = %id, "added learner");
+                // Crash test: the pilot dies between MemberAdd and starting etcd.
+                fail::fail_point!("after-member-add", |_| std::process::abort());
             }
             JoinStep::Start { .. } => {}
         }

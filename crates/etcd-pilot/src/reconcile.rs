@@ -370,6 +370,10 @@ impl Reconciler {
             Action::PromoteLearner { id } => client.promote_member(*id).await,
             Action::MoveLeader { to } => client.move_leader(*to).await,
         };
+        if matches!(action, Action::RemoveMember { .. }) && result.is_ok() {
+            // Crash test: the coordinator dies between MemberRemove and recording the outcome.
+            fail::fail_point!("after-member-remove", |_| std::process::abort());
+        }
         let outcome = match &result {
             Ok(()) => {
                 tracing::info!(kind = action.kind(), %member, "membership change done");

@@ -41,7 +41,13 @@ fn every_rust_file_starts_with_a_module_comment() {
 fn every_test_cluster_has_its_own_subnet() {
     let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
     let mut seen = std::collections::BTreeMap::new();
-    for file in ["cluster.rs", "local.rs", "membership.rs", "partition.rs"] {
+    for file in [
+        "cluster.rs",
+        "local.rs",
+        "membership.rs",
+        "partition.rs",
+        "failpoints.rs",
+    ] {
         let text = std::fs::read_to_string(tests.join(file)).unwrap();
         // Subnets are literals given as the first argument of `Cluster::new(N, ..)`,
         // `running(N, ..)` or a helper called as `helper(N, Version::..)`.

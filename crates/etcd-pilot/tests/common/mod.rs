@@ -191,6 +191,11 @@ impl Cluster {
 
     /// Starts node `i`'s pilot (`etcd-pilot agent --config ...`), its output into its log.
     pub fn start(&mut self, i: usize) {
+        self.start_with_env(i, &[]);
+    }
+
+    /// Starts node `i`'s pilot with extra environment variables (such as `FAILPOINTS`).
+    pub fn start_with_env(&mut self, i: usize, env: &[(&str, &str)]) {
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "{} already running", node.name);
         let log = std::fs::OpenOptions::new()
@@ -203,6 +208,7 @@ impl Cluster {
             .arg("--config")
             .arg(node.config_path())
             .env("ETCD_PILOT_LOG", "info,etcd_output=warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

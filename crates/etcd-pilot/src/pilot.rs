@@ -30,6 +30,10 @@ use crate::reconcile::{Outcome, Reconciler};
 use crate::state::{MemberState, Phase, PilotStatus};
 use crate::supervisor::{ChildStatus, EtcdCommand, Supervisor};
 
+/// etcd crashing this many times in a row, never running stably, makes the local data
+/// "unusable": the coordinator removes the member and the pilot rejoins from an empty disk.
+const UNUSABLE_AFTER_FAILURES: u32 = 5;
+
 /// The key in etcd that says the cluster has formed; written once by the first healthy pilot.
 pub(crate) const FORMED_KEY: &str = "/etcd-pilot/cluster/formed";
 
@@ -94,6 +98,7 @@ impl Pilot {
         let mut reconciler = Reconciler::new(
             self.config.name.clone(),
             self.options.clone(),
+            self.http.clone(),
             Policy {
                 remove_after: self.config.timers.remove_after,
                 learner_timeout: self.config.timers.learner_timeout,
@@ -412,7 +417,26 @@ impl Pilot {
         let mut local_client: Option<Etcd> = None;
         loop {
             let child_status = child.borrow_and_update().clone();
+            let unusable = match &child_status {
+                ChildStatus::BackingOff {
+                    failures,
+                    last_exit,
+                } if *failures >= UNUSABLE_AFTER_FAILURES => Some(format!(
+                    "etcd exited {failures} times in a row without a stable run (last: {last_exit})"
+                )),
+                _ => None,
+            };
+            if unusable.is_some() && self.status.borrow().data_unusable.is_none() {
+                tracing::error!(
+                    "etcd cannot run on the local data; reporting it unusable so the coordinator \
+                     removes this member and it rejoins with an empty disk (the data is kept in quarantine)"
+                );
+            }
             self.status.send_modify(|s| {
+                // Cleared only when etcd answers (publish_member), not by a brief run.
+                if unusable.is_some() {
+                    s.data_unusable = unusable.clone();
+                }
                 s.etcd_process = match &child_status {
                     ChildStatus::NotStarted => "not_started".into(),
                     ChildStatus::Running { pid } => format!("running (pid {pid})"),
@@ -517,6 +541,7 @@ impl Pilot {
                 etcd_version: Some(status.version.clone()),
             };
             s.ready = healthy && !status.is_learner;
+            s.data_unusable = None;
         });
         self.metrics.set_state(Phase::Running.as_str());
     }

@@ -52,6 +52,8 @@ struct Coordinator {
 pub(crate) struct Reconciler {
     name: MemberName,
     options: ClientOptions,
+    /// For peer pilots' `/v1/status`; every request has a timeout.
+    http: reqwest::Client,
     policy: Policy,
     lease_ttl: Duration,
     status: watch::Sender<PilotStatus>,
@@ -92,6 +94,7 @@ impl Reconciler {
     pub(crate) fn new(
         name: MemberName,
         options: ClientOptions,
+        http: reqwest::Client,
         policy: Policy,
         lease_ttl: Duration,
         status: watch::Sender<PilotStatus>,
@@ -100,6 +103,7 @@ impl Reconciler {
         Self {
             name,
             options,
+            http,
             policy,
             lease_ttl,
             status,
@@ -140,6 +144,10 @@ impl Reconciler {
             return Outcome::Removed;
         }
         let probes = etcd::probe_members(&list.members, &self.options).await;
+        let unusable = match &peers {
+            Ok(peers) => self.unusable_members(&list.members, &probes, peers).await,
+            Err(_) => Vec::new(),
+        };
         let leader = probes.iter().flatten().find_map(|s| s.leader);
         let now = Instant::now();
         let discovery = match &peers {
@@ -170,7 +178,7 @@ impl Reconciler {
                 raft_index: probe.as_ref().ok().map(|s| s.raft_index),
                 unlisted_for,
                 pending_for,
-                data_unusable: false,
+                data_unusable: unusable.contains(&member.id),
             });
         }
         let ids: Vec<MemberId> = list.members.iter().map(|m| m.id).collect();
@@ -207,6 +215,37 @@ impl Reconciler {
                 .await;
         }
         Outcome::Continue
+    }
+
+    /// The members whose pilots report their data unusable. Only members that are not
+    /// healthy are asked (a member with unusable data cannot be), so a healthy cluster costs
+    /// no calls.
+    async fn unusable_members(
+        &self,
+        members: &[etcd_pilot_core::Member],
+        probes: &[etcd::Result<etcd::EndpointStatus>],
+        peers: &[etcd_pilot_core::Peer],
+    ) -> Vec<MemberId> {
+        let mut set = tokio::task::JoinSet::new();
+        for (member, probe) in members.iter().zip(probes) {
+            if probe.as_ref().is_ok_and(|s| s.health() == Health::Healthy) {
+                continue;
+            }
+            let Some(peer) = peers.iter().find(|p| Some(&p.name) == member.name.as_ref()) else {
+                continue;
+            };
+            let (url, http, id) = (
+                format!("{}/v1/status", peer.admin_url),
+                self.http.clone(),
+                member.id,
+            );
+            set.spawn(async move {
+                let status: serde_json::Value =
+                    http.get(url).send().await.ok()?.json().await.ok()?;
+                status.get("data_unusable")?.as_str().map(|_| id)
+            });
+        }
+        set.join_all().await.into_iter().flatten().collect()
     }
 
     /// Keeps, takes or gives up the coordinator role. The fence is checked first: a

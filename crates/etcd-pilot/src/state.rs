@@ -94,6 +94,9 @@ pub(crate) struct PilotStatus {
     /// Ready: the local member is healthy and a voter.
     pub(crate) ready: bool,
     pub(crate) last_error: Option<String>,
+    /// Set when etcd cannot run on the local data (it keeps crashing without a stable run);
+    /// the coordinator then removes the member and the pilot rejoins with an empty disk.
+    pub(crate) data_unusable: Option<String>,
     pub(crate) plan: Option<PlanStatus>,
     pub(crate) last_action: Option<ActionStatus>,
 }
@@ -111,6 +114,7 @@ impl PilotStatus {
             member: MemberState::default(),
             ready: false,
             last_error: None,
+            data_unusable: None,
             plan: None,
             last_action: None,
         }

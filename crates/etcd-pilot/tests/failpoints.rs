@@ -17,9 +17,20 @@ fn failpoints_are_compiled_in_under_ci() {
     );
 }
 
+/// The member list's names (unstarted entries by id), through the first node that answers.
 async fn member_names(cluster: &common::Cluster) -> Vec<String> {
-    let mut client = common::connect(&cluster.endpoints()).await.unwrap();
-    let list = client.member_list().await.unwrap();
+    let list = eventually("a member list", Duration::from_secs(15), || async {
+        for endpoint in cluster.endpoints() {
+            if let Ok(mut client) = common::connect(&[endpoint]).await
+                && let Ok(Ok(list)) =
+                    tokio::time::timeout(Duration::from_secs(2), client.member_list()).await
+            {
+                return Some(list);
+            }
+        }
+        None
+    })
+    .await;
     let mut names: Vec<String> = list
         .members()
         .iter()

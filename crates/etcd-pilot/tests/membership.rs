@@ -177,3 +177,42 @@ async fn a_paused_coordinator_is_fenced_off_and_steps_down() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(cluster.coordinator().await, Some(new), "{}", cluster.logs());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_whose_data_is_unusable_is_removed_and_rejoins_as_a_learner() {
+    let Some(mut cluster) = common::running(42, 3, Version::V35).await else {
+        return;
+    };
+    common::put(&cluster.nodes[0].client_url(), "k", "kept").await;
+    let old = common::member_id(&cluster.nodes[2].client_url()).await;
+    assert_eq!(cluster.stop(2), Some(0));
+    // Garbage in place of the backend: etcd cannot open it and exits at every start.
+    let db = cluster.nodes[2].data_dir().join("etcd/member/snap/db");
+    std::fs::write(&db, vec![0xa5u8; 64 * 1024]).unwrap();
+    let offset = cluster.nodes[2].log().len();
+    cluster.start(2);
+    cluster
+        .wait_voters(&[0, 1, 2], Duration::from_secs(90))
+        .await;
+    assert_ne!(common::member_id(&cluster.nodes[2].client_url()).await, old);
+    assert_eq!(
+        get(&cluster.nodes[2].client_url(), "k").await.as_deref(),
+        Some("kept")
+    );
+    let log = cluster.nodes[2].log_since(offset);
+    assert!(log.contains("reporting it unusable"), "{}", cluster.logs());
+    assert!(log.contains("quarantined local data"), "{}", cluster.logs());
+    assert!(log.contains("added learner"), "{}", cluster.logs());
+    let removed = cluster.nodes[..2].iter().any(|n| {
+        n.log()
+            .lines()
+            .any(|l| l.contains("membership change done") && l.contains("remove_unusable"))
+    });
+    assert!(removed, "{}", cluster.logs());
+    let quarantine = cluster.nodes[2].data_dir().join("quarantine");
+    assert_eq!(
+        std::fs::read_dir(quarantine).unwrap().count(),
+        1,
+        "the bad data is kept"
+    );
+}

@@ -8,6 +8,9 @@
    spaced beyond the pilot's stable-run window (set to STABLE_AFTER here), so each one is a
    first crash; crashes in a row back off on purpose.
 3. Pilot resident memory and idle CPU over a quiet window, beside its etcd's.
+4. A node lost with its disk (`local lose`) and a new node added (`local add`): time until
+   the cluster is back at full voting strength (3 healthy voters, the lost one removed),
+   minus the configured remove_after (REMOVE_AFTER here).
 
 Only loopback addresses are used: the pilot cluster on 127.0.40.0/24, the bare one on
 127.0.41.0/24. Every process started here is stopped by PID.
@@ -27,6 +30,7 @@ import time
 import urllib.request
 
 STABLE_AFTER = 3.0
+REMOVE_AFTER = 5.0
 PILOT_SUBNET = "127.0.40"
 BARE_SUBNET = "127.0.41"
 
@@ -85,7 +89,8 @@ class PilotCluster:
         self.proc = None
 
     def start(self):
-        env = dict(os.environ, ETCD_PILOT_TIMERS_RESTART_STABLE_AFTER=f"{STABLE_AFTER}s")
+        env = dict(os.environ, ETCD_PILOT_TIMERS_RESTART_STABLE_AFTER=f"{STABLE_AFTER}s",
+                   ETCD_PILOT_TIMERS_REMOVE_AFTER=f"{REMOVE_AFTER}s")
         self.proc = subprocess.Popen(
             [self.pilot, "local", "up", "--members", "3", "--dir", self.dir,
              "--etcd-bin", self.etcd, "--subnet", PILOT_SUBNET],
@@ -141,6 +146,25 @@ def timed_bootstrap(cluster, subnet):
     cluster.start()
     wait_healthy(ips(subnet))
     return time.monotonic() - start
+
+
+def members(ip):
+    """The member list through the gRPC gateway: [(name, id, is_learner, started)]."""
+    request = urllib.request.Request(f"http://{ip}:2379/v3/cluster/member/list", data=b"{}", method="POST")
+    with urllib.request.urlopen(request, timeout=1) as response:
+        listed = json.load(response).get("members", [])
+    return [(m.get("name", ""), m.get("ID"), bool(m.get("isLearner")), bool(m.get("clientURLs")))
+            for m in listed]
+
+
+def full_strength(ips_alive, lost_name):
+    try:
+        listed = members(ips_alive[0])
+    except Exception:
+        return False
+    voters = [m for m in listed if m[3] and not m[2]]
+    return (len(listed) == 3 and len(voters) == 3 and all(m[0] != lost_name for m in listed)
+            and all(healthy(ip) for ip in ips_alive))
 
 
 def proc_stat(pid):
@@ -225,6 +249,29 @@ def main():
         etcd_rss = max(after[pid][1] for pid in etcd_pids) / 1024
         pilot_cpu = max(cpu(pid) for pid in pilot_pids)
         etcd_cpu = max(cpu(pid) for pid in etcd_pids)
+
+        # 4. Replacement: lose the oldest member with its disk, add a new one.
+        replace_times = []
+        env = dict(os.environ, ETCD_PILOT_TIMERS_REMOVE_AFTER=f"{REMOVE_AFTER}s",
+                   ETCD_PILOT_TIMERS_RESTART_STABLE_AFTER=f"{STABLE_AFTER}s")
+        alive = [1, 2, 3]
+        for run in range(args.runs):
+            lost = alive.pop(0)
+            start = time.monotonic()
+            subprocess.run([args.pilot, "local", "lose", f"m{lost}", "--dir", pilot.dir],
+                           check=True, capture_output=True, env=env)
+            added = subprocess.run([args.pilot, "local", "add", "--dir", pilot.dir],
+                                   check=True, capture_output=True, text=True, env=env).stdout
+            new = int(added.split()[1][1:])
+            alive.append(new)
+            alive_ips = [f"{PILOT_SUBNET}.{i}" for i in alive]
+            while not full_strength(alive_ips, f"m{lost}"):
+                if time.monotonic() - start > 120:
+                    raise RuntimeError(f"not back to full strength after 120 s (lost m{lost}, added m{new})")
+                time.sleep(0.05)
+            replace_times.append(time.monotonic() - start - REMOVE_AFTER)
+            print(f"replacement run {run + 1}: lost m{lost}, added m{new}: "
+                  f"{replace_times[-1]:.2f}s beyond remove_after", flush=True)
     finally:
         pilot.stop()
         bare.stop()
@@ -241,6 +288,8 @@ def main():
          f"{pilot_rss / etcd_rss:.2f}", "< 20 MiB"),
         (f"idle CPU over {args.idle_seconds:.0f} s, max of 3", f"{pilot_cpu:.2f} %", f"{etcd_cpu:.2f} % (its etcd)",
          f"{pilot_cpu / etcd_cpu:.2f}" if etcd_cpu else "-", "< 0.5 %"),
+        (f"node lost -> full strength - remove_after, median of {args.runs}", f"{med(replace_times):.2f} s",
+         "30 s to minutes (older systems)", "-", "< 15 s"),
     ]
     widths = [max(len(row[c]) for row in rows) for c in range(5)]
     print()

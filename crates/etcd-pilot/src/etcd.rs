@@ -377,6 +377,107 @@ pub(crate) async fn probe(endpoint: &str, options: &ClientOptions) -> Result<End
     Etcd::connect_one(endpoint, options).await?.status().await
 }
 
+/// Connections kept per endpoint, so a loop that asks every member each second does not
+/// reconnect each time. A connection is dropped after a failed call and made again on the
+/// next one. The lock is never held across an await.
+#[derive(Clone)]
+pub(crate) struct Pool {
+    options: ClientOptions,
+    clients: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Etcd>>>,
+}
+
+impl Pool {
+    pub(crate) fn new(options: ClientOptions) -> Self {
+        Self {
+            options,
+            clients: std::sync::Arc::default(),
+        }
+    }
+
+    fn cached(&self, endpoint: &str) -> Option<Etcd> {
+        self.clients.lock().ok()?.get(endpoint).cloned()
+    }
+
+    fn forget(&self, endpoint: &str) {
+        if let Ok(mut clients) = self.clients.lock() {
+            clients.remove(endpoint);
+        }
+    }
+
+    /// A client for `endpoint`, connected on first use.
+    pub(crate) async fn client(&self, endpoint: &str) -> Result<Etcd> {
+        if let Some(client) = self.cached(endpoint) {
+            return Ok(client);
+        }
+        let client = Etcd::connect_one(endpoint, &self.options).await?;
+        if let Ok(mut clients) = self.clients.lock() {
+            clients.insert(endpoint.to_owned(), client.clone());
+        }
+        Ok(client)
+    }
+
+    /// Runs `call` on `endpoint`'s client; forgets the connection if it fails.
+    async fn with<T, F, Fut>(&self, endpoint: &str, call: F) -> Result<T>
+    where
+        F: FnOnce(Etcd) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let result = call(self.client(endpoint).await?).await;
+        if result.is_err() {
+            self.forget(endpoint);
+        }
+        result
+    }
+
+    pub(crate) async fn status(&self, endpoint: &str) -> Result<EndpointStatus> {
+        self.with(endpoint, |client| async move { client.status().await })
+            .await
+    }
+
+    /// The member list through the first of `endpoints` that answers; `None` if none does.
+    pub(crate) async fn first_member_list(&self, endpoints: &[String]) -> Option<MemberList> {
+        let mut set = tokio::task::JoinSet::new();
+        for endpoint in endpoints {
+            let (pool, endpoint) = (self.clone(), endpoint.clone());
+            set.spawn(async move {
+                pool.with(
+                    &endpoint,
+                    |client| async move { client.member_list().await },
+                )
+                .await
+            });
+        }
+        while let Some(result) = set.join_next().await {
+            if let Ok(Ok(list)) = result {
+                set.abort_all();
+                return Some(list);
+            }
+        }
+        None
+    }
+
+    /// Probes every member that has a client URL, concurrently; results in member-list order.
+    pub(crate) async fn probe_members(&self, members: &[Member]) -> Vec<Result<EndpointStatus>> {
+        let mut set = tokio::task::JoinSet::new();
+        for (index, member) in members.iter().enumerate() {
+            let (pool, endpoint) = (self.clone(), member.client_urls.first().cloned());
+            set.spawn(async move {
+                let result = match endpoint {
+                    Some(endpoint) => pool.status(&endpoint).await,
+                    None => Err(Error::Unexpected {
+                        op: "status",
+                        what: "the member has not started (no client URL)",
+                    }),
+                };
+                (index, result)
+            });
+        }
+        let mut results: Vec<(usize, Result<EndpointStatus>)> = set.join_all().await;
+        results.sort_by_key(|(index, _)| *index);
+        results.into_iter().map(|(_, result)| result).collect()
+    }
+}
+
 /// The member list through the first of `endpoints` that answers; `None` if none does.
 pub(crate) async fn first_member_list(
     endpoints: &[String],

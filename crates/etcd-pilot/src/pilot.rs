@@ -267,12 +267,16 @@ impl Pilot {
                     }
                 }
                 Decision::Wait { reason } => {
-                    if reason != last_reason {
+                    if reason == last_reason {
+                        waits += 1;
+                    } else {
+                        // Something moved (a peer answered, a peer started bootstrapping):
+                        // poll fast again, the next step is likely close.
                         tracing::info!("waiting: {reason}");
+                        waits = 0;
                     }
                     self.set_phase(Phase::Waiting, &reason);
                     last_reason = reason;
-                    waits += 1;
                     false
                 }
             };

@@ -52,6 +52,8 @@ struct Coordinator {
 pub(crate) struct Reconciler {
     name: MemberName,
     options: ClientOptions,
+    /// Connections to every member, kept between steps.
+    pool: etcd::Pool,
     /// For peer pilots' `/v1/status`; every request has a timeout.
     http: reqwest::Client,
     policy: Policy,
@@ -102,6 +104,7 @@ impl Reconciler {
     ) -> Self {
         Self {
             name,
+            pool: etcd::Pool::new(options.clone()),
             options,
             http,
             policy,
@@ -127,7 +130,12 @@ impl Reconciler {
         if let Ok(peers) = &peers {
             endpoints.extend(peers.iter().map(|p| p.client_url.clone()));
         }
-        let Some(list) = etcd::first_member_list(&endpoints, &self.options).await else {
+        // The local member first (one call); the others only when it does not answer.
+        let list = match self.pool.first_member_list(&endpoints[..1]).await {
+            Some(list) => Some(list),
+            None => self.pool.first_member_list(&endpoints[1..]).await,
+        };
+        let Some(list) = list else {
             self.publish_plan(&Plan::Wait {
                 reason: "no member answers the member list".to_owned(),
             });
@@ -143,7 +151,7 @@ impl Reconciler {
         {
             return Outcome::Removed;
         }
-        let probes = etcd::probe_members(&list.members, &self.options).await;
+        let probes = self.pool.probe_members(&list.members).await;
         let unusable = match &peers {
             Ok(peers) => self.unusable_members(&list.members, &probes, peers).await,
             Err(_) => Vec::new(),

@@ -51,34 +51,40 @@ enum Commands {
         command: LocalCommand,
     },
     /// Show the cluster's members: role, health, raft index, revision, size, version.
-    Status {
-        /// Client URLs of any members, comma-separated.
-        #[arg(long, value_delimiter = ',', conflicts_with = "dir")]
-        endpoints: Vec<String>,
-        /// The directory of a `local up` cluster.
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    Status(ClusterArgs),
     /// What the coordinator will do next and why, or what blocks it.
-    Plan {
-        /// Client URLs of any members, comma-separated.
-        #[arg(long, value_delimiter = ',', conflicts_with = "dir")]
-        endpoints: Vec<String>,
-        /// The directory of a `local up` cluster.
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Plan(ClusterArgs),
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+/// Which cluster a read-only command asks, and how it prints.
+#[derive(Debug, Args)]
+struct ClusterArgs {
+    /// Client URLs of any members, comma-separated (default http://127.0.0.1:2379).
+    #[arg(long, value_delimiter = ',', conflicts_with = "dir")]
+    endpoints: Vec<String>,
+    /// The directory of a `local up` cluster.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ClusterArgs {
+    /// The endpoints to ask: `--dir`'s peers, `--endpoints`, or the default local client URL.
+    fn endpoints(self) -> anyhow::Result<(Vec<String>, bool)> {
+        let endpoints = match self.dir {
+            Some(dir) => local::client_urls(&dir)?,
+            None if self.endpoints.is_empty() => vec!["http://127.0.0.1:2379".to_owned()],
+            None => self.endpoints,
+        };
+        Ok((endpoints, self.json))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,7 +162,7 @@ pub fn main() -> ExitCode {
     };
     let quiet = matches!(
         cli.command,
-        Commands::Status { .. } | Commands::Plan { .. } | Commands::Config { .. }
+        Commands::Status(_) | Commands::Plan(_) | Commands::Config { .. }
     );
     init_tracing(
         cli.log_format,
@@ -231,12 +237,9 @@ pub fn main() -> ExitCode {
         Commands::Local {
             command: LocalCommand::Lose(args),
         } => runtime.block_on(local::lose(args)),
-        Commands::Plan {
-            endpoints,
-            dir,
-            json,
-        } => runtime.block_on(async {
-            let view = cluster_status::plan(&endpoints_of(endpoints, dir)?).await?;
+        Commands::Plan(args) => runtime.block_on(async {
+            let (endpoints, json) = args.endpoints()?;
+            let view = cluster_status::plan(&endpoints).await?;
             if json {
                 output::print(&serde_json::to_string_pretty(&view)?);
             } else {
@@ -244,12 +247,8 @@ pub fn main() -> ExitCode {
             }
             Ok(())
         }),
-        Commands::Status {
-            endpoints,
-            dir,
-            json,
-        } => runtime.block_on(async {
-            let endpoints = endpoints_of(endpoints, dir)?;
+        Commands::Status(args) => runtime.block_on(async {
+            let (endpoints, json) = args.endpoints()?;
             let rows = cluster_status::collect(&endpoints).await?;
             if json {
                 output::print(&serde_json::to_string_pretty(&rows)?);
@@ -266,15 +265,6 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The endpoints to ask: `--dir`'s peers, `--endpoints`, or the default local client URL.
-fn endpoints_of(endpoints: Vec<String>, dir: Option<PathBuf>) -> anyhow::Result<Vec<String>> {
-    Ok(match dir {
-        Some(dir) => local::client_urls(&dir)?,
-        None if endpoints.is_empty() => vec!["http://127.0.0.1:2379".to_owned()],
-        None => endpoints,
-    })
 }
 
 fn init_tracing(format: LogFormat, default_filter: &str) {

@@ -105,15 +105,14 @@ pub(crate) fn plan_text(view: &PlanView) -> String {
 
 pub(crate) async fn collect(endpoints: &[String]) -> anyhow::Result<Vec<MemberRow>> {
     let options = options();
-    let list = etcd::first_member_list(endpoints, &options)
-        .await
-        .with_context(|| {
-            format!(
-                "no member answered at {}; is the cluster running?",
-                endpoints.join(",")
-            )
-        })?;
-    let probes = etcd::probe_members(&list.members, &options).await;
+    let pool = etcd::Pool::new(options);
+    let list = pool.first_member_list(endpoints).await.with_context(|| {
+        format!(
+            "no member answered at {}; is the cluster running?",
+            endpoints.join(",")
+        )
+    })?;
+    let probes = pool.probe_members(&list.members).await;
     let leader = probes.iter().flatten().find_map(|status| status.leader);
     let mut rows: Vec<MemberRow> = list
         .members

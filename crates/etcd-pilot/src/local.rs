@@ -400,10 +400,10 @@ async fn wait_ready(
     members: &[LocalMember],
     children: &mut [tokio::process::Child],
 ) -> anyhow::Result<()> {
-    let options = ClientOptions {
+    let pool = etcd::Pool::new(ClientOptions {
         timeout: Duration::from_secs(1),
         credentials: None,
-    };
+    });
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         for (member, child) in members.iter().zip(children.iter_mut()) {
@@ -416,14 +416,14 @@ async fn wait_ready(
                 );
             }
         }
-        if let Some(list) = etcd::first_member_list(endpoints, &options).await {
+        if let Some(list) = pool.first_member_list(endpoints).await {
             let voters = list
                 .members
                 .iter()
                 .filter(|m| m.is_started() && !m.is_learner)
                 .count();
             if voters == members.len() {
-                let probes = etcd::probe_members(&list.members, &options).await;
+                let probes = pool.probe_members(&list.members).await;
                 if probes.iter().all(|p| {
                     p.as_ref()
                         .is_ok_and(|s| s.health() == etcd_pilot_core::Health::Healthy)

@@ -56,6 +56,8 @@ pub(crate) struct Pilot {
     data: DataDir,
     discovery: Provider,
     options: ClientOptions,
+    /// Connections to the peers' etcd, kept between observations.
+    pool: etcd::Pool,
     /// For calls to peer pilots; every request times out after `timers.pilot_call_timeout`.
     http: reqwest::Client,
     status: watch::Sender<PilotStatus>,
@@ -83,6 +85,7 @@ impl Pilot {
             config,
             data,
             discovery,
+            pool: etcd::Pool::new(options.clone()),
             options,
             http,
             status,
@@ -389,10 +392,10 @@ impl Pilot {
     /// member's health.
     async fn observe_cluster(&self, others: &[Peer]) -> ClusterView {
         let endpoints: Vec<String> = others.iter().map(|p| p.client_url.clone()).collect();
-        let Some(list) = etcd::first_member_list(&endpoints, &self.options).await else {
+        let Some(list) = self.pool.first_member_list(&endpoints).await else {
             return ClusterView::Unreachable;
         };
-        let probes = etcd::probe_members(&list.members, &self.options).await;
+        let probes = self.pool.probe_members(&list.members).await;
         ClusterView::Reachable(LiveCluster {
             cluster_id: list.cluster_id,
             members: list

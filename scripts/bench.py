@@ -295,7 +295,7 @@ def main():
     print()
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    print(f"\nbootstrap ratios per pair: {', '.join(f'{r:.2f}' for r in ratios)}")
+    print(f"\nbootstrap ratios per pair (the table's ratio is their median): {', '.join(f'{r:.2f}' for r in ratios)}")
 
 
 if __name__ == "__main__":

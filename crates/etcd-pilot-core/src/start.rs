@@ -96,6 +96,9 @@ pub struct LiveCluster {
     pub cluster_id: ClusterId,
     /// Its members, each with the health we observed.
     pub members: Vec<ObservedMember>,
+    /// Whether the member list is the leader's. Only the leader's list may prove that a member
+    /// is gone (a lagging member's may miss one); any member's proves the cluster id.
+    pub from_leader: bool,
 }
 
 /// A member and its observed health.
@@ -202,6 +205,7 @@ fn decide_with_data(observed: &Observed, identity: Option<&Identity>) -> Decisio
         };
     }
     if let Some(member_id) = identity.member_id
+        && live.from_leader
         && !live.members.iter().any(|m| m.member.id == member_id)
     {
         return Decision::Quarantine {
@@ -215,6 +219,13 @@ fn decide_with_data(observed: &Observed, identity: Option<&Identity>) -> Decisio
 }
 
 fn decide_join(me: &Peer, expected: &[Peer], live: &LiveCluster) -> Decision {
+    if !live.from_leader {
+        return Decision::Wait {
+            reason: "the cluster answers but reports no leader (an election, or no quorum); \
+                     joining waits for a leader"
+                .to_owned(),
+        };
+    }
     let ours_by_url = live
         .members
         .iter()

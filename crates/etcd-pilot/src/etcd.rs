@@ -456,6 +456,43 @@ impl Pool {
         None
     }
 
+    /// The member list as the leader reports it, with every member's status (in list order).
+    /// `None` when no member answers or none reports a leader.
+    ///
+    /// Decisions that drop something (quarantining data of a member "removed", stopping an
+    /// etcd whose member is "gone") must not rest on a lagging member's view, so they use this
+    /// instead of any answer.
+    pub(crate) async fn leader_member_list(
+        &self,
+        endpoints: &[String],
+    ) -> Option<(MemberList, Vec<Result<EndpointStatus>>)> {
+        let first = self.first_member_list(endpoints).await?;
+        let probes = self.probe_members(&first.members).await;
+        let leader = probes.iter().flatten().find_map(|s| s.leader)?;
+        let url = first
+            .members
+            .iter()
+            .find(|m| m.id == leader)?
+            .client_urls
+            .first()?
+            .clone();
+        let list = self
+            .with(&url, |client| async move { client.member_list().await })
+            .await
+            .ok()?;
+        let same = list
+            .members
+            .iter()
+            .map(|m| m.id)
+            .eq(first.members.iter().map(|m| m.id));
+        let probes = if same {
+            probes
+        } else {
+            self.probe_members(&list.members).await
+        };
+        Some((list, probes))
+    }
+
     /// Probes every member that has a client URL, concurrently; results in member-list order.
     pub(crate) async fn probe_members(&self, members: &[Member]) -> Vec<Result<EndpointStatus>> {
         let mut set = tokio::task::JoinSet::new();

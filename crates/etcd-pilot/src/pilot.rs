@@ -116,15 +116,16 @@ impl Pilot {
                 self.set_phase(Phase::Stopping, "shutting down before etcd started");
                 return Ok(());
             };
-            let removed = self.run_etcd(mode, &mut reconciler, &cancel).await?;
-            if !removed {
+            let start_over = self.run_etcd(mode, &mut reconciler, &cancel).await?;
+            if !start_over {
                 return Ok(());
             }
         }
     }
 
-    /// Starts etcd in `mode` and watches it until `cancel` (`false`) or until the cluster
-    /// removes this member (`true`); stops etcd either way.
+    /// Starts etcd in `mode` and watches it until `cancel` (`false`) or until the start
+    /// decision must be made again (`true`: the member was removed, or the data belongs to
+    /// another cluster); stops etcd either way.
     async fn run_etcd(
         &self,
         mode: StartMode,
@@ -175,16 +176,15 @@ impl Pilot {
         let supervisor_task = tokio::spawn(supervisor.run(supervisor_cancel.clone()));
         self.set_phase(Phase::Running, "etcd started; waiting for it to answer");
 
-        let removed = self.watch_member(child_rx, reconciler, cancel).await == Outcome::Removed;
+        let start_over =
+            self.watch_member(child_rx, reconciler, cancel).await == Outcome::StartOver;
 
         reconciler.resign().await;
-        if removed {
-            tracing::warn!(
-                "this member was removed from the cluster; stopping etcd and starting over"
-            );
+        if start_over {
+            tracing::warn!("stopping etcd and starting over");
             self.set_phase(
                 Phase::Starting,
-                "this member was removed from the cluster; starting over",
+                "this member was removed, or its data belongs to another cluster; starting over",
             );
         } else {
             self.set_phase(Phase::Stopping, "shutting down");
@@ -200,7 +200,7 @@ impl Pilot {
         supervisor_task.await.context("join supervisor")??;
         self.metrics.etcd_up.set(0);
         tracing::info!("etcd stopped");
-        Ok(removed)
+        Ok(start_over)
     }
 
     /// Observes and decides until etcd can start; takes the quarantine and join steps on the
@@ -388,15 +388,24 @@ impl Pilot {
         reports
     }
 
-    /// The member list through the first expected peer that answers, with every started
-    /// member's health.
+    /// The member list as the leader reports it (through any expected peer), or else as any
+    /// member does (marked so), with every started member's health.
     async fn observe_cluster(&self, others: &[Peer]) -> ClusterView {
         let endpoints: Vec<String> = others.iter().map(|p| p.client_url.clone()).collect();
-        let Some(list) = self.pool.first_member_list(&endpoints).await else {
-            return ClusterView::Unreachable;
+        // Prefer the leader's view: a data dir is quarantined when its member is missing from
+        // the list, and a lagging member's list could miss a member that exists.
+        let (list, probes, from_leader) = match self.pool.leader_member_list(&endpoints).await {
+            Some((list, probes)) => (list, probes, true),
+            None => {
+                let Some(list) = self.pool.first_member_list(&endpoints).await else {
+                    return ClusterView::Unreachable;
+                };
+                let probes = self.pool.probe_members(&list.members).await;
+                (list, probes, false)
+            }
         };
-        let probes = self.pool.probe_members(&list.members).await;
         ClusterView::Reachable(LiveCluster {
+            from_leader,
             cluster_id: list.cluster_id,
             members: list
                 .members
@@ -503,9 +512,9 @@ impl Pilot {
             if reconciler
                 .step(identity.as_ref(), &local, &self.discovery)
                 .await
-                == Outcome::Removed
+                == Outcome::StartOver
             {
-                return Outcome::Removed;
+                return Outcome::StartOver;
             }
             // Cancel-safe: a sleep and a watch notification may be dropped.
             tokio::select! {

@@ -37,8 +37,9 @@ const RECORD_EVERY: Duration = Duration::from_secs(5);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Continue,
-    /// The cluster no longer lists this node's member: it was removed.
-    Removed,
+    /// This node's etcd must stop and the start decision be made again: the cluster no
+    /// longer lists its member (it was removed), or its data belongs to another cluster.
+    StartOver,
 }
 
 /// The role of coordinator, while held.
@@ -130,14 +131,15 @@ impl Reconciler {
         if let Ok(peers) = &peers {
             endpoints.extend(peers.iter().map(|p| p.client_url.clone()));
         }
-        // The local member first (one call); the others only when it does not answer.
-        let list = match self.pool.first_member_list(&endpoints[..1]).await {
-            Some(list) => Some(list),
-            None => self.pool.first_member_list(&endpoints[1..]).await,
+        // The leader's view: "our member is gone" must not come from a lagging member.
+        // Asked through the local member first (one call), the others only if it does not answer.
+        let found = match self.pool.leader_member_list(&endpoints[..1]).await {
+            Some(found) => Some(found),
+            None => self.pool.leader_member_list(&endpoints[1..]).await,
         };
-        let Some(list) = list else {
+        let Some((list, probes)) = found else {
             self.publish_plan(&Plan::Wait {
-                reason: "no member answers the member list".to_owned(),
+                reason: "no member answers with a leader".to_owned(),
             });
             return Outcome::Continue;
         };
@@ -146,12 +148,16 @@ impl Reconciler {
             member_id: Some(member_id),
             ..
         }) = identity
-            && *cluster_id == list.cluster_id
-            && !list.members.iter().any(|m| m.id == *member_id)
         {
-            return Outcome::Removed;
+            if *cluster_id != list.cluster_id {
+                tracing::warn!(local = %cluster_id, live = %list.cluster_id, "the local data belongs to another cluster");
+                return Outcome::StartOver;
+            }
+            if !list.members.iter().any(|m| m.id == *member_id) {
+                tracing::warn!(member_id = %member_id, "the cluster no longer lists this member: it was removed");
+                return Outcome::StartOver;
+            }
         }
-        let probes = self.pool.probe_members(&list.members).await;
         let unusable = match &peers {
             Ok(peers) => self.unusable_members(&list.members, &probes, peers).await,
             Err(_) => Vec::new(),

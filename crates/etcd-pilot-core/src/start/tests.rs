@@ -147,6 +147,7 @@ fn parse_cluster(cluster: &str) -> ClusterView {
     ClusterView::Reachable(LiveCluster {
         cluster_id,
         members,
+        from_leader: true,
     })
 }
 
@@ -227,6 +228,29 @@ fn data_of_a_removed_member_is_quarantined() {
             r#"Quarantine { reason: "member 1 was removed from cluster 7; its data cannot rejoin" }"#
         ]],
     );
+}
+
+#[test]
+fn without_the_leader_s_view_data_is_never_judged_removed_and_nobody_joins() {
+    let mut lagging = observed("data m1/7/1", "", "c7 m2#2 m3#3");
+    if let ClusterView::Reachable(live) = &mut lagging.cluster {
+        live.from_leader = false;
+    }
+    expect![[r#"Restart"#]].assert_eq(&format!("{:?}", decide(&lagging, "prod")));
+    let mut foreign = observed("data m1/9/1", "", "c7 m2#2 m3#3");
+    if let ClusterView::Reachable(live) = &mut foreign.cluster {
+        live.from_leader = false;
+    }
+    expect![[
+        r#"Quarantine { reason: "the data belongs to cluster 9, but the live cluster is 7" }"#
+    ]]
+    .assert_eq(&format!("{:?}", decide(&foreign, "prod")));
+    let mut empty = observed("empty", "", "c7 m2#2 m3#3");
+    if let ClusterView::Reachable(live) = &mut empty.cluster {
+        live.from_leader = false;
+    }
+    expect![[r#"Wait { reason: "the cluster answers but reports no leader (an election, or no quorum); joining waits for a leader" }"#]]
+        .assert_eq(&format!("{:?}", decide(&empty, "prod")));
 }
 
 #[test]
@@ -526,6 +550,7 @@ fn arb_cluster() -> impl Strategy<Value = ClusterView> {
             .prop_map(|members| ClusterView::Reachable(LiveCluster {
                 cluster_id: ClusterId(7),
                 members,
+                from_leader: true,
             })),
     ]
 }

@@ -118,8 +118,10 @@ pub struct Cluster {
 impl Cluster {
     /// `n` nodes on `127.0.<subnet>.1..=n`, configured but not started.
     pub fn new(subnet: u8, n: usize, etcd: PathBuf) -> Self {
+        // PILOT_TEST_KEEP=1 keeps the directory (configs, data, logs) for a post-mortem.
         let tmp = tempfile::Builder::new()
             .prefix("etcd-pilot-test-")
+            .disable_cleanup(std::env::var_os("PILOT_TEST_KEEP").is_some())
             .tempdir()
             .unwrap();
         let mut cluster = Self {

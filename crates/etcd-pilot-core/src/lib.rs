@@ -2,7 +2,8 @@
 //!
 //! This crate owns every choice the pilot makes about the cluster: how a node starts
 //! (restart, join, bootstrap, quarantine, wait) and how the etcd child is restarted.
-//! It also decides the coordinator's membership changes (`plan`).
+//! It also decides the coordinator's membership changes (`plan`) and which backups retention
+//! lets go (`retention`).
 //! It does no IO, reads no clock and draws no random numbers: the caller observes the
 //! world, passes it in as plain values, and executes what comes back.
 //! It does not own how the world is observed or how actions are executed; that is the
@@ -10,6 +11,7 @@
 
 pub mod model;
 pub mod plan;
+pub mod retention;
 pub mod start;
 pub mod supervise;
 

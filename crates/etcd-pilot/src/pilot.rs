@@ -1,7 +1,8 @@
 //! One pilot's life: observe, decide how to start (core `start::decide`), take that step,
 //! repeat until etcd runs; then keep watching the local member (identity and formed markers,
-//! promotion of our learner, published status) until shutdown, when leadership is moved away
-//! before etcd is stopped.
+//! published status) and run the reconcile step (`reconcile.rs`) each interval, until
+//! shutdown, when leadership is moved away before etcd is stopped, or until the member is
+//! removed, when the pilot stops etcd and starts over.
 //!
 //! Every step re-observes: joining is a series of small idempotent steps, so a pilot killed
 //! between any two of them resumes correctly. This module executes decisions; it does not
@@ -528,7 +529,7 @@ impl Pilot {
     fn publish_member(&self, status: &EndpointStatus) {
         let healthy = status.health() == Health::Healthy;
         let reason = if status.is_learner {
-            "running as a learner; promoted once it has caught up".to_owned()
+            "running as a learner; the coordinator promotes it once it has caught up".to_owned()
         } else if healthy {
             "running".to_owned()
         } else {

@@ -291,7 +291,7 @@ impl Pilot {
             let delay = if failures > 0 {
                 self.config.timers.observe_interval * 2u32.pow(failures.min(4))
             } else {
-                (Duration::from_millis(50) * 2u32.pow(waits.min(8)))
+                (Duration::from_millis(10) * 2u32.pow(waits.min(10)))
                     .min(self.config.timers.observe_interval)
             };
             // Cancel-safe: only a sleep is dropped.

@@ -204,10 +204,20 @@ fn decide_with_data(observed: &Observed, identity: Option<&Identity>) -> Decisio
             ),
         };
     }
-    if let Some(member_id) = identity.member_id
-        && live.from_leader
-        && !live.members.iter().any(|m| m.member.id == member_id)
-    {
+    // A marker written before etcd first answered has no member id: the member is then
+    // found by name or peer URL. Absent from the leader's list either way, it was removed (or
+    // never got in), and etcd would refuse the data.
+    let listed = |m: &ObservedMember| match identity.member_id {
+        Some(member_id) => m.member.id == member_id,
+        None => {
+            m.member.name.as_ref() == Some(&observed.me.name)
+                || m.member.peer_urls.contains(&observed.me.peer_url)
+        }
+    };
+    if live.from_leader && !live.members.iter().any(listed) {
+        let member_id = identity
+            .member_id
+            .map_or_else(|| observed.me.name.to_string(), |id| id.to_string());
         return Decision::Quarantine {
             reason: format!(
                 "member {member_id} was removed from cluster {}; its data cannot rejoin",

@@ -344,7 +344,7 @@ pub(crate) async fn lose(args: LoseArgs) -> anyhow::Result<()> {
             .and_then(|t| t.lines().next().and_then(|l| l.parse::<u32>().ok()))
         {
             process::signal(pid, Signal::SIGKILL)?;
-            while process::alive(pid) && !is_zombie(pid) {
+            while process::alive(pid) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -361,13 +361,6 @@ pub(crate) async fn lose(args: LoseArgs) -> anyhow::Result<()> {
         args.name
     ));
     Ok(())
-}
-
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z'))
-    })
 }
 
 /// The etcd binary the cluster in `dir` runs, from a member's config.
@@ -509,7 +502,7 @@ async fn stop_added(dir: &Path, ours: &[LocalMember]) {
         };
         let _ = process::signal(pid, Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while process::alive(pid) && !is_zombie(pid) && Instant::now() < deadline {
+        while process::alive(pid) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let _ = std::fs::remove_file(pid_file);

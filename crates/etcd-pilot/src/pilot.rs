@@ -100,7 +100,7 @@ impl Pilot {
     pub(crate) async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
         self.data.create()?;
         let mut reconciler = Reconciler::new(
-            self.config.name.clone(),
+            self.config.me(),
             self.options.clone(),
             self.http.clone(),
             Policy {

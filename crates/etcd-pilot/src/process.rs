@@ -27,9 +27,19 @@ pub(crate) fn signal(pid: u32, signal: Signal) -> std::io::Result<()> {
     }
 }
 
-/// Whether a process with `pid` exists (zombies included).
+/// Whether a process with `pid` exists and has not exited (a zombie, exited but not yet
+/// reaped by its parent, counts as gone).
 pub(crate) fn alive(pid: u32) -> bool {
-    i32::try_from(pid).is_ok_and(|raw| kill(Pid::from_raw(raw), None).is_ok())
+    let exists = i32::try_from(pid).is_ok_and(|raw| kill(Pid::from_raw(raw), None).is_ok());
+    exists && !is_zombie(pid)
+}
+
+/// Whether `pid` is a zombie, from `/proc/<pid>/stat`.
+pub(crate) fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+    })
 }
 
 /// SIGTERM, then SIGKILL if the process is still there after `grace`. Waits for it to exit.

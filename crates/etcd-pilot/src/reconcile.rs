@@ -52,6 +52,8 @@ struct Coordinator {
 
 pub(crate) struct Reconciler {
     name: MemberName,
+    /// This node's peer URL, to find its member before etcd has started it.
+    peer_url: String,
     options: ClientOptions,
     /// Connections to every member, kept between steps.
     pool: etcd::Pool,
@@ -94,8 +96,9 @@ fn plan_summary(plan: &Plan) -> (String, String) {
 }
 
 impl Reconciler {
+    /// `me` is this node as a peer (its name and peer URL identify its member).
     pub(crate) fn new(
-        name: MemberName,
+        me: etcd_pilot_core::Peer,
         options: ClientOptions,
         http: reqwest::Client,
         policy: Policy,
@@ -104,7 +107,8 @@ impl Reconciler {
         metrics: Metrics,
     ) -> Self {
         Self {
-            name,
+            name: me.name,
+            peer_url: me.peer_url,
             pool: etcd::Pool::new(options.clone()),
             options,
             http,
@@ -143,18 +147,21 @@ impl Reconciler {
             });
             return Outcome::Continue;
         };
-        if let Some(Identity {
-            cluster_id: Some(cluster_id),
-            member_id: Some(member_id),
-            ..
-        }) = identity
-        {
-            if *cluster_id != list.cluster_id {
+        if let Some(identity) = identity {
+            if let Some(cluster_id) = identity.cluster_id
+                && cluster_id != list.cluster_id
+            {
                 tracing::warn!(local = %cluster_id, live = %list.cluster_id, "the local data belongs to another cluster");
                 return Outcome::StartOver;
             }
-            if !list.members.iter().any(|m| m.id == *member_id) {
-                tracing::warn!(member_id = %member_id, "the cluster no longer lists this member: it was removed");
+            // Before etcd first answered, the marker has no member id: find the member by
+            // name or peer URL instead.
+            let ours = |m: &&etcd_pilot_core::Member| match identity.member_id {
+                Some(id) => m.id == id,
+                None => m.name.as_ref() == Some(&self.name) || m.peer_urls.contains(&self.peer_url),
+            };
+            if !list.members.iter().any(|m| ours(&m)) {
+                tracing::warn!("the cluster no longer lists this member: it was removed");
                 return Outcome::StartOver;
             }
         }

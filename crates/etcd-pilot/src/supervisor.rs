@@ -285,6 +285,43 @@ mod tests {
         assert_eq!(*status.borrow(), ChildStatus::Stopped);
     }
 
+    #[tokio::test]
+    async fn an_etcd_left_running_by_an_earlier_pilot_is_stopped_first() {
+        let dir = tempfile::tempdir().unwrap();
+        // The "leftover": a process running the binary the pid file names.
+        let leftover = process::command("sleep").arg("1000").spawn().unwrap();
+        let pid = leftover.id().unwrap();
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        std::fs::write(
+            dir.path().join("etcd.pid"),
+            format!("{pid}\n{}\n", exe.display()),
+        )
+        .unwrap();
+        let (supervisor, _status, _) = supervisor(script(dir.path(), "exit 0"), dir.path());
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        supervisor.run(cancel).await.unwrap();
+        assert!(!process::alive(pid), "the leftover {pid} was stopped");
+    }
+
+    #[tokio::test]
+    async fn a_pid_file_naming_another_program_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut other = process::command("sleep").arg("1000").spawn().unwrap();
+        let pid = other.id().unwrap();
+        std::fs::write(
+            dir.path().join("etcd.pid"),
+            format!("{pid}\n/usr/bin/etcd\n"),
+        )
+        .unwrap();
+        let (supervisor, _status, _) = supervisor(script(dir.path(), "exit 0"), dir.path());
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        supervisor.run(cancel).await.unwrap();
+        assert!(process::alive(pid), "a reused pid is not ours to kill");
+        other.kill().await.unwrap();
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_child_that_ignores_sigterm_is_killed_after_the_grace_period() {
         let dir = tempfile::tempdir().unwrap();

@@ -40,10 +40,7 @@ fn interrupt(mut child: std::process::Child, dir: &std::path::Path) {
     let status = common::wait_child(&mut child, Duration::from_secs(60)).expect("local up stops");
     assert_eq!(status.code(), Some(0));
     for pid in pids {
-        assert!(
-            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-            "etcd {pid} still running"
-        );
+        assert!(!common::alive(pid), "etcd {pid} still running");
     }
 }
 

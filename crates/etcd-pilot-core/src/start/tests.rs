@@ -192,7 +192,22 @@ fn data_with_our_marker_restarts() {
 
 #[test]
 fn data_with_a_pending_or_missing_marker_restarts() {
-    check("data m1", "", "c7 m2#2 m3#3", expect![[r#"Restart"#]]);
+    check("data m1", "", "c7 m1#1 m2#2 m3#3", expect![[r#"Restart"#]]);
+    check(
+        "data m1",
+        "",
+        "c7 m2#2 m3#3 ?#4@m1",
+        expect![[r#"Restart"#]],
+    );
+    // Pending marker, and neither our name nor our peer URL is in the leader's list: removed.
+    check(
+        "data m1",
+        "",
+        "c7 m2#2 m3#3",
+        expect![[
+            r#"Quarantine { reason: "member m1 was removed from cluster 7; its data cannot rejoin" }"#
+        ]],
+    );
     check("data", "", "unreachable", expect![[r#"Restart"#]]);
 }
 

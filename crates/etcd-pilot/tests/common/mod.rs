@@ -397,7 +397,7 @@ pub fn signal(pid: u32, signal: i32) {
         .status();
 }
 
-fn alive(pid: u32) -> bool {
+pub fn alive(pid: u32) -> bool {
     // A zombie (exited, not yet reaped) counts as gone.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|stat| {

@@ -13,9 +13,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use etcd_pilot_core::start::PilotReport;
-
-use crate::etcd::{self, ClientOptions};
 use crate::metrics::Metrics;
 use crate::state::{Phase, PilotStatus};
 
@@ -23,14 +20,6 @@ use crate::state::{Phase, PilotStatus};
 struct AppState {
     status: watch::Receiver<PilotStatus>,
     metrics: Metrics,
-    local: LocalEtcd,
-}
-
-/// How `/v1/bootstrap` reaches the local etcd.
-#[derive(Clone)]
-pub(crate) struct LocalEtcd {
-    pub(crate) client_url: String,
-    pub(crate) options: ClientOptions,
 }
 
 /// Serves until `cancel`.
@@ -38,7 +27,6 @@ pub(crate) async fn serve(
     listener: TcpListener,
     status: watch::Receiver<PilotStatus>,
     metrics: Metrics,
-    local: LocalEtcd,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let app = Router::new()
@@ -48,11 +36,7 @@ pub(crate) async fn serve(
         .route("/v1/bootstrap", get(bootstrap))
         .route("/v1/plan", get(plan_json))
         .route("/metrics", get(metrics_text))
-        .with_state(AppState {
-            status,
-            metrics,
-            local,
-        });
+        .with_state(AppState { status, metrics });
     axum::serve(listener, app)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await?;
@@ -100,22 +84,8 @@ async fn plan_json(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
-/// What this pilot holds, for peers deciding whether to bootstrap. A "bootstrapping" report
-/// is checked live: once the local etcd answers, its cluster has formed, and the answer is
-/// "has data" even if the pilot's own loop has not noticed yet. A peer that restarted with an
-/// empty disk right after the cluster formed must join it, not bootstrap again.
 async fn bootstrap(State(state): State<AppState>) -> Response {
-    let report = state.status.borrow().report.clone();
-    if let PilotReport::Bootstrapping { .. } = report
-        && let Ok(status) = etcd::probe(&state.local.client_url, &state.local.options).await
-        && status.leader.is_some()
-    {
-        return Json(PilotReport::HasData {
-            cluster_id: Some(status.cluster_id),
-        })
-        .into_response();
-    }
-    Json(report).into_response()
+    Json(state.status.borrow().report.clone()).into_response()
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {

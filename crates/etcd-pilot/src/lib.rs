@@ -49,20 +49,10 @@ pub(crate) async fn run_agent(config: Config, cancel: CancellationToken) -> anyh
         .with_context(|| format!("bind admin API on {} (admin.listen)", config.admin.listen))?;
     tracing::info!(listen = %config.admin.listen, "admin API listening");
     let admin_cancel = CancellationToken::new();
-    // `/v1/bootstrap` checks the local etcd live while it reports bootstrapping, with a short
-    // timeout: an etcd that has not formed its cluster yet does not answer at all.
-    let local = admin::LocalEtcd {
-        client_url: config::url_string(&config.etcd.client_url),
-        options: etcd::ClientOptions {
-            timeout: std::time::Duration::from_millis(300),
-            credentials: config.etcd.credentials.clone(),
-        },
-    };
     let admin = tokio::spawn(admin::serve(
         listener,
         status_rx,
         metrics.clone(),
-        local,
         admin_cancel.clone(),
     ));
 

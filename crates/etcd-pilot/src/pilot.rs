@@ -517,9 +517,20 @@ impl Pilot {
             {
                 return Outcome::StartOver;
             }
+            // While the report still says "bootstrapping", look again soon: peers that restart
+            // with an empty disk must learn that the cluster has formed as early as possible.
+            let bootstrapping = matches!(
+                self.status.borrow().report,
+                PilotReport::Bootstrapping { .. }
+            );
+            let interval = if bootstrapping {
+                Duration::from_millis(50).min(self.config.timers.observe_interval)
+            } else {
+                self.config.timers.observe_interval
+            };
             // Cancel-safe: a sleep and a watch notification may be dropped.
             tokio::select! {
-                () = tokio::time::sleep(self.config.timers.observe_interval) => {}
+                () = tokio::time::sleep(interval) => {}
                 changed = child.changed(), if child_open => child_open = changed.is_ok(),
                 () = cancel.cancelled() => return Outcome::Continue,
             }

@@ -431,7 +431,6 @@ impl Pilot {
         let local = url_string(&self.config.etcd.client_url);
         let mut formed_in_cluster = false;
         let mut child_open = true;
-        let mut local_client: Option<Etcd> = None;
         loop {
             let child_status = child.borrow_and_update().clone();
             let unusable = match &child_status {
@@ -467,19 +466,9 @@ impl Pilot {
                 };
                 s.etcd_restarts = self.metrics.etcd_restarts.get();
             });
-            // One connection to the local member, kept while it works, so an idle pilot does
-            // not reconnect every interval; dropped after an error so the next one starts clean.
-            if local_client.is_none() {
-                local_client = Etcd::connect_one(&local, &self.options).await.ok();
-            }
-            let probed = match &local_client {
-                Some(client) => client.status().await,
-                None => etcd::probe(&local, &self.options).await,
-            };
-            if probed.is_err() {
-                local_client = None;
-            }
-            match probed {
+            // The pool keeps one connection to the local member while it works, so an idle
+            // pilot does not reconnect every interval.
+            match self.pool.status(&local).await {
                 Ok(status) => {
                     self.metrics.etcd_up.set(1);
                     if let Err(err) = self.record_identity(&status) {

@@ -59,6 +59,20 @@ pub async fn running(subnet: u8, n: usize, version: Version) -> Option<Cluster> 
     cluster
         .wait_voters(&(0..n).collect::<Vec<_>>(), Duration::from_secs(60))
         .await;
+    // Settled: every pilot has seen its member run and tells its peers it holds data (a node
+    // wiped before that could still be told "bootstrapping", a race the pilots heal through
+    // removal and rejoin, not the path most tests check).
+    for i in 0..n {
+        eventually(
+            "every pilot to report its data",
+            Duration::from_secs(20),
+            || async {
+                let status = cluster.pilot_status(i).await?;
+                (status["report"]["state"] == "has_data").then_some(())
+            },
+        )
+        .await;
+    }
     Some(cluster)
 }
 

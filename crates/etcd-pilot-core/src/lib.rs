@@ -2,13 +2,14 @@
 //!
 //! This crate owns every choice the pilot makes about the cluster: how a node starts
 //! (restart, join, bootstrap, quarantine, wait) and how the etcd child is restarted.
-//! It also decides the coordinator's membership changes (`plan`) and which backups retention
-//! lets go (`retention`).
+//! It also decides the coordinator's membership changes (`plan`), which backups retention
+//! lets go (`retention`), and which backup to restore or verify and when one is due (`backup`).
 //! It does no IO, reads no clock and draws no random numbers: the caller observes the
 //! world, passes it in as plain values, and executes what comes back.
 //! It does not own how the world is observed or how actions are executed; that is the
 //! `etcd-pilot` crate.
 
+pub mod backup;
 pub mod model;
 pub mod plan;
 pub mod retention;

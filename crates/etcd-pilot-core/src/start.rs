@@ -28,8 +28,40 @@ pub struct Observed {
     pub peers: Vec<PeerReport>,
     /// What the live cluster looks like, through any expected peer that answered.
     pub cluster: ClusterView,
+    /// What the backup store says about earlier clusters and their backups.
+    pub store: StoreView,
+    /// The operator's override: create an empty cluster even though one existed and no
+    /// backup can be restored (`restore.allow_empty_cluster`).
+    pub allow_empty: bool,
     /// A random number from the caller, for the token of a cluster this node proposes.
     pub nonce: u32,
+}
+
+/// What the backup store says, for a node that finds no live cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreView {
+    /// No backup store is configured.
+    NotConfigured,
+    /// The store did not answer, or answered with an error (the reason).
+    Unreadable(String),
+    /// The store answered.
+    Read {
+        /// The cluster the store records (a cluster existed and wrote to it), if any.
+        cluster: Option<ClusterId>,
+        /// The backup an automatic restore would use (`backup::restore_candidate`).
+        candidate: Option<RestoreSource>,
+    },
+}
+
+/// A backup a node may restore from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreSource {
+    /// Its id in the store.
+    pub id: String,
+    /// The cluster that took it.
+    pub cluster_id: ClusterId,
+    /// The etcd revision it holds.
+    pub revision: i64,
 }
 
 /// The contents of the local data directory.
@@ -72,6 +104,11 @@ pub enum PilotReport {
         initial_cluster: String,
         /// The `--initial-cluster-token` it used.
         token: String,
+    },
+    /// The pilot is restoring a backup to start a one-member cluster the others join.
+    Restoring {
+        /// The backup's id.
+        backup: String,
     },
     /// The pilot has etcd data.
     HasData {
@@ -125,6 +162,17 @@ pub enum Decision {
         /// The `--initial-cluster` value.
         initial_cluster: String,
         /// The `--initial-cluster-token` value.
+        token: String,
+    },
+    /// Restore a backup into the (empty) data dir and start a one-member cluster from it; the
+    /// other peers join it as learners. The executor first claims the restore in the store
+    /// (a conditional create), so at most one node restores even if views differ.
+    Restore {
+        /// The backup.
+        source: RestoreSource,
+        /// The `--initial-cluster` value: this node alone.
+        initial_cluster: String,
+        /// A fresh `--initial-cluster-token`, so the new cluster gets a new id.
         token: String,
     },
     /// Take one step towards joining the live cluster.
@@ -381,14 +429,6 @@ fn removal_blocked(live: &LiveCluster, target: &ObservedMember) -> Option<String
 }
 
 fn decide_bootstrap(observed: &Observed, cluster_name: &str) -> Decision {
-    if observed.formed_locally {
-        return Decision::Wait {
-            reason: "a cluster has formed with this node before (marker in the data dir), and \
-                     no peer's etcd answers: waiting to rejoin it; a new cluster is never \
-                     created from an empty disk once one has formed"
-                .to_owned(),
-        };
-    }
     let mine = initial_cluster(
         observed
             .expected
@@ -396,19 +436,30 @@ fn decide_bootstrap(observed: &Observed, cluster_name: &str) -> Decision {
             .map(|p| (&p.name, p.peer_url.as_str())),
     );
     let mut unknown = Vec::new();
+    let mut saw_formed = Vec::new();
     for peer in &observed.peers {
         match &peer.report {
             PilotReport::Unknown => unknown.push(peer.name.as_str()),
-            PilotReport::HasData { .. } | PilotReport::Empty { formed: true, .. } => {
+            PilotReport::HasData { .. } => {
                 return Decision::Wait {
                     reason: format!(
-                        "peer {} has data or saw a cluster form, but no etcd answers: waiting \
-                         for the cluster to come back (a new cluster is never created while \
-                         any peer holds data)",
+                        "peer {} has data, but no etcd answers: waiting for the cluster to come \
+                         back (a new cluster is never created, nor a backup restored, while any \
+                         peer holds data)",
                         peer.name
                     ),
                 };
             }
+            PilotReport::Restoring { backup } => {
+                return Decision::Wait {
+                    reason: format!(
+                        "peer {} is restoring backup {backup}; this node joins the cluster it \
+                         starts",
+                        peer.name
+                    ),
+                };
+            }
+            PilotReport::Empty { formed: true, .. } => saw_formed.push(peer.name.as_str()),
             PilotReport::Empty {
                 formed: false,
                 initial_cluster,
@@ -426,6 +477,33 @@ fn decide_bootstrap(observed: &Observed, cluster_name: &str) -> Decision {
             }
             PilotReport::Empty { .. } | PilotReport::Bootstrapping { .. } => {}
         }
+    }
+    let existed = if observed.formed_locally {
+        Some("a cluster has formed with this node before (marker in the data dir)".to_owned())
+    } else if let Some(peer) = saw_formed.first() {
+        Some(format!("peer {peer} saw a cluster form"))
+    } else if let StoreView::Read {
+        cluster: Some(id), ..
+    } = &observed.store
+    {
+        Some(format!("the backup store records cluster {id}"))
+    } else {
+        None
+    };
+    if let Some(existed) = existed {
+        if let Some(decision) = decide_after_loss(observed, cluster_name, &existed, &unknown) {
+            return decision;
+        }
+    } else if let StoreView::Unreadable(error) = &observed.store
+        && !observed.allow_empty
+    {
+        return Decision::Wait {
+            reason: format!(
+                "the backup store cannot be read ({error}), so whether a cluster existed before \
+                 is unknown: a new cluster is only created once the store answers (or with \
+                 restore.allow_empty_cluster = true)"
+            ),
+        };
     }
     if !unknown.is_empty() {
         return Decision::Wait {
@@ -475,6 +553,77 @@ fn decide_bootstrap(observed: &Observed, cluster_name: &str) -> Decision {
                 several.join(", ")
             ),
         },
+    }
+}
+
+/// A cluster existed (`existed` says how we know) and no peer holds data or answers: restore
+/// the newest verified backup on exactly one node, or wait. `None` only with the operator's
+/// override, when there is nothing to restore: then a new cluster is bootstrapped.
+fn decide_after_loss(
+    observed: &Observed,
+    cluster_name: &str,
+    existed: &str,
+    unknown: &[&str],
+) -> Option<Decision> {
+    let wait = |reason: String| Some(Decision::Wait { reason });
+    if !unknown.is_empty() {
+        return wait(format!(
+            "{existed}, and no peer's etcd answers; waiting for the pilots of {} to answer (a \
+             peer that does not answer may hold the cluster's data)",
+            unknown.join(", ")
+        ));
+    }
+    if let Some(peer) = observed
+        .peers
+        .iter()
+        .find(|p| matches!(p.report, PilotReport::Bootstrapping { .. }))
+    {
+        return wait(format!(
+            "{existed}, yet peer {} is bootstrapping a new cluster; stop its pilot and check its \
+             backup store settings",
+            peer.name
+        ));
+    }
+    match &observed.store {
+        StoreView::Read {
+            candidate: Some(source),
+            ..
+        } => {
+            let restorer = observed.expected.iter().map(|p| &p.name).min();
+            match restorer {
+                Some(first) if first != &observed.me.name => wait(format!(
+                    "{existed} and every peer is empty: waiting for {first} to restore backup {} \
+                     (the first peer by name restores; the others join it)",
+                    source.id
+                )),
+                _ => {
+                    let alone =
+                        initial_cluster([(&observed.me.name, observed.me.peer_url.as_str())]);
+                    Some(Decision::Restore {
+                        source: source.clone(),
+                        token: cluster_token(cluster_name, &alone, observed.nonce),
+                        initial_cluster: alone,
+                    })
+                }
+            }
+        }
+        _ if observed.allow_empty => None,
+        StoreView::NotConfigured => wait(format!(
+            "{existed}, and no peer's etcd answers: waiting to rejoin it. No backup store is \
+             configured to restore from, and a new cluster is never created from empty disks \
+             once one has formed (set restore.allow_empty_cluster = true to create one anyway)"
+        )),
+        StoreView::Unreadable(error) => wait(format!(
+            "{existed}, no peer's etcd answers, and the backup store cannot be read ({error}): \
+             waiting for the store to restore from it"
+        )),
+        StoreView::Read {
+            candidate: None, ..
+        } => wait(format!(
+            "{existed}, no peer has data, and the backup store holds no verified backup of it: \
+             refusing to create an empty cluster (set restore.allow_empty_cluster = true to \
+             create one anyway, or restore a backup with `etcd-pilot restore`)"
+        )),
     }
 }
 

@@ -55,7 +55,7 @@ fn parse_local(local: &str) -> (LocalData, bool) {
 }
 
 /// `m2:empty m3:unknown`; states: empty, formed, data, boot (token "t"), boot2 (token "t2"),
-/// other (a different peer list).
+/// restoring (backup b1), other (a different peer list).
 fn parse_peers(peers: &str) -> Vec<PeerReport> {
     peers
         .split_whitespace()
@@ -81,6 +81,9 @@ fn parse_peers(peers: &str) -> Vec<PeerReport> {
                 "boot2" => PilotReport::Bootstrapping {
                     initial_cluster: expected_cluster(),
                     token: "t2".into(),
+                },
+                "restoring" => PilotReport::Restoring {
+                    backup: "b1".into(),
                 },
                 "other" => PilotReport::Empty {
                     formed: false,
@@ -164,8 +167,47 @@ fn observed_as(me: &str, local: &str, peers: &str, cluster: &str) -> Observed {
         formed_locally,
         peers: parse_peers(peers),
         cluster: parse_cluster(cluster),
+        store: StoreView::NotConfigured,
+        allow_empty: false,
         nonce: 0xabcd,
     }
+}
+
+/// `none` (not configured), `down`, `empty` (answers, records nothing), `record` (records
+/// cluster 9, no verified backup), `backup` (records cluster 9 and has verified backup b1).
+fn parse_store(store: &str) -> StoreView {
+    let source = RestoreSource {
+        id: "b1".into(),
+        cluster_id: ClusterId(9),
+        revision: 42,
+    };
+    match store {
+        "none" => StoreView::NotConfigured,
+        "down" => StoreView::Unreadable("connection refused".into()),
+        "empty" => StoreView::Read {
+            cluster: None,
+            candidate: None,
+        },
+        "record" => StoreView::Read {
+            cluster: Some(ClusterId(9)),
+            candidate: None,
+        },
+        "backup" => StoreView::Read {
+            cluster: Some(ClusterId(9)),
+            candidate: Some(source),
+        },
+        _ => panic!("bad store {store:?}"),
+    }
+}
+
+/// Like [`check`] with the cluster unreachable, for node `me`, a store and the override.
+#[track_caller]
+fn check_loss(me: &str, local: &str, peers: &str, store: &str, allow_empty: bool, expect: Expect) {
+    let mut observed = observed_as(me, local, peers, "unreachable");
+    observed.store = parse_store(store);
+    observed.allow_empty = allow_empty;
+    let decision = decide(&observed, "prod");
+    expect.assert_eq(&format!("{decision:?}"));
 }
 
 #[track_caller]
@@ -479,7 +521,7 @@ fn bootstrap_never_happens_after_a_cluster_formed() {
         "m2:empty m3:empty",
         "unreachable",
         expect![[
-            r#"Wait { reason: "a cluster has formed with this node before (marker in the data dir), and no peer's etcd answers: waiting to rejoin it; a new cluster is never created from an empty disk once one has formed" }"#
+            r#"Wait { reason: "a cluster has formed with this node before (marker in the data dir), and no peer's etcd answers: waiting to rejoin it. No backup store is configured to restore from, and a new cluster is never created from empty disks once one has formed (set restore.allow_empty_cluster = true to create one anyway)" }"#
         ]],
     );
     check(
@@ -487,7 +529,7 @@ fn bootstrap_never_happens_after_a_cluster_formed() {
         "m2:empty m3:data",
         "unreachable",
         expect![[
-            r#"Wait { reason: "peer m3 has data or saw a cluster form, but no etcd answers: waiting for the cluster to come back (a new cluster is never created while any peer holds data)" }"#
+            r#"Wait { reason: "peer m3 has data, but no etcd answers: waiting for the cluster to come back (a new cluster is never created, nor a backup restored, while any peer holds data)" }"#
         ]],
     );
     check(
@@ -495,7 +537,7 @@ fn bootstrap_never_happens_after_a_cluster_formed() {
         "m2:formed m3:empty",
         "unreachable",
         expect![[
-            r#"Wait { reason: "peer m2 has data or saw a cluster form, but no etcd answers: waiting for the cluster to come back (a new cluster is never created while any peer holds data)" }"#
+            r#"Wait { reason: "peer m2 saw a cluster form, and no peer's etcd answers: waiting to rejoin it. No backup store is configured to restore from, and a new cluster is never created from empty disks once one has formed (set restore.allow_empty_cluster = true to create one anyway)" }"#
         ]],
     );
 }
@@ -512,6 +554,142 @@ fn bootstrap_waits_when_peer_lists_disagree() {
     );
 }
 
+#[test]
+fn after_total_loss_the_first_peer_restores_the_verified_backup() {
+    check_loss(
+        "m1",
+        "empty",
+        "m2:empty m3:empty",
+        "backup",
+        false,
+        expect![[
+            r#"Restore { source: RestoreSource { id: "b1", cluster_id: ClusterId(9), revision: 42 }, initial_cluster: "m1=http://m1:2380", token: "prod-bfc119b5-0000abcd" }"#
+        ]],
+    );
+    check_loss(
+        "m2",
+        "empty",
+        "m1:empty m3:empty",
+        "backup",
+        false,
+        expect![
+            "Wait { reason: \"the backup store records cluster 9 and every peer is empty: waiting for m1 to restore backup b1 (the first peer by name restores; the others join it)\" }"
+        ],
+    );
+    // Formed markers count as "a cluster existed" too.
+    check_loss(
+        "m1",
+        "empty formed",
+        "m2:formed m3:empty",
+        "backup",
+        false,
+        expect![[
+            r#"Restore { source: RestoreSource { id: "b1", cluster_id: ClusterId(9), revision: 42 }, initial_cluster: "m1=http://m1:2380", token: "prod-bfc119b5-0000abcd" }"#
+        ]],
+    );
+    check_loss(
+        "m2",
+        "empty",
+        "m1:restoring m3:empty",
+        "backup",
+        false,
+        expect![
+            "Wait { reason: \"peer m1 is restoring backup b1; this node joins the cluster it starts\" }"
+        ],
+    );
+}
+
+#[test]
+fn no_restore_while_a_peer_may_hold_data() {
+    check_loss(
+        "m1",
+        "empty",
+        "m2:data m3:empty",
+        "backup",
+        false,
+        expect![
+            "Wait { reason: \"peer m2 has data, but no etcd answers: waiting for the cluster to come back (a new cluster is never created, nor a backup restored, while any peer holds data)\" }"
+        ],
+    );
+    check_loss(
+        "m1",
+        "empty",
+        "m2:unknown m3:empty",
+        "backup",
+        false,
+        expect![
+            "Wait { reason: \"the backup store records cluster 9, and no peer's etcd answers; waiting for the pilots of m2 to answer (a peer that does not answer may hold the cluster's data)\" }"
+        ],
+    );
+    check_loss(
+        "m1",
+        "empty",
+        "m2:boot m3:empty",
+        "backup",
+        false,
+        expect![
+            "Wait { reason: \"the backup store records cluster 9, yet peer m2 is bootstrapping a new cluster; stop its pilot and check its backup store settings\" }"
+        ],
+    );
+}
+
+#[test]
+fn a_lost_cluster_without_a_readable_backup_is_not_recreated_empty() {
+    check_loss(
+        "m1",
+        "empty",
+        "m2:empty m3:empty",
+        "record",
+        false,
+        expect![
+            "Wait { reason: \"the backup store records cluster 9, no peer has data, and the backup store holds no verified backup of it: refusing to create an empty cluster (set restore.allow_empty_cluster = true to create one anyway, or restore a backup with `etcd-pilot restore`)\" }"
+        ],
+    );
+    check_loss(
+        "m1",
+        "empty formed",
+        "m2:empty m3:empty",
+        "down",
+        false,
+        expect![
+            "Wait { reason: \"a cluster has formed with this node before (marker in the data dir), no peer's etcd answers, and the backup store cannot be read (connection refused): waiting for the store to restore from it\" }"
+        ],
+    );
+    // An unreadable store blocks even a first bootstrap: it may record a cluster.
+    check_loss(
+        "m1",
+        "empty",
+        "m2:empty m3:empty",
+        "down",
+        false,
+        expect![
+            "Wait { reason: \"the backup store cannot be read (connection refused), so whether a cluster existed before is unknown: a new cluster is only created once the store answers (or with restore.allow_empty_cluster = true)\" }"
+        ],
+    );
+    // The operator's override creates an empty cluster.
+    check_loss(
+        "m1",
+        "empty",
+        "m2:empty m3:empty",
+        "record",
+        true,
+        expect![[
+            r#"BootstrapNew { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380", token: "prod-13db1039-0000abcd" }"#
+        ]],
+    );
+    // A store that answers and records nothing: a first bootstrap as usual.
+    check_loss(
+        "m1",
+        "empty",
+        "m2:empty m3:empty",
+        "empty",
+        false,
+        expect![[
+            r#"BootstrapNew { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380", token: "prod-13db1039-0000abcd" }"#
+        ]],
+    );
+}
+
 fn arb_report() -> impl Strategy<Value = PilotReport> {
     prop_oneof![
         Just(PilotReport::Unknown),
@@ -524,6 +702,9 @@ fn arb_report() -> impl Strategy<Value = PilotReport> {
             token: "t".into()
         }),
         Just(PilotReport::HasData { cluster_id: None }),
+        Just(PilotReport::Restoring {
+            backup: "b1".into()
+        }),
     ]
 }
 
@@ -577,36 +758,71 @@ fn arb_observed() -> impl Strategy<Value = Observed> {
         arb_report(),
         arb_report(),
         arb_cluster(),
+        prop::sample::select(vec!["none", "down", "empty", "record", "backup"])
+            .prop_map(parse_store),
+        any::<bool>(),
     )
-        .prop_map(|(has_data, formed_locally, r2, r3, cluster)| Observed {
-            me: peer("m1"),
-            expected: ["m1", "m2", "m3"].map(peer).to_vec(),
-            local: if has_data {
-                LocalData::Data { identity: None }
-            } else {
-                LocalData::Empty
+        .prop_map(
+            |(has_data, formed_locally, r2, r3, cluster, store, allow_empty)| Observed {
+                me: peer("m1"),
+                expected: ["m1", "m2", "m3"].map(peer).to_vec(),
+                local: if has_data {
+                    LocalData::Data { identity: None }
+                } else {
+                    LocalData::Empty
+                },
+                formed_locally,
+                peers: vec![
+                    PeerReport {
+                        name: name("m2"),
+                        report: r2,
+                    },
+                    PeerReport {
+                        name: name("m3"),
+                        report: r3,
+                    },
+                ],
+                cluster,
+                store,
+                allow_empty,
+                nonce: 1,
             },
-            formed_locally,
-            peers: vec![
-                PeerReport {
-                    name: name("m2"),
-                    report: r2,
-                },
-                PeerReport {
-                    name: name("m3"),
-                    report: r3,
-                },
-            ],
-            cluster,
-            nonce: 1,
-        })
+        )
 }
 
 proptest! {
     #[test]
+    fn restores_only_after_total_loss_on_the_first_peer_by_name(observed in arb_observed()) {
+        if let Decision::Restore { source, .. } = decide(&observed, "prod") {
+            prop_assert!(observed.local == LocalData::Empty);
+            prop_assert!(matches!(observed.cluster, ClusterView::Unreachable));
+            let stored = matches!(&observed.store, StoreView::Read { candidate: Some(c), .. } if *c == source);
+            prop_assert!(stored, "restored a backup the store did not offer");
+            prop_assert_eq!(observed.me.name.as_str(), "m1");
+            for peer in &observed.peers {
+                prop_assert!(matches!(peer.report, PilotReport::Empty { .. }),
+                    "restored although {} reported {:?}", peer.name, peer.report);
+            }
+        }
+    }
+
+    #[test]
+    fn a_cluster_the_store_records_is_never_recreated_empty_without_the_override(
+        observed in arb_observed(),
+    ) {
+        let decision = decide(&observed, "prod");
+        if matches!(decision, Decision::BootstrapNew { .. }) && !observed.allow_empty {
+            prop_assert!(matches!(
+                observed.store,
+                StoreView::NotConfigured | StoreView::Read { cluster: None, .. }
+            ), "bootstrapped empty with store {:?}", observed.store);
+        }
+    }
+
+    #[test]
     fn never_bootstraps_when_anything_says_a_cluster_exists(observed in arb_observed()) {
         let decision = decide(&observed, "prod");
-        if matches!(decision, Decision::BootstrapNew { .. }) {
+        if matches!(decision, Decision::BootstrapNew { .. }) && !observed.allow_empty {
             prop_assert!(observed.local == LocalData::Empty);
             prop_assert!(!observed.formed_locally);
             prop_assert!(matches!(observed.cluster, ClusterView::Unreachable));

@@ -1,0 +1,300 @@
+//! Which backup to restore, which to verify next, and when the next one is due: pure functions
+//! of what the backup store lists and the current time.
+//!
+//! A backup belongs to a lineage: the cluster that took it and every cluster restored from its
+//! backups since. The store records the lineage of the cluster that writes to it; a backup
+//! whose cluster is not in that lineage belongs to another cluster and is never chosen without
+//! the operator's explicit override. This module does not own reading or writing the store,
+//! nor restoring; the `etcd-pilot` crate does both.
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::ClusterId;
+
+/// What a restore drill said about a backup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Verification {
+    /// No drill has run on it yet.
+    Unverified,
+    /// A drill restored it and found the key count and hash recorded at backup time.
+    Passed,
+    /// A drill failed: the backup is never restored automatically.
+    Failed {
+        /// Why, for the operator.
+        error: String,
+    },
+}
+
+/// A backup as these choices see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupSummary {
+    /// Its id in the store (sortable by creation time).
+    pub id: String,
+    /// The cluster that took it.
+    pub cluster_id: ClusterId,
+    /// When it was taken.
+    pub created: SystemTime,
+    /// The etcd revision it holds (at least).
+    pub revision: i64,
+    /// What the last drill said.
+    pub verification: Verification,
+}
+
+fn newest<'a>(backups: impl Iterator<Item = &'a BackupSummary>) -> Option<&'a BackupSummary> {
+    backups.max_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)))
+}
+
+/// The backup an automatic restore uses: the newest one that passed a drill and belongs to
+/// `lineage` (any cluster, when the store records no lineage). `None` when there is none.
+pub fn restore_candidate<'a>(
+    backups: &'a [BackupSummary],
+    lineage: &[ClusterId],
+) -> Option<&'a BackupSummary> {
+    newest(backups.iter().filter(|b| {
+        b.verification == Verification::Passed
+            && (lineage.is_empty() || lineage.contains(&b.cluster_id))
+    }))
+}
+
+/// Why an operator-chosen backup may not be restored, if it may not: it belongs to another
+/// cluster than the store's lineage, or a drill failed on it. `force` overrides both.
+pub fn refuse_restore(
+    backup: &BackupSummary,
+    lineage: &[ClusterId],
+    force: bool,
+) -> Option<String> {
+    if force {
+        return None;
+    }
+    if !lineage.is_empty() && !lineage.contains(&backup.cluster_id) {
+        return Some(format!(
+            "backup {} was taken by cluster {}, which is not this store's cluster or one it \
+             descends from ({}); pass --force to restore it anyway",
+            backup.id,
+            backup.cluster_id,
+            lineage
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if let Verification::Failed { error } = &backup.verification {
+        return Some(format!(
+            "backup {} failed verification ({error}); pass --force to restore it anyway",
+            backup.id
+        ));
+    }
+    None
+}
+
+/// The backup the next restore drill checks: the newest backup, if no drill has run on it.
+/// Older unverified backups are skipped: proving the newest one is what restores need.
+pub fn drill_target(backups: &[BackupSummary]) -> Option<&BackupSummary> {
+    newest(backups.iter()).filter(|b| b.verification == Verification::Unverified)
+}
+
+/// Whether a scheduled backup is due: none yet, or the newest is `interval` old. A newest
+/// backup dated in the future (a clock that moved back) makes one due too, so a wrong clock
+/// cannot stop backups.
+pub fn backup_due(newest: Option<SystemTime>, interval: Duration, now: SystemTime) -> bool {
+    match newest {
+        None => true,
+        Some(created) => match now.duration_since(created) {
+            Ok(age) => age >= interval,
+            Err(_) => true,
+        },
+    }
+}
+
+/// The lineage to record for `current` given the one recorded in its data: unchanged when
+/// it already ends with `current`, else extended with it (the data was restored from a
+/// backup of the last cluster in `inherited`, or this is the first record).
+pub fn extend_lineage(inherited: &[ClusterId], current: ClusterId) -> Vec<ClusterId> {
+    let mut lineage = inherited.to_vec();
+    if lineage.last() != Some(&current) {
+        lineage.retain(|id| *id != current);
+        lineage.push(current);
+    }
+    lineage
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use expect_test::{Expect, expect};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn at(minutes: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_795_348_800 + minutes * 60)
+    }
+
+    /// `CLUSTER:MINUTE:STATE` words, STATE one of `u` (unverified), `p` (passed), `f` (failed).
+    fn backups(spec: &str) -> Vec<BackupSummary> {
+        spec.split_whitespace()
+            .map(|word| {
+                let parts: Vec<&str> = word.split(':').collect();
+                let [cluster, minute, state] = parts.as_slice() else {
+                    panic!("bad word {word:?}");
+                };
+                BackupSummary {
+                    id: format!("{cluster}-{minute}"),
+                    cluster_id: ClusterId(u64::from_str_radix(cluster, 16).unwrap()),
+                    created: at(minute.parse().unwrap()),
+                    revision: minute.parse().unwrap(),
+                    verification: match *state {
+                        "u" => Verification::Unverified,
+                        "p" => Verification::Passed,
+                        "f" => Verification::Failed {
+                            error: "sha256 mismatch".into(),
+                        },
+                        _ => panic!("bad state in {word:?}"),
+                    },
+                }
+            })
+            .collect()
+    }
+
+    fn lineage(spec: &str) -> Vec<ClusterId> {
+        spec.split_whitespace()
+            .map(|c| ClusterId(u64::from_str_radix(c, 16).unwrap()))
+            .collect()
+    }
+
+    #[track_caller]
+    fn check_candidate(spec: &str, line: &str, expect: Expect) {
+        let list = backups(spec);
+        let chosen = restore_candidate(&list, &lineage(line)).map_or("none", |b| b.id.as_str());
+        expect.assert_eq(chosen);
+    }
+
+    #[test]
+    fn restore_uses_the_newest_passed_backup_of_the_lineage() {
+        check_candidate("a:1:p a:2:p a:3:u", "a", expect!["a-2"]);
+        // A failed drill (a corrupt backup) is skipped for the previous verified one.
+        check_candidate("a:1:p a:2:f", "a", expect!["a-1"]);
+        check_candidate("a:1:u a:2:f", "a", expect!["none"]);
+        check_candidate("", "a", expect!["none"]);
+        // Another cluster's backup is never chosen, however new.
+        check_candidate("a:1:p b:9:p", "a", expect!["a-1"]);
+        check_candidate("b:9:p", "a", expect!["none"]);
+        // A restored cluster (b, from a) may use its ancestor's backups.
+        check_candidate("a:1:p b:9:u", "a b", expect!["a-1"]);
+        check_candidate("a:1:p b:9:p", "a b", expect!["b-9"]);
+        // No lineage recorded: any verified backup.
+        check_candidate("a:1:p b:9:p", "", expect!["b-9"]);
+    }
+
+    #[track_caller]
+    fn check_refusal(word: &str, line: &str, force: bool, expect: Expect) {
+        let list = backups(word);
+        let refusal = refuse_restore(&list[0], &lineage(line), force);
+        expect.assert_eq(refusal.as_deref().unwrap_or("allowed"));
+    }
+
+    #[test]
+    fn operator_restores_are_refused_for_foreign_or_failed_backups_unless_forced() {
+        check_refusal("a:1:p", "a", false, expect!["allowed"]);
+        check_refusal("a:1:u", "a", false, expect!["allowed"]);
+        check_refusal("a:1:u", "", false, expect!["allowed"]);
+        check_refusal(
+            "b:1:p",
+            "a",
+            false,
+            expect![
+                "backup b-1 was taken by cluster b, which is not this store's cluster or one it descends from (a); pass --force to restore it anyway"
+            ],
+        );
+        check_refusal("b:1:p", "a", true, expect!["allowed"]);
+        check_refusal(
+            "a:1:f",
+            "a",
+            false,
+            expect![
+                "backup a-1 failed verification (sha256 mismatch); pass --force to restore it anyway"
+            ],
+        );
+        check_refusal("a:1:f", "a", true, expect!["allowed"]);
+    }
+
+    #[test]
+    fn drills_check_the_newest_backup_once() {
+        let target = |spec: &str| drill_target(&backups(spec)).map(|b| b.id.clone());
+        assert_eq!(target("a:1:p a:2:u"), Some("a-2".into()));
+        assert_eq!(target("a:1:u a:2:p"), None);
+        assert_eq!(target("a:1:u a:2:f"), None);
+        assert_eq!(target(""), None);
+    }
+
+    #[test]
+    fn backups_are_due_after_the_interval_or_on_a_clock_that_moved_back() {
+        let interval = Duration::from_secs(30 * 60);
+        assert!(backup_due(None, interval, at(0)));
+        assert!(!backup_due(Some(at(0)), interval, at(29)));
+        assert!(backup_due(Some(at(0)), interval, at(30)));
+        assert!(backup_due(Some(at(10)), interval, at(0)));
+    }
+
+    #[test]
+    fn lineage_grows_once_per_cluster() {
+        let ids = |l: &[ClusterId]| l.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(ids(&extend_lineage(&[], ClusterId(0xa))), ["a"]);
+        assert_eq!(ids(&extend_lineage(&lineage("a"), ClusterId(0xa))), ["a"]);
+        assert_eq!(
+            ids(&extend_lineage(&lineage("a"), ClusterId(0xb))),
+            ["a", "b"]
+        );
+        assert_eq!(
+            ids(&extend_lineage(&lineage("a b"), ClusterId(0xa))),
+            ["b", "a"]
+        );
+    }
+
+    fn arb_backups() -> impl Strategy<Value = Vec<BackupSummary>> {
+        prop::collection::vec((0u64..3, 0u64..500, 0u8..3), 0..12).prop_map(|items| {
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, (cluster, minute, state))| BackupSummary {
+                    id: format!("{i}"),
+                    cluster_id: ClusterId(cluster),
+                    created: at(minute),
+                    revision: 1,
+                    verification: match state {
+                        0 => Verification::Unverified,
+                        1 => Verification::Passed,
+                        _ => Verification::Failed { error: "x".into() },
+                    },
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_candidate_passed_belongs_to_the_lineage_and_is_the_newest_such(
+            list in arb_backups(),
+            line in prop::collection::vec(0u64..3, 0..3),
+        ) {
+            let line: Vec<ClusterId> = line.into_iter().map(ClusterId).collect();
+            if let Some(chosen) = restore_candidate(&list, &line) {
+                prop_assert_eq!(&chosen.verification, &Verification::Passed);
+                prop_assert!(line.is_empty() || line.contains(&chosen.cluster_id));
+                prop_assert!(refuse_restore(chosen, &line, false).is_none());
+                for other in list.iter().filter(|b| b.verification == Verification::Passed
+                    && (line.is_empty() || line.contains(&b.cluster_id))) {
+                    prop_assert!(other.created <= chosen.created);
+                }
+            } else {
+                prop_assert!(!list.iter().any(|b| b.verification == Verification::Passed
+                    && (line.is_empty() || line.contains(&b.cluster_id))));
+            }
+        }
+    }
+}

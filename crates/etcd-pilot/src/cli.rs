@@ -1,4 +1,5 @@
-//! The command line: `agent`, `local up`, `status`, `config show`.
+//! The command line: `agent`, `local up|add|lose`, `status`, `plan`, `backup`, `restore`,
+//! `config show`.
 //!
 //! Parses flags, sets up tracing and the runtime, and maps failures to exit codes:
 //! 0 ok, 64 invalid configuration or flags (EX_USAGE), 1 runtime failure.
@@ -11,7 +12,7 @@ use clap::{Arg, ArgMatches, Args, FromArgMatches, Parser, Subcommand, ValueEnum}
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, KEYS, Sources};
-use crate::{cluster_status, local, output};
+use crate::{backup, cluster_status, local, output};
 
 const EX_USAGE: u8 = 64;
 
@@ -54,6 +55,23 @@ enum Commands {
     Status(ClusterArgs),
     /// What the coordinator will do next and why, or what blocks it.
     Plan(ClusterArgs),
+    /// Take, list, verify and delete backups in the configured store.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
+    /// Restore a backup into this node's data dir as a one-member cluster (its pilot stopped);
+    /// then start the pilots: the other nodes join it.
+    Restore {
+        /// A backup id, or `latest` (the newest verified backup of this cluster).
+        #[arg(long)]
+        from: String,
+        /// Restore even a backup of another cluster, or one that failed verification.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
@@ -85,6 +103,61 @@ impl ClusterArgs {
         };
         Ok((endpoints, self.json))
     }
+}
+
+/// Which node's configuration a backup command uses.
+#[derive(Debug, Args)]
+struct NodeArgs {
+    /// The node's pilot config file (see docs/config.md).
+    #[arg(long, short, conflicts_with = "dir")]
+    config: Option<PathBuf>,
+    /// The directory of a `local up` cluster (uses its first member's config).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
+impl NodeArgs {
+    fn config_path(&self) -> anyhow::Result<Option<PathBuf>> {
+        match &self.dir {
+            Some(dir) => Ok(Some(local::member_config(dir)?)),
+            None => Ok(self.config.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum BackupCommand {
+    /// Stream a snapshot into the store now.
+    Now {
+        /// Client URL of the member to snapshot (default: this node's etcd.client_url).
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// List the backups, oldest first.
+    List {
+        /// Print the manifests as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Restore a backup in a throwaway etcd and compare it with its manifest.
+    Verify {
+        /// The backup (default: the newest).
+        id: Option<String>,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Delete a backup.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,7 +235,11 @@ pub fn main() -> ExitCode {
     };
     let quiet = matches!(
         cli.command,
-        Commands::Status(_) | Commands::Plan(_) | Commands::Config { .. }
+        Commands::Status(_)
+            | Commands::Plan(_)
+            | Commands::Config { .. }
+            | Commands::Backup { .. }
+            | Commands::Restore { .. }
     );
     init_tracing(
         cli.log_format,
@@ -237,6 +314,60 @@ pub fn main() -> ExitCode {
         Commands::Local {
             command: LocalCommand::Lose(args),
         } => runtime.block_on(local::lose(args)),
+        Commands::Backup { command } => {
+            let node = match &command {
+                BackupCommand::Now { node, .. }
+                | BackupCommand::List { node, .. }
+                | BackupCommand::Verify { node, .. }
+                | BackupCommand::Delete { node, .. } => node,
+            };
+            let config = match node.config_path().map(|path| load(&path, &node.overrides)) {
+                Ok(Ok(config)) => config,
+                Ok(Err(err)) => {
+                    output::error(&err.to_string());
+                    return ExitCode::from(EX_USAGE);
+                }
+                Err(err) => {
+                    output::error(&format!("{err:#}"));
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            runtime.block_on(async {
+                let text = match &command {
+                    BackupCommand::Now { endpoint, .. } => {
+                        backup::commands::now(&config, endpoint.clone()).await?
+                    }
+                    BackupCommand::List { json, .. } => {
+                        backup::commands::list(&config, *json).await?
+                    }
+                    BackupCommand::Verify { id, .. } => {
+                        backup::commands::verify(&config, id.as_deref()).await?
+                    }
+                    BackupCommand::Delete { id, .. } => {
+                        backup::commands::delete(&config, id).await?
+                    }
+                };
+                output::print(&text);
+                Ok(())
+            })
+        }
+        Commands::Restore { from, force, node } => {
+            let config = match node.config_path().map(|path| load(&path, &node.overrides)) {
+                Ok(Ok(config)) => config,
+                Ok(Err(err)) => {
+                    output::error(&err.to_string());
+                    return ExitCode::from(EX_USAGE);
+                }
+                Err(err) => {
+                    output::error(&format!("{err:#}"));
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            runtime.block_on(async {
+                output::print(&backup::commands::restore(&config, &from, force).await?);
+                Ok(())
+            })
+        }
         Commands::Plan(args) => runtime.block_on(async {
             let (endpoints, json) = args.endpoints()?;
             let view = cluster_status::plan(&endpoints).await?;

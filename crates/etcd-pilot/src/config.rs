@@ -111,6 +111,52 @@ pub(crate) const KEYS: &[Key] = &[
         "timers.coordinator_lease",
         "TTL of the coordinator's lease; a coordinator that stops is replaced after it",
     ),
+    key(
+        "backup.url",
+        "backup store: file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix (unset: no backups)",
+    ),
+    key(
+        "backup.interval",
+        "how often the coordinator takes a backup",
+    ),
+    key(
+        "backup.drill",
+        "restore-drill each new backup in a throwaway etcd (true/false)",
+    ),
+    key(
+        "backup.compression_level",
+        "zstd level of backups (1-19; higher is smaller and slower)",
+    ),
+    key(
+        "backup.timeout",
+        "timeout of every request to the backup store",
+    ),
+    key(
+        "backup.s3_endpoint",
+        "endpoint of an S3-compatible service (default: AWS, or AWS_ENDPOINT_URL)",
+    ),
+    key("backup.s3_region", "S3 region (default: AWS_REGION)"),
+    key("backup.keep_all", "keep every backup younger than this"),
+    key(
+        "backup.keep_hourly",
+        "keep the newest backup of each hour younger than this",
+    ),
+    key(
+        "backup.keep_daily",
+        "keep the newest backup of each day younger than this",
+    ),
+    key(
+        "backup.keep_weekly",
+        "keep the newest backup of each week younger than this",
+    ),
+    key(
+        "restore.allow_empty_cluster",
+        "create an empty cluster even though the store says one existed and no backup restores (true/false)",
+    ),
+    key(
+        "restore.bump_revision",
+        "revisions added on restore when the restore tool supports --bump-revision (0: never)",
+    ),
 ];
 
 /// The environment variable that sets `key`.
@@ -218,6 +264,53 @@ struct RawConfig {
     discovery: RawDiscovery,
     #[serde(default)]
     timers: RawTimers,
+    #[serde(default)]
+    backup: RawBackup,
+    #[serde(default)]
+    restore: RawRestore,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackup {
+    url: Option<String>,
+    interval: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    drill: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    compression_level: Option<String>,
+    timeout: Option<String>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
+    keep_all: Option<String>,
+    keep_hourly: Option<String>,
+    keep_daily: Option<String>,
+    keep_weekly: Option<String>,
+}
+
+/// A TOML string, boolean or integer, kept as text: one parser for file, env and flags.
+fn scalar<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Bool(bool),
+        Int(i64),
+    }
+    Ok(Some(match Scalar::deserialize(d)? {
+        Scalar::Text(text) => text,
+        Scalar::Bool(b) => b.to_string(),
+        Scalar::Int(i) => i.to_string(),
+    }))
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRestore {
+    #[serde(default, deserialize_with = "scalar")]
+    allow_empty_cluster: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    bump_revision: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -308,6 +401,19 @@ impl RawConfig {
             "timers.remove_after" => &mut self.timers.remove_after,
             "timers.learner_timeout" => &mut self.timers.learner_timeout,
             "timers.coordinator_lease" => &mut self.timers.coordinator_lease,
+            "backup.url" => &mut self.backup.url,
+            "backup.interval" => &mut self.backup.interval,
+            "backup.drill" => &mut self.backup.drill,
+            "backup.compression_level" => &mut self.backup.compression_level,
+            "backup.timeout" => &mut self.backup.timeout,
+            "backup.s3_endpoint" => &mut self.backup.s3_endpoint,
+            "backup.s3_region" => &mut self.backup.s3_region,
+            "backup.keep_all" => &mut self.backup.keep_all,
+            "backup.keep_hourly" => &mut self.backup.keep_hourly,
+            "backup.keep_daily" => &mut self.backup.keep_daily,
+            "backup.keep_weekly" => &mut self.backup.keep_weekly,
+            "restore.allow_empty_cluster" => &mut self.restore.allow_empty_cluster,
+            "restore.bump_revision" => &mut self.restore.bump_revision,
             _ => return None,
         })
     }
@@ -323,6 +429,8 @@ pub(crate) struct Config {
     pub(crate) admin: AdminConfig,
     pub(crate) discovery: DiscoveryConfig,
     pub(crate) timers: Timers,
+    pub(crate) backup: BackupConfig,
+    pub(crate) restore: RestoreConfig,
     /// Where each scalar value came from.
     origins: BTreeMap<&'static str, Origin>,
     /// Each scalar value as given (secrets included; never printed unredacted).
@@ -368,6 +476,24 @@ pub(crate) struct Timers {
     pub(crate) remove_after: Duration,
     pub(crate) learner_timeout: Duration,
     pub(crate) coordinator_lease: Duration,
+}
+
+/// Backups: where, how often, how they are checked and kept.
+#[derive(Clone, Debug)]
+pub(crate) struct BackupConfig {
+    /// `None`: no backup store, no backups, no automatic restore.
+    pub(crate) store: Option<crate::backup::StoreOptions>,
+    pub(crate) interval: Duration,
+    pub(crate) drill: bool,
+    pub(crate) compression_level: i32,
+    pub(crate) retention: etcd_pilot_core::retention::RetentionPolicy,
+}
+
+/// Restores after total loss.
+#[derive(Clone, Debug)]
+pub(crate) struct RestoreConfig {
+    pub(crate) allow_empty_cluster: bool,
+    pub(crate) bump_revision: u64,
 }
 
 impl fmt::Debug for Config {
@@ -670,6 +796,8 @@ fn validate(raw: RawConfig) -> Result<Config, Error> {
         )?,
     };
 
+    let (backup, restore) = backup_config(&raw, &mut values)?;
+
     Ok(Config {
         name,
         cluster_name: cluster_name.clone(),
@@ -688,12 +816,133 @@ fn validate(raw: RawConfig) -> Result<Config, Error> {
         },
         discovery,
         timers,
+        backup,
+        restore,
         origins: BTreeMap::new(),
         values: {
             values.insert("cluster_name", cluster_name);
             values
         },
     })
+}
+
+fn backup_config(
+    raw: &RawConfig,
+    values: &mut BTreeMap<&'static str, String>,
+) -> Result<(BackupConfig, RestoreConfig), Error> {
+    let b = &raw.backup;
+    let timeout = duration(&b.timeout, "backup.timeout", "30s", values)?;
+    let store = match &b.url {
+        None => None,
+        Some(text) => {
+            let fix = "write it as file:///absolute/path, s3://bucket/prefix, gs://bucket/prefix \
+                       or az://container/prefix";
+            let url = Url::parse(text)
+                .map_err(|err| error("backup.url", format!("{text:?} is not a URL: {err}"), fix))?;
+            if !["file", "s3", "gs", "az"].contains(&url.scheme()) {
+                return Err(error(
+                    "backup.url",
+                    format!("{text:?} uses scheme {:?}", url.scheme()),
+                    fix,
+                ));
+            }
+            if url.scheme() != "file" && url.host_str().is_none_or(str::is_empty) {
+                return Err(error(
+                    "backup.url",
+                    format!("{text:?} names no bucket"),
+                    fix,
+                ));
+            }
+            if url.scheme() == "file" && url.to_file_path().is_err() {
+                return Err(error(
+                    "backup.url",
+                    format!("{text:?} is not an absolute local path"),
+                    fix,
+                ));
+            }
+            Some(crate::backup::StoreOptions {
+                url,
+                s3_endpoint: b.s3_endpoint.clone(),
+                s3_region: b.s3_region.clone(),
+                timeout,
+            })
+        }
+    };
+    let interval = duration(&b.interval, "backup.interval", "30m", values)?;
+    let drill = boolean(&b.drill, "backup.drill", true, values)?;
+    let level_text = b
+        .compression_level
+        .clone()
+        .unwrap_or_else(|| "3".to_owned());
+    values.insert("backup.compression_level", level_text.clone());
+    let compression_level = level_text
+        .parse::<i32>()
+        .ok()
+        .filter(|l| (1..=19).contains(l))
+        .ok_or_else(|| {
+            error(
+                "backup.compression_level",
+                format!("{level_text:?} is not a level from 1 to 19"),
+                "use 3 (the default), or 1 for the fastest",
+            )
+        })?;
+    let retention = etcd_pilot_core::retention::RetentionPolicy {
+        keep_all: duration(&b.keep_all, "backup.keep_all", "1h", values)?,
+        hourly: duration(&b.keep_hourly, "backup.keep_hourly", "1day", values)?,
+        daily: duration(&b.keep_daily, "backup.keep_daily", "7days", values)?,
+        weekly: duration(&b.keep_weekly, "backup.keep_weekly", "31days", values)?,
+    };
+    let r = &raw.restore;
+    let allow_empty_cluster = boolean(
+        &r.allow_empty_cluster,
+        "restore.allow_empty_cluster",
+        false,
+        values,
+    )?;
+    let bump_text = r
+        .bump_revision
+        .clone()
+        .unwrap_or_else(|| "1000000000".to_owned());
+    values.insert("restore.bump_revision", bump_text.clone());
+    let bump_revision = bump_text.parse::<u64>().map_err(|_| {
+        error(
+            "restore.bump_revision",
+            format!("{bump_text:?} is not a whole number"),
+            "use e.g. 1000000000, more than the writes the cluster takes between backups",
+        )
+    })?;
+    Ok((
+        BackupConfig {
+            store,
+            interval,
+            drill,
+            compression_level,
+            retention,
+        },
+        RestoreConfig {
+            allow_empty_cluster,
+            bump_revision,
+        },
+    ))
+}
+
+fn boolean(
+    value: &Option<String>,
+    key: &'static str,
+    default: bool,
+    values: &mut BTreeMap<&'static str, String>,
+) -> Result<bool, Error> {
+    let text = value.clone().unwrap_or_else(|| default.to_string());
+    values.insert(key, text.clone());
+    match text.as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(error(
+            key,
+            format!("{text:?} is not true or false"),
+            "write true or false",
+        )),
+    }
 }
 
 fn duration(

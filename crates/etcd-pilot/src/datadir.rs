@@ -7,7 +7,9 @@
 //! - `cluster-formed.json`: written once a cluster formed with this node; it survives a
 //!   quarantine and forbids bootstrapping a new cluster from this node ever after;
 //! - `etcd.pid`: the running etcd child;
-//! - `quarantine/<time>/`: data moved aside, never deleted, with a `reason.txt`.
+//! - `quarantine/<time>/`: data moved aside, never deleted, with a `reason.txt`;
+//! - `restore/`, `drill/`: scratch space of a restore and of restore drills (ours alone,
+//!   cleared before use).
 //!
 //! Every write is atomic (write a temporary file, fsync, rename). Nothing here deletes data.
 
@@ -109,6 +111,44 @@ impl DataDir {
             at: humantime::format_rfc3339_seconds(now).to_string(),
         };
         write_atomic(&self.formed_path(), &serde_json::to_vec_pretty(&formed)?)
+    }
+
+    /// Scratch space of a restore: on the data dir's file system, so the result is renamed
+    /// into place.
+    pub(crate) fn restore_scratch(&self) -> PathBuf {
+        self.root.join("restore")
+    }
+
+    /// Scratch space of restore drills.
+    pub(crate) fn drill_scratch(&self) -> PathBuf {
+        self.root.join("drill")
+    }
+
+    /// Installs a restored etcd data dir (`restored`, created by `snapshot restore`) as ours:
+    /// the identity marker first, then a rename into place. Whatever sat at `etcd/` (no
+    /// data, or the remains of a failed start) is quarantined, not deleted.
+    pub(crate) fn install_restored(
+        &self,
+        restored: &Path,
+        identity: &Identity,
+        now: SystemTime,
+    ) -> anyhow::Result<()> {
+        if self.etcd_dir().exists() {
+            self.quarantine("replaced by a restored backup", now)?;
+        }
+        self.write_identity(identity)?;
+        std::fs::rename(restored, self.etcd_dir()).with_context(|| {
+            format!(
+                "move {} to {}",
+                restored.display(),
+                self.etcd_dir().display()
+            )
+        })?;
+        sync_dir(&self.root)?;
+        if let Some(scratch) = restored.parent() {
+            std::fs::remove_dir_all(scratch).ok();
+        }
+        Ok(())
     }
 
     /// Moves etcd's data and the identity marker into `quarantine/<time>/`, with the reason.

@@ -244,6 +244,63 @@ impl Etcd {
     }
 }
 
+/// The consistent hash of the key space at a revision, as `HashKV` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KvHash {
+    pub(crate) hash: u32,
+    pub(crate) compact_revision: i64,
+}
+
+/// A snapshot streaming from one member. Each chunk must arrive within the call timeout.
+pub(crate) struct SnapshotStream {
+    inner: etcd_client::SnapshotStreaming,
+    timeout: Duration,
+}
+
+impl SnapshotStream {
+    /// The next chunk of the database, or `None` at its end.
+    pub(crate) async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>> {
+        let message = with_timeout("snapshot", self.timeout, self.inner.message()).await?;
+        Ok(message.map(|m| bytes::Bytes::copy_from_slice(m.blob())))
+    }
+}
+
+impl Etcd {
+    /// Starts streaming a snapshot of the member's database (the last 32 bytes are etcd's own
+    /// sha256 of the rest, which `snapshot restore` checks).
+    pub(crate) async fn snapshot(&self) -> Result<SnapshotStream> {
+        let mut client = self.client.clone();
+        let inner = with_timeout("snapshot", self.timeout, client.snapshot()).await?;
+        Ok(SnapshotStream {
+            inner,
+            timeout: self.timeout,
+        })
+    }
+
+    /// `HashKV` at `revision` on the member this client is connected to.
+    pub(crate) async fn hash_kv(&self, revision: i64) -> Result<KvHash> {
+        let mut client = self.client.clone();
+        let response = with_timeout("hash_kv", self.timeout, client.hash_kv(revision)).await?;
+        Ok(KvHash {
+            hash: response.hash(),
+            compact_revision: response.compact_version(),
+        })
+    }
+
+    /// The number of keys at `revision`.
+    pub(crate) async fn count_keys(&self, revision: i64) -> Result<i64> {
+        let mut client = self.client.clone();
+        let options = GetOptions::new()
+            .with_all_keys()
+            .with_count_only()
+            .with_revision(revision)
+            .with_serializable();
+        let response =
+            with_timeout("count keys", self.timeout, client.get("", Some(options))).await?;
+        Ok(response.count())
+    }
+}
+
 /// A lease kept alive on demand (one keep-alive per [`Lease::refresh`]).
 pub(crate) struct Lease {
     pub(crate) id: i64,

@@ -4,6 +4,7 @@
 //! `run_agent`: signals, the admin API, and the pilot, with an ordered shutdown.
 
 mod admin;
+mod backup;
 pub mod cli;
 mod cluster_status;
 mod config;
@@ -56,10 +57,34 @@ pub(crate) async fn run_agent(config: Config, cancel: CancellationToken) -> anyh
         admin_cancel.clone(),
     ));
 
-    let result = match pilot::Pilot::new(config, status_tx.clone(), metrics.clone()) {
-        Ok(pilot) => pilot.run(cancel).await,
+    let backups = backup::Backups::open(&config.backup, &config.cluster_name, &config.etcd.bin)
+        .context("open the backup store (backup.url)")?;
+    let schedule = backups.clone().map(|backups| {
+        let options = etcd::ClientOptions {
+            timeout: config.timers.etcd_call_timeout,
+            credentials: config.etcd.credentials.clone(),
+        };
+        tokio::spawn(backup::run_schedule(
+            backups,
+            config.name.to_string(),
+            config::url_string(&config.etcd.client_url),
+            options,
+            datadir::DataDir::new(&config.data_dir).drill_scratch(),
+            status_tx.clone(),
+            metrics.clone(),
+            cancel.clone(),
+        ))
+    });
+    let result = match pilot::Pilot::new(config, backups, status_tx.clone(), metrics.clone()) {
+        Ok(pilot) => pilot.run(cancel.clone()).await,
         Err(err) => Err(err),
     };
+    cancel.cancel();
+    if let Some(schedule) = schedule
+        && let Err(err) = schedule.await
+    {
+        tracing::warn!("backup schedule task failed: {err:#}");
+    }
     status_tx.send_modify(|s| s.phase = Phase::Stopping);
     tracing::info!("shutdown: stopping admin API");
     admin_cancel.cancel();

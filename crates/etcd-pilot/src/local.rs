@@ -3,7 +3,10 @@
 //! Writes one config per member (member N on 127.0.10.N, ports 2379/2380, admin 2378, the
 //! `static` provider reading a shared peers file) and starts one `etcd-pilot agent` process
 //! per member, exactly as a node would run it (its pid in `mN/pilot.pid`, its log in
-//! `mN/pilot.log`). Ctrl-C stops every pilot, and each pilot stops its etcd. A second `local up` on the same directory restarts the cluster on its data.
+//! `mN/pilot.log`). The coordinator backs the cluster up every minute into `<dir>/backups`
+//! (a `file://` store), drills each backup and applies retention. Ctrl-C stops every pilot,
+//! and each pilot stops its etcd. A second `local up` on the same directory restarts the
+//! cluster on its data.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -72,6 +75,24 @@ struct LocalMember {
 }
 
 /// The client URLs of the `local up` cluster in `dir`, from its peers file.
+/// How often `local up` clusters back up.
+const LOCAL_BACKUP_INTERVAL: &str = "1m";
+
+/// The config of the first member of the `local up` cluster in `dir`.
+pub(crate) fn member_config(dir: &Path) -> anyhow::Result<PathBuf> {
+    let mut configs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("read {}; did `local up` run there?", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path().join("pilot.toml"))
+        .filter(|path| path.is_file())
+        .collect();
+    configs.sort();
+    configs
+        .into_iter()
+        .next()
+        .with_context(|| format!("no member config (mN/pilot.toml) in {}", dir.display()))
+}
+
 pub(crate) fn client_urls(dir: &Path) -> anyhow::Result<Vec<String>> {
     let path = dir.join("peers.toml");
     let peers = config::read_peers_file(&path, ADMIN_PORT).with_context(|| {
@@ -111,11 +132,13 @@ pub(crate) async fn up(
     // On failure the caller prints the error, after the cluster has stopped.
     if outcome.is_ok() {
         output::print(&format!(
-            "cluster ready in {:.2}s\n\nclient endpoints: {}\ntry:\n  etcdctl --endpoints={} put greeting hello\n  etcdctl --endpoints={} get greeting\n  etcd-pilot status --dir {}\n\nCtrl-C stops the cluster; `local up` again restarts it with its data.",
+            "cluster ready in {:.2}s\n\nclient endpoints: {}\ntry:\n  etcdctl --endpoints={} put greeting hello\n  etcdctl --endpoints={} get greeting\n  etcd-pilot status --dir {}\n  etcd-pilot backup list --dir {}\n\nbackups every {LOCAL_BACKUP_INTERVAL} into {}/backups\nCtrl-C stops the cluster; `local up` again restarts it with its data.",
             started.elapsed().as_secs_f64(),
             endpoints.join(","),
             endpoints.join(","),
             endpoints.join(","),
+            dir.display(),
+            dir.display(),
             dir.display(),
         ));
         watch_pilots(&members, &mut children, &cancel).await;
@@ -187,7 +210,9 @@ fn write_member(dir: &Path, name: &str, ip: &str, etcd_bin: &Path) -> anyhow::Re
          name = \"{name}\"\ncluster_name = \"local\"\ndata_dir = {data:?}\n\n\
          [etcd]\nbin = {bin:?}\npeer_url = \"{peer_url}\"\nclient_url = \"{client_url}\"\n\n\
          [admin]\nlisten = \"{ip}:{ADMIN_PORT}\"\n\n\
-         [discovery]\nprovider = \"static\"\npeers_file = {peers_path:?}\n",
+         [discovery]\nprovider = \"static\"\npeers_file = {peers_path:?}\n\n\
+         [backup]\nurl = \"file://{backups}\"\ninterval = \"{LOCAL_BACKUP_INTERVAL}\"\n",
+        backups = dir.join("backups").display(),
         data = member_dir.join("data").display().to_string(),
         bin = etcd_bin.display().to_string(),
         peers_path = dir.join("peers.toml").display().to_string(),

@@ -39,6 +39,16 @@ pub(crate) struct Metrics {
     pub(crate) members: Family<HealthLabel, Gauge>,
     /// 1 while this pilot is the coordinator.
     pub(crate) coordinator: Gauge,
+    /// Unix time of the newest backup this pilot took.
+    pub(crate) backup_last_success: Gauge,
+    /// Unix time of the newest backup that passed a restore drill.
+    pub(crate) backup_last_verified: Gauge,
+    pub(crate) backup_db_size: Gauge,
+    pub(crate) backup_compressed_size: Gauge,
+    pub(crate) backup_duration_ms: Gauge,
+    pub(crate) drill_duration_ms: Gauge,
+    /// Failed backup, drill or retention steps.
+    pub(crate) backup_failures: Counter,
 }
 
 /// Every pilot state, so the state gauge always has all series.
@@ -47,6 +57,7 @@ pub(crate) const STATES: &[&str] = &[
     "waiting",
     "joining",
     "bootstrapping",
+    "restoring",
     "running",
     "stopping",
 ];
@@ -90,7 +101,55 @@ impl Metrics {
             "1 while this pilot is the coordinator",
             coordinator.clone(),
         );
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let gauge = Gauge::default();
+            registry.register(name, help, gauge.clone());
+            gauge
+        };
+        let backup_last_success = gauge(
+            &mut registry,
+            "backup_last_success_timestamp_seconds",
+            "Unix time of the newest backup this pilot took",
+        );
+        let backup_last_verified = gauge(
+            &mut registry,
+            "backup_last_verified_timestamp_seconds",
+            "Unix time of the newest backup that passed a restore drill",
+        );
+        let backup_db_size = gauge(
+            &mut registry,
+            "backup_db_size_bytes",
+            "Size of the newest backup's snapshot",
+        );
+        let backup_compressed_size = gauge(
+            &mut registry,
+            "backup_compressed_size_bytes",
+            "Size of the newest backup in the store",
+        );
+        let backup_duration_ms = gauge(
+            &mut registry,
+            "backup_duration_milliseconds",
+            "How long the newest backup took",
+        );
+        let drill_duration_ms = gauge(
+            &mut registry,
+            "drill_duration_milliseconds",
+            "How long the newest restore drill took",
+        );
+        let backup_failures = Counter::default();
+        registry.register(
+            "backup_failures",
+            "Failed backup, drill or retention steps",
+            backup_failures.clone(),
+        );
         let metrics = Self {
+            backup_last_success,
+            backup_last_verified,
+            backup_db_size,
+            backup_compressed_size,
+            backup_duration_ms,
+            drill_duration_ms,
+            backup_failures,
             registry: Arc::new(registry),
             etcd_restarts,
             etcd_up,

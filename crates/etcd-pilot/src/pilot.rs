@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use etcd_pilot_core::plan::Policy;
 use etcd_pilot_core::start::{
     self, ClusterView, Decision, JoinStep, LiveCluster, LocalData, ObservedMember, PeerReport,
-    PilotReport,
+    PilotReport, RestoreSource, StoreView,
 };
 use etcd_pilot_core::supervise::RestartPolicy;
 use etcd_pilot_core::{Health, Identity, Peer, model};
@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::backup::{Backups, Progress, RestoreClaim, RestoreTarget};
 use crate::config::{Config, url_string};
 use crate::datadir::DataDir;
 use crate::discovery::{Discovery as _, Provider};
@@ -63,11 +64,17 @@ pub(crate) struct Pilot {
     http: reqwest::Client,
     status: watch::Sender<PilotStatus>,
     metrics: Metrics,
+    /// The backup store, if configured: what it says decides restores after total loss.
+    backups: Option<Backups>,
+    /// The store's last answer and when it came: the start loop polls fast, the store is
+    /// asked at most once per observe interval.
+    store_view: std::sync::Mutex<Option<(std::time::Instant, StoreView)>>,
 }
 
 impl Pilot {
     pub(crate) fn new(
         config: Config,
+        backups: Option<Backups>,
         status: watch::Sender<PilotStatus>,
         metrics: Metrics,
     ) -> anyhow::Result<Self> {
@@ -91,6 +98,8 @@ impl Pilot {
             http,
             status,
             metrics,
+            backups,
+            store_view: std::sync::Mutex::new(None),
         })
     }
 
@@ -247,6 +256,26 @@ impl Pilot {
                     self.set_phase(Phase::Joining, &format!("starting as member {member_id}"));
                     return Ok(Some(StartMode::Existing { initial_cluster }));
                 }
+                Decision::Restore {
+                    source,
+                    initial_cluster,
+                    token,
+                } => match self.restore(&source, &initial_cluster, &token).await {
+                    Ok(restored) => restored,
+                    Err(err) => {
+                        failures += 1;
+                        let message =
+                            format!("restoring backup {} failed, will retry: {err:#}", source.id);
+                        tracing::warn!(failures, "{message}");
+                        self.status.send_modify(|s| s.last_error = Some(message));
+                        // Ask the store again: a corrupt backup is marked failed now.
+                        *self
+                            .store_view
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                        false
+                    }
+                },
                 Decision::Quarantine { reason } => {
                     let folder = self.data.quarantine(&reason, SystemTime::now())?;
                     tracing::warn!(folder = %folder.display(), "quarantined local data: {reason}");
@@ -361,6 +390,12 @@ impl Pilot {
             .cloned()
             .collect();
         let cluster = self.observe_cluster(&candidates).await;
+        // The store matters only to a node with nothing to start from.
+        let store = if local == LocalData::Empty && matches!(cluster, ClusterView::Unreachable) {
+            self.store_view().await
+        } else {
+            StoreView::NotConfigured
+        };
         Ok(start::Observed {
             me: self.config.me(),
             expected,
@@ -368,8 +403,121 @@ impl Pilot {
             formed_locally,
             peers,
             cluster,
+            store,
+            allow_empty: self.config.restore.allow_empty_cluster,
             nonce: rand::random(),
         })
+    }
+
+    /// What the backup store says, asked at most once per observe interval.
+    async fn store_view(&self) -> StoreView {
+        let Some(backups) = &self.backups else {
+            return StoreView::NotConfigured;
+        };
+        let cached = self
+            .store_view
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some((at, view)) = cached
+            && at.elapsed() < self.config.timers.observe_interval
+        {
+            return view;
+        }
+        let view = backups.view().await;
+        *self
+            .store_view
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((std::time::Instant::now(), view.clone()));
+        view
+    }
+
+    /// Restores `source` as a one-member cluster of this node, once this node holds the
+    /// store's restore claim. `Ok(false)`: another pilot holds it; wait for its cluster.
+    async fn restore(
+        &self,
+        source: &RestoreSource,
+        initial_cluster: &str,
+        token: &str,
+    ) -> anyhow::Result<bool> {
+        let backups = self
+            .backups
+            .as_ref()
+            .context("no backup store is configured")?;
+        let lost = backups
+            .store
+            .cluster_record()
+            .await?
+            .and_then(|record| record.current());
+        let me = self.config.name.to_string();
+        let claim = backups
+            .store
+            .claim_restore(
+                lost,
+                &RestoreClaim {
+                    member: me.clone(),
+                    backup: source.id.clone(),
+                    at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+                },
+            )
+            .await?;
+        if claim.member != me {
+            self.set_phase(
+                Phase::Waiting,
+                &format!(
+                    "pilot {} claimed the restore (backup {}, at {}); waiting for its cluster",
+                    claim.member, claim.backup, claim.at
+                ),
+            );
+            return Ok(false);
+        }
+        self.status.send_modify(|s| {
+            s.report = PilotReport::Restoring {
+                backup: source.id.clone(),
+            };
+        });
+        self.set_phase(
+            Phase::Restoring,
+            &format!(
+                "the cluster was lost; restoring backup {} (revision {}) as a one-member cluster \
+                 the others join",
+                source.id, source.revision
+            ),
+        );
+        tracing::warn!(backup = %source.id, revision = source.revision, "total loss: restoring the newest verified backup");
+        let manifest = backups.store.manifest(&source.id).await?;
+        let scratch = self.data.restore_scratch();
+        let target = RestoreTarget {
+            name: me,
+            peer_url: url_string(&self.config.etcd.peer_url),
+            initial_cluster: initial_cluster.to_owned(),
+            token: token.to_owned(),
+            data_dir: scratch.join("etcd"),
+            bump_revision: self.config.restore.bump_revision,
+        };
+        let tool = backups
+            .restore_into(&manifest, &scratch, &target, &Progress::hidden())
+            .await?;
+        if !tool.bumps_revision {
+            tracing::warn!(
+                tool = %tool.program.display(),
+                "the restore tool cannot --bump-revision: revisions restart from the backup's ({}); \
+                 clients watching from a later revision must re-list",
+                manifest.revision
+            );
+        }
+        self.data.install_restored(
+            &target.data_dir,
+            &Identity {
+                name: self.config.name.clone(),
+                cluster_id: None,
+                member_id: None,
+            },
+            SystemTime::now(),
+        )?;
+        tracing::info!(backup = %source.id, "backup restored; starting etcd on it");
+        Ok(true)
     }
 
     async fn ask_pilots(&self, others: &[Peer]) -> Vec<PeerReport> {

@@ -17,6 +17,8 @@ pub(crate) enum Phase {
     Joining,
     /// Starting etcd in a new cluster.
     Bootstrapping,
+    /// Restoring a backup after the cluster was lost.
+    Restoring,
     /// etcd runs under supervision.
     Running,
     /// Shutting down.
@@ -30,6 +32,7 @@ impl Phase {
             Phase::Waiting => "waiting",
             Phase::Joining => "joining",
             Phase::Bootstrapping => "bootstrapping",
+            Phase::Restoring => "restoring",
             Phase::Running => "running",
             Phase::Stopping => "stopping",
         }
@@ -99,6 +102,8 @@ pub(crate) struct PilotStatus {
     pub(crate) data_unusable: Option<String>,
     pub(crate) plan: Option<PlanStatus>,
     pub(crate) last_action: Option<ActionStatus>,
+    /// Backups, when a store is configured.
+    pub(crate) backup: crate::backup::BackupStatus,
 }
 
 impl PilotStatus {
@@ -117,6 +122,7 @@ impl PilotStatus {
             data_unusable: None,
             plan: None,
             last_action: None,
+            backup: crate::backup::BackupStatus::default(),
         }
     }
 }

@@ -1,0 +1,277 @@
+//! Restoring a backup into a data directory: download, check both sha256 sums while
+//! decompressing, then run the installed restore tool (`etcdutl snapshot restore` for etcd
+//! 3.5+, `etcdctl snapshot restore` for 3.4) into a scratch folder that is renamed into place
+//! only when complete.
+//!
+//! It does not decide whether or what to restore (core `start` and `backup` do).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt as _;
+
+use super::Progress;
+use super::store::{Manifest, Store};
+
+/// Downloads backup `manifest` into `dest` (the uncompressed snapshot), checking the sha256
+/// of the object and of the snapshot against the manifest. A mismatch is an error that names
+/// the backup; `dest` is removed then.
+pub(crate) async fn download(
+    store: &Store,
+    manifest: &Manifest,
+    dest: &Path,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let result = download_inner(store, manifest, dest, progress).await;
+    progress.finish();
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(dest).await;
+    }
+    result
+}
+
+async fn download_inner(
+    store: &Store,
+    manifest: &Manifest,
+    dest: &Path,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let id = &manifest.id;
+    let (size, mut chunks) = store.download(id).await?;
+    progress.start("download", size);
+    let mut file = tokio::fs::File::create(dest)
+        .await
+        .with_context(|| format!("create {}", dest.display()))?;
+    let mut decoder = zstd::stream::write::Decoder::new(Vec::new()).context("start zstd")?;
+    let (mut object_hash, mut db_hash) = (Sha256::new(), Sha256::new());
+    let mut db_size = 0u64;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        object_hash.update(&chunk);
+        progress.advance(chunk.len() as u64);
+        decoder
+            .write_all(&chunk)
+            .with_context(|| format!("backup {id} is corrupt: cannot decompress it"))?;
+        let out = std::mem::take(decoder.get_mut());
+        db_hash.update(&out);
+        db_size += out.len() as u64;
+        file.write_all(&out)
+            .await
+            .with_context(|| format!("write {}", dest.display()))?;
+    }
+    decoder
+        .flush()
+        .with_context(|| format!("backup {id} is corrupt: cannot decompress it"))?;
+    let out = std::mem::take(decoder.get_mut());
+    db_hash.update(&out);
+    db_size += out.len() as u64;
+    file.write_all(&out).await?;
+    file.sync_all().await?;
+    let object_sha = hex::encode(object_hash.finalize());
+    if object_sha != manifest.object_sha256 {
+        anyhow::bail!(
+            "backup {id} is corrupt: the object's sha256 is {object_sha}, its manifest says {}",
+            manifest.object_sha256
+        );
+    }
+    let db_sha = hex::encode(db_hash.finalize());
+    if db_sha != manifest.sha256 || db_size != manifest.db_size {
+        anyhow::bail!(
+            "backup {id} is corrupt: the snapshot's sha256 is {db_sha} ({db_size} bytes), its \
+             manifest says {} ({} bytes)",
+            manifest.sha256,
+            manifest.db_size
+        );
+    }
+    Ok(())
+}
+
+/// Which program restores snapshots here, and whether it can bump revisions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RestoreTool {
+    pub(crate) program: PathBuf,
+    /// `etcdutl` (3.5+) or `etcdctl` (3.4, which has no etcdutl).
+    pub(crate) kind: ToolKind,
+    /// Whether `snapshot restore` takes `--bump-revision` and `--mark-compacted`.
+    pub(crate) bumps_revision: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ToolKind {
+    Etcdutl,
+    Etcdctl,
+}
+
+impl RestoreTool {
+    /// Finds the tool beside `etcd_bin` (etcdutl first, then etcdctl), else on `PATH`, and
+    /// asks its help text whether it can bump revisions.
+    pub(crate) async fn find(etcd_bin: &Path) -> anyhow::Result<Self> {
+        let dir = etcd_bin.parent().unwrap_or(Path::new("."));
+        let candidates = [
+            (dir.join("etcdutl"), ToolKind::Etcdutl),
+            (dir.join("etcdctl"), ToolKind::Etcdctl),
+        ];
+        let found = candidates
+            .into_iter()
+            .find(|(path, _)| path.is_file())
+            .or_else(|| {
+                crate::config::search_path("etcdutl")
+                    .map(|p| (p, ToolKind::Etcdutl))
+                    .or_else(|| {
+                        crate::config::search_path("etcdctl").map(|p| (p, ToolKind::Etcdctl))
+                    })
+            });
+        let Some((program, kind)) = found else {
+            anyhow::bail!(
+                "no etcdutl or etcdctl beside {} or on PATH: install the etcd tools of the same \
+                 version to restore backups",
+                etcd_bin.display()
+            );
+        };
+        let help = crate::process::command(&program)
+            .args(["snapshot", "restore", "--help"])
+            .env("ETCDCTL_API", "3")
+            .kill_on_drop(true)
+            .output();
+        let help = tokio::time::timeout(std::time::Duration::from_secs(10), help)
+            .await
+            .context("`snapshot restore --help` did not answer in 10 s")?
+            .with_context(|| format!("run {}", program.display()))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&help.stdout),
+            String::from_utf8_lossy(&help.stderr)
+        );
+        Ok(Self {
+            program,
+            kind,
+            bumps_revision: supports_bump(&text),
+        })
+    }
+}
+
+/// Whether a `snapshot restore --help` text offers both revision flags.
+pub(crate) fn supports_bump(help: &str) -> bool {
+    help.contains("--bump-revision") && help.contains("--mark-compacted")
+}
+
+/// What a restore creates: a one-member cluster of this node.
+#[derive(Clone, Debug)]
+pub(crate) struct RestoreTarget {
+    pub(crate) name: String,
+    pub(crate) peer_url: String,
+    pub(crate) initial_cluster: String,
+    pub(crate) token: String,
+    /// etcd's data dir to create; must not exist.
+    pub(crate) data_dir: PathBuf,
+    /// Revisions to add, when the tool supports it.
+    pub(crate) bump_revision: u64,
+}
+
+/// The arguments of `snapshot restore` for `tool`.
+pub(crate) fn restore_args(
+    tool: &RestoreTool,
+    snapshot: &Path,
+    target: &RestoreTarget,
+) -> Vec<String> {
+    let mut args = vec![
+        "snapshot".to_owned(),
+        "restore".to_owned(),
+        snapshot.display().to_string(),
+        format!("--name={}", target.name),
+        format!("--initial-cluster={}", target.initial_cluster),
+        format!("--initial-cluster-token={}", target.token),
+        format!("--initial-advertise-peer-urls={}", target.peer_url),
+        format!("--data-dir={}", target.data_dir.display()),
+    ];
+    if tool.bumps_revision && target.bump_revision > 0 {
+        args.push(format!("--bump-revision={}", target.bump_revision));
+        args.push("--mark-compacted".to_owned());
+    }
+    args
+}
+
+/// Runs the restore tool; `target.data_dir` is created by it.
+pub(crate) async fn run_restore(
+    tool: &RestoreTool,
+    snapshot: &Path,
+    target: &RestoreTarget,
+) -> anyhow::Result<()> {
+    let args = restore_args(tool, snapshot, target);
+    tracing::info!(program = %tool.program.display(), ?args, "restoring the snapshot");
+    let output = crate::process::command(&tool.program)
+        .args(&args)
+        .env("ETCDCTL_API", "3")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(600), output)
+        .await
+        .context("snapshot restore did not finish within 10 minutes")?
+        .with_context(|| format!("run {}", tool.program.display()))?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "{} snapshot restore failed ({}): {}",
+            tool.program.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> RestoreTarget {
+        RestoreTarget {
+            name: "m1".into(),
+            peer_url: "http://127.0.0.1:2380".into(),
+            initial_cluster: "m1=http://127.0.0.1:2380".into(),
+            token: "prod-1".into(),
+            data_dir: "/d/etcd".into(),
+            bump_revision: 1_000_000_000,
+        }
+    }
+
+    #[test]
+    fn bump_flags_are_passed_only_when_the_tool_has_them() {
+        let help_35 = "Flags:\n  --data-dir string\n  --initial-cluster string\n  --name string\n";
+        let help_36 = "Flags:\n  --bump-revision uint   How much to increase the latest revision\n  --mark-compacted   Mark the latest revision after restore as the point of scheduled compaction\n";
+        assert!(!supports_bump(help_35));
+        assert!(supports_bump(help_36));
+        assert!(!supports_bump("--bump-revision only"));
+
+        let mut tool = RestoreTool {
+            program: "/usr/bin/etcdutl".into(),
+            kind: ToolKind::Etcdutl,
+            bumps_revision: false,
+        };
+        let plain = restore_args(&tool, Path::new("/tmp/s.db"), &target());
+        assert_eq!(
+            plain,
+            [
+                "snapshot",
+                "restore",
+                "/tmp/s.db",
+                "--name=m1",
+                "--initial-cluster=m1=http://127.0.0.1:2380",
+                "--initial-cluster-token=prod-1",
+                "--initial-advertise-peer-urls=http://127.0.0.1:2380",
+                "--data-dir=/d/etcd",
+            ]
+        );
+        tool.bumps_revision = true;
+        let bumped = restore_args(&tool, Path::new("/tmp/s.db"), &target());
+        assert_eq!(
+            &bumped[plain.len()..],
+            ["--bump-revision=1000000000", "--mark-compacted"]
+        );
+        let mut zero = target();
+        zero.bump_revision = 0;
+        assert_eq!(restore_args(&tool, Path::new("/tmp/s.db"), &zero), plain);
+    }
+}

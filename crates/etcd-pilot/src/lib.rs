@@ -64,16 +64,16 @@ pub(crate) async fn run_agent(config: Config, cancel: CancellationToken) -> anyh
             timeout: config.timers.etcd_call_timeout,
             credentials: config.etcd.credentials.clone(),
         };
-        tokio::spawn(backup::run_schedule(
+        let schedule = backup::Schedule {
             backups,
-            config.name.to_string(),
-            config::url_string(&config.etcd.client_url),
+            member: config.name.to_string(),
+            client_url: config::url_string(&config.etcd.client_url),
             options,
-            datadir::DataDir::new(&config.data_dir).drill_scratch(),
-            status_tx.clone(),
-            metrics.clone(),
-            cancel.clone(),
-        ))
+            scratch: datadir::DataDir::new(&config.data_dir).drill_scratch(),
+            status: status_tx.clone(),
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(schedule.run(cancel.clone()))
     });
     let result = match pilot::Pilot::new(config, backups, status_tx.clone(), metrics.clone()) {
         Ok(pilot) => pilot.run(cancel.clone()).await,

@@ -68,7 +68,7 @@ pub(crate) struct Pilot {
     backups: Option<Backups>,
     /// The store's last answer and when it came: the start loop polls fast, the store is
     /// asked at most once per observe interval.
-    store_view: std::sync::Mutex<Option<(std::time::Instant, StoreView)>>,
+    store_view: std::sync::Mutex<Option<(tokio::time::Instant, StoreView)>>,
 }
 
 impl Pilot {
@@ -429,7 +429,7 @@ impl Pilot {
             .store_view
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some((std::time::Instant::now(), view.clone()));
+            Some((tokio::time::Instant::now(), view.clone()));
         view
     }
 

@@ -1,7 +1,7 @@
 //! Crashes at the worst moments, injected with failpoints: a pilot dies right after MemberAdd,
 //! a coordinator right after MemberRemove. After a restart the cluster converges with no
 //! duplicate and no orphan member. Needs `--features failpoints` (`make test` passes it).
-#![allow(clippy::unwrap_used)] // Test code.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)] // Test code.
 
 mod common;
 
@@ -133,4 +133,83 @@ async fn a_coordinator_that_crashes_right_after_member_remove_converges_on_resta
         "the next coordinator saw the started intent: {}",
         cluster.logs()
     );
+}
+
+/// A pilot killed mid-upload leaves parts but no manifest, so no backup; the next one works.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_killed_mid_upload_leaves_no_backup_and_the_next_one_succeeds() {
+    let store = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "\n[backup]\nurl = \"file://{}\"\ninterval = \"1h\"\ndrill = false\n",
+        store.path().display()
+    );
+    let Some(cluster) = common::running_with(48, 1, Version::V35, &extra, &[]).await else {
+        return;
+    };
+    // More than one upload part (8 MiB) of incompressible values.
+    let mut client = common::connect(&cluster.endpoints()).await.unwrap();
+    for i in 0..12 {
+        let value: Vec<u8> = (0..1024 * 1024).map(|_| rand_byte()).collect();
+        client.put(format!("big/{i}"), value, None).await.unwrap();
+    }
+    let config = cluster.nodes[0].config_path();
+    let list = || {
+        let output = std::process::Command::new(common::pilot_bin())
+            .args(["backup", "list", "--json", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        serde_json::from_slice::<Vec<serde_json::Value>>(&output.stdout).unwrap()
+    };
+    let scheduled = eventually(
+        "the first scheduled backup",
+        Duration::from_secs(30),
+        || async {
+            let listed = list();
+            (!listed.is_empty()).then_some(listed.len())
+        },
+    )
+    .await;
+    let crashed = std::process::Command::new(common::pilot_bin())
+        .args(["backup", "now", "--config"])
+        .arg(&config)
+        .env("FAILPOINTS", "backup-mid-upload=return")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success(), "the failpoint did not fire");
+    assert_eq!(
+        list().len(),
+        scheduled,
+        "an interrupted upload must not list as a backup"
+    );
+
+    let ok = std::process::Command::new(common::pilot_bin())
+        .args(["backup", "now", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let listed = list();
+    assert_eq!(listed.len(), scheduled + 1);
+    assert!(listed.last().unwrap()["db_size"].as_u64().unwrap() > 12 * 1024 * 1024);
+}
+
+/// A pseudo-random byte (xorshift; the values only need to defeat compression).
+fn rand_byte() -> u8 {
+    use std::cell::Cell;
+    thread_local!(static STATE: Cell<u64> = const { Cell::new(0x9E37_79B9_7F4A_7C15) });
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        (x >> 24) as u8
+    })
 }

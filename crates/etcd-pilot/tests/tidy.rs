@@ -47,20 +47,26 @@ fn every_test_cluster_has_its_own_subnet() {
         "membership.rs",
         "partition.rs",
         "failpoints.rs",
+        "backup.rs",
     ] {
         let text = std::fs::read_to_string(tests.join(file)).unwrap();
         // Subnets are literals given as the first argument of `Cluster::new(N, ..)`,
         // `running(N, ..)` or a helper called as `helper(N, Version::..)`.
-        let mut literals: Vec<String> = ["Cluster::new(", "running("]
-            .iter()
-            .flat_map(|call| text.match_indices(call).map(move |(i, _)| i + call.len()))
-            .map(|start| {
-                text[start..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect()
-            })
-            .collect();
+        let mut literals: Vec<String> = [
+            "Cluster::new(",
+            "Cluster::with(",
+            "running(",
+            "running_with(",
+        ]
+        .iter()
+        .flat_map(|call| text.match_indices(call).map(move |(i, _)| i + call.len()))
+        .map(|start| {
+            text[start..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect()
+        })
+        .collect();
         literals.extend(text.match_indices(", Version::V").filter_map(|(i, _)| {
             let digits: String = text[..i]
                 .chars()

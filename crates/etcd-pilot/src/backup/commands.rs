@@ -3,7 +3,9 @@
 //! Each works from a node's pilot config (the store, the cluster name, the etcd binary, the
 //! data dir). They print for people (tables, progress bars on a terminal) or JSON.
 
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
+
+use tokio::time::Instant;
 
 use anyhow::Context as _;
 use etcd_pilot_core::backup::{self as choice, Verification};

@@ -5,7 +5,9 @@
 //! The throwaway etcd is stopped (by its PID) and the scratch folder removed on every path.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use anyhow::Context as _;
 

@@ -22,7 +22,7 @@ use etcd_pilot_core::backup::{self as choice, Verification};
 use etcd_pilot_core::start::{RestoreSource, StoreView};
 
 pub(crate) use restore::{RestoreTarget, RestoreTool};
-pub(crate) use schedule::{BackupStatus, run_schedule};
+pub(crate) use schedule::{BackupStatus, Schedule};
 pub(crate) use store::{ClusterRecord, Manifest, RestoreClaim, Store, StoreOptions};
 
 use crate::config::BackupConfig;

@@ -7,12 +7,13 @@
 //! step tries again.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcd_pilot_core::backup as choice;
 use etcd_pilot_core::retention::{self, BackupMeta};
 use serde::Serialize;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Backups, Progress};
@@ -43,54 +44,59 @@ pub(crate) struct LastBackup {
     pub(crate) duration_ms: u64,
 }
 
-/// Runs until `cancel`.
-pub(crate) async fn run_schedule(
-    backups: Backups,
-    member: String,
-    client_url: String,
-    options: ClientOptions,
-    scratch: PathBuf,
-    status: watch::Sender<PilotStatus>,
-    metrics: Metrics,
-    cancel: CancellationToken,
-) {
-    status.send_modify(|s| s.backup.store = backups.store.url().to_owned());
-    let tick = backups.config.interval.min(Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(tick) => {}
-            () = cancel.cancelled() => return,
-        }
-        let acting = {
-            let s = status.borrow();
-            s.phase == Phase::Running && s.plan.as_ref().is_some_and(|p| p.coordinator)
-        };
-        if !acting {
-            continue;
-        }
-        // Cancel-safe enough: a step dropped mid-upload leaves no manifest, so no backup.
-        let step = step(
-            &backups,
-            &member,
-            &client_url,
-            &options,
-            &scratch,
-            &status,
-            &metrics,
-        );
-        tokio::select! {
-            result = step => {
-                if let Err(err) = result {
-                    let message = format!("{err:#}");
-                    tracing::warn!("backup step failed (etcd is not affected): {message}");
-                    metrics.backup_failures.inc();
-                    status.send_modify(|s| {
-                        s.backup.last_error = Some(message);
-                        s.backup.last_error_at = Some(now_text());
-                    });
-                }
+/// The coordinator's backup schedule on one pilot.
+pub(crate) struct Schedule {
+    pub(crate) backups: Backups,
+    /// This node's member name, recorded in manifests.
+    pub(crate) member: String,
+    /// This node's etcd, which is snapshotted.
+    pub(crate) client_url: String,
+    pub(crate) options: ClientOptions,
+    /// Scratch space of drills.
+    pub(crate) scratch: PathBuf,
+    pub(crate) status: watch::Sender<PilotStatus>,
+    pub(crate) metrics: Metrics,
+}
+
+impl Schedule {
+    /// Runs until `cancel`.
+    pub(crate) async fn run(self, cancel: CancellationToken) {
+        let Self {
+            backups,
+            status,
+            metrics,
+            ..
+        } = &self;
+        status.send_modify(|s| s.backup.store = backups.store.url().to_owned());
+        let tick = backups.config.interval.min(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(tick) => {}
+                () = cancel.cancelled() => return,
             }
-            () = cancel.cancelled() => return,
+            let acting = {
+                let s = status.borrow();
+                s.phase == Phase::Running && s.plan.as_ref().is_some_and(|p| p.coordinator)
+            };
+            if !acting {
+                continue;
+            }
+            // Cancel-safe enough: a step dropped mid-upload leaves no manifest, so no backup.
+            let step = self.step();
+            tokio::select! {
+                result = step => {
+                    if let Err(err) = result {
+                        let message = format!("{err:#}");
+                        tracing::warn!("backup step failed (etcd is not affected): {message}");
+                        metrics.backup_failures.inc();
+                        status.send_modify(|s| {
+                            s.backup.last_error = Some(message);
+                            s.backup.last_error_at = Some(now_text());
+                        });
+                    }
+                }
+                () = cancel.cancelled() => return,
+            }
         }
     }
 }
@@ -104,95 +110,98 @@ fn unix_secs(time: SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-async fn step(
-    backups: &Backups,
-    member: &str,
-    client_url: &str,
-    options: &ClientOptions,
-    scratch: &std::path::Path,
-    status: &watch::Sender<PilotStatus>,
-    metrics: &Metrics,
-) -> anyhow::Result<()> {
-    let mut manifests = backups.list().await?;
-    let newest = manifests.last().map(super::Manifest::created_at);
-    if let Some(verified) = manifests
-        .iter()
-        .rev()
-        .find(|m| m.verification == choice::Verification::Passed)
-    {
-        metrics
-            .backup_last_verified
-            .set(unix_secs(verified.created_at()));
-    }
-    if choice::backup_due(newest, backups.config.interval, SystemTime::now()) {
-        let started = Instant::now();
-        let etcd = Etcd::connect_one(client_url, options).await?;
-        let manifest = backups.take(&etcd, member, &Progress::hidden()).await?;
-        let seconds = started.elapsed().as_secs_f64();
-        tracing::info!(
-            id = %manifest.id,
-            revision = manifest.revision,
-            db_size = manifest.db_size,
-            compressed_size = manifest.compressed_size,
-            seconds,
-            "backup taken"
-        );
-        metrics
-            .backup_last_success
-            .set(unix_secs(manifest.created_at()));
-        metrics
-            .backup_db_size
-            .set(i64::try_from(manifest.db_size).unwrap_or(i64::MAX));
-        metrics
-            .backup_compressed_size
-            .set(i64::try_from(manifest.compressed_size).unwrap_or(i64::MAX));
-        metrics
-            .backup_duration_ms
-            .set(i64::try_from(manifest.duration_ms).unwrap_or(i64::MAX));
-        status.send_modify(|s| {
-            s.backup.last_backup = Some(LastBackup {
-                id: manifest.id.clone(),
-                created: manifest.created.clone(),
-                db_size: manifest.db_size,
-                compressed_size: manifest.compressed_size,
-                duration_ms: manifest.duration_ms,
-            });
-            s.backup.last_error = None;
-        });
-        manifests.push(manifest);
-    }
-    if backups.config.drill {
-        let summaries: Vec<_> = manifests.iter().map(super::Manifest::summary).collect();
-        if let Some(target) = choice::drill_target(&summaries) {
-            let id = target.id.clone();
-            let (manifest, report) = backups.verify(&id, scratch, &Progress::hidden()).await?;
-            tracing::info!(id = %id, keys = report.key_count, seconds = report.duration.as_secs_f64(), "restore drill passed");
+impl Schedule {
+    async fn step(&self) -> anyhow::Result<()> {
+        let Self {
+            backups,
+            member,
+            client_url,
+            options,
+            scratch,
+            status,
+            metrics,
+        } = self;
+        let mut manifests = backups.list().await?;
+        let newest = manifests.last().map(super::Manifest::created_at);
+        if let Some(verified) = manifests
+            .iter()
+            .rev()
+            .find(|m| m.verification == choice::Verification::Passed)
+        {
             metrics
                 .backup_last_verified
+                .set(unix_secs(verified.created_at()));
+        }
+        if choice::backup_due(newest, backups.config.interval, SystemTime::now()) {
+            let started = Instant::now();
+            let etcd = Etcd::connect_one(client_url, options).await?;
+            let manifest = backups.take(&etcd, member, &Progress::hidden()).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            tracing::info!(
+                id = %manifest.id,
+                revision = manifest.revision,
+                db_size = manifest.db_size,
+                compressed_size = manifest.compressed_size,
+                seconds,
+                "backup taken"
+            );
+            metrics
+                .backup_last_success
                 .set(unix_secs(manifest.created_at()));
             metrics
-                .drill_duration_ms
-                .set(i64::try_from(report.duration.as_millis()).unwrap_or(i64::MAX));
+                .backup_db_size
+                .set(i64::try_from(manifest.db_size).unwrap_or(i64::MAX));
+            metrics
+                .backup_compressed_size
+                .set(i64::try_from(manifest.compressed_size).unwrap_or(i64::MAX));
+            metrics
+                .backup_duration_ms
+                .set(i64::try_from(manifest.duration_ms).unwrap_or(i64::MAX));
             status.send_modify(|s| {
-                s.backup.last_verified = Some(id.clone());
+                s.backup.last_backup = Some(LastBackup {
+                    id: manifest.id.clone(),
+                    created: manifest.created.clone(),
+                    db_size: manifest.db_size,
+                    compressed_size: manifest.compressed_size,
+                    duration_ms: manifest.duration_ms,
+                });
                 s.backup.last_error = None;
             });
-            if let Some(m) = manifests.iter_mut().find(|m| m.id == id) {
-                *m = manifest;
+            manifests.push(manifest);
+        }
+        if backups.config.drill {
+            let summaries: Vec<_> = manifests.iter().map(super::Manifest::summary).collect();
+            if let Some(target) = choice::drill_target(&summaries) {
+                let id = target.id.clone();
+                let (manifest, report) = backups.verify(&id, scratch, &Progress::hidden()).await?;
+                tracing::info!(id = %id, keys = report.key_count, seconds = report.duration.as_secs_f64(), "restore drill passed");
+                metrics
+                    .backup_last_verified
+                    .set(unix_secs(manifest.created_at()));
+                metrics
+                    .drill_duration_ms
+                    .set(i64::try_from(report.duration.as_millis()).unwrap_or(i64::MAX));
+                status.send_modify(|s| {
+                    s.backup.last_verified = Some(id.clone());
+                    s.backup.last_error = None;
+                });
+                if let Some(m) = manifests.iter_mut().find(|m| m.id == id) {
+                    *m = manifest;
+                }
             }
         }
+        let metas: Vec<BackupMeta> = manifests
+            .iter()
+            .map(|m| BackupMeta {
+                key: m.id.clone(),
+                created: m.created_at(),
+                verified: m.verification == choice::Verification::Passed,
+            })
+            .collect();
+        for id in retention::expired(&metas, &backups.config.retention, SystemTime::now()) {
+            backups.store.delete(&id).await?;
+            tracing::info!(id = %id, "backup deleted by retention");
+        }
+        Ok(())
     }
-    let metas: Vec<BackupMeta> = manifests
-        .iter()
-        .map(|m| BackupMeta {
-            key: m.id.clone(),
-            created: m.created_at(),
-            verified: m.verification == choice::Verification::Passed,
-        })
-        .collect();
-    for id in retention::expired(&metas, &backups.config.retention, SystemTime::now()) {
-        backups.store.delete(&id).await?;
-        tracing::info!(id = %id, "backup deleted by retention");
-    }
-    Ok(())
 }

@@ -5,7 +5,9 @@
 //! It does not decide when to back up (`schedule.rs`) nor where (`store.rs`).
 
 use std::io::Write as _;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use anyhow::Context as _;
 use etcd_pilot_core::backup::Verification;

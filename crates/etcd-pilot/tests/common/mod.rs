@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions};
 
+pub mod s3;
+
 /// The etcd versions the project supports and tests.
 #[derive(Clone, Copy, Debug)]
 pub enum Version {
@@ -54,26 +56,44 @@ pub fn etcd_bin(version: Version) -> Option<PathBuf> {
 /// A running cluster of `n` pilots on `127.0.<subnet>.0/24`, every member a healthy voter;
 /// `None` when the etcd binary is missing outside CI.
 pub async fn running(subnet: u8, n: usize, version: Version) -> Option<Cluster> {
-    let mut cluster = Cluster::new(subnet, n, etcd_bin(version)?);
+    running_with(subnet, n, version, "", &[]).await
+}
+
+/// [`running`], with `extra` appended to every pilot's config and `env` given to every pilot.
+pub async fn running_with(
+    subnet: u8,
+    n: usize,
+    version: Version,
+    extra: &str,
+    env: &[(String, String)],
+) -> Option<Cluster> {
+    let mut cluster = Cluster::with(subnet, n, etcd_bin(version)?, extra, env);
     cluster.start_all();
-    cluster
-        .wait_voters(&(0..n).collect::<Vec<_>>(), Duration::from_secs(60))
-        .await;
-    // Settled: every pilot has seen its member run and tells its peers it holds data (a node
-    // wiped before that could still be told "bootstrapping", a race the pilots heal through
-    // removal and rejoin, not the path most tests check).
-    for i in 0..n {
-        eventually(
-            "every pilot to report its data",
-            Duration::from_secs(20),
-            || async {
-                let status = cluster.pilot_status(i).await?;
-                (status["report"]["state"] == "has_data").then_some(())
-            },
-        )
-        .await;
-    }
+    cluster.wait_settled().await;
     Some(cluster)
+}
+
+impl Cluster {
+    /// Waits until every node is a healthy voter and every pilot reports its data.
+    pub async fn wait_settled(&self) {
+        let n = self.nodes.len();
+        self.wait_voters(&(0..n).collect::<Vec<_>>(), Duration::from_secs(60))
+            .await;
+        // Settled: every pilot has seen its member run and tells its peers it holds data (a node
+        // wiped before that could still be told "bootstrapping", a race the pilots heal through
+        // removal and rejoin, not the path most tests check).
+        for i in 0..n {
+            eventually(
+                "every pilot to report its data",
+                Duration::from_secs(20),
+                || async {
+                    let status = self.pilot_status(i).await?;
+                    (status["report"]["state"] == "has_data").then_some(())
+                },
+            )
+            .await;
+        }
+    }
 }
 
 /// The pilot binary under test.
@@ -127,11 +147,26 @@ pub struct Cluster {
     pub subnet: u8,
     pub etcd: PathBuf,
     pub nodes: Vec<Node>,
+    /// Appended to every node's config (extra sections such as `[backup]`).
+    pub extra: String,
+    /// Environment of every pilot.
+    pub env: Vec<(String, String)>,
 }
 
 impl Cluster {
     /// `n` nodes on `127.0.<subnet>.1..=n`, configured but not started.
     pub fn new(subnet: u8, n: usize, etcd: PathBuf) -> Self {
+        Self::with(subnet, n, etcd, "", &[])
+    }
+
+    /// [`Cluster::new`], with `extra` appended to every config and `env` for every pilot.
+    pub fn with(
+        subnet: u8,
+        n: usize,
+        etcd: PathBuf,
+        extra: &str,
+        env: &[(String, String)],
+    ) -> Self {
         // PILOT_TEST_KEEP=1 keeps the directory (configs, data, logs) for a post-mortem.
         let tmp = tempfile::Builder::new()
             .prefix("etcd-pilot-test-")
@@ -143,6 +178,8 @@ impl Cluster {
             subnet,
             etcd,
             nodes: Vec::new(),
+            extra: extra.to_owned(),
+            env: env.to_vec(),
         };
         for _ in 0..n {
             cluster.add_node();
@@ -170,7 +207,7 @@ impl Cluster {
         let config = format!(
             "name = \"{}\"\ncluster_name = \"test\"\ndata_dir = {:?}\n\n[etcd]\nbin = {:?}\npeer_url = \"{}\"\nclient_url = \"{}\"\n\n\
              [admin]\nlisten = \"{}:2378\"\n\n[discovery]\nprovider = \"static\"\npeers_file = {:?}\n\n\
-             [timers]\nobserve_interval = \"300ms\"\nremove_after = \"2s\"\ncoordinator_lease = \"3s\"\n",
+             [timers]\nobserve_interval = \"300ms\"\nremove_after = \"2s\"\ncoordinator_lease = \"3s\"\n{}",
             node.name,
             node.data_dir().display().to_string(),
             self.etcd.display().to_string(),
@@ -178,6 +215,7 @@ impl Cluster {
             node.client_url(),
             node.ip,
             self.peers_file().display().to_string(),
+            self.extra,
         );
         std::fs::write(node.config_path(), config).unwrap();
         self.nodes.push(node);
@@ -224,6 +262,7 @@ impl Cluster {
             .arg("--config")
             .arg(node.config_path())
             .env("ETCD_PILOT_LOG", "info,etcd_output=warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

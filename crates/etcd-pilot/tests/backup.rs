@@ -1,0 +1,337 @@
+//! Backups against real etcd and real stores (a local folder, moto S3 and SeaweedFS over
+//! HTTP): total loss restores by itself from the newest verified backup; a corrupt backup
+//! fails verify and is skipped; another cluster's backup is refused unless forced; a store
+//! outage leaves etcd alone and the next backup succeeds once the store is back.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)] // Test code.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::s3::{Kind, S3};
+use common::{Cluster, Version, eventually};
+
+/// Runs the pilot CLI with `args` and the cluster's environment.
+fn cli(cluster: &Cluster, args: &[&str]) -> Output {
+    Command::new(common::pilot_bin())
+        .args(args)
+        .envs(cluster.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap()
+}
+
+/// Runs `args` with node 0's config; panics unless it succeeds; returns stdout.
+fn cli_ok(cluster: &Cluster, args: &[&str]) -> String {
+    let config = cluster.nodes[0].config_path();
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--config", config.to_str().unwrap()]);
+    let output = cli(cluster, &all);
+    assert!(
+        output.status.success(),
+        "etcd-pilot {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn manifests(cluster: &Cluster) -> Vec<serde_json::Value> {
+    serde_json::from_str(&cli_ok(cluster, &["backup", "list", "--json"])).unwrap()
+}
+
+/// Takes a backup now and returns its manifest.
+fn backup_now(cluster: &Cluster) -> serde_json::Value {
+    let out = cli_ok(cluster, &["backup", "now"]);
+    let id = out.split_whitespace().nth(1).unwrap().to_owned();
+    manifests(cluster)
+        .into_iter()
+        .find(|m| m["id"] == id.as_str())
+        .unwrap()
+}
+
+/// Waits until the scheduled drill has verified backup `id`.
+async fn wait_verified(cluster: &Cluster, id: &str) {
+    eventually(
+        &format!("the scheduled drill to verify backup {id}"),
+        Duration::from_secs(90),
+        || async {
+            manifests(cluster)
+                .iter()
+                .any(|m| m["id"] == id && m["verification"]["result"] == "passed")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+async fn put_keys(cluster: &Cluster, prefix: &str, n: usize) {
+    let mut client = common::connect(&cluster.endpoints()).await.unwrap();
+    for i in 0..n {
+        client
+            .put(format!("{prefix}{i:04}"), format!("value-{i}"), None)
+            .await
+            .unwrap();
+    }
+}
+
+async fn count_keys(cluster: &Cluster, prefix: &str) -> usize {
+    let mut client = common::connect(&cluster.endpoints()).await.unwrap();
+    let options = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_count_only();
+    let response = client.get(prefix, Some(options)).await.unwrap();
+    usize::try_from(response.count()).unwrap()
+}
+
+async fn revision(cluster: &Cluster) -> i64 {
+    let mut client = common::connect(&cluster.endpoints()).await.unwrap();
+    client
+        .get("x", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision()
+}
+
+/// Every node killed and its disk wiped, then every pilot started again.
+fn lose_everything(cluster: &mut Cluster) {
+    for i in 0..cluster.nodes.len() {
+        cluster.kill(i);
+        std::fs::remove_dir_all(cluster.nodes[i].data_dir()).unwrap();
+    }
+}
+
+/// Total loss: the cluster comes back by itself from the newest verified backup, with every
+/// key written before it and a revision not lower than the backup's.
+async fn total_loss_restores(subnet: u8, version: Version, store: &str, env: &[(String, String)]) {
+    let extra = format!("{store}interval = \"1h\"\n");
+    let Some(mut cluster) = common::running_with(subnet, 3, version, &extra, env).await else {
+        return;
+    };
+    put_keys(&cluster, "before/", 200).await;
+    let backup = backup_now(&cluster);
+    let id = backup["id"].as_str().unwrap().to_owned();
+    wait_verified(&cluster, &id).await;
+    put_keys(&cluster, "after/", 10).await;
+
+    lose_everything(&mut cluster);
+    cluster.start_all();
+    cluster.wait_settled().await;
+
+    assert_eq!(count_keys(&cluster, "before/").await, 200);
+    assert_eq!(
+        count_keys(&cluster, "after/").await,
+        0,
+        "keys after the backup cannot exist"
+    );
+    assert!(revision(&cluster).await >= backup["revision"].as_i64().unwrap());
+    let logs = cluster.logs();
+    assert!(
+        logs.contains(&format!(
+            "total loss: restoring the newest verified backup backup={id}"
+        )),
+        "{logs}"
+    );
+    // Exactly one pilot restored.
+    assert_eq!(
+        logs.matches("backup restored; starting etcd on it").count(),
+        1,
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn total_loss_restores_from_a_local_folder_with_etcd_35() {
+    let store = tempfile::tempdir().unwrap();
+    let section = format!("\n[backup]\nurl = \"file://{}\"\n", store.path().display());
+    total_loss_restores(43, Version::V35, &section, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn total_loss_restores_from_moto_s3() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(s3) = S3::start(Kind::Moto, 21460, dir.path()).await else {
+        return;
+    };
+    total_loss_restores(46, Version::V35, &s3.backup_config("prod", ""), &S3::env()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn total_loss_restores_from_seaweedfs_with_etcd_34() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(s3) = S3::start(Kind::Seaweed, 21470, dir.path()).await else {
+        return;
+    };
+    total_loss_restores(47, Version::V34, &s3.backup_config("prod", ""), &S3::env()).await;
+}
+
+fn flip_bytes(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let middle = bytes.len() / 2;
+    for b in &mut bytes[middle..middle + 16] {
+        *b ^= 0xff;
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A corrupt backup fails verify with a clear error and automatic restore skips it for the
+/// previous verified one; a backup of another cluster is refused unless forced.
+#[tokio::test(flavor = "multi_thread")]
+async fn corrupt_and_foreign_backups_are_refused() {
+    let store = tempfile::tempdir().unwrap();
+    // No scheduled drills: the test corrupts a backup before verifying it itself.
+    let extra = format!(
+        "\n[backup]\nurl = \"file://{}\"\ninterval = \"1h\"\ndrill = false\n",
+        store.path().display()
+    );
+    let Some(mut cluster) = common::running_with(44, 3, Version::V34, &extra, &[]).await else {
+        return;
+    };
+    put_keys(&cluster, "first/", 50).await;
+    let good = backup_now(&cluster)["id"].as_str().unwrap().to_owned();
+    let out = cli_ok(&cluster, &["backup", "verify", &good]);
+    assert!(out.contains("restores: "), "{out}");
+    put_keys(&cluster, "second/", 50).await;
+    let bad = backup_now(&cluster)["id"].as_str().unwrap().to_owned();
+    let backups = store.path().join("test/backups");
+    flip_bytes(&backups.join(&bad).join("snapshot.db.zst"));
+
+    let config = cluster.nodes[0].config_path();
+    let output = cli(
+        &cluster,
+        &[
+            "backup",
+            "verify",
+            &bad,
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!("backup {bad} failed verification")) && stderr.contains("corrupt"),
+        "{stderr}"
+    );
+    let listed = cli_ok(&cluster, &["backup", "list"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&bad) && l.ends_with("FAILED")),
+        "{listed}"
+    );
+
+    // A copy of the good backup claiming another cluster.
+    let foreign = "20200101T000000.000Z";
+    common::copy_dir(&backups.join(&good), &backups.join(foreign));
+    let manifest_path = backups.join(foreign).join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    manifest["id"] = foreign.into();
+    manifest["cluster_id"] = "deadbeef".into();
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+
+    lose_everything(&mut cluster);
+    cluster.start_all();
+    cluster.wait_settled().await;
+    assert_eq!(count_keys(&cluster, "first/").await, 50);
+    assert_eq!(count_keys(&cluster, "second/").await, 0);
+    assert!(cluster.logs().contains(&format!(
+        "total loss: restoring the newest verified backup backup={good}"
+    )));
+
+    // The operator restores by hand: another cluster's backup is refused unless forced.
+    lose_everything(&mut cluster);
+    let output = cli(
+        &cluster,
+        &[
+            "restore",
+            "--from",
+            foreign,
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("was taken by cluster deadbeef") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    let out = cli_ok(&cluster, &["restore", "--from", foreign, "--force"]);
+    assert!(out.contains("as a one-member cluster of m1"), "{out}");
+    cluster.start_all();
+    cluster.wait_settled().await;
+    assert_eq!(count_keys(&cluster, "first/").await, 50);
+}
+
+/// The store dies under scheduled backups: etcd is unaffected, the error shows in status and
+/// metrics, and backups resume once the store is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_outage_leaves_etcd_alone_and_backups_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut s3) = S3::start(Kind::Seaweed, 21480, dir.path()).await else {
+        return;
+    };
+    let extra = s3.backup_config(
+        "outage",
+        "interval = \"2s\"\ntimeout = \"3s\"\ndrill = false",
+    );
+    let Some(cluster) = common::running_with(45, 3, Version::V35, &extra, &S3::env()).await else {
+        return;
+    };
+    eventually("a scheduled backup", Duration::from_secs(30), || async {
+        (!manifests(&cluster).is_empty()).then_some(())
+    })
+    .await;
+    let coordinator = cluster.coordinator().await.unwrap();
+
+    s3.kill();
+    let status = eventually(
+        "the backup error in status",
+        Duration::from_secs(60),
+        || async {
+            let status = cluster.pilot_status(coordinator).await?;
+            status["backup"]["last_error"].is_string().then_some(status)
+        },
+    )
+    .await;
+    eprintln!("backup error shown: {}", status["backup"]["last_error"]);
+    let metrics = reqwest::get(format!(
+        "{}/metrics",
+        cluster.nodes[coordinator].admin_url()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    let failures: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("etcd_pilot_backup_failures_total "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(failures >= 1.0, "{metrics}");
+    // etcd does not notice.
+    common::put(&cluster.nodes[0].client_url(), "during-outage", "ok").await;
+    assert_eq!(
+        common::get(&cluster.nodes[2].client_url(), "during-outage")
+            .await
+            .as_deref(),
+        Some("ok")
+    );
+    assert_eq!(status["phase"], "running");
+
+    s3.restart().await;
+    let before = manifests(&cluster).len();
+    eventually("backups to resume", Duration::from_secs(60), || async {
+        let status = cluster.pilot_status(coordinator).await?;
+        (status["backup"]["last_error"].is_null() && manifests(&cluster).len() > before)
+            .then_some(())
+    })
+    .await;
+}

@@ -7,7 +7,7 @@ export ETCD_BIN_35
 TARGET_DIR := $(shell cargo metadata --format-version 1 --no-deps 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo /var/tmp/etcd-pilot-target)
 PILOT := $(TARGET_DIR)/release/etcd-pilot
 
-.PHONY: setup build up test fmt lint doc bench ci
+.PHONY: setup build up test fmt lint doc bench bench-backup ci
 
 setup:
 	./scripts/setup.sh
@@ -35,5 +35,9 @@ doc:
 ## Benchmarks: figures side by side with bare etcd, as ratios.
 bench: setup build
 	./scripts/bench.py --pilot $(PILOT)
+
+## Backup and restore of a ~1 GiB database vs etcdctl snapshot save / etcdutl snapshot restore.
+bench-backup: setup build
+	./scripts/bench_backup.py --pilot $(PILOT)
 
 ci: setup fmt lint doc test

@@ -573,22 +573,24 @@ fn decide_after_loss(
             unknown.join(", ")
         ));
     }
-    if let Some(peer) = observed
-        .peers
-        .iter()
-        .find(|p| matches!(p.report, PilotReport::Bootstrapping { .. }))
-    {
-        return wait(format!(
-            "{existed}, yet peer {} is bootstrapping a new cluster; stop its pilot and check its \
-             backup store settings",
-            peer.name
-        ));
-    }
     match &observed.store {
         StoreView::Read {
             candidate: Some(source),
             ..
         } => {
+            // A peer bootstrapping an empty cluster disagrees with us about the store: neither
+            // side may act until that is resolved.
+            if let Some(peer) = observed
+                .peers
+                .iter()
+                .find(|p| matches!(p.report, PilotReport::Bootstrapping { .. }))
+            {
+                return wait(format!(
+                    "{existed}, yet peer {} is bootstrapping a new cluster; stop its pilot and \
+                     check its backup store settings",
+                    peer.name
+                ));
+            }
             let restorer = observed.expected.iter().map(|p| &p.name).min();
             match restorer {
                 Some(first) if first != &observed.me.name => wait(format!(

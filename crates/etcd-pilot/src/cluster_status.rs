@@ -65,11 +65,50 @@ pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
             Err(err) => last_err = Some(err),
         }
     }
+    let pilots = pilot_reasons(endpoints).await;
     Err(anyhow::anyhow!(
-        "no member answered at {}; is the cluster running? ({})",
+        "no member answered at {}; is the cluster running? ({}){pilots}",
         endpoints.join(","),
         last_err.map_or_else(String::new, |e| format!("{:#}", anyhow::Error::from(e)))
     ))
+}
+
+/// What the pilots beside `endpoints` (their admin API on the same host, default port) say
+/// they are doing and why: with no etcd answering, that is the plan (waiting for peers,
+/// restoring a backup, refusing to create an empty cluster).
+async fn pilot_reasons(endpoints: &[String]) -> String {
+    let Ok(http) = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+    else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for endpoint in endpoints {
+        let Some(host) = url::Url::parse(endpoint)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+        else {
+            continue;
+        };
+        let admin = format!("http://{host}:{}/v1/status", crate::config::ADMIN_PORT);
+        let Ok(response) = http.get(&admin).send().await else {
+            continue;
+        };
+        if let Ok(status) = response.json::<serde_json::Value>().await {
+            out.push_str(&format!(
+                "\n  pilot {} ({host}): {}: {}",
+                status["name"].as_str().unwrap_or("?"),
+                status["phase"].as_str().unwrap_or("?"),
+                status["reason"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    if out.is_empty() {
+        out
+    } else {
+        format!("\nthe pilots say:{out}")
+    }
 }
 
 /// The plan for people.

@@ -335,3 +335,62 @@ async fn a_store_outage_leaves_etcd_alone_and_backups_resume() {
     })
     .await;
 }
+
+/// The store says a cluster existed, every disk is empty and no backup passed a drill: the
+/// pilots refuse to create an empty cluster and say so in status and plan, until the operator
+/// passes the override.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_cluster_without_a_verified_backup_is_not_recreated_empty() {
+    let store = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "\n[backup]\nurl = \"file://{}\"\ninterval = \"1h\"\ndrill = false\n",
+        store.path().display()
+    );
+    let Some(mut cluster) = common::running_with(49, 3, Version::V35, &extra, &[]).await else {
+        return;
+    };
+    eventually(
+        "the first scheduled backup",
+        Duration::from_secs(30),
+        || async { (!manifests(&cluster).is_empty()).then_some(()) },
+    )
+    .await;
+    lose_everything(&mut cluster);
+    cluster.start_all();
+    let refusal = "refusing to create an empty cluster";
+    eventually("every pilot to refuse", Duration::from_secs(30), || async {
+        for i in 0..3 {
+            let status = cluster.pilot_status(i).await?;
+            let reason = status["reason"].as_str()?;
+            if status["phase"] != "waiting" || !reason.contains(refusal) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    let endpoints = cluster.endpoints().join(",");
+    let output = cli(&cluster, &["plan", "--endpoints", &endpoints]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("the pilots say:") && stderr.contains(refusal),
+        "{stderr}"
+    );
+
+    // The operator's override: an empty cluster.
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    for i in 0..3 {
+        cluster.start_with_env(i, &[("ETCD_PILOT_RESTORE_ALLOW_EMPTY_CLUSTER", "true")]);
+    }
+    cluster.wait_settled().await;
+    common::put(&cluster.nodes[0].client_url(), "fresh", "yes").await;
+    assert_eq!(
+        common::get(&cluster.nodes[2].client_url(), "fresh")
+            .await
+            .as_deref(),
+        Some("yes")
+    );
+}

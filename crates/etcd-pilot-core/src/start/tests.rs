@@ -677,6 +677,17 @@ fn a_lost_cluster_without_a_readable_backup_is_not_recreated_empty() {
             r#"BootstrapNew { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380", token: "prod-13db1039-0000abcd" }"#
         ]],
     );
+    // With the override, a peer that started the empty bootstrap first is followed.
+    check_loss(
+        "m2",
+        "empty",
+        "m1:boot m3:empty",
+        "record",
+        true,
+        expect![[
+            r#"BootstrapNew { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380", token: "t" }"#
+        ]],
+    );
     // A store that answers and records nothing: a first bootstrap as usual.
     check_loss(
         "m1",

@@ -275,19 +275,26 @@ async fn a_store_outage_leaves_etcd_alone_and_backups_resume() {
     let Some(mut s3) = S3::start(Kind::Seaweed, 21480, dir.path()).await else {
         return;
     };
+    // Retention keeps every backup for 6 s only, then the newest per hour: old ones go.
     let extra = s3.backup_config(
         "outage",
-        "interval = \"2s\"\ntimeout = \"3s\"\ndrill = false",
+        "interval = \"2s\"\ntimeout = \"3s\"\ndrill = false\nkeep_all = \"6s\"",
     );
     let Some(cluster) = common::running_with(45, 3, Version::V35, &extra, &S3::env()).await else {
         return;
     };
-    eventually("a scheduled backup", Duration::from_secs(30), || async {
-        (!manifests(&cluster).is_empty()).then_some(())
+    let first = eventually("a scheduled backup", Duration::from_secs(30), || async {
+        manifests(&cluster)
+            .first()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
     })
     .await;
     let coordinator = cluster.coordinator().await.unwrap();
 
+    let newest_before = manifests(&cluster).last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     s3.kill();
     let status = eventually(
         "the backup error in status",
@@ -327,12 +334,22 @@ async fn a_store_outage_leaves_etcd_alone_and_backups_resume() {
     assert_eq!(status["phase"], "running");
 
     s3.restart().await;
-    let before = manifests(&cluster).len();
     eventually("backups to resume", Duration::from_secs(60), || async {
         let status = cluster.pilot_status(coordinator).await?;
-        (status["backup"]["last_error"].is_null() && manifests(&cluster).len() > before)
-            .then_some(())
+        let newer = manifests(&cluster)
+            .iter()
+            .any(|m| m["id"].as_str().unwrap() > newest_before.as_str());
+        (status["backup"]["last_error"].is_null() && newer).then_some(())
     })
+    .await;
+    eventually(
+        "retention to delete the first backup",
+        Duration::from_secs(30),
+        || async {
+            let listed = manifests(&cluster);
+            (!listed.is_empty() && !listed.iter().any(|m| m["id"] == first.as_str())).then_some(())
+        },
+    )
     .await;
 }
 

@@ -238,8 +238,12 @@ def main():
             pilot_data = os.path.join(work, "pilot-file")
             shutil.rmtree(pilot_data, ignore_errors=True)
             t = time.monotonic()
-            subprocess.run([args.pilot, "restore", "--from", backup_id, "--config", cfg_file],
-                           check=True, capture_output=True)
+            out = subprocess.run([args.pilot, "restore", "--from", backup_id, "--config", cfg_file],
+                                 check=True, capture_output=True, text=True,
+                                 env=dict(os.environ, ETCD_PILOT_LOG="info"))
+            for line in out.stderr.splitlines():
+                if "seconds=" in line:
+                    print("  pilot restore: " + line.split("etcd_pilot::", 1)[-1], file=sys.stderr)
             proc = start_etcd(etcd, os.path.join(pilot_data, "etcd"), log)
             procs.append(proc)
             wait_healthy()

@@ -119,11 +119,15 @@ struct NodeArgs {
 }
 
 impl NodeArgs {
-    fn config_path(&self) -> anyhow::Result<Option<PathBuf>> {
-        match &self.dir {
-            Some(dir) => Ok(Some(local::member_config(dir)?)),
-            None => Ok(self.config.clone()),
-        }
+    /// The node's validated configuration, or the message that says what is wrong.
+    fn load(&self) -> Result<Config, String> {
+        let path = match &self.dir {
+            Some(dir) => Some(local::member_config(dir).map_err(|err| format!("{err:#}"))?),
+            None => self.config.clone(),
+        };
+        let sources = Sources::load(path.as_deref(), std::env::vars(), self.overrides.0.clone())
+            .map_err(|err| err.to_string())?;
+        Config::load(&sources).map_err(|err| err.to_string())
     }
 }
 
@@ -321,14 +325,10 @@ pub fn main() -> ExitCode {
                 | BackupCommand::Verify { node, .. }
                 | BackupCommand::Delete { node, .. } => node,
             };
-            let config = match node.config_path().map(|path| load(&path, &node.overrides)) {
-                Ok(Ok(config)) => config,
-                Ok(Err(err)) => {
-                    output::error(&err.to_string());
-                    return ExitCode::from(EX_USAGE);
-                }
-                Err(err) => {
-                    output::error(&format!("{err:#}"));
+            let config = match node.load() {
+                Ok(config) => config,
+                Err(message) => {
+                    output::error(&message);
                     return ExitCode::from(EX_USAGE);
                 }
             };
@@ -352,14 +352,10 @@ pub fn main() -> ExitCode {
             })
         }
         Commands::Restore { from, force, node } => {
-            let config = match node.config_path().map(|path| load(&path, &node.overrides)) {
-                Ok(Ok(config)) => config,
-                Ok(Err(err)) => {
-                    output::error(&err.to_string());
-                    return ExitCode::from(EX_USAGE);
-                }
-                Err(err) => {
-                    output::error(&format!("{err:#}"));
+            let config = match node.load() {
+                Ok(config) => config,
+                Err(message) => {
+                    output::error(&message);
                     return ExitCode::from(EX_USAGE);
                 }
             };

@@ -134,6 +134,12 @@ async fn total_loss_restores(subnet: u8, version: Version, store: &str, env: &[(
         )),
         "{logs}"
     );
+    // The tools installed here (etcdctl 3.4, etcdutl 3.5) have no --bump-revision: detected,
+    // and said.
+    assert!(
+        logs.contains("the restore tool cannot --bump-revision"),
+        "{logs}"
+    );
     // Exactly one pilot restored.
     assert_eq!(
         logs.matches("backup restored; starting etcd on it").count(),

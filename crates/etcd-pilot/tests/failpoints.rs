@@ -147,7 +147,7 @@ async fn a_backup_killed_mid_upload_leaves_no_backup_and_the_next_one_succeeds()
     let Some(cluster) = common::running_with(48, 1, Version::V35, &extra, &[]).await else {
         return;
     };
-    // More than one upload part (8 MiB) of incompressible values.
+    // More than one upload part (5 MiB) of incompressible values.
     let mut client = common::connect(&cluster.endpoints()).await.unwrap();
     for i in 0..12 {
         let value: Vec<u8> = (0..1024 * 1024).map(|_| rand_byte()).collect();

@@ -40,11 +40,17 @@ async fn download_inner(
     progress: &Progress,
 ) -> anyhow::Result<()> {
     let id = &manifest.id;
+    let started = tokio::time::Instant::now();
     let (size, mut chunks) = store.download(id).await?;
     progress.start("download", size);
-    let mut file = tokio::fs::File::create(dest)
-        .await
-        .with_context(|| format!("create {}", dest.display()))?;
+    // Chunks from the store can be small: buffer, so the file sees few large writes. The
+    // file is scratch read once by the restore tool, which syncs what it writes itself.
+    let mut file = tokio::io::BufWriter::with_capacity(
+        4 * 1024 * 1024,
+        tokio::fs::File::create(dest)
+            .await
+            .with_context(|| format!("create {}", dest.display()))?,
+    );
     let mut decoder = zstd::stream::write::Decoder::new(Vec::new()).context("start zstd")?;
     let (mut object_hash, mut db_hash) = (Sha256::new(), Sha256::new());
     let mut db_size = 0u64;
@@ -69,7 +75,7 @@ async fn download_inner(
     db_hash.update(&out);
     db_size += out.len() as u64;
     file.write_all(&out).await?;
-    file.sync_all().await?;
+    file.flush().await?;
     let object_sha = hex::encode(object_hash.finalize());
     if object_sha != manifest.object_sha256 {
         anyhow::bail!(
@@ -86,6 +92,12 @@ async fn download_inner(
             manifest.db_size
         );
     }
+    tracing::info!(
+        backup = %id,
+        seconds = started.elapsed().as_secs_f64(),
+        bytes = db_size,
+        "downloaded, checked and decompressed"
+    );
     Ok(())
 }
 
@@ -202,6 +214,7 @@ pub(crate) async fn run_restore(
 ) -> anyhow::Result<()> {
     let args = restore_args(tool, snapshot, target);
     tracing::info!(program = %tool.program.display(), ?args, "restoring the snapshot");
+    let started = tokio::time::Instant::now();
     let output = crate::process::command(&tool.program)
         .args(&args)
         .env("ETCDCTL_API", "3")
@@ -219,6 +232,10 @@ pub(crate) async fn run_restore(
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
+    tracing::info!(
+        seconds = started.elapsed().as_secs_f64(),
+        "snapshot restored"
+    );
     Ok(())
 }
 

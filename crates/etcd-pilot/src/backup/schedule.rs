@@ -69,6 +69,11 @@ impl Schedule {
         } = &self;
         status.send_modify(|s| s.backup.store = backups.store.url().to_owned());
         let tick = backups.config.interval.min(Duration::from_secs(5));
+        // The store's listing costs a request per backup: it is reused between steps and
+        // refreshed at most every `refresh`, or after a failure, or after losing the role (another
+        // coordinator may have written meanwhile). This pilot's own writes update it.
+        let refresh = backups.config.interval.min(Duration::from_secs(60));
+        let mut listing: Option<(Instant, Vec<super::Manifest>)> = None;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(tick) => {}
@@ -79,13 +84,21 @@ impl Schedule {
                 s.phase == Phase::Running && s.plan.as_ref().is_some_and(|p| p.coordinator)
             };
             if !acting {
+                listing = None;
                 continue;
             }
+            if listing
+                .as_ref()
+                .is_some_and(|(at, _)| at.elapsed() >= refresh)
+            {
+                listing = None;
+            }
             // Cancel-safe enough: a step dropped mid-upload leaves no manifest, so no backup.
-            let step = self.step();
+            let step = self.step(&mut listing);
             tokio::select! {
                 result = step => {
                     if let Err(err) = result {
+                        listing = None;
                         let message = format!("{err:#}");
                         tracing::warn!("backup step failed (etcd is not affected): {message}");
                         metrics.backup_failures.inc();
@@ -111,7 +124,12 @@ fn unix_secs(time: SystemTime) -> i64 {
 }
 
 impl Schedule {
-    async fn step(&self) -> anyhow::Result<()> {
+    /// One step on `listing` (listed afresh when `None`; kept up to date with this step's
+    /// own backups, drills and deletions).
+    async fn step(
+        &self,
+        listing: &mut Option<(Instant, Vec<super::Manifest>)>,
+    ) -> anyhow::Result<()> {
         let Self {
             backups,
             member,
@@ -121,7 +139,12 @@ impl Schedule {
             status,
             metrics,
         } = self;
-        let mut manifests = backups.list().await?;
+        if listing.is_none() {
+            *listing = Some((Instant::now(), backups.list().await?));
+        }
+        let Some((_, manifests)) = listing.as_mut() else {
+            return Ok(());
+        };
         let newest = manifests.last().map(super::Manifest::created_at);
         if let Some(verified) = manifests
             .iter()
@@ -200,6 +223,7 @@ impl Schedule {
             .collect();
         for id in retention::expired(&metas, &backups.config.retention, SystemTime::now()) {
             backups.store.delete(&id).await?;
+            manifests.retain(|m| m.id != id);
             tracing::info!(id = %id, "backup deleted by retention");
         }
         Ok(())

@@ -122,6 +122,9 @@ pub(crate) struct StoreOptions {
 #[derive(Clone, Debug)]
 pub(crate) struct Store {
     inner: Arc<dyn ObjectStore>,
+    /// `inner` for downloads, in 1 MiB chunks (a local file otherwise streams in 8 KiB
+    /// pieces, each a blocking-pool round trip).
+    chunked: Arc<dyn ObjectStore>,
     /// `<url path>/<cluster_name>`.
     root: Path,
     /// The URL, for messages.
@@ -129,7 +132,7 @@ pub(crate) struct Store {
 }
 
 /// Bytes per uploaded part (S3 wants at least 5 MiB for all parts but the last).
-pub(crate) const PART_SIZE: usize = 8 * 1024 * 1024;
+pub(crate) const PART_SIZE: usize = 5 * 1024 * 1024;
 /// Parts in flight at once: memory stays below `(PARALLEL_PARTS + 1) * PART_SIZE`.
 const PARALLEL_PARTS: usize = 2;
 
@@ -196,6 +199,10 @@ impl Store {
         let mut root: Vec<String> = prefix.parts().map(|p| p.as_ref().to_owned()).collect();
         root.push(cluster_name.to_owned());
         Ok(Self {
+            chunked: Arc::new(object_store::chunked::ChunkedStore::new(
+                Arc::clone(&inner),
+                1024 * 1024,
+            )),
             inner,
             root: Path::from_iter(root),
             url: url.to_string(),
@@ -245,7 +252,7 @@ impl Store {
     )> {
         let path = self.path(&Self::object(id));
         let result = self
-            .inner
+            .chunked
             .get(&path)
             .await
             .with_context(|| format!("download {path}"))?;

@@ -129,14 +129,14 @@ async fn stream(
         db_hash.update(&chunk);
         db_size += chunk.len() as u64;
         encoder.write_all(&chunk).context("compress")?;
-        // The encoder writes compressed frames into its buffer as it goes: ship them in
-        // part-sized pieces so memory stays bounded.
-        if encoder.get_ref().len() >= super::store::PART_SIZE {
+        // The encoder writes compressed frames into its buffer as it goes: hand them to the
+        // upload every MiB so memory stays bounded.
+        if encoder.get_ref().len() >= 1024 * 1024 {
             let out = std::mem::take(encoder.get_mut());
             object_hash.update(&out);
             compressed_size += out.len() as u64;
             upload.write(&out).await?;
-            if !parts_sent {
+            if !parts_sent && compressed_size > super::store::PART_SIZE as u64 {
                 parts_sent = true;
                 // Crash test: the pilot dies with a part uploaded and the rest not.
                 fail::fail_point!("backup-mid-upload", |_| std::process::abort());

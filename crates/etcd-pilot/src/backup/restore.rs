@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use futures::StreamExt as _;
 use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncWriteExt as _;
 
 use super::Progress;
 use super::store::{Manifest, Store};
@@ -43,39 +42,60 @@ async fn download_inner(
     let started = tokio::time::Instant::now();
     let (size, mut chunks) = store.download(id).await?;
     progress.start("download", size);
-    // Chunks from the store can be small: buffer, so the file sees few large writes. The
-    // file is scratch read once by the restore tool, which syncs what it writes itself.
-    let mut file = tokio::io::BufWriter::with_capacity(
-        4 * 1024 * 1024,
-        tokio::fs::File::create(dest)
-            .await
-            .with_context(|| format!("create {}", dest.display()))?,
-    );
-    let mut decoder = zstd::stream::write::Decoder::new(Vec::new()).context("start zstd")?;
-    let (mut object_hash, mut db_hash) = (Sha256::new(), Sha256::new());
-    let mut db_size = 0u64;
+    // Two stages on two cores: this task reads and hashes the object; a blocking thread
+    // decompresses, hashes the snapshot and writes it. The channel bounds what is in flight.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+    let path = dest.to_owned();
+    let corrupt = format!("backup {id} is corrupt: cannot decompress it");
+    let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<(String, u64)> {
+        let file =
+            std::fs::File::create(&path).with_context(|| format!("create {}", path.display()))?;
+        let sink = HashingWriter {
+            inner: std::io::BufWriter::with_capacity(4 * 1024 * 1024, file),
+            hash: Sha256::new(),
+            size: 0,
+        };
+        let mut decoder = zstd::stream::write::Decoder::new(sink).context("start zstd")?;
+        while let Some(chunk) = rx.blocking_recv() {
+            decoder.write_all(&chunk).context(corrupt.clone())?;
+        }
+        decoder.flush().context(corrupt)?;
+        let sink = decoder.into_inner();
+        let file = sink
+            .inner
+            .into_inner()
+            .map_err(|err| err.into_error())
+            .with_context(|| format!("write {}", path.display()))?;
+        // The restore tool syncs what it writes; with this file's pages still dirty, that
+        // sync takes them along and the restore runs at half speed (measured: 8.2 s instead
+        // of 4.6 s for 1.2 GiB). Syncing here first costs about 0.5 s.
+        file.sync_all()
+            .with_context(|| format!("sync {}", path.display()))?;
+        Ok((hex::encode(sink.hash.finalize()), sink.size))
+    });
+    let mut object_hash = Sha256::new();
+    let mut read_error = None;
     while let Some(chunk) = chunks.next().await {
-        let chunk = chunk?;
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(err) => {
+                read_error = Some(err);
+                break;
+            }
+        };
         object_hash.update(&chunk);
         progress.advance(chunk.len() as u64);
-        decoder
-            .write_all(&chunk)
-            .with_context(|| format!("backup {id} is corrupt: cannot decompress it"))?;
-        let out = std::mem::take(decoder.get_mut());
-        db_hash.update(&out);
-        db_size += out.len() as u64;
-        file.write_all(&out)
-            .await
-            .with_context(|| format!("write {}", dest.display()))?;
+        if tx.send(chunk).await.is_err() {
+            // The writer stopped: its error says why.
+            break;
+        }
     }
-    decoder
-        .flush()
-        .with_context(|| format!("backup {id} is corrupt: cannot decompress it"))?;
-    let out = std::mem::take(decoder.get_mut());
-    db_hash.update(&out);
-    db_size += out.len() as u64;
-    file.write_all(&out).await?;
-    file.flush().await?;
+    drop(tx);
+    let written = writer.await.context("join the decompressing thread")?;
+    if let Some(err) = read_error {
+        return Err(err);
+    }
+    let (db_sha, db_size) = written?;
     let object_sha = hex::encode(object_hash.finalize());
     if object_sha != manifest.object_sha256 {
         anyhow::bail!(
@@ -83,7 +103,6 @@ async fn download_inner(
             manifest.object_sha256
         );
     }
-    let db_sha = hex::encode(db_hash.finalize());
     if db_sha != manifest.sha256 || db_size != manifest.db_size {
         anyhow::bail!(
             "backup {id} is corrupt: the snapshot's sha256 is {db_sha} ({db_size} bytes), its \
@@ -99,6 +118,26 @@ async fn download_inner(
         "downloaded, checked and decompressed"
     );
     Ok(())
+}
+
+/// Writes through to `inner`, hashing and counting the bytes.
+struct HashingWriter<W> {
+    inner: W,
+    hash: Sha256,
+    size: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Which program restores snapshots here, and whether it can bump revisions.

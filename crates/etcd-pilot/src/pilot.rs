@@ -261,7 +261,13 @@ impl Pilot {
                     initial_cluster,
                     token,
                 } => match self.restore(&source, &initial_cluster, &token).await {
-                    Ok(restored) => restored,
+                    Ok(true) => true,
+                    Ok(false) => {
+                        // Another pilot holds the claim: poll at the observe interval, not
+                        // fast (every poll asks the store).
+                        waits = waits.max(10);
+                        false
+                    }
                     Err(err) => {
                         failures += 1;
                         let message =

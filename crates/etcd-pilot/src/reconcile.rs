@@ -308,7 +308,7 @@ impl Reconciler {
                         );
                         keep = false;
                     }
-                    Err(err) => tracing::debug!("cannot write the plan record: {err:#}"),
+                    Err(err) => tracing::warn!("cannot write the plan record: {err:#}"),
                 }
             }
             if keep && let Err(err) = coordinator.lease.refresh().await {

@@ -213,3 +213,78 @@ fn rand_byte() -> u8 {
         (x >> 24) as u8
     })
 }
+
+/// A pilot killed during a restore drill leaves the drill's etcd running; the pilot's next
+/// drill stops it (by the pid it recorded) and clears the scratch folder.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drill_interrupted_by_a_crash_is_cleaned_up_by_the_next_one() {
+    let store = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "\n[backup]\nurl = \"file://{}\"\ninterval = \"1h\"\n",
+        store.path().display()
+    );
+    let Some(etcd) = common::etcd_bin(Version::V35) else {
+        return;
+    };
+    let mut cluster = common::Cluster::with(50, 1, etcd, &extra, &[]);
+    cluster.start_with_env(0, &[("FAILPOINTS", "drill-after-etcd-start=return")]);
+    // The first scheduled backup is drilled; the pilot dies with the drill's etcd up.
+    let status = common::wait_child(
+        cluster.nodes[0].child.as_mut().unwrap(),
+        Duration::from_secs(90),
+    )
+    .expect("the failpoint did not fire");
+    assert!(!status.success());
+    cluster.nodes[0].child = None;
+    let drill_dir = cluster.nodes[0].data_dir().join("drill");
+    let pid: u32 = std::fs::read_to_string(drill_dir.join("etcd.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        common::alive(pid),
+        "the drill's etcd should have outlived its pilot"
+    );
+
+    cluster.start(0);
+    eventually(
+        "the leftover drill etcd to be stopped",
+        Duration::from_secs(60),
+        || async { (!common::alive(pid)).then_some(()) },
+    )
+    .await;
+    // The next drill (of a new backup) passes and leaves nothing behind.
+    let config = cluster.nodes[0].config_path();
+    let ok = std::process::Command::new(common::pilot_bin())
+        .args(["backup", "now", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    eventually(
+        "the new backup to be drilled",
+        Duration::from_secs(60),
+        || async {
+            let output = std::process::Command::new(common::pilot_bin())
+                .args(["backup", "list", "--json", "--config"])
+                .arg(&config)
+                .output()
+                .unwrap();
+            let listed: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).ok()?;
+            (listed.last()?["verification"]["result"] == "passed").then_some(())
+        },
+    )
+    .await;
+    let left: Vec<_> = std::fs::read_dir(&drill_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left in the drill folder: {left:?}");
+}

@@ -2,7 +2,9 @@
 //! scratch folder, start a throwaway etcd on free loopback ports, and compare the key count
 //! and `HashKV` at the backup's revision with what the manifest recorded at backup time.
 //!
-//! The throwaway etcd is stopped (by its PID) and the scratch folder removed on every path.
+//! The throwaway etcd is stopped (by its PID) and the scratch folder removed on every path;
+//! a drill interrupted by the pilot's death leaves its etcd's pid in `<scratch root>/etcd.pid`,
+//! and the next drill stops that etcd and clears the folder first.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -34,10 +36,8 @@ pub(crate) async fn drill(
     progress: &Progress,
 ) -> anyhow::Result<DrillReport> {
     let started = Instant::now();
+    clear_leftovers(scratch_root).await;
     let scratch = scratch_root.join(format!("drill-{}", manifest.id));
-    if scratch.exists() {
-        tokio::fs::remove_dir_all(&scratch).await.ok();
-    }
     tokio::fs::create_dir_all(&scratch)
         .await
         .with_context(|| format!("create scratch folder {}", scratch.display()))?;
@@ -79,10 +79,17 @@ async fn drill_in(
     restore::run_restore(tool, &snapshot, &target).await?;
     tokio::fs::remove_file(&snapshot).await.ok();
     let mut child = start_etcd(etcd_bin, scratch, &data_dir, &peer_url, &client_url)?;
+    let pid_file = pid_file(scratch);
+    if let Some(pid) = child.id() {
+        std::fs::write(&pid_file, format!("{pid}\n")).ok();
+    }
+    // Crash test: the pilot dies with the drill's etcd running.
+    fail::fail_point!("drill-after-etcd-start", |_| std::process::abort());
     let checked = check(manifest, &client_url).await;
     if let Err(err) = crate::process::terminate(&mut child, Duration::from_secs(10)).await {
         tracing::warn!("cannot stop the drill's etcd: {err}");
     }
+    std::fs::remove_file(&pid_file).ok();
     let (key_count, hash) = checked.map_err(|err| {
         let log = std::fs::read_to_string(scratch.join("etcd.log")).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(5).collect();
@@ -161,6 +168,36 @@ async fn check(manifest: &Manifest, client_url: &str) -> anyhow::Result<(i64, u3
         .await
         .context("hash the restored key space")?;
     Ok((count, hash.hash))
+}
+
+/// Where a running drill's etcd pid is kept: beside the drill folders.
+fn pid_file(scratch: &Path) -> PathBuf {
+    scratch.parent().unwrap_or(scratch).join("etcd.pid")
+}
+
+/// Stops a drill etcd left by an earlier life of the pilot (only if its command line is a
+/// drill's) and removes old drill folders.
+async fn clear_leftovers(scratch_root: &Path) {
+    let pid_path = scratch_root.join("etcd.pid");
+    if let Some(pid) = std::fs::read_to_string(&pid_path)
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+    {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if crate::process::alive(pid) && String::from_utf8_lossy(&cmdline).contains("--name=drill")
+        {
+            tracing::warn!(pid, "stopping the etcd of an interrupted restore drill");
+            crate::process::signal(pid, nix::sys::signal::Signal::SIGKILL).ok();
+        }
+        std::fs::remove_file(&pid_path).ok();
+    }
+    if let Ok(entries) = std::fs::read_dir(scratch_root) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with("drill-") {
+                tokio::fs::remove_dir_all(entry.path()).await.ok();
+            }
+        }
+    }
 }
 
 /// A loopback port nothing listens on now.

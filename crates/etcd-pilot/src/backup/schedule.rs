@@ -69,10 +69,10 @@ impl Schedule {
         } = &self;
         status.send_modify(|s| s.backup.store = backups.store.url().to_owned());
         let tick = backups.config.interval.min(Duration::from_secs(5));
-        // The store's listing costs a request per backup: it is reused between steps and
-        // refreshed at most every `refresh`, or after a failure, or after losing the role (another
-        // coordinator may have written meanwhile). This pilot's own writes update it.
-        let refresh = backups.config.interval.min(Duration::from_secs(60));
+        // Each step lists the store (one request) and reads only new manifests; all of them
+        // are read again every `refresh`, after a failure, or after losing the role (someone
+        // may have verified a backup meanwhile). This pilot's own writes update the copy.
+        let refresh = Duration::from_secs(600);
         let mut listing: Option<(Instant, Vec<super::Manifest>)> = None;
         loop {
             tokio::select! {
@@ -139,8 +139,9 @@ impl Schedule {
             status,
             metrics,
         } = self;
-        if listing.is_none() {
-            *listing = Some((Instant::now(), backups.list().await?));
+        match listing.as_mut() {
+            None => *listing = Some((Instant::now(), backups.list().await?)),
+            Some((_, known)) => *known = backups.store.list_reusing(known).await?,
         }
         let Some((_, manifests)) = listing.as_mut() else {
             return Ok(());

@@ -293,6 +293,12 @@ impl Store {
     /// uploads) are not backups. A manifest that cannot be read is reported, not skipped
     /// silently: it is logged and left out.
     pub(crate) async fn list(&self) -> anyhow::Result<Vec<Manifest>> {
+        self.list_reusing(&[]).await
+    }
+
+    /// Like [`Store::list`], reading only the manifests not in `known` (one listing request
+    /// plus one read per new backup). Backups gone from the store are gone from the result.
+    pub(crate) async fn list_reusing(&self, known: &[Manifest]) -> anyhow::Result<Vec<Manifest>> {
         let prefix = self.path(&["backups"]);
         let mut names = Vec::new();
         let mut listing = self.inner.list(Some(&prefix));
@@ -309,6 +315,10 @@ impl Store {
         }
         let mut manifests = Vec::new();
         for id in names {
+            if let Some(manifest) = known.iter().find(|m| m.id == id) {
+                manifests.push(manifest.clone());
+                continue;
+            }
             match self.manifest(&id).await {
                 Ok(manifest) => manifests.push(manifest),
                 Err(err) => {

@@ -269,19 +269,12 @@ def main():
               f"{med(restore['pilot']) / med(restore['bare']):.2f} | <= 1.3 |")
     finally:
         for proc in procs:
-            if proc is weed_proc(procs):
-                proc.kill()
+            if os.path.basename(proc.args[0]) == "weed":
+                proc.kill()  # SeaweedFS ignores SIGTERM
                 proc.wait()
             else:
                 stop(proc)
         shutil.rmtree(work, ignore_errors=True)
-
-
-def weed_proc(procs):
-    for proc in procs:
-        if proc.args and os.path.basename(proc.args[0]) == "weed":
-            return proc
-    return None
 
 
 if __name__ == "__main__":

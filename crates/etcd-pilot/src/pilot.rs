@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::backup::{Backups, Progress, RestoreClaim, RestoreTarget};
+use crate::backup::{self, Backups, Manifest, Progress, RestoreClaim};
 use crate::config::{Config, url_string};
 use crate::datadir::DataDir;
 use crate::discovery::{Discovery as _, Provider};
@@ -66,9 +66,10 @@ pub(crate) struct Pilot {
     metrics: Metrics,
     /// The backup store, if configured: what it says decides restores after total loss.
     backups: Option<Backups>,
-    /// The store's last answer and when it came: the start loop polls fast, the store is
-    /// asked at most once per observe interval.
-    store_view: std::sync::Mutex<Option<(tokio::time::Instant, StoreView)>>,
+    /// The store's last answer, when it came, and the manifests it read: the start loop
+    /// polls fast, the store is asked at most once per observe interval, and a manifest
+    /// already read is not read again.
+    store_view: std::sync::Mutex<Option<(tokio::time::Instant, StoreView, Vec<Manifest>)>>,
 }
 
 impl Pilot {
@@ -425,17 +426,19 @@ impl Pilot {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        if let Some((at, view)) = cached
-            && at.elapsed() < self.config.timers.observe_interval
-        {
-            return view;
-        }
-        let view = backups.view().await;
+        let known = match cached {
+            Some((at, view, _)) if at.elapsed() < self.config.timers.observe_interval => {
+                return view;
+            }
+            Some((_, _, known)) => known,
+            None => Vec::new(),
+        };
+        let (view, manifests) = backups.view(&known).await;
         *self
             .store_view
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some((tokio::time::Instant::now(), view.clone()));
+            Some((tokio::time::Instant::now(), view.clone(), manifests));
         view
     }
 
@@ -493,17 +496,15 @@ impl Pilot {
         );
         tracing::warn!(backup = %source.id, revision = source.revision, "total loss: restoring the newest verified backup");
         let manifest = backups.store.manifest(&source.id).await?;
-        let scratch = self.data.restore_scratch();
-        let target = RestoreTarget {
-            name: me,
+        let member = backup::Member {
+            name: self.config.name.clone(),
             peer_url: url_string(&self.config.etcd.peer_url),
             initial_cluster: initial_cluster.to_owned(),
             token: token.to_owned(),
-            data_dir: scratch.join("etcd"),
             bump_revision: self.config.restore.bump_revision,
         };
         let tool = backups
-            .restore_into(&manifest, &scratch, &target, &Progress::hidden())
+            .restore_as_member(&manifest, &self.data, &member, &Progress::hidden())
             .await?;
         if !tool.bumps_revision {
             tracing::warn!(
@@ -513,15 +514,6 @@ impl Pilot {
                 manifest.revision
             );
         }
-        self.data.install_restored(
-            &target.data_dir,
-            &Identity {
-                name: self.config.name.clone(),
-                cluster_id: None,
-                member_id: None,
-            },
-            SystemTime::now(),
-        )?;
         tracing::info!(backup = %source.id, "backup restored; starting etcd on it");
         Ok(true)
     }

@@ -2,49 +2,22 @@
 //! HTTP): total loss restores by itself from the newest verified backup; a corrupt backup
 //! fails verify and is skipped; another cluster's backup is refused unless forced; a store
 //! outage leaves etcd alone and the next backup succeeds once the store is back.
-#![allow(clippy::unwrap_used, clippy::disallowed_methods)] // Test code.
+#![allow(clippy::unwrap_used)] // Test code.
 
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::s3::{Kind, S3};
 use common::{Cluster, Version, eventually};
 
-/// Runs the pilot CLI with `args` and the cluster's environment.
-fn cli(cluster: &Cluster, args: &[&str]) -> Output {
-    Command::new(common::pilot_bin())
-        .args(args)
-        .envs(cluster.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap()
-}
-
-/// Runs `args` with node 0's config; panics unless it succeeds; returns stdout.
-fn cli_ok(cluster: &Cluster, args: &[&str]) -> String {
-    let config = cluster.nodes[0].config_path();
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--config", config.to_str().unwrap()]);
-    let output = cli(cluster, &all);
-    assert!(
-        output.status.success(),
-        "etcd-pilot {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn manifests(cluster: &Cluster) -> Vec<serde_json::Value> {
-    serde_json::from_str(&cli_ok(cluster, &["backup", "list", "--json"])).unwrap()
-}
-
 /// Takes a backup now and returns its manifest.
 fn backup_now(cluster: &Cluster) -> serde_json::Value {
-    let out = cli_ok(cluster, &["backup", "now"]);
+    let out = cluster.cli_ok(&["backup", "now"]);
     let id = out.split_whitespace().nth(1).unwrap().to_owned();
-    manifests(cluster)
+    cluster
+        .backups()
         .into_iter()
         .find(|m| m["id"] == id.as_str())
         .unwrap()
@@ -56,7 +29,8 @@ async fn wait_verified(cluster: &Cluster, id: &str) {
         &format!("the scheduled drill to verify backup {id}"),
         Duration::from_secs(90),
         || async {
-            manifests(cluster)
+            cluster
+                .backups()
                 .iter()
                 .any(|m| m["id"] == id && m["verification"]["result"] == "passed")
                 .then_some(())
@@ -197,7 +171,7 @@ async fn corrupt_and_foreign_backups_are_refused() {
     };
     put_keys(&cluster, "first/", 50).await;
     let good = backup_now(&cluster)["id"].as_str().unwrap().to_owned();
-    let out = cli_ok(&cluster, &["backup", "verify", &good]);
+    let out = cluster.cli_ok(&["backup", "verify", &good]);
     assert!(out.contains("restores: "), "{out}");
     put_keys(&cluster, "second/", 50).await;
     let bad = backup_now(&cluster)["id"].as_str().unwrap().to_owned();
@@ -205,23 +179,20 @@ async fn corrupt_and_foreign_backups_are_refused() {
     flip_bytes(&backups.join(&bad).join("snapshot.db.zst"));
 
     let config = cluster.nodes[0].config_path();
-    let output = cli(
-        &cluster,
-        &[
-            "backup",
-            "verify",
-            &bad,
-            "--config",
-            config.to_str().unwrap(),
-        ],
-    );
+    let output = cluster.cli(&[
+        "backup",
+        "verify",
+        &bad,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
         stderr.contains(&format!("backup {bad} failed verification")) && stderr.contains("corrupt"),
         "{stderr}"
     );
-    let listed = cli_ok(&cluster, &["backup", "list"]);
+    let listed = cluster.cli_ok(&["backup", "list"]);
     assert!(
         listed
             .lines()
@@ -250,23 +221,20 @@ async fn corrupt_and_foreign_backups_are_refused() {
 
     // The operator restores by hand: another cluster's backup is refused unless forced.
     lose_everything(&mut cluster);
-    let output = cli(
-        &cluster,
-        &[
-            "restore",
-            "--from",
-            foreign,
-            "--config",
-            config.to_str().unwrap(),
-        ],
-    );
+    let output = cluster.cli(&[
+        "restore",
+        "--from",
+        foreign,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
         stderr.contains("was taken by cluster deadbeef") && stderr.contains("--force"),
         "{stderr}"
     );
-    let out = cli_ok(&cluster, &["restore", "--from", foreign, "--force"]);
+    let out = cluster.cli_ok(&["restore", "--from", foreign, "--force"]);
     assert!(out.contains("as a one-member cluster of m1"), "{out}");
     cluster.start_all();
     cluster.wait_settled().await;
@@ -290,14 +258,15 @@ async fn a_store_outage_leaves_etcd_alone_and_backups_resume() {
         return;
     };
     let first = eventually("a scheduled backup", Duration::from_secs(30), || async {
-        manifests(&cluster)
+        cluster
+            .backups()
             .first()
             .map(|m| m["id"].as_str().unwrap().to_owned())
     })
     .await;
     let coordinator = cluster.coordinator().await.unwrap();
 
-    let newest_before = manifests(&cluster).last().unwrap()["id"]
+    let newest_before = cluster.backups().last().unwrap()["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -342,7 +311,8 @@ async fn a_store_outage_leaves_etcd_alone_and_backups_resume() {
     s3.restart().await;
     eventually("backups to resume", Duration::from_secs(60), || async {
         let status = cluster.pilot_status(coordinator).await?;
-        let newer = manifests(&cluster)
+        let newer = cluster
+            .backups()
             .iter()
             .any(|m| m["id"].as_str().unwrap() > newest_before.as_str());
         (status["backup"]["last_error"].is_null() && newer).then_some(())
@@ -352,7 +322,7 @@ async fn a_store_outage_leaves_etcd_alone_and_backups_resume() {
         "retention to delete the first backup",
         Duration::from_secs(30),
         || async {
-            let listed = manifests(&cluster);
+            let listed = cluster.backups();
             (!listed.is_empty() && !listed.iter().any(|m| m["id"] == first.as_str())).then_some(())
         },
     )
@@ -375,7 +345,7 @@ async fn a_lost_cluster_without_a_verified_backup_is_not_recreated_empty() {
     eventually(
         "the first scheduled backup",
         Duration::from_secs(30),
-        || async { (!manifests(&cluster).is_empty()).then_some(()) },
+        || async { (!cluster.backups().is_empty()).then_some(()) },
     )
     .await;
     lose_everything(&mut cluster);
@@ -393,7 +363,7 @@ async fn a_lost_cluster_without_a_verified_backup_is_not_recreated_empty() {
     })
     .await;
     let endpoints = cluster.endpoints().join(",");
-    let output = cli(&cluster, &["plan", "--endpoints", &endpoints]);
+    let output = cluster.cli(&["plan", "--endpoints", &endpoints]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(

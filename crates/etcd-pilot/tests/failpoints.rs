@@ -1,7 +1,7 @@
 //! Crashes at the worst moments, injected with failpoints: a pilot dies right after MemberAdd,
 //! a coordinator right after MemberRemove. After a restart the cluster converges with no
 //! duplicate and no orphan member. Needs `--features failpoints` (`make test` passes it).
-#![allow(clippy::unwrap_used, clippy::disallowed_methods)] // Test code.
+#![allow(clippy::unwrap_used)] // Test code.
 
 mod common;
 
@@ -153,49 +153,26 @@ async fn a_backup_killed_mid_upload_leaves_no_backup_and_the_next_one_succeeds()
         let value: Vec<u8> = (0..1024 * 1024).map(|_| rand_byte()).collect();
         client.put(format!("big/{i}"), value, None).await.unwrap();
     }
-    let config = cluster.nodes[0].config_path();
-    let list = || {
-        let output = std::process::Command::new(common::pilot_bin())
-            .args(["backup", "list", "--json", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        assert!(output.status.success());
-        serde_json::from_slice::<Vec<serde_json::Value>>(&output.stdout).unwrap()
-    };
     let scheduled = eventually(
         "the first scheduled backup",
         Duration::from_secs(30),
         || async {
-            let listed = list();
+            let listed = cluster.backups();
             (!listed.is_empty()).then_some(listed.len())
         },
     )
     .await;
-    let crashed = std::process::Command::new(common::pilot_bin())
-        .args(["backup", "now", "--config"])
-        .arg(&config)
-        .env("FAILPOINTS", "backup-mid-upload=return")
-        .output()
-        .unwrap();
+    let config = cluster.nodes[0].config_path();
+    let now = ["backup", "now", "--config", config.to_str().unwrap()];
+    let crashed = cluster.cli_env(&now, &[("FAILPOINTS", "backup-mid-upload=return")]);
     assert!(!crashed.status.success(), "the failpoint did not fire");
     assert_eq!(
-        list().len(),
+        cluster.backups().len(),
         scheduled,
         "an interrupted upload must not list as a backup"
     );
-
-    let ok = std::process::Command::new(common::pilot_bin())
-        .args(["backup", "now", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
-    let listed = list();
+    cluster.cli_ok(&["backup", "now"]);
+    let listed = cluster.backups();
     assert_eq!(listed.len(), scheduled + 1);
     assert!(listed.last().unwrap()["db_size"].as_u64().unwrap() > 12 * 1024 * 1024);
 }
@@ -256,28 +233,12 @@ async fn a_drill_interrupted_by_a_crash_is_cleaned_up_by_the_next_one() {
     )
     .await;
     // The next drill (of a new backup) passes and leaves nothing behind.
-    let config = cluster.nodes[0].config_path();
-    let ok = std::process::Command::new(common::pilot_bin())
-        .args(["backup", "now", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    cluster.cli_ok(&["backup", "now"]);
     eventually(
         "the new backup to be drilled",
         Duration::from_secs(60),
         || async {
-            let output = std::process::Command::new(common::pilot_bin())
-                .args(["backup", "list", "--json", "--config"])
-                .arg(&config)
-                .output()
-                .unwrap();
-            let listed: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).ok()?;
-            (listed.last()?["verification"]["result"] == "passed").then_some(())
+            (cluster.backups().last()?["verification"]["result"] == "passed").then_some(())
         },
     )
     .await;

@@ -9,9 +9,9 @@ use tokio::time::Instant;
 
 use anyhow::Context as _;
 use etcd_pilot_core::backup::{self as choice, Verification};
-use etcd_pilot_core::{Identity, model};
+use etcd_pilot_core::model;
 
-use super::{Backups, ClusterRecord, Manifest, Progress, RestoreTarget};
+use super::{Backups, ClusterRecord, Manifest, Member, Progress};
 use crate::config::{Config, url_string};
 use crate::datadir::DataDir;
 use crate::etcd::{ClientOptions, Etcd};
@@ -212,27 +212,16 @@ pub(crate) async fn restore(config: &Config, from: &str, force: bool) -> anyhow:
     let peer_url = url_string(&config.etcd.peer_url);
     let initial_cluster = model::initial_cluster([(&config.name, peer_url.as_str())]);
     let token = model::cluster_token(&config.cluster_name, &initial_cluster, rand::random());
-    let scratch = data.restore_scratch();
-    let target = RestoreTarget {
-        name: config.name.to_string(),
+    let member = Member {
+        name: config.name.clone(),
         peer_url,
         initial_cluster,
         token,
-        data_dir: scratch.join("etcd"),
         bump_revision: config.restore.bump_revision,
     };
     let tool = backups
-        .restore_into(&manifest, &scratch, &target, &Progress::stderr())
+        .restore_as_member(&manifest, &data, &member, &Progress::stderr())
         .await?;
-    data.install_restored(
-        &target.data_dir,
-        &Identity {
-            name: config.name.clone(),
-            cluster_id: None,
-            member_id: None,
-        },
-        SystemTime::now(),
-    )?;
     let bump = if tool.bumps_revision && config.restore.bump_revision > 0 {
         format!(
             "revisions bumped by {} and compacted",

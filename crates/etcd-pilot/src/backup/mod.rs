@@ -17,15 +17,17 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::Context as _;
-use etcd_pilot_core::ClusterId;
 use etcd_pilot_core::backup::{self as choice, Verification};
 use etcd_pilot_core::start::{RestoreSource, StoreView};
+use etcd_pilot_core::{ClusterId, Identity, MemberName};
 
-pub(crate) use restore::{RestoreTarget, RestoreTool};
+use restore::RestoreTarget;
+pub(crate) use restore::RestoreTool;
 pub(crate) use schedule::{BackupStatus, Schedule};
 pub(crate) use store::{ClusterRecord, Manifest, RestoreClaim, Store, StoreOptions};
 
 use crate::config::BackupConfig;
+use crate::datadir::DataDir;
 use crate::etcd::Etcd;
 
 /// The key in etcd holding the lineage of the data: every cluster it was restored through.
@@ -180,7 +182,7 @@ impl Backups {
         scratch_root: &Path,
         progress: &Progress,
     ) -> anyhow::Result<(Manifest, drill::DrillReport)> {
-        let mut manifest = self.store.manifest(id).await?;
+        let manifest = self.store.manifest(id).await?;
         let tool = RestoreTool::find(&self.etcd_bin).await?;
         let result = drill::drill(
             &self.store,
@@ -191,39 +193,49 @@ impl Backups {
             progress,
         )
         .await;
-        manifest.verified_at =
-            Some(humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
         match result {
-            Ok(report) => {
-                manifest.verification = Verification::Passed;
-                self.store.put_manifest(&manifest).await?;
-                Ok((manifest, report))
-            }
+            Ok(report) => Ok((
+                self.record_verdict(&manifest, Verification::Passed).await?,
+                report,
+            )),
+            // The store failed, not the backup: record nothing.
+            Err(err) if is_store_error(&err) => Err(err),
             Err(err) => {
-                if is_store_error(&err) {
-                    // The store failed, not the backup: record nothing.
-                    return Err(err);
-                }
-                manifest.verification = Verification::Failed {
+                let verdict = Verification::Failed {
                     error: format!("{err:#}"),
                 };
-                self.store.put_manifest(&manifest).await?;
+                self.record_verdict(&manifest, verdict).await?;
                 Err(err.context(format!("backup {id} failed verification")))
             }
         }
     }
 
-    /// What the store says, for the start decision.
-    pub(crate) async fn view(&self) -> StoreView {
-        match self.view_inner().await {
-            Ok(view) => view,
-            Err(err) => StoreView::Unreadable(format!("{err:#}")),
+    /// Records what a drill (or a failed restore) found in the backup's manifest.
+    async fn record_verdict(
+        &self,
+        manifest: &Manifest,
+        verdict: Verification,
+    ) -> anyhow::Result<Manifest> {
+        let mut manifest = manifest.clone();
+        manifest.verification = verdict;
+        manifest.verified_at =
+            Some(humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
+        self.store.put_manifest(&manifest).await?;
+        Ok(manifest)
+    }
+
+    /// What the store says, for the start decision, and the manifests it read. Manifests in
+    /// `known` (an earlier answer) are not read again: a waiting pilot asks every interval.
+    pub(crate) async fn view(&self, known: &[Manifest]) -> (StoreView, Vec<Manifest>) {
+        match self.view_inner(known).await {
+            Ok(answer) => answer,
+            Err(err) => (StoreView::Unreadable(format!("{err:#}")), Vec::new()),
         }
     }
 
-    async fn view_inner(&self) -> anyhow::Result<StoreView> {
+    async fn view_inner(&self, known: &[Manifest]) -> anyhow::Result<(StoreView, Vec<Manifest>)> {
         let record = self.store.cluster_record().await?;
-        let manifests = self.store.list().await?;
+        let manifests = self.store.list_reusing(known).await?;
         let lineage = record
             .as_ref()
             .map(|r| r.lineage.clone())
@@ -238,45 +250,73 @@ impl Backups {
             .as_ref()
             .and_then(ClusterRecord::current)
             .or_else(|| manifests.last().map(|m| m.cluster_id));
-        Ok(StoreView::Read { cluster, candidate })
+        Ok((StoreView::Read { cluster, candidate }, manifests))
     }
 
-    /// Downloads and restores backup `manifest` into `data_dir/etcd`, as a one-member cluster
-    /// of `target`. `scratch` is a folder of the same file system that is used on the way.
-    /// On a checksum failure the manifest is marked failed, so no one restores it again.
-    pub(crate) async fn restore_into(
+    /// Downloads backup `manifest` and restores it into `data`'s etcd dir as a one-member
+    /// cluster of `member` (the restore runs in `data`'s scratch folder, then is renamed into
+    /// place). A backup that fails its checksums is marked failed, so no one restores it
+    /// again. The pilot after total loss and the operator's `restore` both come here.
+    pub(crate) async fn restore_as_member(
         &self,
         manifest: &Manifest,
-        scratch: &Path,
-        target: &RestoreTarget,
+        data: &DataDir,
+        member: &Member,
         progress: &Progress,
     ) -> anyhow::Result<RestoreTool> {
         let tool = RestoreTool::find(&self.etcd_bin).await?;
+        let scratch = data.restore_scratch();
         if scratch.exists() {
-            tokio::fs::remove_dir_all(scratch)
+            tokio::fs::remove_dir_all(&scratch)
                 .await
                 .with_context(|| format!("clear {}", scratch.display()))?;
         }
-        tokio::fs::create_dir_all(scratch).await?;
+        tokio::fs::create_dir_all(&scratch).await?;
         let snapshot = scratch.join("snapshot.db");
         if let Err(err) = restore::download(&self.store, manifest, &snapshot, progress).await {
             if !is_store_error(&err) {
-                let mut failed = manifest.clone();
-                failed.verification = Verification::Failed {
+                let verdict = Verification::Failed {
                     error: format!("{err:#}"),
                 };
-                failed.verified_at =
-                    Some(humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
-                if let Err(mark) = self.store.put_manifest(&failed).await {
+                if let Err(mark) = self.record_verdict(manifest, verdict).await {
                     tracing::warn!("cannot mark backup {} as failed: {mark:#}", manifest.id);
                 }
             }
             return Err(err);
         }
-        restore::run_restore(&tool, &snapshot, target).await?;
+        let target = RestoreTarget {
+            name: member.name.to_string(),
+            peer_url: member.peer_url.clone(),
+            initial_cluster: member.initial_cluster.clone(),
+            token: member.token.clone(),
+            data_dir: scratch.join("etcd"),
+            bump_revision: member.bump_revision,
+        };
+        restore::run_restore(&tool, &snapshot, &target).await?;
         tokio::fs::remove_file(&snapshot).await.ok();
+        data.install_restored(
+            &target.data_dir,
+            &Identity {
+                name: member.name.clone(),
+                cluster_id: None,
+                member_id: None,
+            },
+            SystemTime::now(),
+        )?;
         Ok(tool)
     }
+}
+
+/// The one-member cluster a restore creates.
+pub(crate) struct Member {
+    pub(crate) name: MemberName,
+    pub(crate) peer_url: String,
+    /// `--initial-cluster`: this member alone.
+    pub(crate) initial_cluster: String,
+    /// A fresh `--initial-cluster-token`, so the cluster gets a new id.
+    pub(crate) token: String,
+    /// Revisions to add when the restore tool supports it.
+    pub(crate) bump_revision: u64,
 }
 
 /// Whether `err` came from talking to the store (the backup itself may be fine).

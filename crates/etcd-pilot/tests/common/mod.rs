@@ -223,6 +223,40 @@ impl Cluster {
         index
     }
 
+    /// Runs the pilot CLI with `args`, the cluster's environment and `env`.
+    pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        Command::new(pilot_bin())
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs the pilot CLI with `args` and the cluster's environment.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        self.cli_env(args, &[])
+    }
+
+    /// Runs `args` with node 0's config; panics unless it succeeds; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let config = self.nodes[0].config_path();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--config", config.to_str().unwrap()]);
+        let output = self.cli(&all);
+        assert!(
+            output.status.success(),
+            "etcd-pilot {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// The manifests of every backup (`backup list --json` with node 0's config).
+    pub fn backups(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.cli_ok(&["backup", "list", "--json"])).unwrap()
+    }
+
     /// Writes the peers file to list exactly the nodes at `indexes`.
     pub fn write_peers(&self, indexes: &[usize]) {
         let body: String = indexes

@@ -3,13 +3,16 @@
 //! This crate owns every choice the pilot makes about the cluster: how a node starts
 //! (restart, join, bootstrap, quarantine, wait) and how the etcd child is restarted.
 //! It also decides the coordinator's membership changes (`plan`), which backups retention
-//! lets go (`retention`), and which backup to restore or verify and when one is due (`backup`).
+//! lets go (`retention`), which backup to restore or verify and when one is due (`backup`), which DNS
+//! records to publish (`dns`), and what an autoscaling lifecycle message asks (`lifecycle`).
 //! It does no IO, reads no clock and draws no random numbers: the caller observes the
 //! world, passes it in as plain values, and executes what comes back.
 //! It does not own how the world is observed or how actions are executed; that is the
 //! `etcd-pilot` crate.
 
 pub mod backup;
+pub mod dns;
+pub mod lifecycle;
 pub mod model;
 pub mod plan;
 pub mod retention;

@@ -49,6 +49,9 @@ pub struct ObservedMember {
     pub pending_for: Option<Duration>,
     /// Its own pilot says its data is unusable (etcd cannot run on it).
     pub data_unusable: bool,
+    /// Its instance is terminating (a lifecycle hook said so): remove it as soon as the
+    /// quorum allows, without waiting `remove_after`, listed or not.
+    pub terminating: bool,
 }
 
 /// The knobs of [`plan`].
@@ -122,6 +125,8 @@ pub enum RemovalKind {
     StalledLearner,
     /// Its own pilot reports its data unusable; it rejoins as a learner.
     DataUnusable,
+    /// Its instance is terminating; the lifecycle hook waits for the removal.
+    Terminating,
 }
 
 impl Action {
@@ -140,6 +145,10 @@ impl Action {
                 kind: RemovalKind::DataUnusable,
                 ..
             } => "remove_unusable",
+            Action::RemoveMember {
+                kind: RemovalKind::Terminating,
+                ..
+            } => "remove_terminating",
             Action::PromoteLearner { .. } => "promote_learner",
             Action::MoveLeader { .. } => "move_leader",
         }
@@ -202,18 +211,23 @@ pub fn plan(observed: &Observed, policy: &Policy) -> Plan {
     let pending: Vec<&ObservedMember> = members.iter().filter(|m| m.member.is_learner).collect();
     if let Some(learner) = pending.first() {
         // A joining member whose node left discovery again is removed like any other.
-        if let Discovery::Listed(peers) = &observed.discovery
-            && !is_listed(&learner.member, peers)
-            && learner
-                .unlisted_for
-                .is_some_and(|d| d >= policy.remove_after)
+        if learner.terminating
+            || (matches!(&observed.discovery, Discovery::Listed(peers) if !is_listed(&learner.member, peers))
+                && learner
+                    .unlisted_for
+                    .is_some_and(|d| d >= policy.remove_after))
         {
+            let (kind, why) = if learner.terminating {
+                (RemovalKind::Terminating, "its instance is terminating")
+            } else {
+                (RemovalKind::Unlisted, "it left discovery")
+            };
             return Plan::Act {
                 action: Action::RemoveMember {
                     id: learner.member.id,
-                    kind: RemovalKind::Unlisted,
+                    kind,
                 },
-                reason: format!("{} was joining but left discovery", describe(learner)),
+                reason: format!("{} was joining but {why}", describe(learner)),
             };
         }
         if pending.len() == 1
@@ -248,22 +262,22 @@ pub fn plan(observed: &Observed, policy: &Policy) -> Plan {
         }
         Discovery::Listed(peers) => peers,
     };
-    let listed = members
-        .iter()
-        .filter(|m| is_listed(&m.member, peers))
-        .count();
+    let staying = |m: &ObservedMember| is_listed(&m.member, peers) && !m.terminating;
+    let listed = members.iter().filter(|m| staying(m)).count();
     let unlisted: Vec<&ObservedMember> = members
         .iter()
-        .filter(|m| !is_listed(&m.member, peers))
+        .filter(|m| !staying(m) && !m.terminating)
         .collect();
+    let terminating: Vec<&ObservedMember> = members.iter().filter(|m| m.terminating).collect();
     let unusable: Vec<&ObservedMember> = members
         .iter()
-        .filter(|m| m.data_unusable && is_listed(&m.member, peers))
+        .filter(|m| m.data_unusable && staying(m))
         .collect();
-    if unlisted.is_empty() && unusable.is_empty() {
+    if unlisted.is_empty() && unusable.is_empty() && terminating.is_empty() {
         return Plan::Converged;
     }
-    if !unlisted.is_empty() && listed * 2 < members.len() {
+    // The guard is for discovery's answers; a terminating instance was named one by one.
+    if !unlisted.is_empty() && listed * 2 < members.len() - terminating.len() {
         return Plan::Wait {
             reason: format!(
                 "discovery lists only {listed} of the {} members; a sudden drop below half \
@@ -273,12 +287,14 @@ pub fn plan(observed: &Observed, policy: &Policy) -> Plan {
         };
     }
 
-    // Unusable data first (its member cannot serve anyway), then dead unlisted members, then
-    // healthy unlisted ones (scale-down); by name within each group, for a stable order.
-    let mut candidates: Vec<(&ObservedMember, RemovalKind)> = unusable
+    // Terminating instances first (the group waits on them), then unusable data (its member
+    // cannot serve anyway), then dead unlisted members, then healthy unlisted ones
+    // (scale-down); by name within each group, for a stable order.
+    let mut candidates: Vec<(&ObservedMember, RemovalKind)> = terminating
         .iter()
-        .map(|m| (*m, RemovalKind::DataUnusable))
+        .map(|m| (*m, RemovalKind::Terminating))
         .collect();
+    candidates.extend(unusable.iter().map(|m| (*m, RemovalKind::DataUnusable)));
     let mut gone: Vec<&ObservedMember> = unlisted.clone();
     gone.sort_by_key(|m| {
         (
@@ -312,7 +328,7 @@ pub fn plan(observed: &Observed, policy: &Policy) -> Plan {
                 m.member.id != target.member.id
                     && !m.member.is_learner
                     && m.health == Health::Healthy
-                    && is_listed(&m.member, peers)
+                    && staying(m)
             });
             match successor {
                 Some(successor) => {
@@ -347,6 +363,10 @@ pub fn plan(observed: &Observed, policy: &Policy) -> Plan {
                 describe(target)
             ),
             RemovalKind::StalledLearner => describe(target),
+            RemovalKind::Terminating => format!(
+                "the instance of {} is terminating; its lifecycle hook waits for the removal",
+                describe(target)
+            ),
         };
         return Plan::Act {
             action: Action::RemoveMember {

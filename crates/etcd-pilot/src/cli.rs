@@ -120,14 +120,12 @@ struct NodeArgs {
 
 impl NodeArgs {
     /// The node's validated configuration, or the message that says what is wrong.
-    fn load(&self) -> Result<Config, String> {
+    fn load(&self, runtime: &tokio::runtime::Runtime) -> Result<Config, String> {
         let path = match &self.dir {
             Some(dir) => Some(local::member_config(dir).map_err(|err| format!("{err:#}"))?),
             None => self.config.clone(),
         };
-        let sources = Sources::load(path.as_deref(), std::env::vars(), self.overrides.0.clone())
-            .map_err(|err| err.to_string())?;
-        Config::load(&sources).map_err(|err| err.to_string())
+        load_config(runtime, &path, &self.overrides).map_err(|err| err.to_string())
     }
 }
 
@@ -254,10 +252,6 @@ pub fn main() -> ExitCode {
         },
     );
 
-    let load = |path: &Option<PathBuf>, overrides: &Overrides| -> Result<Config, config::Error> {
-        let sources = Sources::load(path.as_deref(), std::env::vars(), overrides.0.clone())?;
-        Config::load(&sources)
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -271,7 +265,7 @@ pub fn main() -> ExitCode {
     };
     let result: anyhow::Result<()> = match cli.command {
         Commands::Agent { config, overrides } => {
-            let config = match load(&config, &overrides) {
+            let config = match load_config(&runtime, &config, &overrides) {
                 Ok(config) => config,
                 Err(err) => {
                     output::error(&err.to_string());
@@ -286,7 +280,7 @@ pub fn main() -> ExitCode {
         }
         Commands::Config {
             command: ConfigCommand::Show { config, overrides },
-        } => match load(&config, &overrides) {
+        } => match load_config(&runtime, &config, &overrides) {
             Ok(config) => {
                 output::print(&config.show());
                 Ok(())
@@ -325,7 +319,7 @@ pub fn main() -> ExitCode {
                 | BackupCommand::Verify { node, .. }
                 | BackupCommand::Delete { node, .. } => node,
             };
-            let config = match node.load() {
+            let config = match node.load(&runtime) {
                 Ok(config) => config,
                 Err(message) => {
                     output::error(&message);
@@ -352,7 +346,7 @@ pub fn main() -> ExitCode {
             })
         }
         Commands::Restore { from, force, node } => {
-            let config = match node.load() {
+            let config = match node.load(&runtime) {
                 Ok(config) => config,
                 Err(message) => {
                     output::error(&message);
@@ -392,6 +386,18 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Reads the sources, fills in what this machine says about itself (an AWS instance's
+/// identity from its metadata, when the `aws` provider leaves it unset), and validates.
+fn load_config(
+    runtime: &tokio::runtime::Runtime,
+    path: &Option<PathBuf>,
+    overrides: &Overrides,
+) -> Result<Config, config::Error> {
+    let mut sources = Sources::load(path.as_deref(), std::env::vars(), overrides.0.clone())?;
+    runtime.block_on(crate::aws::find_identity(&mut sources))?;
+    Config::load(&sources)
 }
 
 fn init_tracing(format: LogFormat, default_filter: &str) {

@@ -69,10 +69,55 @@ pub(crate) const KEYS: &[Key] = &[
         "file holding the password of etcd.username",
     ),
     key("admin.listen", "address of the pilot's admin HTTP API"),
-    key("discovery.provider", "who should be a member: static"),
+    key(
+        "discovery.provider",
+        "who should be a member: static, or aws (autoscaling groups)",
+    ),
     key(
         "discovery.peers_file",
         "TOML file with `peers = [...]`, re-read when it changes",
+    ),
+    key(
+        "discovery.aws_groups",
+        "aws: the autoscaling group names, comma-separated",
+    ),
+    key(
+        "discovery.aws_regions",
+        "aws: the regions to look in, comma-separated (default: this instance's)",
+    ),
+    key(
+        "discovery.aws_address",
+        "aws: which address peers are reached on: private_ip, public_ip or private_dns",
+    ),
+    key(
+        "discovery.aws_timeout",
+        "aws: timeout of every AWS API call",
+    ),
+    key(
+        "dns.provider",
+        "publish DNS records of the healthy voters: none or route53",
+    ),
+    key("dns.zone_id", "route53: the hosted zone's id"),
+    key(
+        "dns.domain",
+        "the domain the records are published under (etcd.example.com)",
+    ),
+    key("dns.ttl", "TTL of the published records, in seconds"),
+    key(
+        "dns.legacy_srv",
+        "also publish _etcd._tcp.<domain> (true/false)",
+    ),
+    key(
+        "lifecycle.queue_url",
+        "SQS queue of the autoscaling group's termination lifecycle hook (unset: none)",
+    ),
+    key(
+        "lifecycle.region",
+        "region of the queue and group (default: the first of discovery.aws_regions)",
+    ),
+    key(
+        "lifecycle.heartbeat_interval",
+        "how often a pending termination's hook gets a heartbeat",
     ),
     key("timers.etcd_call_timeout", "timeout of every etcd API call"),
     key(
@@ -181,6 +226,9 @@ pub(crate) struct Sources {
     pub(crate) env: BTreeMap<String, String>,
     /// Flags given on the command line, by key name.
     pub(crate) flags: BTreeMap<String, String>,
+    /// Values found rather than given (this instance's identity from its metadata), by key
+    /// name: below every source the operator writes.
+    pub(crate) found: BTreeMap<String, String>,
 }
 
 impl Sources {
@@ -205,7 +253,26 @@ impl Sources {
             .into_iter()
             .filter(|(k, _)| k.starts_with("ETCD_PILOT_"))
             .collect();
-        Ok(Self { file, env, flags })
+        Ok(Self {
+            file,
+            env,
+            flags,
+            found: BTreeMap::new(),
+        })
+    }
+
+    /// The value of `key` as the sources give it (flag, then env, then file), before
+    /// validation; `None` when unset or the file does not parse (validation reports that).
+    pub(crate) fn peek(&self, key: &str) -> Option<String> {
+        if let Some(value) = self.flags.get(key) {
+            return Some(value.clone());
+        }
+        if let Some(value) = self.env.get(&env_var(key)) {
+            return Some(value.clone());
+        }
+        let (_, text) = self.file.as_ref()?;
+        let mut raw: RawConfig = toml::from_str(text).ok()?;
+        raw.slot(key).and_then(|slot| slot.clone())
     }
 }
 
@@ -213,6 +280,8 @@ impl Sources {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Origin {
     Default,
+    /// Found on this machine (the instance metadata).
+    Found,
     File(PathBuf),
     Env(String),
     Flag(String),
@@ -222,6 +291,7 @@ impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Origin::Default => f.write_str("default"),
+            Origin::Found => f.write_str("instance metadata"),
             Origin::File(path) => write!(f, "file {}", path.display()),
             Origin::Env(var) => write!(f, "env {var}"),
             Origin::Flag(flag) => write!(f, "flag --{flag}"),
@@ -268,6 +338,30 @@ struct RawConfig {
     backup: RawBackup,
     #[serde(default)]
     restore: RawRestore,
+    #[serde(default)]
+    dns: RawDns,
+    #[serde(default)]
+    lifecycle: RawLifecycle,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    provider: Option<String>,
+    zone_id: Option<String>,
+    domain: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    ttl: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    legacy_srv: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLifecycle {
+    queue_url: Option<String>,
+    region: Option<String>,
+    heartbeat_interval: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -340,6 +434,10 @@ struct RawDiscovery {
     provider: Option<String>,
     peers: Option<Vec<RawPeer>>,
     peers_file: Option<String>,
+    aws_groups: Option<String>,
+    aws_regions: Option<String>,
+    aws_address: Option<String>,
+    aws_timeout: Option<String>,
 }
 
 /// One entry of a static peer list (in the config or a peers file).
@@ -391,6 +489,18 @@ impl RawConfig {
             "admin.listen" => &mut self.admin.listen,
             "discovery.provider" => &mut self.discovery.provider,
             "discovery.peers_file" => &mut self.discovery.peers_file,
+            "discovery.aws_groups" => &mut self.discovery.aws_groups,
+            "discovery.aws_regions" => &mut self.discovery.aws_regions,
+            "discovery.aws_address" => &mut self.discovery.aws_address,
+            "discovery.aws_timeout" => &mut self.discovery.aws_timeout,
+            "dns.provider" => &mut self.dns.provider,
+            "dns.zone_id" => &mut self.dns.zone_id,
+            "dns.domain" => &mut self.dns.domain,
+            "dns.ttl" => &mut self.dns.ttl,
+            "dns.legacy_srv" => &mut self.dns.legacy_srv,
+            "lifecycle.queue_url" => &mut self.lifecycle.queue_url,
+            "lifecycle.region" => &mut self.lifecycle.region,
+            "lifecycle.heartbeat_interval" => &mut self.lifecycle.heartbeat_interval,
             "timers.etcd_call_timeout" => &mut self.timers.etcd_call_timeout,
             "timers.pilot_call_timeout" => &mut self.timers.pilot_call_timeout,
             "timers.observe_interval" => &mut self.timers.observe_interval,
@@ -431,6 +541,10 @@ pub(crate) struct Config {
     pub(crate) timers: Timers,
     pub(crate) backup: BackupConfig,
     pub(crate) restore: RestoreConfig,
+    /// DNS records of the healthy voters, if published.
+    pub(crate) dns: Option<DnsConfig>,
+    /// The termination lifecycle hook's queue, if any.
+    pub(crate) lifecycle: Option<LifecycleConfig>,
     /// Where each scalar value came from.
     origins: BTreeMap<&'static str, Origin>,
     /// Each scalar value as given (secrets included; never printed unredacted).
@@ -462,6 +576,8 @@ pub(crate) enum DiscoveryConfig {
         peers: Vec<Peer>,
         peers_file: Option<PathBuf>,
     },
+    /// The running instances of autoscaling groups.
+    Aws(aws::AwsDiscovery),
 }
 
 #[derive(Clone, Debug)]
@@ -511,6 +627,12 @@ impl Config {
     pub(crate) fn load(sources: &Sources) -> Result<Self, Error> {
         let mut raw = RawConfig::default();
         let mut origins: BTreeMap<&'static str, Origin> = BTreeMap::new();
+        let mut found = BTreeMap::new();
+        for (name, value) in &sources.found {
+            if let Some(key) = KEYS.iter().find(|k| k.name == name) {
+                found.insert(key.name, value.clone());
+            }
+        }
         if let Some((path, text)) = &sources.file {
             raw = toml::from_str(text).map_err(|err| {
                 error(
@@ -556,6 +678,14 @@ impl Config {
             }
             origins.insert(key.name, Origin::Flag(flag(key.name)));
         }
+        for (name, value) in found {
+            if let Some(slot) = raw.slot(name)
+                && slot.is_none()
+            {
+                *slot = Some(value);
+                origins.insert(name, Origin::Found);
+            }
+        }
         let mut config = validate(raw)?;
         for key in KEYS {
             origins.entry(key.name).or_insert(Origin::Default);
@@ -576,7 +706,10 @@ impl Config {
             };
             out.push_str(&format!("{} = {value}  # {origin}\n", key.name));
         }
-        let DiscoveryConfig::Static { peers, .. } = &self.discovery;
+        let peers = match &self.discovery {
+            DiscoveryConfig::Static { peers, .. } => peers.as_slice(),
+            DiscoveryConfig::Aws(_) => &[],
+        };
         for peer in peers {
             out.push_str(&format!(
                 "discovery.peers += {{ name = {:?}, peer_url = {:?}, client_url = {:?}, admin_url = {:?} }}\n",
@@ -724,14 +857,25 @@ fn validate(raw: RawConfig) -> Result<Config, Error> {
             check_self_listed(me_key, &peers, &name, &peer_url)?;
             DiscoveryConfig::Static { peers, peers_file }
         }
+        "aws" => DiscoveryConfig::Aws(aws::discovery(
+            &raw.discovery,
+            [
+                peer_url.port_or_known_default(),
+                client_url.port_or_known_default(),
+            ],
+            admin_listen.port(),
+            &mut values,
+        )?),
         other => {
             return Err(error(
                 "discovery.provider",
                 format!("unknown provider {other:?}"),
-                "use \"static\"",
+                "use \"static\" or \"aws\"",
             ));
         }
     };
+    let dns = aws::dns(&raw.dns, &mut values)?;
+    let lifecycle = aws::lifecycle(&raw.lifecycle, &discovery, &mut values)?;
 
     let timers = Timers {
         etcd_call_timeout: duration(
@@ -818,6 +962,8 @@ fn validate(raw: RawConfig) -> Result<Config, Error> {
         timers,
         backup,
         restore,
+        dns,
+        lifecycle,
         origins: BTreeMap::new(),
         values: {
             values.insert("cluster_name", cluster_name);
@@ -825,6 +971,9 @@ fn validate(raw: RawConfig) -> Result<Config, Error> {
         },
     })
 }
+
+mod aws;
+pub(crate) use aws::{AddressKind, AwsDiscovery, DnsConfig, LifecycleConfig};
 
 fn backup_config(
     raw: &RawConfig,

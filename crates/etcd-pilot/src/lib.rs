@@ -4,12 +4,14 @@
 //! `run_agent`: signals, the admin API, and the pilot, with an ordered shutdown.
 
 mod admin;
+mod aws;
 mod backup;
 pub mod cli;
 mod cluster_status;
 mod config;
 mod datadir;
 mod discovery;
+mod dns;
 mod etcd;
 mod local;
 mod metrics;
@@ -75,7 +77,27 @@ pub(crate) async fn run_agent(config: Config, cancel: CancellationToken) -> anyh
         };
         tokio::spawn(schedule.run(cancel.clone()))
     });
-    let result = match pilot::Pilot::new(config, backups, status_tx.clone(), metrics.clone()) {
+    let terminating = aws::lifecycle::Terminating::default();
+    let lifecycle = config.lifecycle.clone().map(|lifecycle| {
+        let consumer = aws::lifecycle::Consumer {
+            config: lifecycle,
+            client_url: config::url_string(&config.etcd.client_url),
+            options: etcd::ClientOptions {
+                timeout: config.timers.etcd_call_timeout,
+                credentials: config.etcd.credentials.clone(),
+            },
+            status: status_tx.clone(),
+            terminating: terminating.clone(),
+        };
+        tokio::spawn(consumer.run(cancel.clone()))
+    });
+    let result = match pilot::Pilot::new(
+        config,
+        backups,
+        terminating,
+        status_tx.clone(),
+        metrics.clone(),
+    ) {
         Ok(pilot) => pilot.run(cancel.clone()).await,
         Err(err) => Err(err),
     };
@@ -84,6 +106,11 @@ pub(crate) async fn run_agent(config: Config, cancel: CancellationToken) -> anyh
         && let Err(err) = schedule.await
     {
         tracing::warn!("backup schedule task failed: {err:#}");
+    }
+    if let Some(lifecycle) = lifecycle
+        && let Err(err) = lifecycle.await
+    {
+        tracing::warn!("lifecycle hook task failed: {err:#}");
     }
     status_tx.send_modify(|s| s.phase = Phase::Stopping);
     tracing::info!("shutdown: stopping admin API");

@@ -22,10 +22,12 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::aws::lifecycle::Terminating;
 use crate::backup::{self, Backups, Manifest, Progress, RestoreClaim};
 use crate::config::{Config, url_string};
 use crate::datadir::DataDir;
 use crate::discovery::{Discovery as _, Provider};
+use crate::dns::Records;
 use crate::etcd::{self, ClientOptions, EndpointStatus, Etcd};
 use crate::metrics::Metrics;
 use crate::reconcile::{Outcome, Reconciler};
@@ -70,17 +72,20 @@ pub(crate) struct Pilot {
     /// polls fast, the store is asked at most once per observe interval, and a manifest
     /// already read is not read again.
     store_view: std::sync::Mutex<Option<(tokio::time::Instant, StoreView, Vec<Manifest>)>>,
+    /// Instances the lifecycle hook says are terminating.
+    terminating: Terminating,
 }
 
 impl Pilot {
     pub(crate) fn new(
         config: Config,
         backups: Option<Backups>,
+        terminating: Terminating,
         status: watch::Sender<PilotStatus>,
         metrics: Metrics,
     ) -> anyhow::Result<Self> {
         let data = DataDir::new(&config.data_dir);
-        let discovery = Provider::from_config(&config);
+        let discovery = Provider::from_config(&config, status.clone());
         let options = ClientOptions {
             timeout: config.timers.etcd_call_timeout,
             credentials: config.etcd.credentials.clone(),
@@ -101,6 +106,7 @@ impl Pilot {
             metrics,
             backups,
             store_view: std::sync::Mutex::new(None),
+            terminating,
         })
     }
 
@@ -121,7 +127,18 @@ impl Pilot {
             self.config.timers.coordinator_lease,
             self.status.clone(),
             self.metrics.clone(),
-        );
+        )
+        .with_terminating(self.terminating.clone())
+        .with_dns(self.config.dns.clone().map(|dns| {
+            Records::new(
+                dns,
+                self.config
+                    .timers
+                    .etcd_call_timeout
+                    .max(Duration::from_secs(5)),
+                self.status.clone(),
+            )
+        }));
         loop {
             let Some(mode) = self.decide_start(&cancel).await? else {
                 self.set_phase(Phase::Stopping, "shutting down before etcd started");

@@ -17,7 +17,9 @@ use etcd_pilot_core::{ClusterId, Health, Identity, MemberId, MemberName};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::aws::lifecycle::Terminating;
 use crate::discovery::{Discovery as _, Provider};
+use crate::dns::Records;
 use crate::etcd::{self, ClientOptions, Created, Etcd, Lease};
 use crate::metrics::{HealthLabel, KindLabel, Metrics};
 use crate::state::{ActionStatus, PilotStatus, PlanStatus};
@@ -66,6 +68,10 @@ pub(crate) struct Reconciler {
     coordinator: Option<Coordinator>,
     unlisted_since: HashMap<MemberId, Instant>,
     pending_since: HashMap<MemberId, Instant>,
+    /// Instances the lifecycle hook says are terminating (empty without a hook).
+    terminating: Terminating,
+    /// DNS records of the healthy voters, published while coordinator (if configured).
+    dns: Option<Records>,
 }
 
 /// An error and its sources, as `{:#}` prints an `anyhow::Error`.
@@ -119,7 +125,21 @@ impl Reconciler {
             coordinator: None,
             unlisted_since: HashMap::new(),
             pending_since: HashMap::new(),
+            terminating: Terminating::default(),
+            dns: None,
         }
+    }
+
+    /// Marks the members of the instances in `terminating` for removal now.
+    pub(crate) fn with_terminating(mut self, terminating: Terminating) -> Self {
+        self.terminating = terminating;
+        self
+    }
+
+    /// Publishes the healthy voters' DNS records while coordinator.
+    pub(crate) fn with_dns(mut self, dns: Option<Records>) -> Self {
+        self.dns = dns;
+        self
     }
 
     /// One step: observe, plan, and (as coordinator) act once. `identity` is this node's
@@ -200,6 +220,10 @@ impl Reconciler {
                 unlisted_for,
                 pending_for,
                 data_unusable: unusable.contains(&member.id),
+                terminating: member
+                    .name
+                    .as_ref()
+                    .is_some_and(|n| self.terminating.contains(n.as_str())),
             });
         }
         let ids: Vec<MemberId> = list.members.iter().map(|m| m.id).collect();
@@ -234,6 +258,13 @@ impl Reconciler {
             let (token, client) = (coordinator.token, coordinator.client.clone());
             self.execute(&client, token, action, reason, &observed)
                 .await;
+        }
+        if let Some(dns) = &mut self.dns {
+            if self.coordinator.is_some() {
+                dns.publish(&crate::dns::published(&observed.members)).await;
+            } else {
+                dns.forget();
+            }
         }
         Outcome::Continue
     }
@@ -447,8 +478,9 @@ impl Reconciler {
             }
             Err(err) => {
                 // Expected now and then (a learner not caught up yet); the plan is retried.
-                tracing::info!(kind = action.kind(), %member, "membership change failed, will re-plan: {err:#}");
-                chain(err)
+                let why = chain(err);
+                tracing::info!(kind = action.kind(), %member, "membership change failed, will re-plan: {why}");
+                why
             }
         };
         let state = if result.is_ok() { "done" } else { "failed" };

@@ -80,6 +80,39 @@ pub(crate) struct ActionStatus {
     pub(crate) at: String,
 }
 
+/// Discovery's last answer.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct DiscoveryStatus {
+    pub(crate) provider: &'static str,
+    /// How many peers the last successful answer listed.
+    pub(crate) peers: Option<usize>,
+    /// When discovery last answered (RFC 3339).
+    pub(crate) last_success: Option<String>,
+    /// Why the last call failed, while it does.
+    pub(crate) error: Option<String>,
+    /// The last call failed: the pilot acts on the previous answer and removes nobody.
+    pub(crate) stale: bool,
+}
+
+/// DNS records, when published (the coordinator writes them).
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct DnsStatus {
+    /// The healthy voters last published, and when.
+    pub(crate) published: Vec<String>,
+    pub(crate) at: Option<String>,
+    pub(crate) last_error: Option<String>,
+}
+
+/// Terminations the lifecycle hook waits on (the coordinator handles them).
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct LifecycleStatus {
+    /// Instances whose member is being removed before their termination continues.
+    pub(crate) pending: Vec<String>,
+    /// The last instance whose termination the pilot let continue, and when.
+    pub(crate) last_completed: Option<String>,
+    pub(crate) last_error: Option<String>,
+}
+
 /// Everything `/v1/status` serves.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct PilotStatus {
@@ -104,6 +137,9 @@ pub(crate) struct PilotStatus {
     pub(crate) last_action: Option<ActionStatus>,
     /// Backups, when a store is configured.
     pub(crate) backup: crate::backup::BackupStatus,
+    pub(crate) discovery: DiscoveryStatus,
+    pub(crate) dns: DnsStatus,
+    pub(crate) lifecycle: LifecycleStatus,
 }
 
 impl PilotStatus {
@@ -123,6 +159,9 @@ impl PilotStatus {
             plan: None,
             last_action: None,
             backup: crate::backup::BackupStatus::default(),
+            discovery: DiscoveryStatus::default(),
+            dns: DnsStatus::default(),
+            lifecycle: LifecycleStatus::default(),
         }
     }
 }

@@ -48,6 +48,7 @@ fn every_test_cluster_has_its_own_subnet() {
         "partition.rs",
         "failpoints.rs",
         "backup.rs",
+        "aws.rs",
     ] {
         let text = std::fs::read_to_string(tests.join(file)).unwrap();
         // Subnets are literals given as the first argument of `Cluster::new(N, ..)`,
@@ -57,6 +58,7 @@ fn every_test_cluster_has_its_own_subnet() {
             "Cluster::with(",
             "running(",
             "running_with(",
+            "aws_cluster(",
         ]
         .iter()
         .flat_map(|call| text.match_indices(call).map(move |(i, _)| i + call.len()))

@@ -39,6 +39,7 @@ fn observed(members: &str, discovery: &str) -> Observed {
                 unlisted_for: None,
                 pending_for: None,
                 data_unusable: false,
+                terminating: false,
             };
             for part in parts {
                 match part.split_once('=') {
@@ -57,6 +58,7 @@ fn observed(members: &str, discovery: &str) -> Observed {
                             m.raft_index = None;
                         }
                         "learner" => m.member.is_learner = true,
+                        "terminating" => m.terminating = true,
                         "unstarted" => {
                             m.member.client_urls.clear();
                             m.member.name = None;
@@ -197,6 +199,47 @@ fn mass_removal_guard_stops_removals_when_discovery_drops_below_half() {
 }
 
 #[test]
+fn a_terminating_instance_is_removed_at_once_when_the_quorum_allows() {
+    // Still listed (the group keeps it in Terminating:Wait), no grace period.
+    check(
+        "a#1:leader b#2 c#3:terminating",
+        "a b c",
+        expect![[
+            r#"Act { action: RemoveMember { id: MemberId(3), kind: Terminating }, reason: "the instance of c (3) is terminating; its lifecycle hook waits for the removal" }"#
+        ]],
+    );
+    check(
+        "a#1:leader:terminating b#2 c#3",
+        "b c",
+        expect![[
+            r#"Act { action: MoveLeader { to: MemberId(2) }, reason: "a (1) leads and is to be removed; moving leadership to b (2) first" }"#
+        ]],
+    );
+    check(
+        "a#1:leader b#2:unknown c#3:terminating",
+        "a b c",
+        expect![[
+            r#"Wait { reason: "removing c (3) would leave 1 of 2 voters healthy, below a quorum of 2" }"#
+        ]],
+    );
+    // Terminations do not trip the mass-removal guard; a terminating learner goes too.
+    check(
+        "a#1:leader b#2:terminating c#3:terminating",
+        "a",
+        expect![[
+            r#"Act { action: RemoveMember { id: MemberId(2), kind: Terminating }, reason: "the instance of b (2) is terminating; its lifecycle hook waits for the removal" }"#
+        ]],
+    );
+    check(
+        "a#1:leader b#2 c#3 d#4:learner:terminating",
+        "a b c d",
+        expect![[
+            r#"Act { action: RemoveMember { id: MemberId(4), kind: Terminating }, reason: "d (4) was joining but its instance is terminating" }"#
+        ]],
+    );
+}
+
+#[test]
 fn a_caught_up_learner_is_promoted_and_a_lagging_one_waits() {
     check(
         "a#1:leader:i=1000 b#2:i=1000 c#3:i=1000 d#4:learner:i=950",
@@ -276,9 +319,10 @@ fn arb_member(id: u64) -> impl Strategy<Value = ObservedMember> {
         prop::option::of(0..400u64),
         any::<bool>(),
         0..2000u64,
+        prop::bool::weighted(0.15),
     )
         .prop_map(
-            move |(health, learner, started, gone, pending, unusable, index)| {
+            move |(health, learner, started, gone, pending, unusable, index, terminating)| {
                 let name = format!("n{id}");
                 ObservedMember {
                     member: Member {
@@ -297,6 +341,7 @@ fn arb_member(id: u64) -> impl Strategy<Value = ObservedMember> {
                     unlisted_for: gone.map(Duration::from_secs),
                     pending_for: pending.map(Duration::from_secs),
                     data_unusable: unusable,
+                    terminating,
                 }
             },
         )
@@ -380,6 +425,13 @@ proptest! {
     fn never_removes_a_listed_member_for_unreachability(observed in arb_observed()) {
         if let Plan::Act { action: Action::RemoveMember { id, kind }, .. } = plan(&observed, &Policy::default()) {
             let target = observed.members.iter().find(|m| m.member.id == id).unwrap();
+            if target.terminating {
+                prop_assert!(
+                    kind == RemovalKind::Terminating || kind == RemovalKind::StalledLearner,
+                    "terminating member {id} removed as {kind:?}"
+                );
+                return Ok(());
+            }
             if let Discovery::Listed(peers) = &observed.discovery
                 && is_listed(&target.member, peers)
             {

@@ -15,6 +15,7 @@ fn sources(file: &str, env: &[(&str, &str)], flags: &[(&str, &str)]) -> Sources 
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect::<BTreeMap<_, _>>(),
+        found: BTreeMap::new(),
     }
 }
 
@@ -43,7 +44,9 @@ fn defaults_fill_what_the_file_leaves_out() {
         url_string(&config.etcd.listen_peer_url),
         "http://127.0.9.1:2380"
     );
-    let DiscoveryConfig::Static { peers, .. } = &config.discovery;
+    let DiscoveryConfig::Static { peers, .. } = &config.discovery else {
+        panic!("static provider expected");
+    };
     assert_eq!(peers[0].admin_url, "http://127.0.9.1:2378");
     assert_eq!(peers[1].admin_url, "http://127.0.9.2:9999");
 }
@@ -116,7 +119,7 @@ fn bad_values_name_the_key_and_the_fix() {
         &[],
         expect_test::expect![[r#"
             invalid configuration: discovery.provider: unknown provider "consul"
-              fix: use "static""#]],
+              fix: use "static" or "aws""#]],
     );
     check_error(
         &BASE.replace("[etcd]", "[etcd]\nusername = \"root\""),
@@ -155,4 +158,108 @@ fn every_key_has_an_env_var_and_a_flag_derived_from_its_name() {
             key.name
         );
     }
+}
+
+const AWS: &str =
+    "[etcd]\nbin = \"/bin/sh\"\n[discovery]\nprovider = \"aws\"\naws_groups = \"etcd-a, etcd-b\"\n";
+
+#[test]
+fn the_aws_provider_takes_the_identity_found_in_instance_metadata() {
+    let mut s = sources(AWS, &[], &[]);
+    assert_eq!(s.peek("discovery.provider").as_deref(), Some("aws"));
+    assert_eq!(s.peek("name"), None);
+    for (k, v) in [
+        ("name", "i-0abc"),
+        ("etcd.peer_url", "http://127.0.60.4:2380"),
+        ("etcd.client_url", "http://127.0.60.4:2379"),
+        ("discovery.aws_regions", "eu-west-1"),
+    ] {
+        s.found.insert(k.into(), v.into());
+    }
+    // What the operator sets wins over what is found.
+    let s = Sources {
+        flags: BTreeMap::from([(
+            "discovery.aws_regions".to_owned(),
+            "us-east-1,eu-west-1".to_owned(),
+        )]),
+        ..s
+    };
+    let config = Config::load(&s).unwrap();
+    assert_eq!(config.name.as_str(), "i-0abc");
+    assert_eq!(config.origins["name"], Origin::Found);
+    assert_eq!(config.admin.listen.to_string(), "127.0.60.4:2378");
+    let DiscoveryConfig::Aws(aws) = &config.discovery else {
+        panic!("aws provider expected");
+    };
+    assert_eq!(aws.groups, ["etcd-a", "etcd-b"]);
+    assert_eq!(aws.regions, ["us-east-1", "eu-west-1"]);
+    assert_eq!(
+        (aws.peer_port, aws.client_port, aws.admin_port),
+        (2380, 2379, 2378)
+    );
+    assert!(
+        config
+            .show()
+            .contains("name = \"i-0abc\"  # instance metadata")
+    );
+}
+
+#[test]
+fn aws_dns_and_lifecycle_mistakes_name_the_key_and_the_fix() {
+    let identity = "name = \"i-1\"\n[etcd]\nbin = \"/bin/sh\"\npeer_url = \"http://127.0.60.4:2380\"\nclient_url = \"http://127.0.60.4:2379\"\n";
+    let aws = |discovery: &str, rest: &str| {
+        Config::load(&sources(
+            &format!("{identity}[discovery]\nprovider = \"aws\"\n{discovery}{rest}"),
+            &[],
+            &[],
+        ))
+    };
+    let err = aws("aws_regions = \"us-east-1\"\n", "").unwrap_err();
+    assert_eq!(err.key, "discovery.aws_groups");
+    let err = aws("aws_groups = \"g\"\n", "").unwrap_err();
+    assert_eq!(err.key, "discovery.aws_regions");
+    let ok = "aws_groups = \"g\"\naws_regions = \"us-east-1\"\n";
+    let err = aws(&format!("{ok}aws_address = \"elastic\"\n"), "").unwrap_err();
+    assert_eq!(err.key, "discovery.aws_address");
+    let err = aws(
+        ok,
+        "[dns]\nprovider = \"route53\"\ndomain = \"etcd.example.com\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(err.key, "dns.zone_id");
+    let err = aws(
+        ok,
+        "[dns]\nprovider = \"route53\"\nzone_id = \"Z1\"\ndomain = \"etcd\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(err.key, "dns.domain");
+    let err = aws(
+        ok,
+        "[dns]\nprovider = \"route53\"\nzone_id = \"Z1\"\ndomain = \"etcd.example.com\"\nttl = 0\n",
+    )
+    .unwrap_err();
+    assert_eq!(err.key, "dns.ttl");
+    let err = aws(ok, "[dns]\nprovider = \"bind\"\n").unwrap_err();
+    assert_eq!(err.key, "dns.provider");
+    let config = aws(
+        ok,
+        "[dns]\nprovider = \"route53\"\nzone_id = \"Z1\"\ndomain = \"Etcd.Example.com.\"\n\
+         [lifecycle]\nqueue_url = \"https://sqs.us-east-1.amazonaws.com/1/q\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.dns.unwrap().zone.domain, "etcd.example.com");
+    let lifecycle = config.lifecycle.unwrap();
+    assert_eq!(lifecycle.region, "us-east-1");
+    assert_eq!(lifecycle.heartbeat_interval, Duration::from_secs(30));
+    let err = aws(ok, "[lifecycle]\nqueue_url = \"queue\"\n").unwrap_err();
+    assert_eq!(err.key, "lifecycle.queue_url");
+    // A hook needs the aws provider.
+    let err = Config::load(&sources(
+        &format!("{identity}[discovery]\npeers = [{{ name = \"i-1\", peer_url = \"http://127.0.60.4:2380\", client_url = \"http://127.0.60.4:2379\" }}]\n[lifecycle]\nqueue_url = \"https://sqs.us-east-1.amazonaws.com/1/q\"\n"),
+        &[],
+        &[],
+    ))
+    .unwrap_err();
+    assert_eq!(err.key, "lifecycle.queue_url");
+    assert!(err.fix.contains("provider = \"aws\""), "{err}");
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions};
 
+pub mod aws;
 pub mod s3;
 
 /// The etcd versions the project supports and tests.
@@ -106,6 +107,8 @@ pub struct Node {
     pub ip: String,
     pub dir: PathBuf,
     pub child: Option<Child>,
+    /// Environment of this node's pilot only (its own instance metadata endpoint).
+    pub env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -203,6 +206,7 @@ impl Cluster {
             ip,
             dir,
             child: None,
+            env: Vec::new(),
         };
         let config = format!(
             "name = \"{}\"\ncluster_name = \"test\"\ndata_dir = {:?}\n\n[etcd]\nbin = {:?}\npeer_url = \"{}\"\nclient_url = \"{}\"\n\n\
@@ -221,6 +225,33 @@ impl Cluster {
         self.nodes.push(node);
         self.write_peers(&(0..self.nodes.len()).collect::<Vec<_>>());
         index
+    }
+
+    /// Adds a node named `name` on `ip` with `config` as its whole pilot config (`{data_dir}`
+    /// in it is replaced by its data dir) and `env` for its pilot alone; not started.
+    pub fn push_node(
+        &mut self,
+        name: &str,
+        ip: &str,
+        config: &str,
+        env: &[(String, String)],
+    ) -> usize {
+        let dir = self.tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let node = Node {
+            name: name.to_owned(),
+            ip: ip.to_owned(),
+            dir,
+            child: None,
+            env: env.to_vec(),
+        };
+        let config = config.replace(
+            "{data_dir}",
+            &format!("{:?}", node.data_dir().display().to_string()),
+        );
+        std::fs::write(node.config_path(), config).unwrap();
+        self.nodes.push(node);
+        self.nodes.len() - 1
     }
 
     /// Runs the pilot CLI with `args`, the cluster's environment and `env`.
@@ -297,6 +328,7 @@ impl Cluster {
             .arg(node.config_path())
             .env("ETCD_PILOT_LOG", "info,etcd_output=warn")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(node.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

@@ -1,0 +1,232 @@
+//! Autoscaling lifecycle hooks: what a queue message means (`read`), and what to do about a
+//! terminating instance whose member may still exist (`next_step`).
+//!
+//! The autoscaling group holds a terminating instance in `Terminating:Wait` and posts a
+//! message; the coordinator removes that instance's member (the plan does, as soon as the
+//! quorum allows, leadership moved first), and only then lets the termination continue. While
+//! it waits, it sends heartbeats so the hook does not time out.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A lifecycle action to finish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Termination {
+    /// The instance being terminated: the member's name.
+    pub instance_id: String,
+    /// Its autoscaling group.
+    pub group: String,
+    /// The hook's name.
+    pub hook: String,
+    /// The token that identifies this action to `CompleteLifecycleAction`.
+    pub token: String,
+}
+
+/// What a queue message is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// An instance is terminating: remove its member, then complete the action.
+    Terminating(Termination),
+    /// The notification the group sends when a hook is created, or another transition
+    /// (launching): nothing to do; delete it.
+    Ignored {
+        /// Why, for the log.
+        reason: String,
+    },
+    /// Not a lifecycle message the pilot understands: logged and deleted, never retried.
+    Malformed {
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Raw {
+    event: Option<String>,
+    lifecycle_transition: Option<String>,
+    #[serde(rename = "EC2InstanceId")]
+    ec2_instance_id: Option<String>,
+    auto_scaling_group_name: Option<String>,
+    lifecycle_hook_name: Option<String>,
+    lifecycle_action_token: Option<String>,
+}
+
+/// The transition this module acts on.
+pub const TERMINATING: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
+
+/// Reads a message body. A body wrapped by an SNS subscription (`{"Type": "Notification",
+/// "Message": "..."}`) is unwrapped first.
+pub fn read(body: &str) -> Message {
+    let value: serde_json::Value = match serde_json::from_str(body) {
+        Ok(value) => value,
+        Err(err) => {
+            return Message::Malformed {
+                problem: format!("not JSON: {err}"),
+            };
+        }
+    };
+    let value = match (value.get("Type"), value.get("Message")) {
+        (Some(t), Some(serde_json::Value::String(inner))) if t == "Notification" => {
+            match serde_json::from_str(inner) {
+                Ok(inner) => inner,
+                Err(err) => {
+                    return Message::Malformed {
+                        problem: format!("an SNS notification whose Message is not JSON: {err}"),
+                    };
+                }
+            }
+        }
+        _ => value,
+    };
+    let raw: Raw = match serde_json::from_value(value) {
+        Ok(raw) => raw,
+        Err(err) => {
+            return Message::Malformed {
+                problem: format!("unexpected fields: {err}"),
+            };
+        }
+    };
+    if raw.event.as_deref() == Some("autoscaling:TEST_NOTIFICATION") {
+        return Message::Ignored {
+            reason: "the test notification sent when the hook was created".to_owned(),
+        };
+    }
+    match raw.lifecycle_transition.as_deref() {
+        Some(TERMINATING) => {}
+        Some(other) => {
+            return Message::Ignored {
+                reason: format!("transition {other} needs nothing from the pilot"),
+            };
+        }
+        None => {
+            return Message::Malformed {
+                problem: "no LifecycleTransition".to_owned(),
+            };
+        }
+    }
+    let fields = [
+        ("EC2InstanceId", raw.ec2_instance_id),
+        ("AutoScalingGroupName", raw.auto_scaling_group_name),
+        ("LifecycleHookName", raw.lifecycle_hook_name),
+        ("LifecycleActionToken", raw.lifecycle_action_token),
+    ];
+    let missing: Vec<&str> = fields
+        .iter()
+        .filter(|(_, v)| v.as_deref().is_none_or(str::is_empty))
+        .map(|(k, _)| *k)
+        .collect();
+    if !missing.is_empty() {
+        return Message::Malformed {
+            problem: format!("a terminating message without {}", missing.join(", ")),
+        };
+    }
+    let [instance_id, group, hook, token] = fields.map(|(_, v)| v.unwrap_or_default());
+    Message::Terminating(Termination {
+        instance_id,
+        group,
+        hook,
+        token,
+    })
+}
+
+/// What to do now about a termination the coordinator holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The member is gone: complete the action (CONTINUE) and delete the message.
+    Complete,
+    /// The member is still there: send a heartbeat (and keep the message hidden).
+    Heartbeat,
+    /// The member is still there and the last heartbeat is recent: nothing yet.
+    Wait,
+}
+
+/// The next step for a termination: `member_present` says whether the member list still has
+/// a member of that instance; `since_heartbeat` how long ago the last heartbeat (or the
+/// message's receipt) was.
+pub fn next_step(
+    member_present: bool,
+    since_heartbeat: Duration,
+    heartbeat_every: Duration,
+) -> Step {
+    if !member_present {
+        Step::Complete
+    } else if since_heartbeat >= heartbeat_every {
+        Step::Heartbeat
+    } else {
+        Step::Wait
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(transition: &str, instance: &str) -> String {
+        serde_json::json!({
+            "Origin": "AutoScalingGroup",
+            "LifecycleHookName": "etcd-terminate",
+            "Destination": "EC2",
+            "AccountId": "123456789012",
+            "RequestId": "4d5d8e9c-0000-0000-0000-000000000000",
+            "LifecycleTransition": transition,
+            "AutoScalingGroupName": "etcd",
+            "Service": "AWS Auto Scaling",
+            "Time": "2026-11-22T09:00:00.000Z",
+            "EC2InstanceId": instance,
+            "LifecycleActionToken": "71514b9d-6a40-4b26-8523-05e7eEXAMPLE"
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn messages() {
+        let terminating = Message::Terminating(Termination {
+            instance_id: "i-0123".into(),
+            group: "etcd".into(),
+            hook: "etcd-terminate".into(),
+            token: "71514b9d-6a40-4b26-8523-05e7eEXAMPLE".into(),
+        });
+        assert_eq!(read(&body(TERMINATING, "i-0123")), terminating);
+        // Through SNS.
+        let wrapped =
+            serde_json::json!({"Type": "Notification", "Message": body(TERMINATING, "i-0123")});
+        assert_eq!(read(&wrapped.to_string()), terminating);
+        assert!(matches!(
+            read(&body("autoscaling:EC2_INSTANCE_LAUNCHING", "i-0123")),
+            Message::Ignored { .. }
+        ));
+        let test = r#"{"AccountId":"123456789012","RequestId":"x","AutoScalingGroupARN":"arn","AutoScalingGroupName":"etcd","Service":"AWS Auto Scaling","Event":"autoscaling:TEST_NOTIFICATION","Time":"2026-11-22T09:00:00.000Z"}"#;
+        assert!(matches!(read(test), Message::Ignored { .. }));
+        for bad in [
+            "not json",
+            "[1, 2]",
+            r#"{"LifecycleTransition": 7}"#,
+            r#"{"Hello": "world"}"#,
+            &body(TERMINATING, ""),
+            r#"{"Type": "Notification", "Message": "{oops"}"#,
+        ] {
+            assert!(matches!(read(bad), Message::Malformed { .. }), "{bad}");
+        }
+        let Message::Malformed { problem } = read(&body(TERMINATING, "")) else {
+            unreachable!()
+        };
+        assert_eq!(problem, "a terminating message without EC2InstanceId");
+    }
+
+    #[test]
+    fn steps() {
+        let every = Duration::from_secs(30);
+        assert_eq!(next_step(false, Duration::ZERO, every), Step::Complete);
+        assert_eq!(
+            next_step(false, Duration::from_secs(99), every),
+            Step::Complete
+        );
+        assert_eq!(next_step(true, Duration::from_secs(29), every), Step::Wait);
+        assert_eq!(
+            next_step(true, Duration::from_secs(30), every),
+            Step::Heartbeat
+        );
+    }
+}

@@ -1,0 +1,357 @@
+//! The termination lifecycle hook, consumed on the coordinator.
+//!
+//! The autoscaling group holds a terminating instance in `Terminating:Wait` and posts a
+//! message to an SQS queue. The coordinator's [`Consumer`] long-polls the queue, reads each
+//! message (core `lifecycle::read`), and adds the instance to the [`Terminating`] set; the
+//! reconcile step marks that member terminating, and the plan removes it as soon as the quorum
+//! allows (leadership moved first). Once the member list no longer has it, the consumer calls
+//! `CompleteLifecycleAction` (CONTINUE) and deletes the message; meanwhile it sends heartbeats
+//! and keeps the message hidden. A pilot that loses the coordinator role makes its messages
+//! visible again at once, so the next coordinator takes them over; a message that arrives
+//! twice is the same termination, and completing one the group no longer waits on counts as
+//! done. A malformed message is logged and deleted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_autoscaling::error::ProvideErrorMetadata as _;
+use etcd_pilot_core::lifecycle::{self, Message, Step, Termination};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::aws;
+use crate::config::LifecycleConfig;
+use crate::etcd::{ClientOptions, Etcd};
+use crate::state::PilotStatus;
+
+/// The instances whose members must go now, shared with the reconcile step.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Terminating(Arc<Mutex<BTreeSet<String>>>);
+
+impl Terminating {
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(name)
+    }
+
+    fn set(&self, names: BTreeSet<String>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = names;
+    }
+}
+
+/// How long one receive waits for a message (SQS long polling).
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A termination this coordinator holds.
+struct Held {
+    termination: Termination,
+    /// Its messages (a duplicate is a second message): id -> the latest delivery's receipt.
+    receipts: BTreeMap<String, String>,
+    /// The last heartbeat (or the receipt).
+    heartbeat: Instant,
+}
+
+/// The queue consumer of one pilot; acts only while the pilot is the coordinator.
+pub(crate) struct Consumer {
+    pub(crate) config: LifecycleConfig,
+    /// This node's etcd: its member list says whether a member is gone.
+    pub(crate) client_url: String,
+    pub(crate) options: ClientOptions,
+    pub(crate) status: watch::Sender<PilotStatus>,
+    pub(crate) terminating: Terminating,
+}
+
+struct Clients {
+    sqs: aws_sdk_sqs::Client,
+    autoscaling: aws_sdk_autoscaling::Client,
+}
+
+impl Consumer {
+    pub(crate) async fn run(self, cancel: CancellationToken) {
+        let region = &self.config.region;
+        // A receive waits up to WAIT on the server: its timeout must be longer.
+        let sqs = aws::sdk_config(region, self.config.timeout + WAIT).await;
+        let api = aws::sdk_config(region, self.config.timeout).await;
+        let clients = Clients {
+            sqs: aws_sdk_sqs::Client::new(&sqs),
+            autoscaling: aws_sdk_autoscaling::Client::new(&api),
+        };
+        tracing::info!(queue = %self.config.queue_url, %region, "consuming the termination lifecycle hook's queue on the coordinator");
+        let mut held: BTreeMap<String, Held> = BTreeMap::new();
+        loop {
+            let coordinator = self
+                .status
+                .borrow()
+                .plan
+                .as_ref()
+                .is_some_and(|p| p.coordinator);
+            if !coordinator {
+                if !held.is_empty() {
+                    self.release(&clients, &mut held).await;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    () = cancel.cancelled() => break,
+                }
+            }
+            // Cancel-safe: a receive dropped midway leaves its messages to reappear.
+            tokio::select! {
+                received = self.receive(&clients) => self.take(&clients, received, &mut held).await,
+                () = cancel.cancelled() => break,
+            }
+            if !held.is_empty() {
+                self.progress(&clients, &mut held).await;
+            }
+            self.publish(&held);
+        }
+        if !held.is_empty() {
+            self.release(&clients, &mut held).await;
+        }
+    }
+
+    async fn receive(&self, clients: &Clients) -> Result<Vec<aws_sdk_sqs::types::Message>, String> {
+        let visibility = (self.config.heartbeat_interval * 2).max(Duration::from_secs(30));
+        clients
+            .sqs
+            .receive_message()
+            .queue_url(&self.config.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(i32::try_from(WAIT.as_secs()).unwrap_or(5))
+            .visibility_timeout(i32::try_from(visibility.as_secs()).unwrap_or(60))
+            .send()
+            .await
+            .map(|out| out.messages().to_vec())
+            .map_err(|err| aws::describe(&err))
+    }
+
+    async fn take(
+        &self,
+        clients: &Clients,
+        received: Result<Vec<aws_sdk_sqs::types::Message>, String>,
+        held: &mut BTreeMap<String, Held>,
+    ) {
+        let messages = match received {
+            Ok(messages) => messages,
+            Err(err) => {
+                self.error(format!(
+                    "cannot receive from {}: {err}",
+                    self.config.queue_url
+                ));
+                // Do not spin on a broken queue.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return;
+            }
+        };
+        for message in messages {
+            let Some(receipt) = message.receipt_handle() else {
+                continue;
+            };
+            let message_id = message.message_id().unwrap_or(receipt).to_owned();
+            match lifecycle::read(message.body().unwrap_or_default()) {
+                Message::Terminating(termination) => {
+                    let id = termination.instance_id.clone();
+                    match held.get_mut(&id) {
+                        // A redelivery (or a second message) of the same termination.
+                        Some(h) => {
+                            h.receipts.insert(message_id, receipt.to_owned());
+                            h.termination = termination;
+                        }
+                        None => {
+                            tracing::info!(instance = %id, group = %termination.group, "instance terminating: removing its member before the termination continues");
+                            held.insert(
+                                id,
+                                Held {
+                                    termination,
+                                    receipts: BTreeMap::from([(message_id, receipt.to_owned())]),
+                                    heartbeat: Instant::now(),
+                                },
+                            );
+                        }
+                    }
+                }
+                Message::Ignored { reason } => {
+                    tracing::info!("lifecycle message ignored: {reason}");
+                    self.delete(clients, receipt).await;
+                }
+                Message::Malformed { problem } => {
+                    tracing::warn!(body = ?message.body(), "malformed lifecycle message deleted: {problem}");
+                    self.delete(clients, receipt).await;
+                }
+            }
+        }
+    }
+
+    /// Completes the terminations whose member is gone; heartbeats the others.
+    async fn progress(&self, clients: &Clients, held: &mut BTreeMap<String, Held>) {
+        let members = match Etcd::connect_one(&self.client_url, &self.options).await {
+            Ok(etcd) => etcd.member_list().await,
+            Err(err) => Err(err),
+        };
+        let names: BTreeSet<String> = match members {
+            Ok(list) => list
+                .members
+                .iter()
+                .filter_map(|m| m.name.as_ref().map(|n| n.to_string()))
+                .collect(),
+            Err(err) => {
+                self.error(format!("cannot list the members: {err:#}"));
+                return;
+            }
+        };
+        let mut done = Vec::new();
+        for (id, h) in held.iter_mut() {
+            let step = lifecycle::next_step(
+                names.contains(id),
+                h.heartbeat.elapsed(),
+                self.config.heartbeat_interval,
+            );
+            match step {
+                Step::Wait => {}
+                Step::Heartbeat => {
+                    let t = &h.termination;
+                    let result = clients
+                        .autoscaling
+                        .record_lifecycle_action_heartbeat()
+                        .auto_scaling_group_name(&t.group)
+                        .lifecycle_hook_name(&t.hook)
+                        .lifecycle_action_token(&t.token)
+                        .instance_id(&t.instance_id)
+                        .send()
+                        .await;
+                    match result {
+                        Ok(_) => {
+                            tracing::info!(instance = %id, "member not removed yet: lifecycle heartbeat sent")
+                        }
+                        Err(err) => self.error(format!(
+                            "heartbeat for {id} failed: {}",
+                            aws::describe(&err)
+                        )),
+                    }
+                    let visibility =
+                        (self.config.heartbeat_interval * 2).max(Duration::from_secs(30));
+                    for receipt in h.receipts.values() {
+                        if let Err(err) = clients
+                            .sqs
+                            .change_message_visibility()
+                            .queue_url(&self.config.queue_url)
+                            .receipt_handle(receipt)
+                            .visibility_timeout(i32::try_from(visibility.as_secs()).unwrap_or(60))
+                            .send()
+                            .await
+                        {
+                            tracing::debug!(
+                                "cannot extend the message's visibility: {}",
+                                aws::describe(&err)
+                            );
+                        }
+                    }
+                    h.heartbeat = Instant::now();
+                }
+                Step::Complete => {
+                    let t = &h.termination;
+                    let result = clients
+                        .autoscaling
+                        .complete_lifecycle_action()
+                        .auto_scaling_group_name(&t.group)
+                        .lifecycle_hook_name(&t.hook)
+                        .lifecycle_action_token(&t.token)
+                        .instance_id(&t.instance_id)
+                        .lifecycle_action_result("CONTINUE")
+                        .send()
+                        .await;
+                    let finished = match result {
+                        Ok(_) => {
+                            tracing::info!(instance = %id, "member removed: the termination continues (CompleteLifecycleAction CONTINUE)");
+                            true
+                        }
+                        // The group no longer waits (completed before, or timed out).
+                        Err(err) if err.code() == Some("ValidationError") => {
+                            tracing::info!(instance = %id, "the group no longer waits on this termination: {}", aws::describe(&err));
+                            true
+                        }
+                        Err(err) => {
+                            self.error(format!(
+                                "completing the termination of {id} failed, will retry: {}",
+                                aws::describe(&err)
+                            ));
+                            false
+                        }
+                    };
+                    if finished {
+                        done.push(id.clone());
+                    }
+                }
+            }
+        }
+        for id in done {
+            if let Some(h) = held.remove(&id) {
+                for receipt in h.receipts.values() {
+                    self.delete(clients, receipt).await;
+                }
+                self.status.send_modify(|s| {
+                    s.lifecycle.last_completed = Some(format!(
+                        "{id} at {}",
+                        humantime::format_rfc3339_seconds(SystemTime::now())
+                    ));
+                    s.lifecycle.last_error = None;
+                });
+            }
+        }
+    }
+
+    /// Gives the held messages back to the queue at once (this pilot stopped coordinating).
+    async fn release(&self, clients: &Clients, held: &mut BTreeMap<String, Held>) {
+        for (id, h) in std::mem::take(held) {
+            tracing::info!(instance = %id, "no longer the coordinator: handing the termination back to the queue");
+            for receipt in h.receipts.values() {
+                let _ = clients
+                    .sqs
+                    .change_message_visibility()
+                    .queue_url(&self.config.queue_url)
+                    .receipt_handle(receipt)
+                    .visibility_timeout(0)
+                    .send()
+                    .await;
+            }
+        }
+        self.publish(held);
+    }
+
+    async fn delete(&self, clients: &Clients, receipt: &str) {
+        if let Err(err) = clients
+            .sqs
+            .delete_message()
+            .queue_url(&self.config.queue_url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+        {
+            // It comes back after its visibility timeout and is handled again (idempotent).
+            tracing::warn!("cannot delete a lifecycle message: {}", aws::describe(&err));
+        }
+    }
+
+    fn publish(&self, held: &BTreeMap<String, Held>) {
+        let names: BTreeSet<String> = held.keys().cloned().collect();
+        self.terminating.set(names.clone());
+        self.status.send_if_modified(|s| {
+            let pending: Vec<String> = names.into_iter().collect();
+            let changed = s.lifecycle.pending != pending;
+            s.lifecycle.pending = pending;
+            changed
+        });
+    }
+
+    fn error(&self, message: String) {
+        tracing::warn!("{message}");
+        self.status
+            .send_modify(|s| s.lifecycle.last_error = Some(message));
+    }
+}

@@ -1,0 +1,238 @@
+//! The AWS parts of the configuration: the `aws` discovery provider, DNS records
+//! (`[dns]`), and the termination lifecycle hook (`[lifecycle]`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::{Error, RawDiscovery, RawDns, RawLifecycle, boolean, duration, error};
+use crate::config::DiscoveryConfig;
+
+/// Which address of an instance its peers reach it on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AddressKind {
+    PrivateIp,
+    PublicIp,
+    PrivateDns,
+}
+
+impl AddressKind {
+    /// The instance metadata path of this address.
+    pub(crate) fn metadata_path(self) -> &'static str {
+        match self {
+            AddressKind::PrivateIp => "/latest/meta-data/local-ipv4",
+            AddressKind::PublicIp => "/latest/meta-data/public-ipv4",
+            AddressKind::PrivateDns => "/latest/meta-data/local-hostname",
+        }
+    }
+}
+
+/// The `aws` discovery provider: the running instances of these groups, in these regions.
+#[derive(Clone, Debug)]
+pub(crate) struct AwsDiscovery {
+    pub(crate) groups: Vec<String>,
+    /// Empty until resolved: then this instance's region (see `aws::identity`).
+    pub(crate) regions: Vec<String>,
+    pub(crate) address: AddressKind,
+    pub(crate) timeout: Duration,
+    /// Every member uses this node's ports: one launch template runs them all.
+    pub(crate) peer_port: u16,
+    pub(crate) client_port: u16,
+    pub(crate) admin_port: u16,
+}
+
+/// Route53 records of the healthy voters.
+#[derive(Clone, Debug)]
+pub(crate) struct DnsConfig {
+    pub(crate) zone_id: String,
+    pub(crate) zone: etcd_pilot_core::dns::Zone,
+}
+
+/// The SQS queue of the termination lifecycle hook.
+#[derive(Clone, Debug)]
+pub(crate) struct LifecycleConfig {
+    pub(crate) queue_url: String,
+    pub(crate) region: String,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) timeout: Duration,
+}
+
+fn list(value: Option<&String>) -> Vec<String> {
+    value
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub(super) fn discovery(
+    raw: &RawDiscovery,
+    [peer_port, client_port]: [Option<u16>; 2],
+    admin_port: u16,
+    values: &mut BTreeMap<&'static str, String>,
+) -> Result<AwsDiscovery, Error> {
+    if raw.peers.is_some() || raw.peers_file.is_some() {
+        return Err(error(
+            "discovery.peers",
+            "a peer list is set, but the aws provider finds the peers itself",
+            "remove discovery.peers / discovery.peers_file, or use provider = \"static\"",
+        ));
+    }
+    let groups = list(raw.aws_groups.as_ref());
+    if groups.is_empty() {
+        return Err(error(
+            "discovery.aws_groups",
+            "missing: the aws provider needs the autoscaling group's name",
+            "set discovery.aws_groups = \"my-etcd-group\" (comma-separated for several)",
+        ));
+    }
+    let regions = list(raw.aws_regions.as_ref());
+    if regions.is_empty() {
+        return Err(error(
+            "discovery.aws_regions",
+            "missing, and this instance's region was not found in its metadata",
+            "set discovery.aws_regions = \"us-east-1\" (comma-separated for several)",
+        ));
+    }
+    let address = match raw.aws_address.as_deref().unwrap_or("private_ip") {
+        "private_ip" => AddressKind::PrivateIp,
+        "public_ip" => AddressKind::PublicIp,
+        "private_dns" => AddressKind::PrivateDns,
+        other => {
+            return Err(error(
+                "discovery.aws_address",
+                format!("{other:?} is not an address kind"),
+                "use private_ip (default), public_ip (regions without peering) or private_dns",
+            ));
+        }
+    };
+    values.insert(
+        "discovery.aws_address",
+        raw.aws_address
+            .clone()
+            .unwrap_or_else(|| "private_ip".into()),
+    );
+    let timeout = duration(&raw.aws_timeout, "discovery.aws_timeout", "5s", values)?;
+    let (Some(peer_port), Some(client_port)) = (peer_port, client_port) else {
+        return Err(error(
+            "etcd.peer_url",
+            "etcd.peer_url or etcd.client_url has no port",
+            "give both a port, for example http://10.0.1.5:2380",
+        ));
+    };
+    Ok(AwsDiscovery {
+        groups,
+        regions,
+        address,
+        timeout,
+        peer_port,
+        client_port,
+        admin_port,
+    })
+}
+
+pub(super) fn dns(
+    raw: &RawDns,
+    values: &mut BTreeMap<&'static str, String>,
+) -> Result<Option<DnsConfig>, Error> {
+    match raw.provider.as_deref().unwrap_or("none") {
+        "none" => return Ok(None),
+        "route53" => {}
+        other => {
+            return Err(error(
+                "dns.provider",
+                format!("unknown provider {other:?}"),
+                "use \"route53\", or \"none\" to publish nothing",
+            ));
+        }
+    }
+    let zone_id = raw
+        .zone_id
+        .clone()
+        .filter(|z| !z.is_empty())
+        .ok_or_else(|| {
+            error(
+                "dns.zone_id",
+                "missing: route53 needs the hosted zone",
+                "set dns.zone_id = \"Z0123456789ABCDEFGHIJ\" (aws route53 list-hosted-zones)",
+            )
+        })?;
+    let domain = raw
+        .domain
+        .clone()
+        .map(|d| etcd_pilot_core::dns::normalize(&d))
+        .filter(|d| d.contains('.') && !d.contains(char::is_whitespace))
+        .ok_or_else(|| {
+            error(
+                "dns.domain",
+                "missing or not a domain name",
+                "set dns.domain = \"etcd.example.com\", a name inside the zone",
+            )
+        })?;
+    let ttl_text = raw.ttl.clone().unwrap_or_else(|| "60".to_owned());
+    values.insert("dns.ttl", ttl_text.clone());
+    let ttl = ttl_text
+        .parse::<u32>()
+        .ok()
+        .filter(|t| (1..=86_400).contains(t))
+        .ok_or_else(|| {
+            error(
+                "dns.ttl",
+                format!("{ttl_text:?} is not a number of seconds from 1 to 86400"),
+                "use 60 (the default): clients then see a replaced member within a minute",
+            )
+        })?;
+    let legacy_srv = boolean(&raw.legacy_srv, "dns.legacy_srv", false, values)?;
+    Ok(Some(DnsConfig {
+        zone_id,
+        zone: etcd_pilot_core::dns::Zone {
+            domain,
+            ttl,
+            legacy_srv,
+        },
+    }))
+}
+
+pub(super) fn lifecycle(
+    raw: &RawLifecycle,
+    discovery: &DiscoveryConfig,
+    values: &mut BTreeMap<&'static str, String>,
+) -> Result<Option<LifecycleConfig>, Error> {
+    let heartbeat_interval = duration(
+        &raw.heartbeat_interval,
+        "lifecycle.heartbeat_interval",
+        "30s",
+        values,
+    )?;
+    let Some(queue_url) = raw.queue_url.clone() else {
+        return Ok(None);
+    };
+    let DiscoveryConfig::Aws(aws) = discovery else {
+        return Err(error(
+            "lifecycle.queue_url",
+            "lifecycle hooks need discovery.provider = \"aws\"",
+            "set discovery.provider = \"aws\", or remove lifecycle.queue_url",
+        ));
+    };
+    if url::Url::parse(&queue_url).is_err() {
+        return Err(error(
+            "lifecycle.queue_url",
+            format!("{queue_url:?} is not a URL"),
+            "use the queue's URL, https://sqs.REGION.amazonaws.com/ACCOUNT/NAME",
+        ));
+    }
+    let region = raw
+        .region
+        .clone()
+        .or_else(|| aws.regions.first().cloned())
+        .unwrap_or_default();
+    Ok(Some(LifecycleConfig {
+        queue_url,
+        region,
+        heartbeat_interval,
+        timeout: aws.timeout,
+    }))
+}

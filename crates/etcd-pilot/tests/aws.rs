@@ -1,0 +1,287 @@
+//! AWS, against a moto server on loopback: pilots find each other through an autoscaling
+//! group (each with its own instance metadata), publish Route53 records of the healthy
+//! voters, remove a terminating instance's member before letting its termination continue,
+//! keep their view through discovery outages, follow scale-out and scale-in, and form one
+//! cluster across two regions. Instance addresses are loopback (`127.0.S.0/24` subnets).
+
+mod common;
+
+use std::time::Duration;
+
+use common::aws::{AwsNodes, DOMAIN, GROUP, HOOK, Moto, expected_records, index, pilot_config};
+use common::{Cluster, Version, eventually};
+
+const REGION: &str = "us-east-1";
+
+/// The message the group posts for a terminating instance (AWS's documented format).
+fn terminating(instance: &str, token: &str) -> String {
+    serde_json::json!({
+        "Origin": "AutoScalingGroup",
+        "LifecycleHookName": HOOK,
+        "Destination": "EC2",
+        "AccountId": "123456789012",
+        "RequestId": format!("req-{token}"),
+        "LifecycleTransition": "autoscaling:EC2_INSTANCE_TERMINATING",
+        "AutoScalingGroupName": GROUP,
+        "Service": "AWS Auto Scaling",
+        "Time": "2026-11-22T09:00:00.000Z",
+        "EC2InstanceId": instance,
+        "LifecycleActionToken": token,
+    })
+    .to_string()
+}
+
+fn timers(remove_after: &str) -> String {
+    format!(
+        "[timers]\nobserve_interval = \"300ms\"\nremove_after = \"{remove_after}\"\ncoordinator_lease = \"3s\"\n"
+    )
+}
+
+/// A cluster of pilots in `subnet`, sharing moto's environment; moto on `port`.
+async fn aws_cluster(subnet: u8, port: u16) -> Option<(Cluster, Moto, std::path::PathBuf)> {
+    let etcd = common::etcd_bin(Version::V35)?;
+    let mut cluster = Cluster::with(subnet, 0, etcd.clone(), "", &[]);
+    let moto = Moto::start(port, &cluster.tmp.path().join("moto")).await?;
+    cluster.env = moto.env();
+    Some((cluster, moto, etcd))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_forms_a_cluster_publishes_its_records_and_hands_terminations_over() {
+    let Some((mut cluster, moto, etcd)) = aws_cluster(51, 21510).await else {
+        return;
+    };
+    moto.group(REGION, 51, 3).await;
+    let zone = moto.zone().await;
+    let queue = moto.lifecycle_queue(REGION).await;
+    // Removal by discovery alone would take 10 minutes: only the hook removes within the test.
+    let config = pilot_config(
+        &etcd,
+        REGION,
+        &format!(
+            "[dns]\nprovider = \"route53\"\nzone_id = \"{zone}\"\ndomain = \"{DOMAIN}\"\nttl = 30\n\n\
+             [lifecycle]\nqueue_url = \"{queue}\"\nheartbeat_interval = \"1s\"\n\n{}",
+            timers("10m")
+        ),
+    );
+    let instances = moto.instances(REGION).await;
+    assert_eq!(instances.len(), 3, "{instances:?}");
+    let mut nodes = AwsNodes::new();
+    for (id, ip) in &instances {
+        nodes.add(&mut cluster, id, ip, REGION, &config);
+    }
+    cluster.wait_settled().await;
+    // Each pilot took its identity from its own metadata.
+    for (i, (id, _)) in instances.iter().enumerate() {
+        let status = cluster.pilot_status(i).await.unwrap();
+        assert_eq!(status["name"], id.as_str());
+        assert_eq!(status["discovery"]["provider"], "aws");
+        assert_eq!(status["discovery"]["peers"], 3);
+        assert_eq!(status["discovery"]["stale"], false);
+    }
+    eventually(
+        "Route53 to list the 3 members",
+        Duration::from_secs(30),
+        || async { (moto.records(&zone).await == expected_records(&instances)).then_some(()) },
+    )
+    .await;
+
+    // Messages that are not terminations are deleted, not retried forever.
+    moto.watch_members(&cluster.endpoints());
+    moto.send(
+        REGION,
+        &queue,
+        r#"{"AccountId":"123456789012","RequestId":"t","AutoScalingGroupARN":"arn","AutoScalingGroupName":"etcd","Service":"AWS Auto Scaling","Event":"autoscaling:TEST_NOTIFICATION","Time":"2026-11-22T09:00:00.000Z"}"#,
+    )
+    .await;
+    moto.send(REGION, &queue, "this is not a lifecycle message")
+        .await;
+    eventually(
+        "the queue to be drained",
+        Duration::from_secs(30),
+        || async { (moto.queue_depth(REGION, &queue).await == 0).then_some(()) },
+    )
+    .await;
+
+    // Terminate an instance that does not coordinate; the group posts its message (twice:
+    // SQS delivers at least once). Its pilot keeps running, as in Terminating:Wait.
+    let coordinator = cluster.coordinator().await.expect("one coordinator");
+    let victim = (0..3).find(|&i| i != coordinator).unwrap();
+    let victim_id = instances[victim].0.clone();
+    moto.terminate(REGION, &victim_id).await;
+    let body = terminating(&victim_id, "token-1");
+    moto.send(REGION, &queue, &body).await;
+    moto.send(REGION, &queue, &body).await;
+    let complete = eventually(
+        "CompleteLifecycleAction for the terminated instance",
+        Duration::from_secs(60),
+        || async {
+            moto.lifecycle_calls()
+                .into_iter()
+                .find(|c| c["call"] == "complete" && c["instance"] == victim_id.as_str())
+        },
+    )
+    .await;
+    assert_eq!(complete["result"], "CONTINUE");
+    assert_eq!(complete["token"], "token-1");
+    assert_eq!(complete["hook"], HOOK);
+    assert_eq!(complete["group"], GROUP);
+    let members: Vec<String> = serde_json::from_value(complete["members"].clone())
+        .expect("the recorder saw the member list when the call came");
+    assert_eq!(members.len(), 2, "{members:?}");
+    assert!(
+        !members.contains(&victim_id),
+        "the termination was completed while {victim_id} was still a member: {members:?}"
+    );
+    eventually("both messages deleted", Duration::from_secs(30), || async {
+        (moto.queue_depth(REGION, &queue).await == 0).then_some(())
+    })
+    .await;
+    let coordinator_log = cluster.nodes[coordinator].log();
+    assert!(
+        coordinator_log.contains("remove_terminating"),
+        "{coordinator_log}"
+    );
+    // The instance is gone now.
+    cluster.kill(victim);
+
+    // The replacement the group launched joins as a learner, is promoted, and is published.
+    let now = moto.instances(REGION).await;
+    assert_eq!(now.len(), 3, "{now:?}");
+    let (new_id, new_ip) = now
+        .iter()
+        .find(|(id, _)| !instances.iter().any(|(old, _)| old == id))
+        .unwrap()
+        .clone();
+    let new = nodes.add(&mut cluster, &new_id, &new_ip, REGION, &config);
+    let voters: Vec<usize> = (0..cluster.nodes.len()).filter(|&i| i != victim).collect();
+    cluster.wait_voters(&voters, Duration::from_secs(60)).await;
+    assert!(
+        cluster.nodes[new]
+            .log()
+            .contains("adding this node as a learner"),
+        "{}",
+        cluster.nodes[new].log()
+    );
+    eventually(
+        "Route53 to list the replacement",
+        Duration::from_secs(30),
+        || async { (moto.records(&zone).await == expected_records(&now)).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discovery_outage_changes_nothing_and_says_discovery_is_stale() {
+    let Some((mut cluster, mut moto, etcd)) = aws_cluster(52, 21520).await else {
+        return;
+    };
+    moto.group(REGION, 52, 3).await;
+    let config = pilot_config(&etcd, REGION, &timers("2s"));
+    let instances = moto.instances(REGION).await;
+    let mut nodes = AwsNodes::new();
+    for (id, ip) in &instances {
+        nodes.add(&mut cluster, id, ip, REGION, &config);
+    }
+    cluster.wait_settled().await;
+
+    // moto down for longer than remove_after: every pilot says its view is stale, and no
+    // member is removed.
+    moto.kill();
+    for i in 0..3 {
+        eventually("discovery to be stale", Duration::from_secs(30), || async {
+            let status = cluster.pilot_status(i).await?;
+            (status["discovery"]["stale"] == true).then_some(status)
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let status = cluster.pilot_status(0).await.unwrap();
+    assert!(
+        status["discovery"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("AWS discovery failed"),
+        "{status}"
+    );
+    cluster
+        .wait_voters(&[0, 1, 2], Duration::from_secs(5))
+        .await;
+    let coordinator = cluster.coordinator().await.expect("one coordinator");
+    let plan = &cluster.pilot_status(coordinator).await.unwrap()["plan"];
+    assert!(
+        plan["reason"]
+            .as_str()
+            .unwrap()
+            .contains("discovery failed"),
+        "{plan}"
+    );
+    for node in &cluster.nodes {
+        assert!(!node.log().contains("remove_unlisted"), "{}", node.log());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_group_scales_out_to_five_and_back_to_three() {
+    let Some((mut cluster, moto, etcd)) = aws_cluster(53, 21530).await else {
+        return;
+    };
+    moto.group(REGION, 53, 3).await;
+    let config = pilot_config(&etcd, REGION, &timers("2s"));
+    let first = moto.instances(REGION).await;
+    let mut nodes = AwsNodes::new();
+    for (id, ip) in &first {
+        nodes.add(&mut cluster, id, ip, REGION, &config);
+    }
+    cluster.wait_settled().await;
+    moto.set_desired(REGION, 5).await;
+    let five = moto.instances(REGION).await;
+    assert_eq!(five.len(), 5, "{five:?}");
+    for (id, ip) in five
+        .iter()
+        .filter(|(id, _)| !first.iter().any(|(f, _)| f == id))
+    {
+        nodes.add(&mut cluster, id, ip, REGION, &config);
+    }
+    cluster
+        .wait_voters(&[0, 1, 2, 3, 4], Duration::from_secs(90))
+        .await;
+    // Scale in: the group terminates two instances (which ones is its choice).
+    moto.set_desired(REGION, 3).await;
+    let three = moto.instances(REGION).await;
+    assert_eq!(three.len(), 3, "{three:?}");
+    for (id, _) in five
+        .iter()
+        .filter(|(id, _)| !three.iter().any(|(t, _)| t == id))
+    {
+        cluster.kill(index(&cluster, id));
+    }
+    let keep: Vec<usize> = three.iter().map(|(id, _)| index(&cluster, id)).collect();
+    cluster.wait_voters(&keep, Duration::from_secs(60)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_cluster_across_two_regions() {
+    let Some((mut cluster, moto, etcd)) = aws_cluster(54, 21540).await else {
+        return;
+    };
+    // The same group name in both regions, each in its own subnet.
+    moto.group("us-east-1", 54, 2).await;
+    moto.group("eu-west-1", 55, 1).await;
+    let config = pilot_config(&etcd, "us-east-1,eu-west-1", &timers("2s"));
+    let mut all = Vec::new();
+    let mut nodes = AwsNodes::new();
+    for region in ["us-east-1", "eu-west-1"] {
+        for (id, ip) in moto.instances(region).await {
+            nodes.add(&mut cluster, &id, &ip, region, &config);
+            all.push(id);
+        }
+    }
+    assert_eq!(all.len(), 3);
+    cluster.wait_settled().await;
+    let east = cluster.pilot_status(0).await.unwrap();
+    let west = cluster.pilot_status(2).await.unwrap();
+    assert_eq!(east["member"]["cluster_id"], west["member"]["cluster_id"]);
+    assert_eq!(west["discovery"]["peers"], 3);
+    assert!(cluster.nodes[2].ip.starts_with("127.0.55."));
+}

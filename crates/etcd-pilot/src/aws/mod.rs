@@ -34,9 +34,18 @@ pub(crate) async fn sdk_config(region: &str, timeout: Duration) -> SdkConfig {
         .await
 }
 
-/// An SDK error with its causes, for logs and status.
+/// An SDK error with its causes, for logs and status: "service error: ValidationError: ...".
 pub(crate) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
-    aws_sdk_sqs::error::DisplayErrorContext(err).to_string()
+    let mut parts: Vec<String> = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(next) = source {
+        let text = next.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = next.source();
+    }
+    parts.join(": ")
 }
 
 /// The keys the instance metadata can fill in for the `aws` provider.

@@ -169,6 +169,77 @@ async fn a_group_forms_a_cluster_publishes_its_records_and_hands_terminations_ov
         || async { (moto.records(&zone).await == expected_records(&now)).then_some(()) },
     )
     .await;
+
+    // Now the coordinator's own instance terminates while another member is down: removing
+    // it would leave 1 of 2 voters healthy, so the pilot waits and sends heartbeats.
+    let coordinator = cluster.coordinator().await.expect("one coordinator");
+    let leader_id = cluster.nodes[coordinator].name.clone();
+    let down = voters.iter().copied().find(|&i| i != coordinator).unwrap();
+    cluster.kill(down);
+    moto.terminate(REGION, &leader_id).await;
+    moto.send(REGION, &queue, &terminating(&leader_id, "token-2"))
+        .await;
+    eventually(
+        "heartbeats while the removal waits",
+        Duration::from_secs(60),
+        || async {
+            let beats = moto
+                .lifecycle_calls()
+                .iter()
+                .filter(|c| c["call"] == "heartbeat" && c["token"] == "token-2")
+                .count();
+            (beats >= 2).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        !moto
+            .lifecycle_calls()
+            .iter()
+            .any(|c| c["call"] == "complete" && c["token"] == "token-2"),
+        "completed while the quorum forbade the removal"
+    );
+    let status = cluster.pilot_status(coordinator).await.unwrap();
+    assert_eq!(
+        status["lifecycle"]["pending"][0],
+        leader_id.as_str(),
+        "{status}"
+    );
+    assert!(
+        status["plan"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("below a quorum"),
+        "{status}"
+    );
+    // The member comes back: leadership moves away, the next coordinator takes the message
+    // over, removes the member, and only then completes.
+    cluster.start(down);
+    let complete = eventually(
+        "CompleteLifecycleAction for the old coordinator",
+        Duration::from_secs(90),
+        || async {
+            moto.lifecycle_calls()
+                .into_iter()
+                .find(|c| c["call"] == "complete" && c["token"] == "token-2")
+        },
+    )
+    .await;
+    let members: Vec<String> = serde_json::from_value(complete["members"].clone()).unwrap();
+    assert!(!members.contains(&leader_id), "{members:?}");
+    assert_eq!(members.len(), 2, "{members:?}");
+    assert!(
+        cluster.nodes[coordinator].log().contains("move_leader"),
+        "{}",
+        cluster.nodes[coordinator].log()
+    );
+    cluster.kill(coordinator);
+    let rest: Vec<usize> = voters
+        .iter()
+        .copied()
+        .filter(|&i| i != coordinator)
+        .collect();
+    cluster.wait_voters(&rest, Duration::from_secs(60)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,8 +46,10 @@ impl Terminating {
     }
 }
 
-/// How long one receive waits for a message (SQS long polling).
+/// How long one receive waits for a message (SQS long polling)...
 const WAIT: Duration = Duration::from_secs(5);
+/// ... and while terminations are held: their progress is checked after each receive.
+const WAIT_HOLDING: Duration = Duration::from_secs(1);
 
 /// A termination this coordinator holds.
 struct Held {
@@ -103,7 +105,9 @@ impl Consumer {
             }
             // Cancel-safe: a receive dropped midway leaves its messages to reappear.
             tokio::select! {
-                received = self.receive(&clients) => self.take(&clients, received, &mut held).await,
+                received = self.receive(&clients, if held.is_empty() { WAIT } else { WAIT_HOLDING }) => {
+                    self.take(&clients, received, &mut held).await;
+                }
                 () = cancel.cancelled() => break,
             }
             if !held.is_empty() {
@@ -116,14 +120,18 @@ impl Consumer {
         }
     }
 
-    async fn receive(&self, clients: &Clients) -> Result<Vec<aws_sdk_sqs::types::Message>, String> {
+    async fn receive(
+        &self,
+        clients: &Clients,
+        wait: Duration,
+    ) -> Result<Vec<aws_sdk_sqs::types::Message>, String> {
         let visibility = (self.config.heartbeat_interval * 2).max(Duration::from_secs(30));
         clients
             .sqs
             .receive_message()
             .queue_url(&self.config.queue_url)
             .max_number_of_messages(10)
-            .wait_time_seconds(i32::try_from(WAIT.as_secs()).unwrap_or(5))
+            .wait_time_seconds(i32::try_from(wait.as_secs()).unwrap_or(1))
             .visibility_timeout(i32::try_from(visibility.as_secs()).unwrap_or(60))
             .send()
             .await

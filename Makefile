@@ -7,7 +7,7 @@ export ETCD_BIN_35
 TARGET_DIR := $(shell cargo metadata --format-version 1 --no-deps 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo /var/tmp/etcd-pilot-target)
 PILOT := $(TARGET_DIR)/release/etcd-pilot
 
-.PHONY: setup build up test fmt lint doc bench bench-backup ci
+.PHONY: setup build up test fmt lint doc bench bench-backup bench-aws ci
 
 setup:
 	./scripts/setup.sh
@@ -39,5 +39,9 @@ bench: setup build
 ## Backup and restore of a ~1 GiB database vs etcdctl snapshot save / etcdutl snapshot restore.
 bench-backup: setup build
 	./scripts/bench_backup.py --pilot $(PILOT)
+
+## Terminations through the lifecycle hook vs discovery alone, and memory, against moto.
+bench-aws: setup build
+	/opt/etcd-pilot-venv/bin/python scripts/bench_aws.py --pilot $(PILOT)
 
 ci: setup fmt lint doc test

@@ -176,6 +176,18 @@ async fn a_group_forms_a_cluster_publishes_its_records_and_hands_terminations_ov
     let leader_id = cluster.nodes[coordinator].name.clone();
     let down = voters.iter().copied().find(|&i| i != coordinator).unwrap();
     cluster.kill(down);
+    // Only healthy voters are published: the member that is down leaves the records.
+    let healthy: Vec<(String, String)> = voters
+        .iter()
+        .filter(|&&i| i != down)
+        .map(|&i| (cluster.nodes[i].name.clone(), cluster.nodes[i].ip.clone()))
+        .collect();
+    eventually(
+        "Route53 to drop the member that is down",
+        Duration::from_secs(30),
+        || async { (moto.records(&zone).await == expected_records(&healthy)).then_some(()) },
+    )
+    .await;
     moto.terminate(REGION, &leader_id).await;
     moto.send(REGION, &queue, &terminating(&leader_id, "token-2"))
         .await;

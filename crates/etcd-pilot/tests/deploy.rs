@@ -7,24 +7,10 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::Command;
 
 use common::pilot_bin;
-
-/// `tool`, or a failure under CI (a skip otherwise) when it is missing.
-fn tool(path: &str) -> Option<PathBuf> {
-    let path = PathBuf::from(path);
-    if path.is_file() {
-        return Some(path);
-    }
-    let message = format!("{} not found (run scripts/setup.sh)", path.display());
-    if std::env::var_os("CI").is_some() {
-        panic!("{message}; CI is set, so this is a failure, not a skip");
-    }
-    eprintln!("skipping: {message}");
-    None
-}
 
 fn pilot(args: &[&str]) -> String {
     let output = Command::new(pilot_bin()).args(args).output().unwrap();
@@ -34,7 +20,7 @@ fn pilot(args: &[&str]) -> String {
 
 #[test]
 fn the_cloudformation_template_passes_cfn_lint() {
-    let Some(lint) = tool("/opt/etcd-pilot-venv/bin/cfn-lint") else {
+    let Some(lint) = common::required(Path::new("/opt/etcd-pilot-venv/bin/cfn-lint")) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -123,7 +109,7 @@ fn the_template_writes_a_valid_pilot_config() {
 
 #[test]
 fn the_systemd_unit_passes_systemd_analyze_verify() {
-    let Some(analyze) = tool("/usr/bin/systemd-analyze") else {
+    let Some(analyze) = common::required(Path::new("/usr/bin/systemd-analyze")) else {
         return;
     };
     let unit = pilot(&["systemd-unit"]);

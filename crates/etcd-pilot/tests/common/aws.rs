@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
@@ -35,15 +35,7 @@ pub struct Moto {
 impl Moto {
     /// Starts moto on `port`, logging under `dir`. `None` when the venv is missing outside CI.
     pub async fn start(port: u16, dir: &Path) -> Option<Self> {
-        let python = Path::new(VENV).join("bin/python");
-        if !python.is_file() {
-            let message = format!("{} not found (run scripts/setup.sh)", python.display());
-            if std::env::var_os("CI").is_some() {
-                panic!("{message}; CI is set, so this is a failure, not a skip");
-            }
-            eprintln!("skipping: {message}");
-            return None;
-        }
+        super::required(&Path::new(VENV).join("bin/python"))?;
         std::fs::create_dir_all(dir).unwrap();
         let mut moto = Self {
             port,
@@ -76,21 +68,7 @@ impl Moto {
     }
 
     async fn wait_up(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap();
-        while Instant::now() < deadline {
-            if http.get(self.endpoint()).send().await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!(
-            "moto did not answer within 60 s: {}",
-            std::fs::read_to_string(self.dir.join("moto.log")).unwrap_or_default()
-        );
+        super::wait_http(&self.endpoint(), &self.dir.join("moto.log")).await;
     }
 
     /// Stops moto (SIGKILL: an outage, state lost with it).

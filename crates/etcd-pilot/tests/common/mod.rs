@@ -54,6 +54,39 @@ pub fn etcd_bin(version: Version) -> Option<PathBuf> {
     None
 }
 
+/// `path` if it is a file. When it is missing: `None` (the test is skipped) with a note,
+/// unless `CI` is set: then the test fails.
+pub fn required(path: &Path) -> Option<PathBuf> {
+    if path.is_file() {
+        return Some(path.to_owned());
+    }
+    let message = format!("{} not found (run scripts/setup.sh)", path.display());
+    if std::env::var_os("CI").is_some() {
+        panic!("{message}; CI is set, so this is a failure, not a skip");
+    }
+    eprintln!("skipping: {message}");
+    None
+}
+
+/// Waits until `url` answers HTTP (any status); panics after 60 s with the server's `log`.
+pub async fn wait_http(url: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    while Instant::now() < deadline {
+        if http.get(url).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "nothing answered on {url} within 60 s: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
 /// A running cluster of `n` pilots on `127.0.<subnet>.0/24`, every member a healthy voter;
 /// `None` when the etcd binary is missing outside CI.
 pub async fn running(subnet: u8, n: usize, version: Version) -> Option<Cluster> {

@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 pub const ACCESS_KEY: &str = "pilot-test";
 pub const SECRET_KEY: &str = "pilot-test-secret";
@@ -29,16 +28,7 @@ pub struct S3 {
 }
 
 fn venv_bin(name: &str) -> Option<PathBuf> {
-    let path = Path::new(VENV).join("bin").join(name);
-    if path.is_file() {
-        return Some(path);
-    }
-    let message = format!("{} not found (run scripts/setup.sh)", path.display());
-    if std::env::var_os("CI").is_some() {
-        panic!("{message}; CI is set, so this is a failure, not a skip");
-    }
-    eprintln!("skipping: {message}");
-    None
+    super::required(&Path::new(VENV).join("bin").join(name))
 }
 
 impl S3 {
@@ -127,23 +117,7 @@ impl S3 {
     }
 
     async fn wait_up(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let url = self.endpoint();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap();
-        while Instant::now() < deadline {
-            if http.get(&url).send().await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!(
-            "{:?} did not answer on {url} within 60 s: {}",
-            self.kind,
-            std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
-        );
+        super::wait_http(&self.endpoint(), &self.dir.join("server.log")).await;
     }
 
     fn create_bucket(&self) {

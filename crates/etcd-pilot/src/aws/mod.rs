@@ -8,6 +8,7 @@
 
 pub(crate) mod lifecycle;
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
@@ -16,10 +17,18 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 use crate::config::{self, AddressKind, Sources};
 
+/// One HTTPS client (connection pools, TLS configuration) for every AWS client of the process:
+/// each SDK configuration would otherwise build its own.
+static HTTP: OnceLock<aws_sdk_sqs::config::SharedHttpClient> = OnceLock::new();
+
 /// The SDK configuration for `region`: every attempt times out after `timeout`, at most 3
 /// attempts with backoff.
 pub(crate) async fn sdk_config(region: &str, timeout: Duration) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(http) = HTTP.get() {
+        loader = loader.http_client(http.clone());
+    }
+    let sdk = loader
         .region(Region::new(region.to_owned()))
         .timeout_config(
             TimeoutConfig::builder()
@@ -31,7 +40,11 @@ pub(crate) async fn sdk_config(region: &str, timeout: Duration) -> SdkConfig {
         )
         .retry_config(RetryConfig::standard().with_max_attempts(3))
         .load()
-        .await
+        .await;
+    if let Some(http) = sdk.http_client() {
+        let _ = HTTP.set(http);
+    }
+    sdk
 }
 
 /// An SDK error with its causes, for logs and status: "service error: ValidationError: ...".

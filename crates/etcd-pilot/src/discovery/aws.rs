@@ -161,7 +161,10 @@ impl Discovery for AutoscalingGroups {
         if !missing.is_empty() {
             return Err(Error::Aws {
                 region: self.config.regions.join(","),
-                message: format!("no autoscaling group named {missing:?}"),
+                message: format!(
+                    "no autoscaling group named {missing:?} (check discovery.aws_groups and \
+                     discovery.aws_regions)"
+                ),
             });
         }
         if instances.is_empty() {

@@ -134,10 +134,10 @@ def wait(what, check, timeout=120.0, step=0.02):
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-def rss_kib(pid):
+def rss_kib(pid, field="VmRSS"):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
 
@@ -283,6 +283,7 @@ def main():
                 time.sleep(6)  # etcd refuses a removal for 5 s after a member (re)joins
         time.sleep(10)
         aws_rss = max(rss_kib(n["proc"].pid) for n in nodes.values())
+        aws_anon = max(rss_kib(n["proc"].pid, "RssAnon") for n in nodes.values())
 
         static_dir = os.path.join(work, "static")
         static = subprocess.Popen(
@@ -294,6 +295,7 @@ def main():
         time.sleep(10)
         pids = [int(open(p).read().split()[0]) for p in glob.glob(os.path.join(static_dir, "m*", "pilot.pid"))]
         static_rss = max(rss_kib(p) for p in pids)
+        static_anon = max(rss_kib(p, "RssAnon") for p in pids)
 
         med = lambda rows, i: statistics.median(r[i] for r in rows)
         print(f"\netcd-pilot AWS figures, moto on loopback, median of {args.rounds} rounds, remove_after {REMOVE_AFTER}s\n")
@@ -304,7 +306,8 @@ def main():
         print(f"| replacement pilot started -> 3 healthy voters | {med(hook_rows, 2):.2f} s | {med(plain_rows, 2):.2f} s | |")
         print(f"\n| pilot peak RSS, idle | aws provider + Route53 + lifecycle | static provider | ratio |")
         print(f"|---|---|---|---|")
-        print(f"| max of 3 pilots | {aws_rss / 1024:.1f} MiB | {static_rss / 1024:.1f} MiB | {aws_rss / static_rss:.2f} |")
+        print(f"| resident (VmRSS), max of 3 pilots | {aws_rss / 1024:.1f} MiB | {static_rss / 1024:.1f} MiB | {aws_rss / static_rss:.2f} |")
+        print(f"| of which private (RssAnon) | {aws_anon / 1024:.1f} MiB | {static_anon / 1024:.1f} MiB | {aws_anon / static_anon:.2f} |")
         print(f"\nrounds (removed, completed, rejoined): hook {hook_rows}, discovery only {plain_rows}")
     finally:
         if static is not None:

@@ -129,16 +129,12 @@ impl Pilot {
             self.metrics.clone(),
         )
         .with_terminating(self.terminating.clone())
-        .with_dns(self.config.dns.clone().map(|dns| {
-            Records::new(
-                dns,
-                self.config
-                    .timers
-                    .etcd_call_timeout
-                    .max(Duration::from_secs(5)),
-                self.status.clone(),
-            )
-        }));
+        .with_dns(
+            self.config
+                .dns
+                .clone()
+                .map(|dns| Records::new(dns, self.status.clone())),
+        );
         loop {
             let Some(mode) = self.decide_start(&cancel).await? else {
                 self.set_phase(Phase::Stopping, "shutting down before etcd started");

@@ -19,6 +19,8 @@ pub(crate) use route53::Route53;
 
 /// How often unchanged records are read back and repaired if someone changed them.
 const RECHECK_EVERY: Duration = Duration::from_secs(60);
+/// Timeout of each attempt of a DNS API call (3 attempts).
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A DNS zone the pilot can read and change.
 pub(crate) trait Publisher {
@@ -38,13 +40,9 @@ pub(crate) struct Records {
 }
 
 impl Records {
-    pub(crate) fn new(
-        config: DnsConfig,
-        timeout: Duration,
-        status: watch::Sender<PilotStatus>,
-    ) -> Self {
+    pub(crate) fn new(config: DnsConfig, status: watch::Sender<PilotStatus>) -> Self {
         Self {
-            publisher: Route53::new(config.zone_id.clone(), timeout),
+            publisher: Route53::new(config.zone_id.clone(), CALL_TIMEOUT),
             config,
             status,
             last: None,

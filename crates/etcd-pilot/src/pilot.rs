@@ -384,8 +384,20 @@ impl Pilot {
 
     /// Everything the start decision needs, gathered concurrently with timeouts.
     async fn observe_start(&self) -> anyhow::Result<start::Observed> {
-        let expected = self.discovery.peers().await?;
         let local = self.data.local_data()?;
+        let expected = match self.discovery.peers().await {
+            Ok(peers) => peers,
+            // A node with data restarts on it without discovery (as when no peer answers):
+            // an outage of the discovery API must not keep a member down.
+            Err(err) if matches!(local, LocalData::Data { .. }) => {
+                tracing::warn!(
+                    "discovery does not answer; deciding from the local data alone: {:#}",
+                    anyhow::Error::from(err)
+                );
+                Vec::new()
+            }
+            Err(err) => return Err(err.into()),
+        };
         let formed_locally = self.data.formed();
         // Answer our peers' questions with what we hold now, before asking them ours.
         self.publish_report(&local, formed_locally, &expected);

@@ -302,6 +302,19 @@ async fn a_discovery_outage_changes_nothing_and_says_discovery_is_stale() {
     for node in &cluster.nodes {
         assert!(!node.log().contains("remove_unlisted"), "{}", node.log());
     }
+    // A pilot restarted during the outage still brings its member back, on its data.
+    cluster.stop(1);
+    cluster.start(1);
+    cluster
+        .wait_voters(&[0, 1, 2], Duration::from_secs(30))
+        .await;
+    assert!(
+        cluster.nodes[1]
+            .log()
+            .contains("deciding from the local data alone"),
+        "{}",
+        cluster.nodes[1].log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

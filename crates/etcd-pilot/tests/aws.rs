@@ -252,6 +252,33 @@ async fn a_group_forms_a_cluster_publishes_its_records_and_hands_terminations_ov
         .filter(|&i| i != coordinator)
         .collect();
     cluster.wait_voters(&rest, Duration::from_secs(60)).await;
+
+    // A message of another group (a shared queue) is not the pilot's to complete.
+    let foreign = terminating("i-0ther", "token-foreign").replace(
+        &format!("\"AutoScalingGroupName\":\"{GROUP}\""),
+        "\"AutoScalingGroupName\":\"other-service\"",
+    );
+    assert!(foreign.contains("other-service"));
+    moto.send(REGION, &queue, &foreign).await;
+    let coordinator = cluster.coordinator().await.expect("one coordinator");
+    eventually(
+        "the foreign message to be seen",
+        Duration::from_secs(30),
+        || async {
+            cluster.nodes[coordinator]
+                .log()
+                .contains("group not in discovery.aws_groups")
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        !moto
+            .lifecycle_calls()
+            .iter()
+            .any(|c| c["token"] == "token-foreign"),
+        "another group's termination was completed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -163,6 +163,17 @@ impl Consumer {
             };
             let message_id = message.message_id().unwrap_or(receipt).to_owned();
             match lifecycle::read(message.body().unwrap_or_default()) {
+                Message::Terminating(termination)
+                    if !self.config.groups.contains(&termination.group) =>
+                {
+                    // A shared queue: another group's termination is not ours to complete.
+                    // Left alone, it reappears after its visibility timeout.
+                    tracing::warn!(
+                        group = %termination.group,
+                        instance = %termination.instance_id,
+                        "lifecycle message of a group not in discovery.aws_groups left in the queue"
+                    );
+                }
                 Message::Terminating(termination) => {
                     let id = termination.instance_id.clone();
                     match held.get_mut(&id) {

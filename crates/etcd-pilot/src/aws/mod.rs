@@ -122,6 +122,19 @@ pub(crate) async fn find_identity(sources: &mut Sources) -> Result<(), config::E
     let region = get("/latest/meta-data/placement/region").await?;
     tracing::info!(%instance_id, %host, %region, "this instance, from its metadata");
     let url = |port: u16| format!("http://{host}:{port}");
+    // A public IP (or a DNS name) is not an address of this host's own interfaces: listen on
+    // all of them unless told otherwise.
+    if address != AddressKind::PrivateIp {
+        for (key, value) in [
+            ("etcd.listen_peer_url", "http://0.0.0.0:2380"),
+            ("etcd.listen_client_url", "http://0.0.0.0:2379"),
+            ("admin.listen", "0.0.0.0:2378"),
+        ] {
+            if sources.peek(key).is_none() {
+                sources.found.insert(key.to_owned(), value.to_owned());
+            }
+        }
+    }
     for key in missing {
         let value = match key {
             "name" => instance_id.clone(),

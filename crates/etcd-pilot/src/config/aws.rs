@@ -51,6 +51,8 @@ pub(crate) struct DnsConfig {
 #[derive(Clone, Debug)]
 pub(crate) struct LifecycleConfig {
     pub(crate) queue_url: String,
+    /// The groups of the `aws` provider: messages of other groups are not the pilot's.
+    pub(crate) groups: Vec<String>,
     pub(crate) region: String,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) timeout: Duration,
@@ -231,6 +233,7 @@ pub(super) fn lifecycle(
         .unwrap_or_default();
     Ok(Some(LifecycleConfig {
         queue_url,
+        groups: aws.groups.clone(),
         region,
         heartbeat_interval,
         timeout: aws.timeout,

@@ -103,7 +103,8 @@ impl Consumer {
                     () = cancel.cancelled() => break,
                 }
             }
-            // Cancel-safe: a receive dropped midway leaves its messages to reappear.
+            // Cancel-safe: messages of a receive dropped midway reappear after their visibility
+            // timeout, and the next coordinator takes them.
             tokio::select! {
                 received = self.receive(&clients, if held.is_empty() { WAIT } else { WAIT_HOLDING }) => {
                     self.take(&clients, received, &mut held).await;

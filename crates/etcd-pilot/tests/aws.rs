@@ -46,6 +46,21 @@ async fn aws_cluster(subnet: u8, port: u16) -> Option<(Cluster, Moto, std::path:
     Some((cluster, moto, etcd))
 }
 
+/// Starts a pilot for every running instance of the group in `REGION`; waits until settled.
+async fn start_group(
+    cluster: &mut Cluster,
+    moto: &Moto,
+    config: &str,
+) -> (Vec<(String, String)>, AwsNodes) {
+    let instances = moto.instances(REGION).await;
+    let mut nodes = AwsNodes::new();
+    for (id, ip) in &instances {
+        nodes.add(cluster, id, ip, REGION, config);
+    }
+    cluster.wait_settled().await;
+    (instances, nodes)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_forms_a_cluster_publishes_its_records_and_hands_terminations_over() {
     let Some((mut cluster, moto, etcd)) = aws_cluster(51, 21510).await else {
@@ -64,13 +79,8 @@ async fn a_group_forms_a_cluster_publishes_its_records_and_hands_terminations_ov
             timers("10m")
         ),
     );
-    let instances = moto.instances(REGION).await;
+    let (instances, mut nodes) = start_group(&mut cluster, &moto, &config).await;
     assert_eq!(instances.len(), 3, "{instances:?}");
-    let mut nodes = AwsNodes::new();
-    for (id, ip) in &instances {
-        nodes.add(&mut cluster, id, ip, REGION, &config);
-    }
-    cluster.wait_settled().await;
     // Each pilot took its identity from its own metadata.
     for (i, (id, _)) in instances.iter().enumerate() {
         let status = cluster.pilot_status(i).await.unwrap();
@@ -288,12 +298,7 @@ async fn a_discovery_outage_changes_nothing_and_says_discovery_is_stale() {
     };
     moto.group(REGION, 52, 3).await;
     let config = pilot_config(&etcd, REGION, &timers("2s"));
-    let instances = moto.instances(REGION).await;
-    let mut nodes = AwsNodes::new();
-    for (id, ip) in &instances {
-        nodes.add(&mut cluster, id, ip, REGION, &config);
-    }
-    cluster.wait_settled().await;
+    let (_instances, _nodes) = start_group(&mut cluster, &moto, &config).await;
 
     // moto down for longer than remove_after: every pilot says its view is stale, and no
     // member is removed.
@@ -351,12 +356,7 @@ async fn the_group_scales_out_to_five_and_back_to_three() {
     };
     moto.group(REGION, 53, 3).await;
     let config = pilot_config(&etcd, REGION, &timers("2s"));
-    let first = moto.instances(REGION).await;
-    let mut nodes = AwsNodes::new();
-    for (id, ip) in &first {
-        nodes.add(&mut cluster, id, ip, REGION, &config);
-    }
-    cluster.wait_settled().await;
+    let (first, mut nodes) = start_group(&mut cluster, &moto, &config).await;
     moto.set_desired(REGION, 5).await;
     let five = moto.instances(REGION).await;
     assert_eq!(five.len(), 5, "{five:?}");

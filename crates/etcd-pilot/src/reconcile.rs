@@ -74,18 +74,6 @@ pub(crate) struct Reconciler {
     dns: Option<Records>,
 }
 
-/// An error and its sources, as `{:#}` prints an `anyhow::Error`.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(next) = source {
-        text.push_str(": ");
-        text.push_str(&next.to_string());
-        source = next.source();
-    }
-    text
-}
-
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
@@ -193,7 +181,9 @@ impl Reconciler {
         let now = Instant::now();
         let discovery = match &peers {
             Ok(peers) => plan::Discovery::Listed(peers.clone()),
-            Err(err) => plan::Discovery::Failed { error: chain(err) },
+            Err(err) => plan::Discovery::Failed {
+                error: crate::error_chain(err),
+            },
         };
         let mut members = Vec::new();
         for (member, probe) in list.members.iter().zip(&probes) {
@@ -478,7 +468,7 @@ impl Reconciler {
             }
             Err(err) => {
                 // Expected now and then (a learner not caught up yet); the plan is retried.
-                let why = chain(err);
+                let why = crate::error_chain(err);
                 tracing::info!(kind = action.kind(), %member, "membership change failed, will re-plan: {why}");
                 why
             }

@@ -79,8 +79,8 @@ fn the_template_writes_a_valid_pilot_config() {
             .arg(&path)
             .args([
                 "--name=i-0123456789abcdef0",
-                "--etcd-peer-url=http://10.0.1.5:2380",
-                "--etcd-client-url=http://10.0.1.5:2379",
+                "--etcd-peer-url=http://127.0.64.5:2380",
+                "--etcd-client-url=http://127.0.64.5:2379",
                 "--discovery-aws-regions=eu-west-1",
                 "--etcd-bin",
             ])

@@ -137,7 +137,7 @@ impl Consumer {
             .send()
             .await
             .map(|out| out.messages().to_vec())
-            .map_err(|err| aws::describe(&err))
+            .map_err(|err| crate::error_chain(&err))
     }
 
     async fn take(
@@ -251,7 +251,7 @@ impl Consumer {
                         }
                         Err(err) => self.error(format!(
                             "heartbeat for {id} failed: {}",
-                            aws::describe(&err)
+                            crate::error_chain(&err)
                         )),
                     }
                     let visibility =
@@ -268,7 +268,7 @@ impl Consumer {
                         {
                             tracing::debug!(
                                 "cannot extend the message's visibility: {}",
-                                aws::describe(&err)
+                                crate::error_chain(&err)
                             );
                         }
                     }
@@ -293,13 +293,13 @@ impl Consumer {
                         }
                         // The group no longer waits (completed before, or timed out).
                         Err(err) if err.code() == Some("ValidationError") => {
-                            tracing::info!(instance = %id, "the group no longer waits on this termination: {}", aws::describe(&err));
+                            tracing::info!(instance = %id, "the group no longer waits on this termination: {}", crate::error_chain(&err));
                             true
                         }
                         Err(err) => {
                             self.error(format!(
                                 "completing the termination of {id} failed, will retry: {}",
-                                aws::describe(&err)
+                                crate::error_chain(&err)
                             ));
                             false
                         }
@@ -354,7 +354,10 @@ impl Consumer {
             .await
         {
             // It comes back after its visibility timeout and is handled again (idempotent).
-            tracing::warn!("cannot delete a lifecycle message: {}", aws::describe(&err));
+            tracing::warn!(
+                "cannot delete a lifecycle message: {}",
+                crate::error_chain(&err)
+            );
         }
     }
 

@@ -47,20 +47,6 @@ pub(crate) async fn sdk_config(region: &str, timeout: Duration) -> SdkConfig {
     sdk
 }
 
-/// An SDK error with its causes, for logs and status: "service error: ValidationError: ...".
-pub(crate) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(next) = source {
-        let text = next.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = next.source();
-    }
-    parts.join(": ")
-}
-
 /// The keys the instance metadata can fill in for the `aws` provider.
 const FOUND_KEYS: [&str; 4] = [
     "name",
@@ -108,7 +94,7 @@ pub(crate) async fn find_identity(sources: &mut Sources) -> Result<(), config::E
                     key: keys,
                     problem: format!(
                         "unset, and the instance metadata does not answer {path}: {}",
-                        describe(&err)
+                        crate::error_chain(&err)
                     ),
                     fix: "run on an EC2 instance that allows IMDSv2 (hop limit 2 inside a \
                           container), or set name, etcd.peer_url, etcd.client_url and \

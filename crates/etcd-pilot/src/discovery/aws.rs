@@ -67,7 +67,7 @@ impl AutoscalingGroups {
     ) -> Result<(Vec<String>, BTreeMap<String, String>)> {
         let failed = |what: &str, err: &(dyn std::error::Error + 'static)| Error::Aws {
             region: clients.region.clone(),
-            message: format!("{what}: {}", aws::describe(err)),
+            message: format!("{what}: {}", crate::error_chain(err)),
         };
         let mut ids = Vec::new();
         let mut found = Vec::new();

@@ -93,12 +93,7 @@ impl Discovery for Provider {
                     d.last_success = Some(now.clone());
                 }
                 Err(err) => {
-                    let mut message = err.to_string();
-                    let mut source = std::error::Error::source(err);
-                    while let Some(next) = source {
-                        message.push_str(&format!(": {next}"));
-                        source = next.source();
-                    }
+                    let message = crate::error_chain(err);
                     if d.error.as_ref() != Some(&message) {
                         tracing::warn!("discovery failed, keeping the previous view: {message}");
                     }

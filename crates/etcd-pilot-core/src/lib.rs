@@ -1,7 +1,8 @@
 //! The decisions of etcd-pilot, as pure functions.
 //!
 //! This crate owns every choice the pilot makes about the cluster: how a node starts
-//! (restart, join, bootstrap, quarantine, wait) and how the etcd child is restarted.
+//! (restart, join, bootstrap, quarantine, wait), how the etcd child is restarted, and whether a
+//! crash means its data is unusable or only that etcd cannot run (`crash`).
 //! It also decides the coordinator's membership changes (`plan`), which backups retention
 //! lets go (`retention`), which backup to restore or verify and when one is due (`backup`), which DNS
 //! records to publish (`dns`), and what an autoscaling lifecycle message asks (`lifecycle`).
@@ -11,6 +12,7 @@
 //! `etcd-pilot` crate.
 
 pub mod backup;
+pub mod crash;
 pub mod dns;
 pub mod lifecycle;
 pub mod model;

@@ -50,8 +50,12 @@ pub struct ObservedMember {
     /// Its own pilot says its data is unusable (etcd cannot run on it).
     pub data_unusable: bool,
     /// Its instance is terminating (a lifecycle hook said so): remove it as soon as the
-    /// quorum allows, without waiting `remove_after`, listed or not.
+    /// quorum and the full-strength rule allow, without waiting `remove_after`, listed or not.
     pub terminating: bool,
+    /// What is known to be wrong with it, for the plan's reason: it answers as another
+    /// cluster or member, or its pilot cannot run etcd (a crash loop that is not the data's
+    /// fault). Such a member is never healthy; this never makes it a removal candidate.
+    pub problem: Option<String>,
 }
 
 /// The knobs of [`plan`].
@@ -274,18 +278,29 @@ pub fn plan(observed: &Observed, policy: &Policy) -> Plan {
         .filter(|m| m.data_unusable && staying(m))
         .collect();
     if unlisted.is_empty() && unusable.is_empty() && terminating.is_empty() {
-        return Plan::Converged;
+        return degraded(members).map_or(Plan::Converged, |reason| Plan::Wait { reason });
     }
     // The guard is for discovery's answers; a terminating instance was named one by one.
-    if !unlisted.is_empty() && listed * 2 < members.len() - terminating.len() {
+    // Half or more of the members gone at once looks like a discovery fault, not a fleet
+    // change: remove nothing.
+    if !unlisted.is_empty() && listed * 2 <= members.len() - terminating.len() {
         return Plan::Wait {
             reason: format!(
-                "discovery lists only {listed} of the {} members; a sudden drop below half \
-                 looks like a discovery fault, so nothing is removed (mass-removal guard)",
+                "discovery lists only {listed} of the {} members; a sudden drop to half or \
+                 fewer looks like a discovery fault, so nothing is removed (mass-removal guard)",
                 members.len()
             ),
         };
     }
+    // The size the cluster should have: the listed peers that are staying.
+    let desired = peers
+        .iter()
+        .filter(|peer| {
+            !members
+                .iter()
+                .any(|m| m.terminating && m.member.name.as_ref() == Some(&peer.name))
+        })
+        .count();
 
     // Terminating instances first (the group waits on them), then unusable data (its member
     // cannot serve anyway), then dead unlisted members, then healthy unlisted ones
@@ -319,7 +334,7 @@ pub fn plan(observed: &Observed, policy: &Policy) -> Plan {
                 continue;
             }
         }
-        if let Some(reason) = removal_blocked(members, target) {
+        if let Some(reason) = removal_blocked(members, target, desired) {
             blocked.push(reason);
             continue;
         }
@@ -408,8 +423,22 @@ fn promotion_ready(
     })
 }
 
-/// Why removing `target` would risk the quorum, if it would.
-fn removal_blocked(members: &[ObservedMember], target: &ObservedMember) -> Option<String> {
+/// Why removing `target` would risk the quorum or shrink the cluster, if it would.
+///
+/// Two rules, both needed:
+/// - quorum: the remaining voters keep a healthy quorum;
+/// - full strength: a healthy member is removed only when every other voter is healthy (a
+///   learner would have stopped the plan earlier), and no removal leaves fewer voters than
+///   one less than the `desired` size (the peers discovery lists that are staying). A member
+///   that is already dead may go while others are down too: removing it cannot lower
+///   availability. Together they make every removal one step away from full strength, so a
+///   fault that repeats member after member (a bad config rolled out one node at a time)
+///   costs at most one member, never the cluster.
+fn removal_blocked(
+    members: &[ObservedMember],
+    target: &ObservedMember,
+    desired: usize,
+) -> Option<String> {
     if target.member.is_learner {
         return None;
     }
@@ -425,13 +454,69 @@ fn removal_blocked(members: &[ObservedMember], target: &ObservedMember) -> Optio
         .filter(|m| m.health == Health::Healthy)
         .count();
     let needed = quorum(voters_after.len());
-    (healthy_after < needed).then(|| {
-        format!(
+    if healthy_after < needed {
+        return Some(format!(
             "removing {} would leave {healthy_after} of {} voters healthy, below a quorum of {needed}",
+            describe(target),
+            voters_after.len()
+        ));
+    }
+    if target.health == Health::Healthy
+        && let Some(down) = voters_after.iter().find(|m| m.health != Health::Healthy)
+    {
+        return Some(format!(
+            "{} is healthy and is removed only at full strength; {} is not healthy (full-strength rule)",
+            describe(target),
+            describe(down)
+        ));
+    }
+    let floor = desired.saturating_sub(1);
+    (voters_after.len() < floor).then(|| {
+        format!(
+            "removing {} would leave {} voters, below {floor} (one less than the {desired} \
+             listed): the cluster must be back at full strength first (full-strength rule)",
             describe(target),
             voters_after.len()
         )
     })
+}
+
+/// What keeps a cluster whose membership matches discovery from full strength, if anything:
+/// each member that is not a healthy voter, and how many more failures the cluster survives.
+fn degraded(members: &[ObservedMember]) -> Option<String> {
+    let down: Vec<String> = members
+        .iter()
+        .filter(|m| m.health != Health::Healthy || m.problem.is_some())
+        .map(|m| {
+            let what = match (&m.problem, m.health) {
+                (Some(problem), _) => problem.clone(),
+                (None, Health::Unhealthy) => "answers but is not healthy".to_owned(),
+                (None, _) if !m.member.is_started() => "has not started".to_owned(),
+                (None, _) => "does not answer".to_owned(),
+            };
+            format!("{} {what}", describe(m))
+        })
+        .collect();
+    if down.is_empty() {
+        return None;
+    }
+    let voters = members.iter().filter(|m| !m.member.is_learner).count();
+    let healthy = members
+        .iter()
+        .filter(|m| !m.member.is_learner && m.health == Health::Healthy && m.problem.is_none())
+        .count();
+    let tolerance = if healthy >= quorum(voters) {
+        format!(
+            "the cluster survives {} more failure(s)",
+            healthy - quorum(voters)
+        )
+    } else {
+        format!("the cluster has lost its quorum ({healthy} of {voters} voters healthy)")
+    };
+    Some(format!(
+        "membership matches discovery, but not at full strength: {}; {tolerance}",
+        down.join("; ")
+    ))
 }
 
 #[cfg(test)]

@@ -67,9 +67,17 @@ pub struct RestoreSource {
 /// The contents of the local data directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LocalData {
-    /// No etcd data.
+    /// No etcd data: no `member/` folder.
     Empty,
-    /// etcd data, with the identity marker found beside it (`None`: the marker is missing).
+    /// A `member/` folder etcd cannot have finished creating: its WAL folder holds no WAL
+    /// file. etcd writes `member/snap/db` before its first WAL, so a crash in between leaves
+    /// this; and etcd started on it without a WAL bootstraps as if the disk were empty.
+    Unusable {
+        /// What was found, for the quarantine folder.
+        reason: String,
+    },
+    /// etcd data (a WAL file exists), with the identity marker found beside it (`None`: the
+    /// marker is missing).
     Data {
         /// The identity marker.
         identity: Option<Identity>,
@@ -150,8 +158,14 @@ pub struct ObservedMember {
 /// What a starting node does next.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Start etcd on the existing data.
-    Restart,
+    /// Start etcd on the existing data, always with `--initial-cluster-state=existing` and
+    /// this `--initial-cluster`: etcd ignores both when its WAL exists, and if the WAL were
+    /// gone by the time it starts, they make it fail instead of bootstrapping a cluster of
+    /// its own.
+    Restart {
+        /// The members the live list (or, without one, discovery) and the marker know.
+        initial_cluster: String,
+    },
     /// Move the data aside (never delete it), then decide again as an empty node.
     Quarantine {
         /// Why the data is not ours to use, for the log and the quarantine folder's name.
@@ -206,8 +220,14 @@ pub enum JoinStep {
 
 /// Decides how this node starts. Pure; see the module docs.
 pub fn decide(observed: &Observed, cluster_name: &str) -> Decision {
-    if let LocalData::Data { identity } = &observed.local {
-        return decide_with_data(observed, identity.as_ref());
+    match &observed.local {
+        LocalData::Data { identity } => return decide_with_data(observed, identity.as_ref()),
+        LocalData::Unusable { reason } => {
+            return Decision::Quarantine {
+                reason: reason.clone(),
+            };
+        }
+        LocalData::Empty => {}
     }
     if !observed.expected.iter().any(|p| p.name == observed.me.name) {
         return Decision::Wait {
@@ -228,7 +248,7 @@ fn decide_with_data(observed: &Observed, identity: Option<&Identity>) -> Decisio
         // Data without a marker: written by an etcd we did not start, or by a crash between
         // etcd's first write and the marker's. Starting etcd on it is safe (etcd refuses data
         // of another cluster itself); the executor records the identity once etcd answers.
-        return Decision::Restart;
+        return restart(observed);
     };
     if identity.name != observed.me.name {
         return Decision::Quarantine {
@@ -240,7 +260,7 @@ fn decide_with_data(observed: &Observed, identity: Option<&Identity>) -> Decisio
     }
     let ClusterView::Reachable(live) = &observed.cluster else {
         // Nobody answers: our data may be part of the quorum the cluster needs. Use it.
-        return Decision::Restart;
+        return restart(observed);
     };
     if let Some(cluster_id) = identity.cluster_id
         && cluster_id != live.cluster_id
@@ -273,7 +293,36 @@ fn decide_with_data(observed: &Observed, identity: Option<&Identity>) -> Decisio
             ),
         };
     }
-    Decision::Restart
+    restart(observed)
+}
+
+/// A restart on our data, with the members the live cluster (else discovery) lists and this
+/// node, so that etcd could only ever join them, never bootstrap alone.
+fn restart(observed: &Observed) -> Decision {
+    let me = &observed.me;
+    let mut pairs: Vec<(&MemberName, &str)> = vec![(&me.name, me.peer_url.as_str())];
+    match &observed.cluster {
+        ClusterView::Reachable(live) => {
+            for m in &live.members {
+                // A member under our name or peer URL is us: our pair stands for it.
+                let ours = m.member.name.as_ref() == Some(&me.name)
+                    || m.member.peer_urls.contains(&me.peer_url);
+                if let (false, Some(name)) = (ours, &m.member.name) {
+                    pairs.extend(m.member.peer_urls.iter().map(|url| (name, url.as_str())));
+                }
+            }
+        }
+        ClusterView::Unreachable => {
+            for peer in observed.expected.iter().filter(|p| p.name != me.name) {
+                pairs.push((&peer.name, peer.peer_url.as_str()));
+            }
+        }
+    }
+    pairs.sort_unstable();
+    pairs.dedup();
+    Decision::Restart {
+        initial_cluster: initial_cluster(pairs),
+    }
 }
 
 fn decide_join(me: &Peer, expected: &[Peer], live: &LiveCluster) -> Decision {

@@ -11,9 +11,11 @@ use crate::etcd::{self, ClientOptions};
 pub(crate) struct MemberRow {
     pub(crate) name: String,
     pub(crate) id: String,
-    /// leader, follower, learner, or unstarted.
+    /// leader, follower, learner, unstarted, or not-a-member (an endpoint that answers as
+    /// another cluster).
     pub(crate) role: String,
-    /// healthy, unhealthy, or unknown (no answer).
+    /// healthy, unhealthy, unknown (no answer), or foreign (answers as another member or
+    /// cluster).
     pub(crate) health: String,
     pub(crate) raft_index: Option<u64>,
     pub(crate) revision: Option<i64>,
@@ -44,7 +46,19 @@ pub(crate) struct PlanView {
 pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
     let options = options();
     let mut last_err = None;
-    for endpoint in endpoints {
+    // Read the records from members of the cluster most endpoints answer for, never from an
+    // etcd that answers as a cluster of its own.
+    let members = etcd::Pool::new(options.clone())
+        .agreed_member_list(endpoints)
+        .await
+        .map(|list| {
+            list.members
+                .iter()
+                .filter_map(|m| m.client_urls.first().cloned())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    for endpoint in &members {
         let result = async {
             let client = crate::etcd::Etcd::connect_one(endpoint, &options).await?;
             let coordinator = client.get(crate::reconcile::COORDINATOR_KEY).await?;
@@ -145,14 +159,22 @@ pub(crate) fn plan_text(view: &PlanView) -> String {
 pub(crate) async fn collect(endpoints: &[String]) -> anyhow::Result<Vec<MemberRow>> {
     let options = options();
     let pool = etcd::Pool::new(options);
-    let list = pool.first_member_list(endpoints).await.with_context(|| {
+    let list = pool.agreed_member_list(endpoints).await.with_context(|| {
         format!(
             "no member answered at {}; is the cluster running?",
             endpoints.join(",")
         )
     })?;
-    let probes = pool.probe_members(&list.members).await;
+    let probes = pool.probe_members(&list).await;
     let leader = probes.iter().flatten().find_map(|status| status.leader);
+    // Endpoints that answer as another cluster: shown as such, never as the cluster.
+    let members_urls: Vec<&String> = list.members.iter().flat_map(|m| &m.client_urls).collect();
+    let foreign: Vec<(String, etcd_pilot_core::ClusterId)> = pool
+        .cluster_ids(endpoints)
+        .await
+        .into_iter()
+        .filter(|(endpoint, id)| *id != list.cluster_id && !members_urls.contains(&endpoint))
+        .collect();
     let mut rows: Vec<MemberRow> = list
         .members
         .iter()
@@ -173,6 +195,9 @@ pub(crate) async fn collect(endpoints: &[String]) -> anyhow::Result<Vec<MemberRo
                     Some(status),
                     None,
                 ),
+                Err(err @ etcd::Error::WrongIdentity { .. }) => {
+                    ("foreign".to_owned(), None, Some(err.to_string()))
+                }
                 Err(err) => (
                     "unknown".to_owned(),
                     None,
@@ -197,6 +222,21 @@ pub(crate) async fn collect(endpoints: &[String]) -> anyhow::Result<Vec<MemberRo
         })
         .collect();
     rows.sort_by(|a, b| a.name.cmp(&b.name));
+    rows.extend(foreign.into_iter().map(|(endpoint, cluster_id)| MemberRow {
+        name: "-".to_owned(),
+        id: "-".to_owned(),
+        role: "not-a-member".to_owned(),
+        health: "foreign".to_owned(),
+        raft_index: None,
+        revision: None,
+        db_size: None,
+        version: None,
+        error: Some(format!(
+            "{endpoint} answers as cluster {cluster_id}, not as the cluster's {}",
+            list.cluster_id
+        )),
+        client_url: Some(endpoint),
+    }));
     Ok(rows)
 }
 

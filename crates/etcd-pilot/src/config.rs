@@ -133,6 +133,10 @@ pub(crate) const KEYS: &[Key] = &[
         "how long etcd may take to stop before SIGKILL",
     ),
     key(
+        "timers.liveness_timeout",
+        "an etcd that answered once and then stays silent this long is restarted (never removed)",
+    ),
+    key(
         "timers.restart_initial_backoff",
         "delay before the first restart of a crashed etcd",
     ),
@@ -464,6 +468,7 @@ struct RawTimers {
     pilot_call_timeout: Option<String>,
     observe_interval: Option<String>,
     stop_grace: Option<String>,
+    liveness_timeout: Option<String>,
     restart_initial_backoff: Option<String>,
     restart_max_backoff: Option<String>,
     restart_stable_after: Option<String>,
@@ -505,6 +510,7 @@ impl RawConfig {
             "timers.pilot_call_timeout" => &mut self.timers.pilot_call_timeout,
             "timers.observe_interval" => &mut self.timers.observe_interval,
             "timers.stop_grace" => &mut self.timers.stop_grace,
+            "timers.liveness_timeout" => &mut self.timers.liveness_timeout,
             "timers.restart_initial_backoff" => &mut self.timers.restart_initial_backoff,
             "timers.restart_max_backoff" => &mut self.timers.restart_max_backoff,
             "timers.restart_stable_after" => &mut self.timers.restart_stable_after,
@@ -586,6 +592,9 @@ pub(crate) struct Timers {
     pub(crate) pilot_call_timeout: Duration,
     pub(crate) observe_interval: Duration,
     pub(crate) stop_grace: Duration,
+    /// An etcd process that answered once in this run and then stays silent this long is
+    /// restarted by its pilot.
+    pub(crate) liveness_timeout: Duration,
     pub(crate) restart_initial_backoff: Duration,
     pub(crate) restart_max_backoff: Duration,
     pub(crate) restart_stable_after: Duration,
@@ -900,6 +909,12 @@ fn validate(raw: RawConfig) -> Result<Config, Error> {
             &raw.timers.stop_grace,
             "timers.stop_grace",
             "10s",
+            &mut values,
+        )?,
+        liveness_timeout: duration(
+            &raw.timers.liveness_timeout,
+            "timers.liveness_timeout",
+            "30s",
             &mut values,
         )?,
         restart_initial_backoff: duration(

@@ -65,14 +65,48 @@ impl DataDir {
         self.root.join("cluster-formed.json")
     }
 
-    /// What the data dir holds. Data is etcd's `member/` folder with a WAL or snapshot in it.
+    /// What the data dir holds. Data counts only when etcd's `member/wal/` holds a WAL file:
+    /// etcd creates `member/snap/db` before its first WAL (and renames a finished WAL folder
+    /// into place), so a `member/` without one is the remains of a start that never finished,
+    /// and etcd started on it would bootstrap a cluster of its own. Such a folder is
+    /// [`LocalData::Unusable`]. A read error (EACCES, EIO) is an error, never "empty".
     pub(crate) fn local_data(&self) -> anyhow::Result<LocalData> {
         let member = self.etcd_dir().join("member");
-        let has_data = ["wal", "snap"].iter().any(|sub| {
-            std::fs::read_dir(member.join(sub)).is_ok_and(|mut entries| entries.next().is_some())
+        // Fault test: the disk answers EIO (what chmod 000 does to a pilot that is not root).
+        fail::fail_point!("local-data-eio", |_| {
+            Err(std::io::Error::from_raw_os_error(5))
+                .with_context(|| format!("read {}", member.display()))
         });
-        if !has_data {
-            return Ok(LocalData::Empty);
+        match std::fs::symlink_metadata(&member) {
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(LocalData::Empty),
+            Err(err) => return Err(err).with_context(|| format!("read {}", member.display())),
+        }
+        let wal = member.join("wal");
+        let has_wal = match std::fs::read_dir(&wal) {
+            Ok(entries) => {
+                let mut found = false;
+                for entry in entries {
+                    let entry = entry.with_context(|| format!("read {}", wal.display()))?;
+                    if entry.file_name().to_string_lossy().ends_with(".wal") {
+                        found = true;
+                        break;
+                    }
+                }
+                found
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => false,
+            Err(err) => return Err(err).with_context(|| format!("read {}", wal.display())),
+        };
+        if !has_wal {
+            return Ok(LocalData::Unusable {
+                reason: format!(
+                    "{} holds no WAL file: etcd never finished creating this member (a crash \
+                     between its first write and its first WAL), and etcd would bootstrap a \
+                     cluster of its own on it",
+                    member.display()
+                ),
+            });
         }
         Ok(LocalData::Data {
             identity: self.identity()?,
@@ -101,8 +135,11 @@ impl DataDir {
         write_atomic(&self.identity_path(), &serde_json::to_vec_pretty(identity)?)
     }
 
-    pub(crate) fn formed(&self) -> bool {
-        self.formed_path().exists()
+    /// Whether the formed marker exists. A read error is an error, never "never formed".
+    pub(crate) fn formed(&self) -> anyhow::Result<bool> {
+        let path = self.formed_path();
+        path.try_exists()
+            .with_context(|| format!("read {}", path.display()))
     }
 
     pub(crate) fn mark_formed(&self, cluster_id: ClusterId, now: SystemTime) -> anyhow::Result<()> {
@@ -234,7 +271,7 @@ mod tests {
             .quarantine("from another cluster", SystemTime::UNIX_EPOCH)
             .unwrap();
         assert_eq!(data.local_data().unwrap(), LocalData::Empty);
-        assert!(data.formed());
+        assert!(data.formed().unwrap());
         assert!(folder.join("etcd/member/wal/0.wal").exists());
         assert!(folder.join("identity.json").exists());
         assert_eq!(
@@ -243,5 +280,51 @@ mod tests {
         );
         let second = data.quarantine("again", SystemTime::UNIX_EPOCH).unwrap();
         assert_ne!(folder, second);
+    }
+
+    #[test]
+    fn a_member_folder_without_a_wal_file_is_unusable_not_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        data.create().unwrap();
+        // What a crash leaves between etcd's first write (snap/db) and its first WAL.
+        std::fs::create_dir_all(data.etcd_dir().join("member/snap")).unwrap();
+        std::fs::write(data.etcd_dir().join("member/snap/db"), b"db").unwrap();
+        assert!(matches!(
+            data.local_data().unwrap(),
+            LocalData::Unusable { reason } if reason.contains("holds no WAL file")
+        ));
+        // A WAL folder with only etcd's temporary or foreign files is no better.
+        std::fs::create_dir_all(data.etcd_dir().join("member/wal")).unwrap();
+        std::fs::write(data.etcd_dir().join("member/wal/0.tmp"), b"x").unwrap();
+        assert!(matches!(
+            data.local_data().unwrap(),
+            LocalData::Unusable { .. }
+        ));
+        std::fs::write(
+            data.etcd_dir()
+                .join("member/wal/0000000000000000-0000000000000000.wal"),
+            b"x",
+        )
+        .unwrap();
+        assert_eq!(
+            data.local_data().unwrap(),
+            LocalData::Data { identity: None }
+        );
+    }
+
+    #[test]
+    fn a_data_dir_that_cannot_be_read_is_an_error_not_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        data.create().unwrap();
+        // `member` as a file: reading `member/wal` fails with ENOTDIR, as EACCES or EIO would.
+        std::fs::create_dir_all(data.etcd_dir()).unwrap();
+        std::fs::write(data.etcd_dir().join("member"), b"").unwrap();
+        let err = data.local_data().unwrap_err();
+        assert!(format!("{err:#}").contains("member/wal"), "{err:#}");
+        // The formed marker's folder unreadable in the same way.
+        let marker_dir = DataDir::new(&data.etcd_dir().join("member"));
+        assert!(marker_dir.formed().is_err());
     }
 }

@@ -34,6 +34,19 @@ pub(crate) enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The endpoint answered, but as another member or another cluster than the member list
+    /// it was asked for says: an etcd that bootstrapped a cluster of its own, or a URL that now
+    /// belongs to someone else. Never healthy; shown as such.
+    #[error(
+        "{endpoint} answers as member {member_id} of cluster {cluster_id}, not as member {expected_member} of cluster {expected_cluster}"
+    )]
+    WrongIdentity {
+        endpoint: String,
+        cluster_id: ClusterId,
+        member_id: MemberId,
+        expected_cluster: ClusterId,
+        expected_member: MemberId,
+    },
     /// etcd answered with something we cannot use (such as a response without a header).
     #[error("{op}: unexpected answer: {what}")]
     Unexpected {
@@ -491,8 +504,14 @@ impl Pool {
             .await
     }
 
-    /// The member list through the first of `endpoints` that answers; `None` if none does.
-    pub(crate) async fn first_member_list(&self, endpoints: &[String]) -> Option<MemberList> {
+    /// The member list of the cluster most of `endpoints` answer for; `None` if none answers.
+    ///
+    /// Every endpoint is asked (concurrently, each call under the timeout), not just the
+    /// first to answer: an etcd that bootstrapped a one-member cluster of its own answers as
+    /// fast as a real member, and taking its list for the cluster's would make a starting
+    /// node quarantine good data, or `status` present the wrong cluster. The cluster reported
+    /// by the most endpoints wins; a tie goes to the larger member list.
+    pub(crate) async fn agreed_member_list(&self, endpoints: &[String]) -> Option<MemberList> {
         let mut set = tokio::task::JoinSet::new();
         for endpoint in endpoints {
             let (pool, endpoint) = (self.clone(), endpoint.clone());
@@ -504,13 +523,33 @@ impl Pool {
                 .await
             });
         }
-        while let Some(result) = set.join_next().await {
-            if let Ok(Ok(list)) = result {
-                set.abort_all();
-                return Some(list);
-            }
+        let lists: Vec<MemberList> = set
+            .join_all()
+            .await
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect();
+        let votes = |id: ClusterId| lists.iter().filter(|l| l.cluster_id == id).count();
+        lists
+            .iter()
+            .max_by_key(|list| (votes(list.cluster_id), list.members.len()))
+            .cloned()
+    }
+
+    /// The cluster id each of `endpoints` that answers reports, with the endpoint.
+    pub(crate) async fn cluster_ids(&self, endpoints: &[String]) -> Vec<(String, ClusterId)> {
+        let mut set = tokio::task::JoinSet::new();
+        for endpoint in endpoints {
+            let (pool, endpoint) = (self.clone(), endpoint.clone());
+            set.spawn(async move {
+                let status = pool.status(&endpoint).await.ok()?;
+                Some((endpoint, status.cluster_id))
+            });
         }
-        None
+        let mut answers: Vec<(String, ClusterId)> =
+            set.join_all().await.into_iter().flatten().collect();
+        answers.sort();
+        answers
     }
 
     /// The member list as the leader reports it, with every member's status (in list order).
@@ -523,8 +562,8 @@ impl Pool {
         &self,
         endpoints: &[String],
     ) -> Option<(MemberList, Vec<Result<EndpointStatus>>)> {
-        let first = self.first_member_list(endpoints).await?;
-        let probes = self.probe_members(&first.members).await;
+        let first = self.agreed_member_list(endpoints).await?;
+        let probes = self.probe_members(&first).await;
         let leader = probes.iter().flatten().find_map(|s| s.leader)?;
         let url = first
             .members
@@ -545,19 +584,36 @@ impl Pool {
         let probes = if same {
             probes
         } else {
-            self.probe_members(&list.members).await
+            self.probe_members(&list).await
         };
         Some((list, probes))
     }
 
-    /// Probes every member that has a client URL, concurrently; results in member-list order.
-    pub(crate) async fn probe_members(&self, members: &[Member]) -> Vec<Result<EndpointStatus>> {
+    /// Probes every member of `list` that has a client URL, concurrently; results in
+    /// member-list order. A member that answers as another member or cluster than the list
+    /// says is [`Error::WrongIdentity`], never a status.
+    pub(crate) async fn probe_members(&self, list: &MemberList) -> Vec<Result<EndpointStatus>> {
         let mut set = tokio::task::JoinSet::new();
-        for (index, member) in members.iter().enumerate() {
+        for (index, member) in list.members.iter().enumerate() {
             let (pool, endpoint) = (self.clone(), member.client_urls.first().cloned());
+            let (expected_cluster, expected_member) = (list.cluster_id, member.id);
             set.spawn(async move {
                 let result = match endpoint {
-                    Some(endpoint) => pool.status(&endpoint).await,
+                    Some(endpoint) => match pool.status(&endpoint).await {
+                        Ok(status)
+                            if (status.cluster_id, status.member_id)
+                                != (expected_cluster, expected_member) =>
+                        {
+                            Err(Error::WrongIdentity {
+                                endpoint,
+                                cluster_id: status.cluster_id,
+                                member_id: status.member_id,
+                                expected_cluster,
+                                expected_member,
+                            })
+                        }
+                        other => other,
+                    },
                     None => Err(Error::Unexpected {
                         op: "status",
                         what: "the member has not started (no client URL)",

@@ -434,14 +434,14 @@ async fn wait_ready(
                 );
             }
         }
-        if let Some(list) = pool.first_member_list(endpoints).await {
+        if let Some(list) = pool.agreed_member_list(endpoints).await {
             let voters = list
                 .members
                 .iter()
                 .filter(|m| m.is_started() && !m.is_learner)
                 .count();
             if voters == members.len() {
-                let probes = pool.probe_members(&list.members).await;
+                let probes = pool.probe_members(&list).await;
                 if probes.iter().all(|p| {
                     p.as_ref()
                         .is_ok_and(|s| s.health() == etcd_pilot_core::Health::Healthy)

@@ -31,6 +31,10 @@ pub(crate) struct Metrics {
     pub(crate) registry: Arc<Registry>,
     pub(crate) etcd_restarts: Counter,
     pub(crate) etcd_up: Gauge,
+    /// etcd crashes by verdict: `unusable_data`, `cannot_run`, `unresponsive`.
+    pub(crate) etcd_crashes: Family<KindLabel, Counter>,
+    /// 1 while etcd cannot run for a reason that is not its data's fault (see `/v1/status`).
+    pub(crate) etcd_cannot_run: Gauge,
     /// 1 for the pilot's current state, 0 for the others.
     pub(crate) state: Family<StateLabel, Gauge>,
     /// Membership changes this pilot made as coordinator, by kind.
@@ -76,6 +80,18 @@ impl Metrics {
             "etcd_up",
             "1 when the local etcd answers its status API",
             etcd_up.clone(),
+        );
+        let etcd_crashes = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "etcd_crashes",
+            "etcd crashes by verdict: unusable_data (the member may be removed), cannot_run or unresponsive (never removed)",
+            etcd_crashes.clone(),
+        );
+        let etcd_cannot_run = Gauge::default();
+        registry.register(
+            "etcd_cannot_run",
+            "1 while etcd keeps failing for a reason that is not its data (bad flags, binary, port, disk full)",
+            etcd_cannot_run.clone(),
         );
         let state = Family::<StateLabel, Gauge>::default();
         registry.register(
@@ -153,6 +169,8 @@ impl Metrics {
             registry: Arc::new(registry),
             etcd_restarts,
             etcd_up,
+            etcd_crashes,
+            etcd_cannot_run,
             state,
             membership_changes,
             members,

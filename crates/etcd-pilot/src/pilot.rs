@@ -34,8 +34,10 @@ use crate::reconcile::{Outcome, Reconciler};
 use crate::state::{MemberState, Phase, PilotStatus};
 use crate::supervisor::{ChildStatus, EtcdCommand, Supervisor};
 
-/// etcd crashing this many times in a row, never running stably, makes the local data
-/// "unusable": the coordinator removes the member and the pilot rejoins from an empty disk.
+/// etcd crashing this many times in a row, never running stably, each time with etcd's own
+/// words for damaged data (`crash::classify`), makes the local data "unusable": the
+/// coordinator removes the member and the pilot rejoins from an empty disk. Any other crash
+/// loop is "cannot run": reported, never a reason to remove the member or touch its data.
 const UNUSABLE_AFTER_FAILURES: u32 = 5;
 
 /// The key in etcd that says the cluster has formed; written once by the first healthy pilot.
@@ -44,8 +46,9 @@ pub(crate) const FORMED_KEY: &str = "/etcd-pilot/cluster/formed";
 /// How etcd is started, from the start decision.
 #[derive(Clone, Debug)]
 enum StartMode {
-    /// On existing data: etcd ignores the `--initial-*` flags.
-    Restart,
+    /// On existing data (a WAL exists): etcd ignores the `--initial-*` flags, and should the
+    /// WAL be gone after all, `existing` with this member list makes it fail, never bootstrap.
+    Restart { initial_cluster: String },
     /// A new cluster.
     New {
         initial_cluster: String,
@@ -168,7 +171,7 @@ impl Pilot {
                 }
             });
         }
-        if !matches!(mode, StartMode::Restart) {
+        if !matches!(mode, StartMode::Restart { .. }) {
             // Claim the data dir before etcd writes into it, so a crash right after start
             // leaves data we recognise as ours.
             self.data.write_identity(&Identity {
@@ -179,6 +182,7 @@ impl Pilot {
         }
 
         let (child_tx, child_rx) = watch::channel(ChildStatus::NotStarted);
+        let (unresponsive_tx, unresponsive_rx) = tokio::sync::mpsc::channel(1);
         let supervisor = Supervisor {
             command: EtcdCommand {
                 bin: self.config.etcd.bin.clone(),
@@ -195,13 +199,16 @@ impl Pilot {
             stop_grace: self.config.timers.stop_grace,
             status: child_tx,
             metrics: self.metrics.clone(),
+            unresponsive: unresponsive_rx,
         };
         let supervisor_cancel = CancellationToken::new();
         let supervisor_task = tokio::spawn(supervisor.run(supervisor_cancel.clone()));
         self.set_phase(Phase::Running, "etcd started; waiting for it to answer");
 
-        let start_over =
-            self.watch_member(child_rx, reconciler, cancel).await == Outcome::StartOver;
+        let outcome = self
+            .watch_member(child_rx, &unresponsive_tx, reconciler, cancel)
+            .await;
+        let start_over = !matches!(outcome, Outcome::Continue);
 
         reconciler.resign().await;
         if start_over {
@@ -224,6 +231,11 @@ impl Pilot {
         supervisor_task.await.context("join supervisor")??;
         self.metrics.etcd_up.set(0);
         tracing::info!("etcd stopped");
+        if let Outcome::Quarantine { reason } = outcome {
+            // Once: the data goes aside, and the start decision sees an empty disk and joins.
+            let folder = self.data.quarantine(&reason, SystemTime::now())?;
+            tracing::warn!(folder = %folder.display(), "quarantined local data: {reason}");
+        }
         Ok(start_over)
     }
 
@@ -244,9 +256,9 @@ impl Pilot {
                 },
             };
             let retry_now = match decision {
-                Decision::Restart => {
-                    tracing::info!("restarting etcd on its data");
-                    return Ok(Some(StartMode::Restart));
+                Decision::Restart { initial_cluster } => {
+                    tracing::info!(%initial_cluster, "restarting etcd on its data");
+                    return Ok(Some(StartMode::Restart { initial_cluster }));
                 }
                 Decision::BootstrapNew {
                     initial_cluster,
@@ -398,7 +410,7 @@ impl Pilot {
             }
             Err(err) => return Err(err.into()),
         };
-        let formed_locally = self.data.formed();
+        let formed_locally = self.data.formed()?;
         // Answer our peers' questions with what we hold now, before asking them ours.
         self.publish_report(&local, formed_locally, &expected);
         let others: Vec<Peer> = expected
@@ -569,10 +581,10 @@ impl Pilot {
         let (list, probes, from_leader) = match self.pool.leader_member_list(&endpoints).await {
             Some((list, probes)) => (list, probes, true),
             None => {
-                let Some(list) = self.pool.first_member_list(&endpoints).await else {
+                let Some(list) = self.pool.agreed_member_list(&endpoints).await else {
                     return ClusterView::Unreachable;
                 };
-                let probes = self.pool.probe_members(&list.members).await;
+                let probes = self.pool.probe_members(&list).await;
                 (list, probes, false)
             }
         };
@@ -591,59 +603,51 @@ impl Pilot {
         })
     }
 
-    /// Watches the local member until `cancel` or its removal: publishes its status, records
-    /// its identity, marks the cluster formed, and runs a reconcile step each interval.
+    /// Watches the local member until `cancel` or its removal: publishes its status, checks
+    /// and records its identity, marks the cluster formed, restarts an etcd that stopped
+    /// answering (liveness), and runs a reconcile step each interval.
     async fn watch_member(
         &self,
         mut child: watch::Receiver<ChildStatus>,
+        unresponsive: &tokio::sync::mpsc::Sender<Duration>,
         reconciler: &mut Reconciler,
         cancel: &CancellationToken,
     ) -> Outcome {
         let local = url_string(&self.config.etcd.client_url);
         let mut formed_in_cluster = false;
         let mut child_open = true;
+        // Liveness: only an etcd that answered in this run is restarted for going silent (a
+        // member waiting for its quorum, or replaying a long WAL, answers nothing yet, and a
+        // restart would not help it).
+        let mut run_pid = None;
+        let mut answered_in_run = false;
+        let mut silent_since: Option<tokio::time::Instant> = None;
         loop {
             let child_status = child.borrow_and_update().clone();
-            let unusable = match &child_status {
-                ChildStatus::BackingOff {
-                    failures,
-                    last_exit,
-                } if *failures >= UNUSABLE_AFTER_FAILURES => Some(format!(
-                    "etcd exited {failures} times in a row without a stable run (last: {last_exit})"
-                )),
-                _ => None,
-            };
-            if unusable.is_some() && self.status.borrow().data_unusable.is_none() {
-                tracing::error!(
-                    "etcd cannot run on the local data; reporting it unusable so the coordinator \
-                     removes this member and it rejoins with an empty disk (the data is kept in quarantine)"
-                );
+            if let ChildStatus::Running { pid } = child_status
+                && run_pid != Some(pid)
+            {
+                run_pid = Some(pid);
+                answered_in_run = false;
+                silent_since = None;
             }
-            self.status.send_modify(|s| {
-                // Cleared only when etcd answers (publish_member), not by a brief run.
-                if unusable.is_some() {
-                    s.data_unusable = unusable.clone();
-                }
-                s.etcd_process = match &child_status {
-                    ChildStatus::NotStarted => "not_started".into(),
-                    ChildStatus::Running { pid } => format!("running (pid {pid})"),
-                    ChildStatus::BackingOff {
-                        failures,
-                        last_exit,
-                    } => {
-                        format!("backing_off (failures: {failures}, last exit: {last_exit})")
-                    }
-                    ChildStatus::Stopped => "stopped".into(),
-                };
-                s.etcd_restarts = self.metrics.etcd_restarts.get();
-            });
+            self.publish_child(&child_status);
             // The pool keeps one connection to the local member while it works, so an idle
             // pilot does not reconnect every interval.
             match self.pool.status(&local).await {
                 Ok(status) => {
                     self.metrics.etcd_up.set(1);
-                    if let Err(err) = self.record_identity(&status) {
-                        tracing::error!("cannot record the identity marker: {err:#}");
+                    answered_in_run = true;
+                    silent_since = None;
+                    match self.check_identity(&status).await {
+                        Ok(None) => {}
+                        Ok(Some(reason)) => {
+                            tracing::error!(
+                                "{reason}; stopping etcd, quarantining its data and joining afresh"
+                            );
+                            return Outcome::Quarantine { reason };
+                        }
+                        Err(err) => tracing::error!("cannot check the identity marker: {err:#}"),
                     }
                     let healthy = status.health() == Health::Healthy;
                     if healthy && !status.is_learner && !formed_in_cluster {
@@ -658,7 +662,24 @@ impl Pilot {
                 }
                 Err(err) => {
                     self.metrics.etcd_up.set(0);
-                    let message = format!("local etcd does not answer: {err:#}");
+                    let mut message = format!("local etcd does not answer: {err:#}");
+                    if answered_in_run && matches!(child_status, ChildStatus::Running { .. }) {
+                        let since = *silent_since.get_or_insert_with(tokio::time::Instant::now);
+                        let silent = since.elapsed();
+                        if silent >= self.config.timers.liveness_timeout {
+                            tracing::error!(silent_for = ?silent, "local etcd runs but has not answered for the liveness timeout; restarting it");
+                            if unresponsive.try_send(silent).is_ok() {
+                                answered_in_run = false;
+                                silent_since = None;
+                            }
+                        } else {
+                            message.push_str(&format!(
+                                " (silent for {}s; restarted after {}s)",
+                                silent.as_secs(),
+                                self.config.timers.liveness_timeout.as_secs()
+                            ));
+                        }
+                    }
                     self.status.send_modify(|s| {
                         s.member.healthy = false;
                         s.ready = false;
@@ -667,15 +688,20 @@ impl Pilot {
                     });
                 }
             }
-            let identity = self.data.identity().ok().flatten();
+            let identity = match self.data.identity() {
+                Ok(identity) => identity,
+                Err(err) => {
+                    tracing::error!("cannot read the identity marker: {err:#}");
+                    None
+                }
+            };
             // Not cancel-safe: a step may be executing a membership change, so it runs to
             // completion (every call in it has a timeout) before cancellation is looked at.
-            if reconciler
+            let outcome = reconciler
                 .step(identity.as_ref(), &local, &self.discovery)
-                .await
-                == Outcome::StartOver
-            {
-                return Outcome::StartOver;
+                .await;
+            if !matches!(outcome, Outcome::Continue) {
+                return outcome;
             }
             // While the report still says "bootstrapping", look again soon: peers that restart
             // with an empty disk must learn that the cluster has formed as early as possible.
@@ -695,6 +721,77 @@ impl Pilot {
                 () = cancel.cancelled() => return Outcome::Continue,
             }
         }
+    }
+
+    /// Publishes what the etcd child does, and the verdict on its crashes: unusable data only
+    /// after [`UNUSABLE_AFTER_FAILURES`] crashes in a row that etcd blamed on its data;
+    /// anything else is "cannot run".
+    fn publish_child(&self, child_status: &ChildStatus) {
+        let (unusable, cannot_run) = match child_status {
+            ChildStatus::BackingOff {
+                failures,
+                last_exit,
+                crash,
+            } => {
+                if crash.is_unusable_data() && *failures >= UNUSABLE_AFTER_FAILURES {
+                    (
+                        Some(format!(
+                            "etcd exited {failures} times in a row on damaged data (last: {last_exit}): {}",
+                            crash.reason()
+                        )),
+                        None,
+                    )
+                } else {
+                    (
+                        None,
+                        Some(format!(
+                            "{} ({failures} failed start(s) in a row, last exit: {last_exit})",
+                            crash.reason()
+                        )),
+                    )
+                }
+            }
+            _ => (None, None),
+        };
+        if unusable.is_some() && self.status.borrow().data_unusable.is_none() {
+            tracing::error!(
+                "etcd cannot run on the local data; reporting it unusable so the coordinator \
+                 removes this member and it rejoins with an empty disk (the data is kept in quarantine)"
+            );
+        }
+        if let Some(reason) = &cannot_run
+            && self.status.borrow().cannot_run.as_ref() != Some(reason)
+        {
+            tracing::error!(
+                "etcd cannot run: {reason}; backing off (the member and its data are left as they are)"
+            );
+        }
+        if cannot_run.is_some() {
+            self.metrics.etcd_cannot_run.set(1);
+        }
+        self.status.send_modify(|s| {
+            // Both are cleared only when etcd answers (publish_member), not by a brief run.
+            if unusable.is_some() {
+                s.data_unusable = unusable.clone();
+                s.cannot_run = None;
+            }
+            if cannot_run.is_some() {
+                s.cannot_run = cannot_run.clone();
+            }
+            s.etcd_process = match child_status {
+                ChildStatus::NotStarted => "not_started".into(),
+                ChildStatus::Running { pid } => format!("running (pid {pid})"),
+                ChildStatus::BackingOff {
+                    failures,
+                    last_exit,
+                    ..
+                } => {
+                    format!("backing_off (failures: {failures}, last exit: {last_exit})")
+                }
+                ChildStatus::Stopped => "stopped".into(),
+            };
+            s.etcd_restarts = self.metrics.etcd_restarts.get();
+        });
     }
 
     fn publish_member(&self, status: &EndpointStatus) {
@@ -730,40 +827,87 @@ impl Pilot {
             };
             s.ready = healthy && !status.is_learner;
             s.data_unusable = None;
+            s.cannot_run = None;
         });
+        self.metrics.etcd_cannot_run.set(0);
         self.metrics.set_state(Phase::Running.as_str());
     }
 
-    fn record_identity(&self, status: &EndpointStatus) -> anyhow::Result<()> {
+    /// Checks that the local etcd runs the data the marker describes, and records its
+    /// identity once it is confirmed. `Some(reason)`: the running etcd is not ours (it answers
+    /// as another cluster or member than the marker, or as a cluster no answering peer
+    /// shares): stop it, quarantine its data and join afresh.
+    ///
+    /// A cluster id is recorded only when another expected peer's etcd answers with the same
+    /// one (or discovery lists no other peer): an etcd that bootstrapped a cluster of its own
+    /// must never have its id written down as ours.
+    async fn check_identity(&self, status: &EndpointStatus) -> anyhow::Result<Option<String>> {
+        let current = self.data.identity()?;
+        if let Some(Identity {
+            cluster_id: Some(cluster_id),
+            member_id,
+            ..
+        }) = &current
+        {
+            if *cluster_id != status.cluster_id {
+                return Ok(Some(format!(
+                    "etcd answers as cluster {}, but its data's marker says cluster {cluster_id}: \
+                     it runs on data that is not the cluster's (it bootstrapped a cluster of its own)",
+                    status.cluster_id
+                )));
+            }
+            match member_id {
+                Some(member_id) if *member_id == status.member_id => return Ok(None),
+                Some(member_id) => {
+                    return Ok(Some(format!(
+                        "etcd answers as member {} of cluster {cluster_id}, but its data's marker \
+                         says member {member_id}",
+                        status.member_id
+                    )));
+                }
+                None => {}
+            }
+        }
+        // Pending or missing marker: confirm the cluster with the peers before recording it.
+        let others = match self.other_peers().await {
+            Ok(others) => others,
+            Err(err) => {
+                tracing::debug!("cannot list peers to confirm the cluster id, will retry: {err:#}");
+                return Ok(None);
+            }
+        };
+        if !others.is_empty() {
+            let endpoints: Vec<String> = others.iter().map(|p| p.client_url.clone()).collect();
+            let answers = self.pool.cluster_ids(&endpoints).await;
+            if answers.is_empty() {
+                tracing::debug!(cluster_id = %status.cluster_id, "no peer answers yet; the cluster id is recorded once one confirms it");
+                return Ok(None);
+            }
+            if answers.iter().all(|(_, id)| *id != status.cluster_id) {
+                let theirs: Vec<String> = answers
+                    .iter()
+                    .map(|(endpoint, id)| format!("{endpoint} as {id}"))
+                    .collect();
+                return Ok(Some(format!(
+                    "etcd answers as cluster {}, but every peer that answers is in another \
+                     cluster ({}): it bootstrapped a cluster of its own",
+                    status.cluster_id,
+                    theirs.join(", ")
+                )));
+            }
+        }
         let identity = Identity {
             name: self.config.name.clone(),
             cluster_id: Some(status.cluster_id),
             member_id: Some(status.member_id),
         };
-        let current = self.data.identity()?;
-        if current.as_ref() == Some(&identity) {
-            return Ok(());
-        }
-        if let Some(Identity {
-            cluster_id: Some(cluster_id),
-            member_id: Some(member_id),
-            ..
-        }) = current
-            && (cluster_id, member_id) != (status.cluster_id, status.member_id)
-        {
-            anyhow::bail!(
-                "etcd runs as member {} of cluster {}, but the marker says member {member_id} of cluster {cluster_id}; \
-                 leaving the marker as it is for a person to check",
-                status.member_id,
-                status.cluster_id
-            );
-        }
         tracing::info!(member_id = %status.member_id, cluster_id = %status.cluster_id, "recorded identity");
-        self.data.write_identity(&identity)
+        self.data.write_identity(&identity)?;
+        Ok(None)
     }
 
     async fn mark_formed(&self, local: &str, status: &EndpointStatus) -> anyhow::Result<()> {
-        if !self.data.formed() {
+        if !self.data.formed()? {
             self.data
                 .mark_formed(status.cluster_id, SystemTime::now())?;
             tracing::info!(cluster_id = %status.cluster_id, "cluster formed; marker written");
@@ -826,6 +970,8 @@ impl Pilot {
             LocalData::Data { identity } => PilotReport::HasData {
                 cluster_id: identity.as_ref().and_then(|i| i.cluster_id),
             },
+            // About to be quarantined; until then it is data a peer must not bootstrap past.
+            LocalData::Unusable { .. } => PilotReport::HasData { cluster_id: None },
         };
         self.status.send_modify(|s| s.report = report);
     }
@@ -874,7 +1020,6 @@ fn etcd_args(config: &Config, data: &DataDir, mode: &StartMode) -> Vec<String> {
         "--log-outputs=stderr".to_owned(),
     ];
     match mode {
-        StartMode::Restart => {}
         StartMode::New {
             initial_cluster,
             token,
@@ -883,7 +1028,7 @@ fn etcd_args(config: &Config, data: &DataDir, mode: &StartMode) -> Vec<String> {
             args.push("--initial-cluster-state=new".to_owned());
             args.push(format!("--initial-cluster-token={token}"));
         }
-        StartMode::Existing { initial_cluster } => {
+        StartMode::Existing { initial_cluster } | StartMode::Restart { initial_cluster } => {
             args.push(format!("--initial-cluster={initial_cluster}"));
             args.push("--initial-cluster-state=existing".to_owned());
         }

@@ -22,7 +22,7 @@ use crate::discovery::{Discovery as _, Provider};
 use crate::dns::Records;
 use crate::etcd::{self, ClientOptions, Created, Etcd, Lease};
 use crate::metrics::{HealthLabel, KindLabel, Metrics};
-use crate::state::{ActionStatus, PilotStatus, PlanStatus};
+use crate::state::{ActionStatus, MemberFaults, PilotStatus, PlanStatus};
 
 /// Held under the coordinator's lease; its value is the coordinator's name.
 pub(crate) const COORDINATOR_KEY: &str = "/etcd-pilot/coordinator";
@@ -36,12 +36,17 @@ pub(crate) const INTENT_KEY: &str = "/etcd-pilot/coordinator/intent";
 const RECORD_EVERY: Duration = Duration::from_secs(5);
 
 /// What a step found about this node itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Continue,
     /// This node's etcd must stop and the start decision be made again: the cluster no
     /// longer lists its member (it was removed), or its data belongs to another cluster.
     StartOver,
+    /// This node's etcd is not the member its data's marker describes (it answers as another
+    /// cluster or member): stop it, quarantine its data once, and join afresh.
+    Quarantine {
+        reason: String,
+    },
 }
 
 /// The role of coordinator, while held.
@@ -173,9 +178,9 @@ impl Reconciler {
                 return Outcome::StartOver;
             }
         }
-        let unusable = match &peers {
-            Ok(peers) => self.unusable_members(&list.members, &probes, peers).await,
-            Err(_) => Vec::new(),
+        let faults = match &peers {
+            Ok(peers) => self.member_faults(&list.members, &probes, peers).await,
+            Err(_) => HashMap::new(),
         };
         let leader = probes.iter().flatten().find_map(|s| s.leader);
         let now = Instant::now();
@@ -187,6 +192,15 @@ impl Reconciler {
         };
         let mut members = Vec::new();
         for (member, probe) in list.members.iter().zip(&probes) {
+            let fault = faults.get(&member.id);
+            // What is known to be wrong: it answers as someone else, or its pilot cannot run
+            // etcd. Shown in the plan, never a reason to remove it.
+            let problem = match probe {
+                Err(err @ etcd::Error::WrongIdentity { .. }) => Some(err.to_string()),
+                _ => fault
+                    .and_then(|f| f.cannot_run.as_ref())
+                    .map(|reason| format!("cannot run etcd: {reason}")),
+            };
             let unlisted = match &discovery {
                 plan::Discovery::Listed(peers) => !plan::is_listed(member, peers),
                 plan::Discovery::Failed { .. } => false,
@@ -209,11 +223,12 @@ impl Reconciler {
                 raft_index: probe.as_ref().ok().map(|s| s.raft_index),
                 unlisted_for,
                 pending_for,
-                data_unusable: unusable.contains(&member.id),
+                data_unusable: fault.is_some_and(|f| f.data_unusable.is_some()),
                 terminating: member
                     .name
                     .as_ref()
                     .is_some_and(|n| self.terminating.contains(n.as_str())),
+                problem,
             });
         }
         let ids: Vec<MemberId> = list.members.iter().map(|m| m.id).collect();
@@ -259,15 +274,15 @@ impl Reconciler {
         Outcome::Continue
     }
 
-    /// The members whose pilots report their data unusable. Only members that are not
-    /// healthy are asked (a member with unusable data cannot be), so a healthy cluster costs
-    /// no calls.
-    async fn unusable_members(
+    /// What the pilots of members that are not healthy say is wrong with them (data
+    /// unusable, or etcd cannot run). Only members that are not healthy are asked (a member
+    /// with either fault cannot be), so a healthy cluster costs no calls.
+    async fn member_faults(
         &self,
         members: &[etcd_pilot_core::Member],
         probes: &[etcd::Result<etcd::EndpointStatus>],
         peers: &[etcd_pilot_core::Peer],
-    ) -> Vec<MemberId> {
+    ) -> HashMap<MemberId, MemberFaults> {
         let mut set = tokio::task::JoinSet::new();
         for (member, probe) in members.iter().zip(probes) {
             if probe.as_ref().is_ok_and(|s| s.health() == Health::Healthy) {
@@ -282,9 +297,8 @@ impl Reconciler {
                 member.id,
             );
             set.spawn(async move {
-                let status: serde_json::Value =
-                    http.get(url).send().await.ok()?.json().await.ok()?;
-                status.get("data_unusable")?.as_str().map(|_| id)
+                let faults: MemberFaults = http.get(url).send().await.ok()?.json().await.ok()?;
+                Some((id, faults))
             });
         }
         set.join_all().await.into_iter().flatten().collect()

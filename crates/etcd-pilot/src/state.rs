@@ -3,7 +3,7 @@
 //! The pilot writes it into a `watch` channel; the admin API only reads snapshots of it.
 
 use etcd_pilot_core::start::PilotReport;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What the pilot is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -113,6 +113,16 @@ pub(crate) struct LifecycleStatus {
     pub(crate) last_error: Option<String>,
 }
 
+/// The part of a peer's `/v1/status` the coordinator reads about a member that is not
+/// healthy: what its pilot says is wrong. Unknown fields are ignored (it is a view).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct MemberFaults {
+    /// [`PilotStatus::data_unusable`].
+    pub(crate) data_unusable: Option<String>,
+    /// [`PilotStatus::cannot_run`].
+    pub(crate) cannot_run: Option<String>,
+}
+
 /// Everything `/v1/status` serves.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct PilotStatus {
@@ -133,6 +143,10 @@ pub(crate) struct PilotStatus {
     /// Set when etcd cannot run on the local data (it keeps crashing without a stable run);
     /// the coordinator then removes the member and the pilot rejoins with an empty disk.
     pub(crate) data_unusable: Option<String>,
+    /// Set while etcd keeps failing for a reason that is not its data's (a bad flag, a missing
+    /// binary, an address in use, a full disk, a member that stopped answering): the pilot
+    /// backs off and retries; nobody removes the member or touches its data for it.
+    pub(crate) cannot_run: Option<String>,
     pub(crate) plan: Option<PlanStatus>,
     pub(crate) last_action: Option<ActionStatus>,
     /// Backups, when a store is configured.
@@ -156,6 +170,7 @@ impl PilotStatus {
             ready: false,
             last_error: None,
             data_unusable: None,
+            cannot_run: None,
             plan: None,
             last_action: None,
             backup: crate::backup::BackupStatus::default(),

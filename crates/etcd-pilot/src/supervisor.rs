@@ -2,17 +2,21 @@
 //!
 //! The restart policy is the core's state machine (`etcd_pilot_core::supervise`); this module
 //! carries out its commands: spawn, wait out a backoff, terminate. etcd's output goes into
-//! tracing under the `etcd_output` target, tagged with the member name, at the level etcd logged it.
+//! tracing under the `etcd_output` target, tagged with the member name, at the level etcd logged it,
+//! and its last lines are kept so that each crash gets the core's verdict (`crash::classify`:
+//! unusable data, or cannot run). The pilot may ask for an etcd that stopped answering to be
+//! restarted (liveness); that too is a crash, never one of the data.
 //! A pid file in the data dir lets a restarted pilot stop an etcd its previous life left behind.
 //! It does not decide how etcd is configured: the caller passes the complete argument list.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use etcd_pilot_core::crash::{self, Crash, Exit};
 use etcd_pilot_core::supervise::{self, Command, Event, RestartPolicy, State};
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -23,8 +27,15 @@ use crate::process;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum ChildStatus {
     NotStarted,
-    Running { pid: u32 },
-    BackingOff { failures: u32, last_exit: String },
+    Running {
+        pid: u32,
+    },
+    BackingOff {
+        failures: u32,
+        last_exit: String,
+        /// The core's verdict on the last crash.
+        crash: Crash,
+    },
     Stopped,
 }
 
@@ -39,42 +50,73 @@ pub(crate) struct EtcdCommand {
     pub(crate) pid_file: PathBuf,
 }
 
+/// How many of etcd's last output lines are kept for the crash verdict.
+const KEPT_LINES: usize = 200;
+
+/// etcd's last output lines, shared with the tasks that forward them.
+type Lines = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>;
+
 pub(crate) struct Supervisor {
     pub(crate) command: EtcdCommand,
     pub(crate) policy: RestartPolicy,
     pub(crate) stop_grace: Duration,
     pub(crate) status: watch::Sender<ChildStatus>,
     pub(crate) metrics: Metrics,
+    /// Requests to restart an etcd that stopped answering, with how long it has been silent.
+    pub(crate) unresponsive: mpsc::Receiver<Duration>,
+}
+
+/// The running child, when it started, and the tasks forwarding its output.
+struct Running {
+    process: tokio::process::Child,
+    started: Instant,
+    forwarders: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Supervisor {
     /// Supervises until `cancel`, then stops etcd (SIGTERM, SIGKILL after the grace period).
-    pub(crate) async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
+    pub(crate) async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
         stop_leftover(&self.command, self.stop_grace).await;
         let (mut state, mut command) =
             supervise::step(State::Idle, Event::Start, &self.policy, 0.5);
-        let mut child: Option<(tokio::process::Child, Instant)> = None;
+        let mut child: Option<Running> = None;
+        let lines = Lines::default();
         let mut last_exit = String::new();
+        let mut last_crash = Crash::CannotRun {
+            reason: String::new(),
+        };
         loop {
             let event = match command {
                 Command::Done => break,
-                Command::Spawn => match self.spawn() {
+                Command::Spawn => match self.spawn(&lines) {
                     Ok(spawned) => {
-                        let pid = spawned.id().unwrap_or_default();
+                        let pid = spawned.process.id().unwrap_or_default();
                         self.status.send_replace(ChildStatus::Running { pid });
-                        child = Some((spawned, Instant::now()));
-                        self.wait_child(&mut child, &mut last_exit, &cancel).await
+                        child = Some(spawned);
+                        self.wait_child(
+                            &mut child,
+                            &lines,
+                            &mut last_exit,
+                            &mut last_crash,
+                            &cancel,
+                        )
+                        .await
                     }
                     Err(err) => {
                         tracing::error!(bin = %self.command.bin.display(), "cannot start etcd: {err:#}");
                         last_exit = format!("cannot start: {err:#}");
+                        last_crash = crash::classify(&Exit::SpawnFailed(format!("{err:#}")), &[]);
+                        self.count(&last_crash, false);
                         Event::Exited {
                             ran_for: Duration::ZERO,
                         }
                     }
                 },
                 // Only a late event leads here; wait for the next real one.
-                Command::Nothing => self.wait_child(&mut child, &mut last_exit, &cancel).await,
+                Command::Nothing => {
+                    self.wait_child(&mut child, &lines, &mut last_exit, &mut last_crash, &cancel)
+                        .await
+                }
                 Command::SpawnAfter(delay) => {
                     // Cancel-safe: only a sleep is dropped.
                     tokio::select! {
@@ -84,15 +126,15 @@ impl Supervisor {
                 }
                 Command::Terminate => {
                     let ran_for = match child.take() {
-                        Some((mut running, started)) => {
+                        Some(mut running) => {
                             tracing::info!(member = %self.command.member, "stopping etcd");
-                            match process::terminate(&mut running, self.stop_grace).await {
+                            match process::terminate(&mut running.process, self.stop_grace).await {
                                 Ok(status) => {
                                     tracing::info!(member = %self.command.member, %status, "etcd stopped");
                                 }
                                 Err(err) => tracing::error!("cannot stop etcd: {err:#}"),
                             }
-                            started.elapsed()
+                            running.started.elapsed()
                         }
                         None => Duration::ZERO,
                     };
@@ -104,10 +146,11 @@ impl Supervisor {
             (state, command) = supervise::step(state, event, &self.policy, jitter);
             if let (State::BackingOff { failures }, Command::SpawnAfter(delay)) = (state, command) {
                 self.metrics.etcd_restarts.inc();
-                tracing::warn!(member = %self.command.member, failures, delay = ?delay, %last_exit, "restarting etcd after backoff");
+                tracing::warn!(member = %self.command.member, failures, delay = ?delay, %last_exit, verdict = ?last_crash, "restarting etcd after backoff");
                 self.status.send_replace(ChildStatus::BackingOff {
                     failures,
                     last_exit: last_exit.clone(),
+                    crash: last_crash.clone(),
                 });
             }
             tracing::debug!(?previous, ?state, ?command, "supervisor step");
@@ -117,34 +160,79 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Waits for the running child (if any) to exit, or for cancellation (a stop request).
-    /// On exit, clears `child` and describes the exit in `last_exit`.
+    /// Waits for the running child (if any) to exit, for a liveness restart request, or for
+    /// cancellation (a stop request). On exit, clears `child`, describes the exit in
+    /// `last_exit` and gives the core's verdict in `last_crash`.
     async fn wait_child(
-        &self,
-        child: &mut Option<(tokio::process::Child, Instant)>,
+        &mut self,
+        child: &mut Option<Running>,
+        lines: &Lines,
         last_exit: &mut String,
+        last_crash: &mut Crash,
         cancel: &CancellationToken,
     ) -> Event {
-        let Some((running, started)) = child else {
+        let Some(running) = child else {
             cancel.cancelled().await;
             return Event::Stop;
         };
-        // Cancel-safe: `Child::wait` may be dropped and called again.
-        let status = tokio::select! {
-            status = running.wait() => status,
+        // Requests about an earlier run are stale.
+        while self.unresponsive.try_recv().is_ok() {}
+        // Cancel-safe: `Child::wait` and `recv` may be dropped and called again.
+        let (status, exit) = tokio::select! {
+            status = running.process.wait() => (status, None),
+            Some(silent) = self.unresponsive.recv() => {
+                tracing::warn!(member = %self.command.member, silent_for = ?silent, "etcd does not answer; restarting it");
+                let status = process::terminate(&mut running.process, self.stop_grace).await;
+                (status, Some(Exit::Unresponsive(silent)))
+            }
             () = cancel.cancelled() => return Event::Stop,
         };
-        let ran_for = started.elapsed();
-        *last_exit = match status {
+        let ran_for = running.started.elapsed();
+        // Let the forwarders drain etcd's last words before they are read.
+        for forwarder in running.forwarders.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), forwarder).await;
+        }
+        *last_exit = match &status {
             Ok(status) => status.to_string(),
             Err(err) => format!("cannot wait for etcd: {err}"),
         };
-        tracing::warn!(member = %self.command.member, exit = %last_exit, ?ran_for, "etcd exited");
+        let exit = exit.unwrap_or_else(|| match &status {
+            Ok(status) => {
+                use std::os::unix::process::ExitStatusExt as _;
+                match (status.code(), status.signal()) {
+                    (Some(code), _) => Exit::Code(code),
+                    (None, Some(signal)) => Exit::Signal(signal),
+                    (None, None) => Exit::Code(-1),
+                }
+            }
+            Err(_) => Exit::Code(-1),
+        });
+        let output: Vec<String> = lines
+            .lock()
+            .map(|lines| lines.iter().cloned().collect())
+            .unwrap_or_default();
+        *last_crash = crash::classify(&exit, &output);
+        self.count(last_crash, matches!(exit, Exit::Unresponsive(_)));
+        tracing::warn!(member = %self.command.member, exit = %last_exit, ?ran_for, verdict = ?last_crash, "etcd exited");
         *child = None;
         Event::Exited { ran_for }
     }
 
-    fn spawn(&self) -> anyhow::Result<tokio::process::Child> {
+    fn count(&self, crash: &Crash, unresponsive: bool) {
+        let kind = match (crash, unresponsive) {
+            (_, true) => "unresponsive",
+            (Crash::UnusableData { .. }, false) => "unusable_data",
+            (Crash::CannotRun { .. }, false) => "cannot_run",
+        };
+        self.metrics
+            .etcd_crashes
+            .get_or_create(&crate::metrics::KindLabel {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    fn spawn(&self, lines: &Lines) -> anyhow::Result<Running> {
         use anyhow::Context as _;
         tracing::info!(member = %self.command.member, bin = %self.command.bin.display(), args = ?self.command.args, "starting etcd");
         let mut child = process::command(&self.command.bin)
@@ -161,13 +249,29 @@ impl Supervisor {
             )
             .with_context(|| format!("write {}", self.command.pid_file.display()))?;
         }
+        if let Ok(mut lines) = lines.lock() {
+            lines.clear();
+        }
+        let mut forwarders = Vec::new();
         if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(forward_output(stdout, self.command.member.clone()));
+            forwarders.push(tokio::spawn(forward_output(
+                stdout,
+                self.command.member.clone(),
+                lines.clone(),
+            )));
         }
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(forward_output(stderr, self.command.member.clone()));
+            forwarders.push(tokio::spawn(forward_output(
+                stderr,
+                self.command.member.clone(),
+                lines.clone(),
+            )));
         }
-        Ok(child)
+        Ok(Running {
+            process: child,
+            started: Instant::now(),
+            forwarders,
+        })
     }
 }
 
@@ -203,10 +307,17 @@ async fn stop_leftover(command: &EtcdCommand, grace: Duration) {
     }
 }
 
-/// Forwards etcd's log lines into tracing at the level etcd gave them.
-async fn forward_output(stream: impl AsyncRead + Unpin, member: String) {
+/// Forwards etcd's log lines into tracing at the level etcd gave them, and keeps the last
+/// [`KEPT_LINES`] in `kept`.
+async fn forward_output(stream: impl AsyncRead + Unpin, member: String, kept: Lines) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
+        if let Ok(mut kept) = kept.lock() {
+            if kept.len() == KEPT_LINES {
+                kept.pop_front();
+            }
+            kept.push_back(line.clone());
+        }
         let level = serde_json::from_str::<serde_json::Value>(&line)
             .ok()
             .and_then(|v| v.get("level").and_then(|l| l.as_str()).map(str::to_owned));
@@ -238,7 +349,21 @@ mod tests {
         bin: PathBuf,
         dir: &std::path::Path,
     ) -> (Supervisor, watch::Receiver<ChildStatus>, Metrics) {
+        let (supervisor, rx, metrics, _restart) = supervisor_with_liveness(bin, dir);
+        (supervisor, rx, metrics)
+    }
+
+    fn supervisor_with_liveness(
+        bin: PathBuf,
+        dir: &std::path::Path,
+    ) -> (
+        Supervisor,
+        watch::Receiver<ChildStatus>,
+        Metrics,
+        mpsc::Sender<Duration>,
+    ) {
         let (tx, rx) = watch::channel(ChildStatus::NotStarted);
+        let (restart_tx, restart_rx) = mpsc::channel(1);
         let metrics = Metrics::new();
         let supervisor = Supervisor {
             command: EtcdCommand {
@@ -256,8 +381,9 @@ mod tests {
             stop_grace: Duration::from_secs(10),
             status: tx,
             metrics: metrics.clone(),
+            unresponsive: restart_rx,
         };
-        (supervisor, rx, metrics)
+        (supervisor, rx, metrics, restart_tx)
     }
 
     #[tokio::test(start_paused = true)]
@@ -283,6 +409,81 @@ mod tests {
         cancel.cancel();
         task.await.unwrap().unwrap();
         assert_eq!(*status.borrow(), ChildStatus::Stopped);
+    }
+
+    async fn first_backoff(status: &mut watch::Receiver<ChildStatus>) -> (String, Crash) {
+        loop {
+            status.changed().await.unwrap();
+            if let ChildStatus::BackingOff {
+                last_exit, crash, ..
+            } = &*status.borrow()
+            {
+                return (last_exit.clone(), crash.clone());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn each_crash_gets_a_verdict_from_etcd_s_last_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let damaged = r#"echo '{"level":"fatal","msg":"failed to read WAL","error":"walpb: crc mismatch"}' >&2; exit 1"#;
+        let (first, mut status, metrics) = supervisor(script(dir.path(), damaged), dir.path());
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(first.run(cancel.clone()));
+        let (_, crash) = first_backoff(&mut status).await;
+        assert_eq!(
+            crash,
+            Crash::UnusableData {
+                reason: "failed to read WAL: walpb: crc mismatch".into()
+            }
+        );
+        cancel.cancel();
+        task.await.unwrap().unwrap();
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"etcd_pilot_etcd_crashes_total{kind="unusable_data"} 1"#)
+        );
+
+        let flag = "echo 'flag provided but not defined: -bogus' >&2; exit 2";
+        let (second, mut status, _) = supervisor(script(dir.path(), flag), dir.path());
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(second.run(cancel.clone()));
+        let (last_exit, crash) = first_backoff(&mut status).await;
+        assert!(last_exit.contains('2'), "{last_exit}");
+        assert!(!crash.is_unusable_data(), "{crash:?}");
+        assert!(crash.reason().starts_with("an unknown flag"), "{crash:?}");
+        cancel.cancel();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unresponsive_child_is_restarted_and_never_judged_unusable_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = script(dir.path(), "while true; do sleep 1; done");
+        let (supervisor, mut status, metrics, restart) = supervisor_with_liveness(bin, dir.path());
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(supervisor.run(cancel.clone()));
+        let pid = loop {
+            status.changed().await.unwrap();
+            if let ChildStatus::Running { pid } = *status.borrow() {
+                break pid;
+            }
+        };
+        restart.send(Duration::from_secs(30)).await.unwrap();
+        let (_, crash) = first_backoff(&mut status).await;
+        assert_eq!(
+            crash.reason(),
+            "etcd ran but did not answer its health check for 30s; restarted"
+        );
+        assert!(!process::alive(pid), "the silent child was stopped");
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"etcd_pilot_etcd_crashes_total{kind="unresponsive"} 1"#)
+        );
+        cancel.cancel();
+        task.await.unwrap().unwrap();
     }
 
     #[tokio::test]

@@ -49,16 +49,20 @@ fn every_test_cluster_has_its_own_subnet() {
         "failpoints.rs",
         "backup.rs",
         "aws.rs",
+        "faults.rs",
     ] {
         let text = std::fs::read_to_string(tests.join(file)).unwrap();
         // Subnets are literals given as the first argument of `Cluster::new(N, ..)`,
-        // `running(N, ..)` or a helper called as `helper(N, Version::..)`.
+        // `running(N, ..)`, the fault catalog's `loaded(N, ..)` and `bad_config_rolled_out(N, ..)`, or a
+        // helper called as `helper(N, Version::..)`.
         let mut literals: Vec<String> = [
             "Cluster::new(",
             "Cluster::with(",
             "running(",
             "running_with(",
             "aws_cluster(",
+            "loaded(",
+            "bad_config_rolled_out(",
         ]
         .iter()
         .flat_map(|call| text.match_indices(call).map(move |(i, _)| i + call.len()))

@@ -17,7 +17,8 @@ fn peer(name: &str) -> Peer {
 
 /// Members: `NAME#ID[:attr]...`; attributes: `healthy` (default), `unhealthy`, `unknown`,
 /// `learner`, `unstarted`, `leader`, `i=INDEX`, `gone=SECS` (unlisted that long),
-/// `pending=SECS`, `unusable`. Discovery: peer names, or `FAILED`.
+/// `pending=SECS`, `unusable`, `terminating`, `foreign` (answers as cluster 9), `cannotrun`
+/// (its pilot cannot run etcd). Discovery: peer names, or `FAILED`.
 fn observed(members: &str, discovery: &str) -> Observed {
     let mut leader = None;
     let members = members
@@ -40,6 +41,7 @@ fn observed(members: &str, discovery: &str) -> Observed {
                 pending_for: None,
                 data_unusable: false,
                 terminating: false,
+                problem: None,
             };
             for part in parts {
                 match part.split_once('=') {
@@ -67,6 +69,14 @@ fn observed(members: &str, discovery: &str) -> Observed {
                         }
                         "leader" => leader = Some(id),
                         "unusable" => m.data_unusable = true,
+                        "foreign" => {
+                            m.health = Health::Unknown;
+                            m.problem = Some("answers as cluster 9".into());
+                        }
+                        "cannotrun" => {
+                            m.health = Health::Unknown;
+                            m.problem = Some("cannot run etcd: bad flag".into());
+                        }
                         _ => panic!("bad attribute {part:?}"),
                     },
                 }
@@ -131,12 +141,16 @@ fn a_listed_member_is_never_removed_for_being_unreachable() {
     check(
         "a#1:leader b#2 c#3:unknown",
         "a b c",
-        expect![[r#"Converged"#]],
+        expect![[
+            r#"Wait { reason: "membership matches discovery, but not at full strength: c (3) does not answer; the cluster survives 0 more failure(s)" }"#
+        ]],
     );
     check(
         "a#1:leader b#2:unhealthy c#3:unknown",
         "a b c",
-        expect![[r#"Converged"#]],
+        expect![[
+            r#"Wait { reason: "membership matches discovery, but not at full strength: b (2) answers but is not healthy; c (3) does not answer; the cluster has lost its quorum (1 of 3 voters healthy)" }"#
+        ]],
     );
 }
 
@@ -186,7 +200,7 @@ fn mass_removal_guard_stops_removals_when_discovery_drops_below_half() {
         "a#1:leader b#2:gone=60 c#3:gone=60 d#4:gone=60 e#5:gone=60",
         "a",
         expect![[
-            r#"Wait { reason: "discovery lists only 1 of the 5 members; a sudden drop below half looks like a discovery fault, so nothing is removed (mass-removal guard)" }"#
+            r#"Wait { reason: "discovery lists only 1 of the 5 members; a sudden drop to half or fewer looks like a discovery fault, so nothing is removed (mass-removal guard)" }"#
         ]],
     );
     check(
@@ -273,7 +287,9 @@ fn an_initial_member_that_never_started_is_a_member_not_a_change() {
     check(
         "a#1:leader b#2 c#3:unstarted",
         "a b c",
-        expect![[r#"Converged"#]],
+        expect![[
+            r#"Wait { reason: "membership matches discovery, but not at full strength: unstarted member 3 has not started; the cluster survives 0 more failure(s)" }"#
+        ]],
     );
     check(
         "a#1:leader b#2 c#3:unstarted:gone=60",
@@ -302,6 +318,107 @@ fn names_match_exactly_never_by_substring() {
         "m1 m10 m1x",
         expect![[
             r#"Act { action: RemoveMember { id: MemberId(3), kind: Unlisted }, reason: "m11 (3) left discovery 60s ago" }"#
+        ]],
+    );
+}
+
+#[test]
+fn a_cluster_below_full_strength_is_not_converged_and_says_why() {
+    check(
+        "a#1:leader b#2 c#3:unknown",
+        "a b c",
+        expect![[
+            r#"Wait { reason: "membership matches discovery, but not at full strength: c (3) does not answer; the cluster survives 0 more failure(s)" }"#
+        ]],
+    );
+    check(
+        "a#1:leader b#2 c#3:foreign d#4 e#5:cannotrun",
+        "a b c d e",
+        expect![[
+            r#"Wait { reason: "membership matches discovery, but not at full strength: c (3) answers as cluster 9; e (5) cannot run etcd: bad flag; the cluster survives 0 more failure(s)" }"#
+        ]],
+    );
+    check(
+        "a#1:leader b#2:unknown c#3:unknown",
+        "a b c",
+        expect![[
+            r#"Wait { reason: "membership matches discovery, but not at full strength: b (2) does not answer; c (3) does not answer; the cluster has lost its quorum (1 of 3 voters healthy)" }"#
+        ]],
+    );
+}
+
+#[test]
+fn full_strength_rule_removes_a_healthy_member_only_when_every_other_is_healthy() {
+    // Scale-down of a healthy member waits while another voter is down.
+    check(
+        "a#1:leader b#2 c#3 d#4:unknown e#5:gone=60",
+        "a b c d",
+        expect![[
+            r#"Wait { reason: "e (5) is healthy and is removed only at full strength; d (4) is not healthy (full-strength rule)" }"#
+        ]],
+    );
+    // A terminating healthy member waits too (its hook heartbeats meanwhile).
+    check(
+        "a#1:leader b#2:unknown c#3 d#4 e#5:terminating",
+        "a b c d e",
+        expect![[
+            r#"Wait { reason: "e (5) is healthy and is removed only at full strength; b (2) is not healthy (full-strength rule)" }"#
+        ]],
+    );
+    // A dead member may go while another is down, when the quorum allows.
+    check(
+        "a#1:leader b#2:unknown c#3 d#4 e#5:unknown:gone=60",
+        "a b c d",
+        expect![[
+            r#"Act { action: RemoveMember { id: MemberId(5), kind: Unlisted }, reason: "e (5) left discovery 60s ago" }"#
+        ]],
+    );
+}
+
+#[test]
+fn full_strength_rule_never_removes_a_second_member_before_the_first_is_back() {
+    // c was removed for unusable data and has not rejoined; b's data is now unusable too.
+    check(
+        "a#1:leader b#2:unknown:unusable",
+        "a b c",
+        expect![[
+            r#"Wait { reason: "removing b (2) would leave 1 voters, below 2 (one less than the 3 listed): the cluster must be back at full strength first (full-strength rule)" }"#
+        ]],
+    );
+    check(
+        "a#1:leader b#2 c#3 d#4:unknown:unusable e#5:unknown:unusable",
+        "a b c d e",
+        expect![[
+            r#"Act { action: RemoveMember { id: MemberId(4), kind: DataUnusable }, reason: "the pilot of d (4) reports its data unusable; it rejoins as a learner" }"#
+        ]],
+    );
+    check(
+        "a#1:leader b#2 c#3 e#5:unknown:unusable",
+        "a b c d e",
+        expect![[
+            r#"Wait { reason: "removing e (5) would leave 3 voters, below 4 (one less than the 5 listed): the cluster must be back at full strength first (full-strength rule)" }"#
+        ]],
+    );
+}
+
+#[test]
+fn a_member_that_cannot_run_etcd_is_never_removed() {
+    check(
+        "a#1:leader b#2:cannotrun c#3:cannotrun d#4 e#5",
+        "a b c d e",
+        expect![[
+            r#"Wait { reason: "membership matches discovery, but not at full strength: b (2) cannot run etcd: bad flag; c (3) cannot run etcd: bad flag; the cluster survives 0 more failure(s)" }"#
+        ]],
+    );
+}
+
+#[test]
+fn mass_removal_guard_stops_removals_when_half_is_gone() {
+    check(
+        "a#1:leader b#2 c#3:gone=60 d#4:gone=60",
+        "a b",
+        expect![[
+            r#"Wait { reason: "discovery lists only 2 of the 4 members; a sudden drop to half or fewer looks like a discovery fault, so nothing is removed (mass-removal guard)" }"#
         ]],
     );
 }
@@ -342,6 +459,7 @@ fn arb_member(id: u64) -> impl Strategy<Value = ObservedMember> {
                     pending_for: pending.map(Duration::from_secs),
                     data_unusable: unusable,
                     terminating,
+                    problem: None,
                 }
             },
         )
@@ -453,6 +571,67 @@ proptest! {
             if !target.member.is_learner {
                 prop_assert_ne!(Some(id), observed.leader);
             }
+        }
+    }
+
+    #[test]
+    fn no_sequence_of_faults_shrinks_the_cluster_below_its_size_minus_one(
+        (n, faults) in (2..=7usize).prop_flat_map(|n| {
+            (Just(n), prop::collection::vec((0..n, 0..4u8), 0..12))
+        })
+    ) {
+        // n healthy voters, all listed. One member at a time gets a fault and keeps it: its
+        // data unusable (dead), its etcd unable to run (dead), dead outright, or its instance
+        // terminating (a replacement is listed that never joins). The members never faulted
+        // stay healthy. After each fault the plan runs to a fixed point, executing every
+        // removal and leadership move; removed members never come back. The cluster must
+        // never have fewer than n - 1 voters.
+        let mut sim = observed(
+            &(1..=n).map(|i| format!("n{i}#{i}")).collect::<Vec<_>>().join(" "),
+            &(1..=n).map(|i| format!("n{i}")).collect::<Vec<_>>().join(" "),
+        );
+        sim.leader = Some(MemberId(1));
+        for (index, fault) in faults {
+            let Some(target) = sim.members.get_mut(index % n) else { continue };
+            let id = target.member.id;
+            match fault {
+                0 => { target.data_unusable = true; target.health = Health::Unknown; }
+                1 => { target.problem = Some("cannot run".into()); target.health = Health::Unknown; }
+                2 => target.health = Health::Unknown,
+                _ => {
+                    target.terminating = true;
+                    if let Discovery::Listed(peers) = &mut sim.discovery {
+                        peers.push(peer(&format!("r{}", id.0)));
+                    }
+                }
+            }
+            if sim.leader == Some(id) && fault < 3 {
+                sim.leader = sim.members.iter()
+                    .find(|m| m.health == Health::Healthy).map(|m| m.member.id);
+            }
+            for _ in 0..2 * n {
+                match plan(&sim, &Policy::default()) {
+                    Plan::Act { action: Action::RemoveMember { id, .. }, .. } => {
+                        sim.members.retain(|m| m.member.id != id);
+                    }
+                    Plan::Act { action: Action::MoveLeader { to }, .. } => sim.leader = Some(to),
+                    _ => break,
+                }
+                prop_assert!(sim.members.len() + 1 >= n, "{} voters of {n}: {sim:?}", sim.members.len());
+            }
+        }
+    }
+
+    #[test]
+    fn the_mass_removal_guard_holds_when_half_or_more_is_unlisted(observed in arb_observed()) {
+        // A joining learner that left discovery again is not a member the guard protects.
+        if let (Plan::Act { action: Action::RemoveMember { kind: RemovalKind::Unlisted, id }, .. },
+                Discovery::Listed(peers)) = (plan(&observed, &Policy::default()), &observed.discovery)
+            && observed.members.iter().any(|m| m.member.id == id && !m.member.is_learner)
+        {
+            let members: Vec<_> = observed.members.iter().filter(|m| !m.terminating).collect();
+            let listed = members.iter().filter(|m| is_listed(&m.member, peers)).count();
+            prop_assert!(listed * 2 > members.len(), "{listed} of {} listed", members.len());
         }
     }
 }

@@ -28,7 +28,7 @@ fn expected_cluster() -> String {
     )
 }
 
-/// `empty`, `empty formed`, `data` (no marker), `data NAME` (pending marker),
+/// `empty`, `empty formed`, `nowal` (a member folder without a WAL file), `data` (no marker), `data NAME` (pending marker),
 /// `data NAME/CLUSTER/MEMBER`.
 fn parse_local(local: &str) -> (LocalData, bool) {
     let words: Vec<&str> = local.split_whitespace().collect();
@@ -36,6 +36,12 @@ fn parse_local(local: &str) -> (LocalData, bool) {
         ["empty"] => (LocalData::Empty, false),
         ["empty", "formed"] => (LocalData::Empty, true),
         ["data"] => (LocalData::Data { identity: None }, true),
+        ["nowal"] => (
+            LocalData::Unusable {
+                reason: "etcd/member has no WAL file".into(),
+            },
+            true,
+        ),
         ["data", id] => {
             let parts: Vec<&str> = id.split('/').collect();
             let identity = Identity {
@@ -222,24 +228,37 @@ fn data_with_our_marker_restarts() {
         "data m1/7/1",
         "m2:unknown m3:unknown",
         "unreachable",
-        expect![[r#"Restart"#]],
+        expect![[
+            r#"Restart { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380" }"#
+        ]],
     );
     check(
         "data m1/7/1",
         "",
         "c7 m1#1:unknown m2#2 m3#3",
-        expect![[r#"Restart"#]],
+        expect![[
+            r#"Restart { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380" }"#
+        ]],
     );
 }
 
 #[test]
 fn data_with_a_pending_or_missing_marker_restarts() {
-    check("data m1", "", "c7 m1#1 m2#2 m3#3", expect![[r#"Restart"#]]);
+    check(
+        "data m1",
+        "",
+        "c7 m1#1 m2#2 m3#3",
+        expect![[
+            r#"Restart { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380" }"#
+        ]],
+    );
     check(
         "data m1",
         "",
         "c7 m2#2 m3#3 ?#4@m1",
-        expect![[r#"Restart"#]],
+        expect![[
+            r#"Restart { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380" }"#
+        ]],
     );
     // Pending marker, and neither our name nor our peer URL is in the leader's list: removed.
     check(
@@ -250,7 +269,14 @@ fn data_with_a_pending_or_missing_marker_restarts() {
             r#"Quarantine { reason: "member m1 was removed from cluster 7; its data cannot rejoin" }"#
         ]],
     );
-    check("data", "", "unreachable", expect![[r#"Restart"#]]);
+    check(
+        "data",
+        "",
+        "unreachable",
+        expect![[
+            r#"Restart { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380" }"#
+        ]],
+    );
 }
 
 #[test]
@@ -293,7 +319,10 @@ fn without_the_leader_s_view_data_is_never_judged_removed_and_nobody_joins() {
     if let ClusterView::Reachable(live) = &mut lagging.cluster {
         live.from_leader = false;
     }
-    expect![[r#"Restart"#]].assert_eq(&format!("{:?}", decide(&lagging, "prod")));
+    expect![[
+        r#"Restart { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380" }"#
+    ]]
+    .assert_eq(&format!("{:?}", decide(&lagging, "prod")));
     let mut foreign = observed("data m1/9/1", "", "c7 m2#2 m3#3");
     if let ClusterView::Reachable(live) = &mut foreign.cluster {
         live.from_leader = false;
@@ -701,6 +730,43 @@ fn a_lost_cluster_without_a_readable_backup_is_not_recreated_empty() {
     );
 }
 
+#[test]
+fn a_member_folder_without_a_wal_is_quarantined_and_the_node_joins() {
+    check(
+        "nowal",
+        "",
+        "c7 m1#1:unknown m2#2 m3#3",
+        expect![[r#"Quarantine { reason: "etcd/member has no WAL file" }"#]],
+    );
+    // Even with nobody answering: etcd would bootstrap a cluster of its own on it.
+    check(
+        "nowal",
+        "m2:unknown m3:unknown",
+        "unreachable",
+        expect![[r#"Quarantine { reason: "etcd/member has no WAL file" }"#]],
+    );
+}
+
+#[test]
+fn a_restart_names_the_live_members_or_else_the_listed_peers() {
+    check(
+        "data m1/7/1",
+        "",
+        "c7 m1#1 m2#2 m3#3 ?#4@m4",
+        expect![[
+            r#"Restart { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380" }"#
+        ]],
+    );
+    check(
+        "data m1/7/1",
+        "m2:unknown m3:unknown",
+        "unreachable",
+        expect![[
+            r#"Restart { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380" }"#
+        ]],
+    );
+}
+
 fn arb_report() -> impl Strategy<Value = PilotReport> {
     prop_oneof![
         Just(PilotReport::Unknown),
@@ -764,7 +830,7 @@ fn arb_cluster() -> impl Strategy<Value = ClusterView> {
 
 fn arb_observed() -> impl Strategy<Value = Observed> {
     (
-        any::<bool>(),
+        0..3u8,
         any::<bool>(),
         arb_report(),
         arb_report(),
@@ -777,10 +843,12 @@ fn arb_observed() -> impl Strategy<Value = Observed> {
             |(has_data, formed_locally, r2, r3, cluster, store, allow_empty)| Observed {
                 me: peer("m1"),
                 expected: ["m1", "m2", "m3"].map(peer).to_vec(),
-                local: if has_data {
-                    LocalData::Data { identity: None }
-                } else {
-                    LocalData::Empty
+                local: match has_data {
+                    0 => LocalData::Empty,
+                    1 => LocalData::Data { identity: None },
+                    _ => LocalData::Unusable {
+                        reason: "no WAL".into(),
+                    },
                 },
                 formed_locally,
                 peers: vec![
@@ -894,6 +962,25 @@ proptest! {
             let voters: Vec<_> = live.members.iter().filter(|m| !m.member.is_learner).collect();
             let healthy = voters.iter().filter(|m| m.health == Health::Healthy).count();
             prop_assert!(healthy >= quorum(voters.len()));
+        }
+    }
+
+    #[test]
+    fn a_restart_always_names_this_node_and_data_without_a_wal_never_restarts(
+        observed in arb_observed()
+    ) {
+        match decide(&observed, "prod") {
+            Decision::Restart { initial_cluster } => {
+                let has_data = matches!(observed.local, LocalData::Data { .. });
+                prop_assert!(has_data);
+                prop_assert!(initial_cluster.split(',').any(|pair| pair == "m1=http://m1:2380"),
+                    "{initial_cluster}");
+            }
+            decision if matches!(observed.local, LocalData::Unusable { .. }) => {
+                let quarantined = matches!(decision, Decision::Quarantine { .. });
+                prop_assert!(quarantined, "{:?}", decision);
+            }
+            _ => {}
         }
     }
 }

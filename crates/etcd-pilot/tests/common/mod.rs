@@ -21,6 +21,7 @@ use etcd_client::{Client, ConnectOptions};
 
 pub mod aws;
 pub mod s3;
+pub mod workload;
 
 /// The etcd versions the project supports and tests.
 #[derive(Clone, Copy, Debug)]

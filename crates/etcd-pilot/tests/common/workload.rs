@@ -1,0 +1,185 @@
+//! A writer and a watcher for fault tests: the writer puts unique keys through every client
+//! URL in turn and records which puts etcd acknowledged; the watcher asks every client URL for
+//! its cluster id every 100 ms and records each answer that is not the cluster's.
+//! At the end, [`Workload::finish`] stops both and checks that every acknowledged write is
+//! readable through the cluster and that no client URL ever answered as another cluster.
+#![allow(clippy::unwrap_used, clippy::print_stderr)]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::connect;
+
+/// What the writer and the watcher saw.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Keys whose put etcd acknowledged, with the endpoint that acknowledged it.
+    pub acked: Vec<(String, String)>,
+    /// Puts that failed or timed out (allowed: they were never acknowledged).
+    pub failed: usize,
+    /// Status samples taken.
+    pub samples: usize,
+    /// Samples in which a client URL answered as another cluster: (endpoint, cluster id, when).
+    pub foreign: Vec<(String, u64, Duration)>,
+}
+
+pub struct Workload {
+    cancel: CancellationToken,
+    seen: Arc<Mutex<Seen>>,
+    tasks: Vec<JoinHandle<()>>,
+    endpoints: Vec<String>,
+    started: Instant,
+}
+
+impl Workload {
+    /// Starts writing through `endpoints` (keys under `prefix`) and watching them, for the
+    /// cluster `cluster_id`.
+    pub fn start(endpoints: Vec<String>, cluster_id: u64, prefix: &str) -> Self {
+        let cancel = CancellationToken::new();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let started = Instant::now();
+        let writer = {
+            let (cancel, seen, endpoints, prefix) = (
+                cancel.clone(),
+                seen.clone(),
+                endpoints.clone(),
+                prefix.to_owned(),
+            );
+            tokio::spawn(async move {
+                let mut n: u64 = 0;
+                while !cancel.is_cancelled() {
+                    let endpoint = &endpoints[(n as usize) % endpoints.len()];
+                    let key = format!("{prefix}/{n:08}");
+                    let put = async {
+                        let mut client = connect(&[endpoint.clone()]).await?;
+                        client.put(key.as_str(), endpoint.as_str(), None).await
+                    };
+                    match tokio::time::timeout(Duration::from_secs(3), put).await {
+                        Ok(Ok(_)) => seen.lock().unwrap().acked.push((key, endpoint.clone())),
+                        _ => seen.lock().unwrap().failed += 1,
+                    }
+                    n += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        let watchers = endpoints.iter().map(|endpoint| {
+            let (cancel, seen, endpoint) = (cancel.clone(), seen.clone(), endpoint.clone());
+            tokio::spawn(async move {
+                let mut client = None;
+                while !cancel.is_cancelled() {
+                    if client.is_none() {
+                        client = tokio::time::timeout(
+                            Duration::from_millis(500),
+                            connect(&[endpoint.clone()]),
+                        )
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
+                    }
+                    if let Some(c) = client.as_mut() {
+                        match tokio::time::timeout(Duration::from_millis(500), c.status()).await {
+                            Ok(Ok(status)) => {
+                                let id = status.header().map_or(0, |h| h.cluster_id());
+                                let mut seen = seen.lock().unwrap();
+                                seen.samples += 1;
+                                if id != cluster_id {
+                                    seen.foreign.push((endpoint.clone(), id, started.elapsed()));
+                                }
+                            }
+                            _ => client = None,
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        });
+        let mut tasks = vec![writer];
+        tasks.extend(watchers);
+        Self {
+            cancel,
+            seen,
+            tasks,
+            endpoints,
+            started,
+        }
+    }
+
+    /// How many writes were acknowledged so far.
+    pub fn acked(&self) -> usize {
+        self.seen.lock().unwrap().acked.len()
+    }
+
+    /// Stops writing and watching; checks every acknowledged key through the cluster (a
+    /// linearizable read from the endpoints, one at a time) and that no endpoint ever answered
+    /// as another cluster. Returns what was seen.
+    pub async fn finish(self) -> Seen {
+        self.cancel.cancel();
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        assert!(
+            seen.foreign.is_empty(),
+            "client URLs answered as another cluster: {:?}",
+            &seen.foreign[..seen.foreign.len().min(10)]
+        );
+        assert!(
+            !seen.acked.is_empty(),
+            "the writer got no write acknowledged"
+        );
+        // One range read per endpoint that answers; every acked key must be in the first
+        // endpoint that answers (a linearizable read sees every acknowledged write).
+        let prefix = seen.acked[0].0.rsplit_once('/').unwrap().0.to_owned() + "/";
+        let mut found = None;
+        for endpoint in &self.endpoints {
+            let read = async {
+                let mut client = connect(&[endpoint.clone()]).await?;
+                client
+                    .get(
+                        prefix.as_str(),
+                        Some(
+                            etcd_client::GetOptions::new()
+                                .with_prefix()
+                                .with_keys_only(),
+                        ),
+                    )
+                    .await
+            };
+            if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(5), read).await {
+                found = Some(
+                    response
+                        .kvs()
+                        .iter()
+                        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+                        .collect::<std::collections::HashSet<String>>(),
+                );
+                break;
+            }
+        }
+        let found = found.expect("no endpoint answered the final read");
+        let lost: Vec<&(String, String)> = seen
+            .acked
+            .iter()
+            .filter(|(key, _)| !found.contains(key))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{} of {} acknowledged writes are lost, first: {:?}",
+            lost.len(),
+            seen.acked.len(),
+            &lost[..lost.len().min(5)]
+        );
+        eprintln!(
+            "workload: {} writes acknowledged, {} failed, {} status samples over {:?}, none foreign",
+            seen.acked.len(),
+            seen.failed,
+            seen.samples,
+            self.started.elapsed()
+        );
+        seen
+    }
+}

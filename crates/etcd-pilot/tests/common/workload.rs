@@ -54,7 +54,7 @@ impl Workload {
                     let endpoint = &endpoints[(n as usize) % endpoints.len()];
                     let key = format!("{prefix}/{n:08}");
                     let put = async {
-                        let mut client = connect(&[endpoint.clone()]).await?;
+                        let mut client = connect(std::slice::from_ref(endpoint)).await?;
                         client.put(key.as_str(), endpoint.as_str(), None).await
                     };
                     match tokio::time::timeout(Duration::from_secs(3), put).await {
@@ -74,7 +74,7 @@ impl Workload {
                     if client.is_none() {
                         client = tokio::time::timeout(
                             Duration::from_millis(500),
-                            connect(&[endpoint.clone()]),
+                            connect(std::slice::from_ref(&endpoint)),
                         )
                         .await
                         .ok()
@@ -137,7 +137,7 @@ impl Workload {
         let mut found = None;
         for endpoint in &self.endpoints {
             let read = async {
-                let mut client = connect(&[endpoint.clone()]).await?;
+                let mut client = connect(std::slice::from_ref(endpoint)).await?;
                 client
                     .get(
                         prefix.as_str(),

@@ -759,7 +759,9 @@ impl Pilot {
                  removes this member and it rejoins with an empty disk (the data is kept in quarantine)"
             );
         }
-        if let Some(reason) = &cannot_run
+        if let (Some(reason), ChildStatus::BackingOff { failures, .. }) =
+            (&cannot_run, child_status)
+            && (*failures == 1 || failures.is_power_of_two())
             && self.status.borrow().cannot_run.as_ref() != Some(reason)
         {
             tracing::error!(

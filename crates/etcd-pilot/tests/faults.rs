@@ -191,14 +191,15 @@ async fn an_unreadable_data_dir_is_an_error_never_an_empty_disk() {
     workload.finish().await;
 }
 
-/// Rewrites node `i`'s config with `extra_args` under `[etcd]`.
+/// Rewrites node `i`'s config with `extra_args` under `[etcd]` (the harness's config as it
+/// was first written, plus that one line).
 fn set_extra_args(cluster: &Cluster, i: usize, args: &str) {
     let path = cluster.nodes[i].config_path();
-    let config = std::fs::read_to_string(&path).unwrap();
-    let config = match config.split_once("\nextra_args") {
-        Some((head, tail)) => format!("{head}{}", tail.split_once('\n').unwrap().1),
-        None => config,
-    };
+    let original = path.with_extension("orig");
+    if !original.exists() {
+        std::fs::copy(&path, &original).unwrap();
+    }
+    let config = std::fs::read_to_string(&original).unwrap();
     let config = config.replacen("[etcd]\n", &format!("[etcd]\nextra_args = {args}\n"), 1);
     std::fs::write(path, config).unwrap();
 }

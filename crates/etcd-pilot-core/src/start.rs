@@ -20,11 +20,20 @@ pub struct Observed {
     pub me: Peer,
     /// Every peer discovery lists, this node included.
     pub expected: Vec<Peer>,
+    /// Nodes on their way out that still run (an autoscaling group's `Terminating:Wait`
+    /// instances, held by a lifecycle hook): their etcd may be the cluster. A starting node
+    /// asks their pilots too ([`Observed::peers`] has their reports), joins the cluster through
+    /// them, and never bootstraps or restores past them.
+    pub leaving: Vec<Peer>,
+    /// How many pilots, this one included, must answer "empty" before a new cluster is
+    /// created or a backup restored: the autoscaling groups' desired capacity, or
+    /// the whole static list. Fewer listed peers than this is a partial view, never a cluster.
+    pub bootstrap_floor: usize,
     /// What the local data directory holds.
     pub local: LocalData,
     /// Whether the local marker says a cluster has formed with this node before.
     pub formed_locally: bool,
-    /// What each other expected peer's pilot said about itself.
+    /// What each other expected peer's pilot, and each leaving node's, said about itself.
     pub peers: Vec<PeerReport>,
     /// What the live cluster looks like, through any expected peer that answered.
     pub cluster: ClusterView,
@@ -238,7 +247,7 @@ pub fn decide(observed: &Observed, cluster_name: &str) -> Decision {
         };
     }
     if let ClusterView::Reachable(live) = &observed.cluster {
-        return decide_join(&observed.me, &observed.expected, live);
+        return decide_join(&observed.me, &observed.expected, &observed.leaving, live);
     }
     decide_bootstrap(observed, cluster_name)
 }
@@ -325,7 +334,7 @@ fn restart(observed: &Observed) -> Decision {
     }
 }
 
-fn decide_join(me: &Peer, expected: &[Peer], live: &LiveCluster) -> Decision {
+fn decide_join(me: &Peer, expected: &[Peer], leaving: &[Peer], live: &LiveCluster) -> Decision {
     if !live.from_leader {
         return Decision::Wait {
             reason: "the cluster answers but reports no leader (an election, or no quorum); \
@@ -401,12 +410,12 @@ fn decide_join(me: &Peer, expected: &[Peer], live: &LiveCluster) -> Decision {
     }
     // Remove before add: a member whose node left discovery goes first (the coordinator
     // removes it after its grace period), so the cluster never grows past its size with a
-    // dead member in it.
-    if let Some(gone) = live
-        .members
-        .iter()
-        .find(|m| !crate::plan::is_listed(&m.member, expected))
-    {
+    // dead member in it. A member whose node is leaving but still runs (a termination held by
+    // its lifecycle hook) is the exception: it is removed only once the cluster is back at
+    // full strength, so its replacement must be able to join first.
+    if let Some(gone) = live.members.iter().find(|m| {
+        !crate::plan::is_listed(&m.member, expected) && !crate::plan::is_listed(&m.member, leaving)
+    }) {
         let who = gone
             .member
             .name
@@ -486,7 +495,39 @@ fn decide_bootstrap(observed: &Observed, cluster_name: &str) -> Decision {
     );
     let mut unknown = Vec::new();
     let mut saw_formed = Vec::new();
+    let mut empty = 1; // This node.
     for peer in &observed.peers {
+        if observed.leaving.iter().any(|l| l.name == peer.name) {
+            // An empty leaving node holds nothing; any other answer may be the cluster.
+            match &peer.report {
+                PilotReport::Empty { .. } => continue,
+                PilotReport::Unknown => {
+                    return Decision::Wait {
+                        reason: format!(
+                            "{} is leaving but still runs, and its pilot does not answer: it may \
+                             hold the cluster's data, so no cluster is created or restored until \
+                             it answers or is gone",
+                            peer.name
+                        ),
+                    };
+                }
+                _ => {
+                    return Decision::Wait {
+                        reason: format!(
+                            "{} is leaving but still runs with data, and no etcd answers: no \
+                             cluster is created or restored while it may hold the cluster's data",
+                            peer.name
+                        ),
+                    };
+                }
+            }
+        }
+        if matches!(
+            peer.report,
+            PilotReport::Empty { .. } | PilotReport::Bootstrapping { .. }
+        ) {
+            empty += 1;
+        }
         match &peer.report {
             PilotReport::Unknown => unknown.push(peer.name.as_str()),
             PilotReport::HasData { .. } => {
@@ -540,6 +581,11 @@ fn decide_bootstrap(observed: &Observed, cluster_name: &str) -> Decision {
         None
     };
     if let Some(existed) = existed {
+        if unknown.is_empty()
+            && let Some(reason) = below_floor(observed, empty)
+        {
+            return Decision::Wait { reason };
+        }
         if let Some(decision) = decide_after_loss(observed, cluster_name, &existed, &unknown) {
             return decision;
         }
@@ -562,6 +608,9 @@ fn decide_bootstrap(observed: &Observed, cluster_name: &str) -> Decision {
                 unknown.join(", ")
             ),
         };
+    }
+    if let Some(reason) = below_floor(observed, empty) {
+        return Decision::Wait { reason };
     }
     // One token for everyone: the first peer by name proposes it (with a fresh nonce), the
     // others adopt it from its report. A proposer that restarts adopts it back from them.
@@ -603,6 +652,18 @@ fn decide_bootstrap(observed: &Observed, cluster_name: &str) -> Decision {
             ),
         },
     }
+}
+
+/// Why too few pilots answered "empty" (or are bootstrapping) for a new cluster or a
+/// restore, if they did.
+fn below_floor(observed: &Observed, empty: usize) -> Option<String> {
+    (empty < observed.bootstrap_floor).then(|| {
+        format!(
+            "{empty} pilot(s) answer empty, but a new cluster needs {} (the size discovery \
+             expects): waiting for the rest to be listed and to answer",
+            observed.bootstrap_floor
+        )
+    })
 }
 
 /// A cluster existed (`existed` says how we know) and no peer holds data or answers: restore

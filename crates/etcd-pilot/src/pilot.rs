@@ -249,8 +249,20 @@ impl Pilot {
         // each other), then slow down to the observe interval.
         let mut waits: u32 = 0;
         loop {
+            // The live members' client URLs: a join step talks to the cluster through them
+            // (they may be nodes leaving the group, which discovery does not list as peers).
+            let mut members = Vec::new();
             let decision = match self.observe_start().await {
-                Ok(observed) => start::decide(&observed, &self.config.cluster_name),
+                Ok(observed) => {
+                    if let ClusterView::Reachable(live) = &observed.cluster {
+                        members = live
+                            .members
+                            .iter()
+                            .filter_map(|m| m.member.client_urls.first().cloned())
+                            .collect();
+                    }
+                    start::decide(&observed, &self.config.cluster_name)
+                }
                 Err(err) => Decision::Wait {
                     reason: format!("cannot observe the cluster: {err:#}"),
                 },
@@ -315,7 +327,7 @@ impl Pilot {
                 }
                 Decision::Join(step) => {
                     self.set_phase(Phase::Joining, &format!("{step:?}"));
-                    match self.take_join_step(&step).await {
+                    match self.take_join_step(&step, &members).await {
                         Ok(()) => {
                             failures = 0;
                             true
@@ -363,10 +375,29 @@ impl Pilot {
         }
     }
 
-    async fn take_join_step(&self, step: &JoinStep) -> anyhow::Result<()> {
-        let peers = self.other_peers().await?;
-        let endpoints: Vec<String> = peers.iter().map(|p| p.client_url.clone()).collect();
-        let cluster = Etcd::connect(&endpoints, &self.options).await?;
+    /// Takes one join step through `members`, the live members' client URLs.
+    async fn take_join_step(&self, step: &JoinStep, members: &[String]) -> anyhow::Result<()> {
+        let local = url_string(&self.config.etcd.client_url);
+        let endpoints: Vec<String> = members.iter().filter(|u| **u != local).cloned().collect();
+        // The first member that accepts a connection (a client over several endpoints may
+        // send the call to one that is down).
+        let mut cluster = None;
+        let mut last_error = None;
+        for endpoint in &endpoints {
+            match Etcd::connect_one(endpoint, &self.options).await {
+                Ok(client) => {
+                    cluster = Some(client);
+                    break;
+                }
+                Err(err) => last_error = Some(err),
+            }
+        }
+        let Some(cluster) = cluster else {
+            return Err(match last_error {
+                Some(err) => anyhow::Error::from(err).context("connect to a live member"),
+                None => anyhow::anyhow!("no live member to ask"),
+            });
+        };
         match step {
             JoinStep::RemoveStale { member_id } => {
                 tracing::info!(member_id = %member_id, "removing the stale member of this node's earlier life");
@@ -397,8 +428,8 @@ impl Pilot {
     /// Everything the start decision needs, gathered concurrently with timeouts.
     async fn observe_start(&self) -> anyhow::Result<start::Observed> {
         let local = self.data.local_data()?;
-        let expected = match self.discovery.peers().await {
-            Ok(peers) => peers,
+        let census = match self.discovery.census().await {
+            Ok(census) => census,
             // A node with data restarts on it without discovery (as when no peer answers):
             // an outage of the discovery API must not keep a member down.
             Err(err) if matches!(local, LocalData::Data { .. }) => {
@@ -406,15 +437,18 @@ impl Pilot {
                     "discovery does not answer; deciding from the local data alone: {:#}",
                     anyhow::Error::from(err)
                 );
-                Vec::new()
+                crate::discovery::Census::default()
             }
             Err(err) => return Err(err.into()),
         };
+        let expected = census.peers;
         let formed_locally = self.data.formed()?;
         // Answer our peers' questions with what we hold now, before asking them ours.
         self.publish_report(&local, formed_locally, &expected);
+        // Nodes leaving but still running are asked too: their etcd may be the cluster.
         let others: Vec<Peer> = expected
             .iter()
+            .chain(&census.leaving)
             .filter(|p| p.name != self.config.name)
             .cloned()
             .collect();
@@ -443,6 +477,8 @@ impl Pilot {
         Ok(start::Observed {
             me: self.config.me(),
             expected,
+            leaving: census.leaving,
+            bootstrap_floor: census.size,
             local,
             formed_locally,
             peers,

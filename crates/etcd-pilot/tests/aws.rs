@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::aws::{AwsNodes, DOMAIN, GROUP, HOOK, Moto, expected_records, index, pilot_config};
+use common::workload::Workload;
 use common::{Cluster, Version, eventually};
 
 const REGION: &str = "us-east-1";
@@ -39,9 +40,18 @@ fn timers(remove_after: &str) -> String {
 
 /// A cluster of pilots in `subnet`, sharing moto's environment; moto on `port`.
 async fn aws_cluster(subnet: u8, port: u16) -> Option<(Cluster, Moto, std::path::PathBuf)> {
+    aws_cluster_with(subnet, port, false).await
+}
+
+/// [`aws_cluster`]; with `hold`, terminations wait in `Terminating:Wait` for the hook.
+async fn aws_cluster_with(
+    subnet: u8,
+    port: u16,
+    hold: bool,
+) -> Option<(Cluster, Moto, std::path::PathBuf)> {
     let etcd = common::etcd_bin(Version::V35)?;
     let mut cluster = Cluster::with(subnet, 0, etcd.clone(), "", &[]);
-    let moto = Moto::start(port, &cluster.tmp.path().join("moto")).await?;
+    let moto = Moto::start_with(port, &cluster.tmp.path().join("moto"), hold).await?;
     cluster.env = moto.env();
     Some((cluster, moto, etcd))
 }
@@ -407,4 +417,101 @@ async fn one_cluster_across_two_regions() {
     assert_eq!(east["member"]["cluster_id"], west["member"]["cluster_id"]);
     assert_eq!(west["discovery"]["peers"], 3);
     assert!(cluster.nodes[2].ip.starts_with("127.0.55."));
+}
+
+/// An instance refresh at 0 % minimum healthy: every instance of the group terminates at once
+/// while the hook holds them (`Terminating:Wait`, etcd still running). The new instances must
+/// join the old cluster (one cluster id, no bootstrap, no restore), the old members leave one
+/// at a time as the quorum and the full-strength rule allow, and no acknowledged write is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_terminating_at_once_hands_the_cluster_to_the_new_ones() {
+    let Some((mut cluster, moto, etcd)) = aws_cluster_with(56, 21560, true).await else {
+        return;
+    };
+    moto.group(REGION, 56, 3).await;
+    let queue = moto.lifecycle_queue(REGION).await;
+    let config = pilot_config(
+        &etcd,
+        REGION,
+        &format!(
+            "[lifecycle]\nqueue_url = \"{queue}\"\nheartbeat_interval = \"1s\"\n\n{}",
+            timers("10m")
+        ),
+    );
+    let (old, mut nodes) = start_group(&mut cluster, &moto, &config).await;
+    let cluster_id = common::cluster_id(&cluster.nodes[0].client_url()).await;
+    let mut workload = Workload::start(cluster.endpoints(), cluster_id, "/refresh");
+    eventually("the first writes", Duration::from_secs(20), || async {
+        (workload.acked() >= 20).then_some(())
+    })
+    .await;
+
+    for (n, (id, _)) in old.iter().enumerate() {
+        moto.terminate(REGION, id).await;
+        moto.send(REGION, &queue, &terminating(id, &format!("token-{n}")))
+            .await;
+    }
+    let states = moto.lifecycle_states(REGION).await;
+    let waiting = states.values().filter(|s| *s == "Terminating:Wait").count();
+    assert_eq!(waiting, 3, "{states:?}");
+    let new: Vec<(String, String)> = moto
+        .instances(REGION)
+        .await
+        .into_iter()
+        .filter(|(id, _)| !old.iter().any(|(o, _)| o == id))
+        .collect();
+    assert_eq!(new.len(), 3, "{new:?}");
+    let mut fresh = Vec::new();
+    for (id, ip) in &new {
+        let i = nodes.add(&mut cluster, id, ip, REGION, &config);
+        workload.watch(cluster.nodes[i].client_url());
+        fresh.push(i);
+    }
+    moto.watch_members(&cluster.endpoints());
+
+    // As the group would: an old instance is terminated once its action is completed.
+    let mut gone = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    while gone.len() < old.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "terminations not all completed: {:?}\n{}",
+            moto.lifecycle_calls(),
+            cluster.logs()
+        );
+        for (id, _) in &old {
+            let completed = moto
+                .lifecycle_calls()
+                .iter()
+                .any(|c| c["call"] == "complete" && c["instance"] == id.as_str());
+            if completed && !gone.contains(id) {
+                cluster.kill(index(&cluster, id));
+                gone.push(id.clone());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    cluster.wait_voters(&fresh, Duration::from_secs(60)).await;
+    for &i in &fresh {
+        let url = cluster.nodes[i].client_url();
+        assert_eq!(common::cluster_id(&url).await, cluster_id, "one cluster");
+        let log = cluster.nodes[i].log();
+        assert!(log.contains("adding this node as a learner"), "{log}");
+        assert!(!log.contains("bootstrapping a new cluster"), "{log}");
+        assert!(!log.contains("restoring"), "{log}");
+    }
+    // Each termination was completed only once its member was gone, never below two members.
+    for call in moto
+        .lifecycle_calls()
+        .iter()
+        .filter(|c| c["call"] == "complete")
+    {
+        let members: Vec<String> = serde_json::from_value(call["members"].clone()).unwrap();
+        assert!(members.len() >= 2, "{call}");
+        assert!(
+            !members.iter().any(|m| call["instance"] == m.as_str()),
+            "{call}"
+        );
+    }
+    workload.finish().await;
 }

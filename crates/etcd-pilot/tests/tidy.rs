@@ -61,6 +61,7 @@ fn every_test_cluster_has_its_own_subnet() {
             "running(",
             "running_with(",
             "aws_cluster(",
+            "aws_cluster_with(",
             "loaded(",
             "bad_config_rolled_out(",
         ]

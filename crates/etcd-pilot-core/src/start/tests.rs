@@ -169,6 +169,8 @@ fn observed_as(me: &str, local: &str, peers: &str, cluster: &str) -> Observed {
     Observed {
         me: peer(me),
         expected: ["m1", "m2", "m3"].map(peer).to_vec(),
+        leaving: Vec::new(),
+        bootstrap_floor: 3,
         local,
         formed_locally,
         peers: parse_peers(peers),
@@ -767,6 +769,61 @@ fn a_restart_names_the_live_members_or_else_the_listed_peers() {
     );
 }
 
+#[test]
+fn a_new_node_joins_the_old_cluster_through_leaving_nodes() {
+    // Every old instance terminates at once (held by the hook); the new ones are m1-m3 and
+    // the old members o1-o3 are leaving, not listed.
+    let mut all = observed("empty", "m2:empty m3:empty", "c7 o1#1 o2#2 o3#3");
+    all.leaving = ["o1", "o2", "o3"].map(peer).to_vec();
+    expect![[r#"Join(AddLearner)"#]].assert_eq(&format!("{:?}", decide(&all, "prod")));
+    // A member that left discovery and is not leaving still blocks (remove before add).
+    let mut observed = observed_as("m1", "empty", "", "c7 o1#1 o2#2 o3#3");
+    observed.leaving = ["o1", "o2"].map(peer).to_vec();
+    expect![[r#"Wait { reason: "member o3 left discovery; waiting for the coordinator to remove it before this node joins (remove before add)" }"#]]
+        .assert_eq(&format!("{:?}", decide(&observed, "prod")));
+}
+
+#[test]
+fn no_cluster_is_created_or_restored_past_a_leaving_node_that_may_hold_data() {
+    let mut silent = observed("empty", "m2:empty m3:empty o1:unknown", "unreachable");
+    silent.leaving = vec![peer("o1")];
+    let observed_silent = silent;
+    expect![[r#"Wait { reason: "o1 is leaving but still runs, and its pilot does not answer: it may hold the cluster's data, so no cluster is created or restored until it answers or is gone" }"#]]
+        .assert_eq(&format!("{:?}", decide(&observed_silent, "prod")));
+    let mut observed = observed_as(
+        "m1",
+        "empty formed",
+        "m2:formed m3:formed o1:data",
+        "unreachable",
+    );
+    observed.leaving = vec![peer("o1")];
+    observed.store = parse_store("backup");
+    expect![[r#"Wait { reason: "o1 is leaving but still runs with data, and no etcd answers: no cluster is created or restored while it may hold the cluster's data" }"#]]
+        .assert_eq(&format!("{:?}", decide(&observed, "prod")));
+    // An empty leaving node holds nothing.
+    let mut empty = observed_as("m1", "empty", "m2:empty m3:empty o1:empty", "unreachable");
+    empty.leaving = vec![peer("o1")];
+    assert!(matches!(
+        decide(&empty, "prod"),
+        Decision::BootstrapNew { .. }
+    ));
+}
+
+#[test]
+fn a_new_cluster_needs_as_many_empty_pilots_as_the_floor() {
+    // Discovery lists two of the group's three: a partial view.
+    let mut partial = observed_as("m1", "empty", "m2:empty", "unreachable");
+    partial.expected = ["m1", "m2"].map(peer).to_vec();
+    expect![[r#"Wait { reason: "peer m2 would bootstrap with m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380, this node with m1=http://m1:2380,m2=http://m2:2380; make the peer lists agree" }"#]]
+        .assert_eq(&format!("{:?}", decide(&partial, "prod")));
+    // The same for a restore after total loss.
+    let mut observed = observed_as("m1", "empty formed", "m2:formed", "unreachable");
+    observed.expected = ["m1", "m2"].map(peer).to_vec();
+    observed.store = parse_store("backup");
+    expect![[r#"Wait { reason: "2 pilot(s) answer empty, but a new cluster needs 3 (the size discovery expects): waiting for the rest to be listed and to answer" }"#]]
+        .assert_eq(&format!("{:?}", decide(&observed, "prod")));
+}
+
 fn arb_report() -> impl Strategy<Value = PilotReport> {
     prop_oneof![
         Just(PilotReport::Unknown),
@@ -843,6 +900,8 @@ fn arb_observed() -> impl Strategy<Value = Observed> {
             |(has_data, formed_locally, r2, r3, cluster, store, allow_empty)| Observed {
                 me: peer("m1"),
                 expected: ["m1", "m2", "m3"].map(peer).to_vec(),
+                leaving: Vec::new(),
+                bootstrap_floor: 3,
                 local: match has_data {
                     0 => LocalData::Empty,
                     1 => LocalData::Data { identity: None },
@@ -981,6 +1040,24 @@ proptest! {
                 prop_assert!(quarantined, "{:?}", decision);
             }
             _ => {}
+        }
+    }
+
+    #[test]
+    fn never_bootstraps_or_restores_below_the_floor_or_past_a_leaving_node(
+        mut observed in arb_observed(),
+        floor in 1..=4usize,
+        leaving in arb_report(),
+    ) {
+        observed.bootstrap_floor = floor;
+        observed.leaving = vec![peer("o1")];
+        observed.peers.push(PeerReport { name: name("o1"), report: leaving.clone() });
+        if let Decision::BootstrapNew { .. } | Decision::Restore { .. } = decide(&observed, "prod") {
+            let empty = 1 + observed.peers.iter().filter(|p| p.name.as_str() != "o1"
+                && matches!(p.report, PilotReport::Empty { .. } | PilotReport::Bootstrapping { .. })).count();
+            prop_assert!(empty >= floor, "{empty} < {floor}");
+            let leaving_empty = matches!(leaving, PilotReport::Empty { .. });
+            prop_assert!(leaving_empty, "{:?}", leaving);
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The `aws` provider: the running instances of autoscaling groups, in one or more regions.
 //! A member's name is its instance id; its address the instance's private IP (or public IP,
 //! or private DNS name). Instances on their way out of the group (`Terminating*`,
-//! `Detaching`...) are not listed.
+//! `Detaching`...) are not peers; while they still run (a termination held by a lifecycle
+//! hook) the census lists them as leaving, because their etcd may be the cluster, and gives
+//! the groups' desired capacity as the fleet's size.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +11,7 @@ use aws_sdk_ec2::types::Filter;
 use etcd_pilot_core::{MemberName, Peer};
 use tokio::sync::OnceCell;
 
-use super::{Discovery, Error, Result};
+use super::{Census, Discovery, Error, Result};
 use crate::aws;
 use crate::config::{AddressKind, AwsDiscovery};
 
@@ -22,6 +24,27 @@ const MEMBER_STATES: [&str; 6] = [
     "EnteringStandby",
     "Standby",
 ];
+
+/// Lifecycle states of an instance leaving the group that may still run its etcd.
+const LEAVING_STATES: [&str; 5] = [
+    "Terminating",
+    "Terminating:Wait",
+    "Terminating:Proceed",
+    "Detaching",
+    "EnteringStandby:Wait",
+];
+
+/// What one region answered.
+#[derive(Default)]
+struct RegionAnswer {
+    groups: Vec<String>,
+    /// Instance id -> address, of instances that should be members.
+    members: BTreeMap<String, String>,
+    /// Instance id -> address, of running instances leaving the group.
+    leaving: BTreeMap<String, String>,
+    /// The sum of the groups' desired capacity.
+    desired: usize,
+}
 
 struct RegionClients {
     region: String,
@@ -60,17 +83,16 @@ impl AutoscalingGroups {
             .await
     }
 
-    /// The groups found in one region, and its members-to-be: instance id -> address.
-    async fn region(
-        &self,
-        clients: &RegionClients,
-    ) -> Result<(Vec<String>, BTreeMap<String, String>)> {
+    /// The groups found in one region, their members-to-be and leaving instances (instance id
+    /// -> address), and their desired capacity.
+    async fn region(&self, clients: &RegionClients) -> Result<RegionAnswer> {
         let failed = |what: &str, err: &(dyn std::error::Error + 'static)| Error::Aws {
             region: clients.region.clone(),
             message: format!("{what}: {}", crate::error_chain(err)),
         };
         let mut ids = Vec::new();
-        let mut found = Vec::new();
+        let mut leaving_ids = Vec::new();
+        let mut answer = RegionAnswer::default();
         let mut pages = clients
             .autoscaling
             .describe_auto_scaling_groups()
@@ -80,30 +102,34 @@ impl AutoscalingGroups {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|err| failed("DescribeAutoScalingGroups", &err))?;
             for group in page.auto_scaling_groups() {
-                found.push(
+                answer.groups.push(
                     group
                         .auto_scaling_group_name()
                         .unwrap_or_default()
                         .to_owned(),
                 );
+                answer.desired +=
+                    usize::try_from(group.desired_capacity().unwrap_or_default()).unwrap_or(0);
                 for instance in group.instances() {
                     let state = instance.lifecycle_state().map(|s| s.as_str());
-                    if state.is_some_and(|s| MEMBER_STATES.contains(&s))
-                        && let Some(id) = instance.instance_id()
-                    {
+                    let Some(id) = instance.instance_id() else {
+                        continue;
+                    };
+                    if state.is_some_and(|s| MEMBER_STATES.contains(&s)) {
                         ids.push(id.to_owned());
+                    } else if state.is_some_and(|s| LEAVING_STATES.contains(&s)) {
+                        leaving_ids.push(id.to_owned());
                     }
                 }
             }
         }
-        let mut addresses = BTreeMap::new();
-        if ids.is_empty() {
-            return Ok((found, addresses));
+        if ids.is_empty() && leaving_ids.is_empty() {
+            return Ok(answer);
         }
         let mut pages = clients
             .ec2
             .describe_instances()
-            .set_instance_ids(Some(ids))
+            .set_instance_ids(Some(ids.iter().chain(&leaving_ids).cloned().collect()))
             .filters(
                 Filter::builder()
                     .name("instance-state-name")
@@ -123,16 +149,39 @@ impl AutoscalingGroups {
                 if let (Some(id), Some(address)) = (instance.instance_id(), address)
                     && !address.is_empty()
                 {
-                    addresses.insert(id.to_owned(), address.to_owned());
+                    let into = if leaving_ids.iter().any(|l| l == id) {
+                        &mut answer.leaving
+                    } else {
+                        &mut answer.members
+                    };
+                    into.insert(id.to_owned(), address.to_owned());
                 }
             }
         }
-        Ok((found, addresses))
+        Ok(answer)
+    }
+
+    fn peer(&self, id: String, host: &str) -> Result<Peer> {
+        let c = &self.config;
+        let name = MemberName::new(id.clone()).map_err(|err| Error::Aws {
+            region: c.regions.join(","),
+            message: format!("instance id {id:?} is no member name: {err}"),
+        })?;
+        Ok(Peer {
+            name,
+            peer_url: format!("http://{host}:{}", c.peer_port),
+            client_url: format!("http://{host}:{}", c.client_port),
+            admin_url: format!("http://{host}:{}", c.admin_port),
+        })
     }
 }
 
 impl Discovery for AutoscalingGroups {
     async fn peers(&self) -> Result<Vec<Peer>> {
+        Ok(self.census().await?.peers)
+    }
+
+    async fn census(&self) -> Result<Census> {
         let clients = self.clients().await;
         let answers = tokio::time::timeout(
             self.config.timeout * 4,
@@ -145,11 +194,15 @@ impl Discovery for AutoscalingGroups {
         })?;
         // Every region must answer: a partial view would look like a mass departure.
         let mut instances = BTreeMap::new();
+        let mut leaving = BTreeMap::new();
         let mut found = Vec::new();
+        let mut size = 0;
         for answer in answers {
-            let (groups, addresses) = answer?;
-            found.extend(groups);
-            instances.extend(addresses);
+            let answer = answer?;
+            found.extend(answer.groups);
+            instances.extend(answer.members);
+            leaving.extend(answer.leaving);
+            size += answer.desired;
         }
         // A group no region knows is an error (a typo, the wrong region), not an empty group.
         let missing: Vec<&String> = self
@@ -174,21 +227,18 @@ impl Discovery for AutoscalingGroups {
                 self.config.regions.join(",")
             )));
         }
-        let c = &self.config;
-        instances
+        let peers = instances
             .into_iter()
-            .map(|(id, host)| {
-                let name = MemberName::new(id.clone()).map_err(|err| Error::Aws {
-                    region: c.regions.join(","),
-                    message: format!("instance id {id:?} is no member name: {err}"),
-                })?;
-                Ok(Peer {
-                    name,
-                    peer_url: format!("http://{host}:{}", c.peer_port),
-                    client_url: format!("http://{host}:{}", c.client_port),
-                    admin_url: format!("http://{host}:{}", c.admin_port),
-                })
-            })
-            .collect()
+            .map(|(id, host)| self.peer(id, &host))
+            .collect::<Result<Vec<Peer>>>()?;
+        let leaving = leaving
+            .into_iter()
+            .map(|(id, host)| self.peer(id, &host))
+            .collect::<Result<Vec<Peer>>>()?;
+        Ok(Census {
+            size: size.max(peers.len()),
+            peers,
+            leaving,
+        })
     }
 }

@@ -36,12 +36,36 @@ pub(crate) enum Error {
 
 pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What a starting node needs to know beyond the peers.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Census {
+    /// The peers that should be members, this node included.
+    pub(crate) peers: Vec<Peer>,
+    /// Nodes on their way out that still run, with their etcd and data (an autoscaling
+    /// group's `Terminating:Wait` instances, held by a lifecycle hook).
+    pub(crate) leaving: Vec<Peer>,
+    /// How many nodes the fleet should have (the groups' desired capacity), when the provider
+    /// knows; otherwise the number of peers.
+    pub(crate) size: usize,
+}
+
 /// Who should be a member.
 pub(crate) trait Discovery {
     /// Returns the full current set of peers, this node included. Idempotent and free of side
     /// effects. An error means "no answer": the caller keeps what it knew, and never reads it
     /// as "nobody should be a member".
     async fn peers(&self) -> Result<Vec<Peer>>;
+
+    /// The peers, the nodes leaving but still running, and the fleet's intended size: what a
+    /// starting node asks before it bootstraps or restores. Same contract as [`Self::peers`].
+    async fn census(&self) -> Result<Census> {
+        let peers = self.peers().await?;
+        Ok(Census {
+            size: peers.len(),
+            peers,
+            leaving: Vec::new(),
+        })
+    }
 }
 
 enum Kind {
@@ -75,19 +99,16 @@ impl Provider {
     }
 }
 
-impl Discovery for Provider {
-    async fn peers(&self) -> Result<Vec<Peer>> {
-        let answer = match &self.kind {
-            Kind::Static(list) => list.peers().await,
-            Kind::Aws(groups) => groups.peers().await,
-        };
+impl Provider {
+    /// Records the outcome of one answer in the pilot's status.
+    fn record<T>(&self, answer: &Result<T>, n_peers: impl Fn(&T) -> usize) {
         let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
         self.status.send_if_modified(|s| {
             let d = &mut s.discovery;
             let before = (d.peers, d.error.clone());
-            match &answer {
-                Ok(peers) => {
-                    d.peers = Some(peers.len());
+            match answer {
+                Ok(found) => {
+                    d.peers = Some(n_peers(found));
                     d.error = None;
                     d.stale = false;
                     d.last_success = Some(now.clone());
@@ -104,6 +125,25 @@ impl Discovery for Provider {
             // Only a change is a notification; the timestamp alone is not.
             before != (d.peers, d.error.clone())
         });
+    }
+}
+
+impl Discovery for Provider {
+    async fn peers(&self) -> Result<Vec<Peer>> {
+        let answer = match &self.kind {
+            Kind::Static(list) => list.peers().await,
+            Kind::Aws(groups) => groups.peers().await,
+        };
+        self.record(&answer, Vec::len);
+        answer
+    }
+
+    async fn census(&self) -> Result<Census> {
+        let answer = match &self.kind {
+            Kind::Static(list) => list.census().await,
+            Kind::Aws(groups) => groups.census().await,
+        };
+        self.record(&answer, |census| census.peers.len());
         answer
     }
 }

@@ -30,17 +30,27 @@ pub struct Moto {
     pub port: u16,
     pub dir: PathBuf,
     child: Option<Child>,
+    /// Terminations are held in `Terminating:Wait` until CompleteLifecycleAction.
+    hold: bool,
 }
 
 impl Moto {
     /// Starts moto on `port`, logging under `dir`. `None` when the venv is missing outside CI.
     pub async fn start(port: u16, dir: &Path) -> Option<Self> {
+        Self::start_with(port, dir, false).await
+    }
+
+    /// [`Moto::start`]; with `hold`, a terminated instance stays running in
+    /// `Terminating:Wait` (a replacement is launched at once) until its lifecycle action is
+    /// completed, as with a real group's termination hook.
+    pub async fn start_with(port: u16, dir: &Path, hold: bool) -> Option<Self> {
         super::required(&Path::new(VENV).join("bin/python"))?;
         std::fs::create_dir_all(dir).unwrap();
         let mut moto = Self {
             port,
             dir: dir.to_owned(),
             child: None,
+            hold,
         };
         moto.spawn();
         moto.wait_up().await;
@@ -59,6 +69,7 @@ impl Moto {
             .arg(self.port.to_string())
             .env("LIFECYCLE_LOG", self.lifecycle_log())
             .env("LIFECYCLE_ETCD_ENDPOINTS", self.dir.join("etcd-endpoints"))
+            .env("HOLD_TERMINATIONS", if self.hold { "1" } else { "0" })
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -219,6 +230,27 @@ impl Moto {
             .collect();
         found.sort_by_key(|(_, ip)| ip.rsplit('.').next().unwrap().parse::<u8>().unwrap());
         found
+    }
+
+    /// Every instance of the group in `region` with its lifecycle state.
+    pub async fn lifecycle_states(&self, region: &str) -> BTreeMap<String, String> {
+        let sdk = self.sdk(region).await;
+        let groups = aws_sdk_autoscaling::Client::new(&sdk)
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(GROUP)
+            .send()
+            .await
+            .unwrap();
+        groups.auto_scaling_groups()[0]
+            .instances()
+            .iter()
+            .map(|i| {
+                (
+                    i.instance_id().unwrap().to_owned(),
+                    i.lifecycle_state().unwrap().as_str().to_owned(),
+                )
+            })
+            .collect()
     }
 
     pub async fn set_desired(&self, region: &str, n: i32) {

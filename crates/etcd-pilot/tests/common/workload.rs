@@ -30,7 +30,9 @@ pub struct Workload {
     cancel: CancellationToken,
     seen: Arc<Mutex<Seen>>,
     tasks: Vec<JoinHandle<()>>,
-    endpoints: Vec<String>,
+    /// Written through in turn, watched, and read back at the end; [`Workload::watch`] adds.
+    endpoints: Arc<Mutex<Vec<String>>>,
+    cluster_id: u64,
     started: Instant,
 }
 
@@ -41,17 +43,22 @@ impl Workload {
         let cancel = CancellationToken::new();
         let seen = Arc::new(Mutex::new(Seen::default()));
         let started = Instant::now();
+        let shared = Arc::new(Mutex::new(endpoints.clone()));
         let writer = {
             let (cancel, seen, endpoints, prefix) = (
                 cancel.clone(),
                 seen.clone(),
-                endpoints.clone(),
+                shared.clone(),
                 prefix.to_owned(),
             );
             tokio::spawn(async move {
                 let mut n: u64 = 0;
                 while !cancel.is_cancelled() {
-                    let endpoint = &endpoints[(n as usize) % endpoints.len()];
+                    let endpoint = {
+                        let endpoints = endpoints.lock().unwrap();
+                        endpoints[(n as usize) % endpoints.len()].clone()
+                    };
+                    let endpoint = &endpoint;
                     let key = format!("{prefix}/{n:08}");
                     let put = async {
                         let mut client = connect(std::slice::from_ref(endpoint)).await?;
@@ -66,46 +73,61 @@ impl Workload {
                 }
             })
         };
-        let watchers = endpoints.iter().map(|endpoint| {
-            let (cancel, seen, endpoint) = (cancel.clone(), seen.clone(), endpoint.clone());
-            tokio::spawn(async move {
-                let mut client = None;
-                while !cancel.is_cancelled() {
-                    if client.is_none() {
-                        client = tokio::time::timeout(
-                            Duration::from_millis(500),
-                            connect(std::slice::from_ref(&endpoint)),
-                        )
-                        .await
-                        .ok()
-                        .and_then(Result::ok);
-                    }
-                    if let Some(c) = client.as_mut() {
-                        match tokio::time::timeout(Duration::from_millis(500), c.status()).await {
-                            Ok(Ok(status)) => {
-                                let id = status.header().map_or(0, |h| h.cluster_id());
-                                let mut seen = seen.lock().unwrap();
-                                seen.samples += 1;
-                                if id != cluster_id {
-                                    seen.foreign.push((endpoint.clone(), id, started.elapsed()));
-                                }
-                            }
-                            _ => client = None,
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            })
-        });
-        let mut tasks = vec![writer];
-        tasks.extend(watchers);
-        Self {
+        let mut workload = Self {
             cancel,
             seen,
-            tasks,
-            endpoints,
+            tasks: vec![writer],
+            endpoints: shared,
+            cluster_id,
             started,
+        };
+        for endpoint in endpoints {
+            workload.spawn_watcher(endpoint);
         }
+        workload
+    }
+
+    /// Also writes through, watches and reads back `endpoint` (a member that joined).
+    pub fn watch(&mut self, endpoint: String) {
+        self.endpoints.lock().unwrap().push(endpoint.clone());
+        self.spawn_watcher(endpoint);
+    }
+
+    fn spawn_watcher(&mut self, endpoint: String) {
+        let (cancel, seen, cluster_id, started) = (
+            self.cancel.clone(),
+            self.seen.clone(),
+            self.cluster_id,
+            self.started,
+        );
+        self.tasks.push(tokio::spawn(async move {
+            let mut client = None;
+            while !cancel.is_cancelled() {
+                if client.is_none() {
+                    client = tokio::time::timeout(
+                        Duration::from_millis(500),
+                        connect(std::slice::from_ref(&endpoint)),
+                    )
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                }
+                if let Some(c) = client.as_mut() {
+                    match tokio::time::timeout(Duration::from_millis(500), c.status()).await {
+                        Ok(Ok(status)) => {
+                            let id = status.header().map_or(0, |h| h.cluster_id());
+                            let mut seen = seen.lock().unwrap();
+                            seen.samples += 1;
+                            if id != cluster_id {
+                                seen.foreign.push((endpoint.clone(), id, started.elapsed()));
+                            }
+                        }
+                        _ => client = None,
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }));
     }
 
     /// How many writes were acknowledged so far.
@@ -135,7 +157,8 @@ impl Workload {
         // endpoint that answers (a linearizable read sees every acknowledged write).
         let prefix = seen.acked[0].0.rsplit_once('/').unwrap().0.to_owned() + "/";
         let mut found = None;
-        for endpoint in &self.endpoints {
+        let endpoints = self.endpoints.lock().unwrap().clone();
+        for endpoint in &endpoints {
             let read = async {
                 let mut client = connect(std::slice::from_ref(endpoint)).await?;
                 client

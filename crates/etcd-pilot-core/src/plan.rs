@@ -334,7 +334,7 @@ pub fn plan(observed: &Observed, policy: &Policy) -> Plan {
                 continue;
             }
         }
-        if let Some(reason) = removal_blocked(members, target, desired) {
+        if let Some(reason) = removal_blocked(members, target, kind, desired) {
             blocked.push(reason);
             continue;
         }
@@ -428,15 +428,21 @@ fn promotion_ready(
 /// Two rules, both needed:
 /// - quorum: the remaining voters keep a healthy quorum;
 /// - full strength: a healthy member is removed only when every other voter is healthy (a
-///   learner would have stopped the plan earlier), and no removal leaves fewer voters than
-///   one less than the `desired` size (the peers discovery lists that are staying). A member
-///   that is already dead may go while others are down too: removing it cannot lower
-///   availability. Together they make every removal one step away from full strength, so a
-///   fault that repeats member after member (a bad config rolled out one node at a time)
-///   costs at most one member, never the cluster.
+///   learner would have stopped the plan earlier); a member that does not answer healthy may
+///   go while others are down too (the quorum rule still holds). And a member removed to come
+///   back (unusable data) or to be replaced by a node that joins first (terminating) is
+///   removed only if that leaves at least one less than the `desired` size (the peers
+///   discovery lists that are staying). Together they make every such removal one step away
+///   from full strength, so a fault that repeats member after member (a bad config rolled out
+///   one node at a time) costs at most one member, never the cluster.
+///
+/// The floor does not apply to a member that left discovery: its replacement joins only once
+/// it is gone (remove before add), so holding it would hold the replacement too; the
+/// mass-removal guard covers a discovery fault there.
 fn removal_blocked(
     members: &[ObservedMember],
     target: &ObservedMember,
+    kind: RemovalKind,
     desired: usize,
 ) -> Option<String> {
     if target.member.is_learner {
@@ -470,7 +476,10 @@ fn removal_blocked(
             describe(down)
         ));
     }
-    let floor = desired.saturating_sub(1);
+    let floor = match kind {
+        RemovalKind::DataUnusable | RemovalKind::Terminating => desired.saturating_sub(1),
+        RemovalKind::Unlisted | RemovalKind::StalledLearner => 0,
+    };
     (voters_after.len() < floor).then(|| {
         format!(
             "removing {} would leave {} voters, below {floor} (one less than the {desired} \

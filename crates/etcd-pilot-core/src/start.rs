@@ -274,6 +274,29 @@ fn decide_with_data(observed: &Observed, identity: Option<&Identity>) -> Decisio
     if let Some(cluster_id) = identity.cluster_id
         && cluster_id != live.cluster_id
     {
+        // An etcd that formed a cluster of its own answers as fast as a real member. Our
+        // data is set aside only when every peer's pilot answered and none may still hold our
+        // cluster; otherwise the answer may be the stray one, and we wait.
+        let ours_elsewhere = observed.peers.iter().find(|p| match p.report {
+            PilotReport::Unknown => true,
+            PilotReport::HasData { cluster_id: id } => id == Some(cluster_id),
+            _ => false,
+        });
+        if let Some(peer) = ours_elsewhere {
+            let what = if peer.report == PilotReport::Unknown {
+                "does not answer".to_owned()
+            } else {
+                format!("holds data of cluster {cluster_id} too")
+            };
+            return Decision::Wait {
+                reason: format!(
+                    "the cluster answering is {}, but the local data belongs to cluster \
+                     {cluster_id} and peer {} {what}: waiting rather than setting aside data \
+                     that may be the cluster's",
+                    live.cluster_id, peer.name
+                ),
+            };
+        }
         return Decision::Quarantine {
             reason: format!(
                 "the data belongs to cluster {cluster_id}, but the live cluster is {}",

@@ -203,11 +203,17 @@ impl Pilot {
         };
         let supervisor_cancel = CancellationToken::new();
         let supervisor_task = tokio::spawn(supervisor.run(supervisor_cancel.clone()));
+        let liveness_task = tokio::spawn(liveness(
+            self.pool.clone(),
+            url_string(&self.config.etcd.client_url),
+            child_rx.clone(),
+            unresponsive_tx,
+            self.config.timers.liveness_timeout,
+            supervisor_cancel.clone(),
+        ));
         self.set_phase(Phase::Running, "etcd started; waiting for it to answer");
 
-        let outcome = self
-            .watch_member(child_rx, &unresponsive_tx, reconciler, cancel)
-            .await;
+        let outcome = self.watch_member(child_rx, reconciler, cancel).await;
         let start_over = !matches!(outcome, Outcome::Continue);
 
         reconciler.resign().await;
@@ -229,6 +235,7 @@ impl Pilot {
         }
         supervisor_cancel.cancel();
         supervisor_task.await.context("join supervisor")??;
+        liveness_task.await.context("join liveness")?;
         self.metrics.etcd_up.set(0);
         tracing::info!("etcd stopped");
         if let Outcome::Quarantine { reason } = outcome {
@@ -640,41 +647,25 @@ impl Pilot {
     }
 
     /// Watches the local member until `cancel` or its removal: publishes its status, checks
-    /// and records its identity, marks the cluster formed, restarts an etcd that stopped
-    /// answering (liveness), and runs a reconcile step each interval.
+    /// and records its identity, marks the cluster formed, and runs a reconcile step each
+    /// interval. (Liveness runs beside it, in [`liveness`].)
     async fn watch_member(
         &self,
         mut child: watch::Receiver<ChildStatus>,
-        unresponsive: &tokio::sync::mpsc::Sender<Duration>,
         reconciler: &mut Reconciler,
         cancel: &CancellationToken,
     ) -> Outcome {
         let local = url_string(&self.config.etcd.client_url);
         let mut formed_in_cluster = false;
         let mut child_open = true;
-        // Liveness: only an etcd that answered in this run is restarted for going silent (a
-        // member waiting for its quorum, or replaying a long WAL, answers nothing yet, and a
-        // restart would not help it).
-        let mut run_pid = None;
-        let mut answered_in_run = false;
-        let mut silent_since: Option<tokio::time::Instant> = None;
         loop {
             let child_status = child.borrow_and_update().clone();
-            if let ChildStatus::Running { pid } = child_status
-                && run_pid != Some(pid)
-            {
-                run_pid = Some(pid);
-                answered_in_run = false;
-                silent_since = None;
-            }
             self.publish_child(&child_status);
             // The pool keeps one connection to the local member while it works, so an idle
             // pilot does not reconnect every interval.
             match self.pool.status(&local).await {
                 Ok(status) => {
                     self.metrics.etcd_up.set(1);
-                    answered_in_run = true;
-                    silent_since = None;
                     match self.check_identity(&status).await {
                         Ok(None) => {}
                         Ok(Some(reason)) => {
@@ -698,28 +689,14 @@ impl Pilot {
                 }
                 Err(err) => {
                     self.metrics.etcd_up.set(0);
-                    let mut message = format!("local etcd does not answer: {err:#}");
-                    if answered_in_run && matches!(child_status, ChildStatus::Running { .. }) {
-                        let since = *silent_since.get_or_insert_with(tokio::time::Instant::now);
-                        let silent = since.elapsed();
-                        if silent >= self.config.timers.liveness_timeout {
-                            tracing::error!(silent_for = ?silent, "local etcd runs but has not answered for the liveness timeout; restarting it");
-                            if unresponsive.try_send(silent).is_ok() {
-                                answered_in_run = false;
-                                silent_since = None;
-                            }
-                        } else {
-                            message.push_str(&format!(
-                                " (silent for {}s; restarted after {}s)",
-                                silent.as_secs(),
-                                self.config.timers.liveness_timeout.as_secs()
-                            ));
-                        }
-                    }
+                    let message = format!("local etcd does not answer: {err:#}");
                     self.status.send_modify(|s| {
                         s.member.healthy = false;
                         s.ready = false;
-                        s.reason = message.clone();
+                        s.reason = match &s.cannot_run {
+                            Some(cause) => format!("etcd cannot run: {cause}"),
+                            None => message.clone(),
+                        };
                         s.last_error = Some(message);
                     });
                 }
@@ -768,11 +745,12 @@ impl Pilot {
                 failures,
                 last_exit,
                 crash,
+                damaged_in_a_row,
             } => {
-                if crash.is_unusable_data() && *failures >= UNUSABLE_AFTER_FAILURES {
+                if crash.is_unusable_data() && *damaged_in_a_row >= UNUSABLE_AFTER_FAILURES {
                     (
                         Some(format!(
-                            "etcd exited {failures} times in a row on damaged data (last: {last_exit}): {}",
+                            "etcd exited {damaged_in_a_row} times in a row on damaged data (last: {last_exit}): {}",
                             crash.reason()
                         )),
                         None,
@@ -906,16 +884,38 @@ impl Pilot {
                 None => {}
             }
         }
-        // Pending or missing marker: confirm the cluster with the peers before recording it.
-        let others = match self.other_peers().await {
-            Ok(others) => others,
+        // Pending or missing marker: confirm the cluster with another node before recording
+        // it: the peers discovery lists, and the other members the local etcd's list names
+        // (nodes leaving the group, which discovery does not list, may be the only ones).
+        let local = url_string(&self.config.etcd.client_url);
+        let (mut endpoints, alone) = match self.other_peers().await {
+            Ok(others) => (
+                others
+                    .iter()
+                    .map(|p| p.client_url.clone())
+                    .collect::<Vec<_>>(),
+                others.is_empty(),
+            ),
             Err(err) => {
-                tracing::debug!("cannot list peers to confirm the cluster id, will retry: {err:#}");
-                return Ok(None);
+                tracing::debug!("cannot list peers to confirm the cluster id: {err:#}");
+                (Vec::new(), false)
             }
         };
-        if !others.is_empty() {
-            let endpoints: Vec<String> = others.iter().map(|p| p.client_url.clone()).collect();
+        if let Ok(client) = self.pool.client(&local).await
+            && let Ok(list) = client.member_list().await
+        {
+            endpoints.extend(
+                list.members
+                    .iter()
+                    .filter(|m| m.id != status.member_id)
+                    .filter_map(|m| m.client_urls.first().cloned()),
+            );
+        }
+        endpoints.retain(|e| *e != local);
+        endpoints.sort();
+        endpoints.dedup();
+        // Discovery lists this node alone: a one-member cluster by design, nobody to ask.
+        if !alone || !endpoints.is_empty() {
             let answers = self.pool.cluster_ids(&endpoints).await;
             if answers.is_empty() {
                 tracing::debug!(cluster_id = %status.cluster_id, "no peer answers yet; the cluster id is recorded once one confirms it");
@@ -1020,6 +1020,60 @@ impl Pilot {
             s.phase = phase;
             s.reason = reason.to_owned();
         });
+    }
+}
+
+/// Restarts an etcd that answered in its current run and then stays silent for `timeout`.
+///
+/// It asks etcd's status every second (each call under the etcd call timeout), beside the
+/// reconcile step and independently of how long a step takes, so the silence is measured,
+/// not guessed from two samples far apart. An etcd that has not answered yet in its run (a
+/// member waiting for its quorum, or replaying a long WAL) is left alone: a restart would not
+/// help it. The request names the process, so a request about an earlier run is ignored.
+async fn liveness(
+    pool: etcd::Pool,
+    local: String,
+    mut child: watch::Receiver<ChildStatus>,
+    unresponsive: tokio::sync::mpsc::Sender<(u32, Duration)>,
+    timeout: Duration,
+    cancel: CancellationToken,
+) {
+    let mut run = None;
+    let mut answered = false;
+    let mut silent_since: Option<tokio::time::Instant> = None;
+    loop {
+        let status = child.borrow_and_update().clone();
+        if let ChildStatus::Running { pid } = status {
+            if run != Some(pid) {
+                run = Some(pid);
+                answered = false;
+                silent_since = None;
+            }
+            match pool.status(&local).await {
+                Ok(_) => {
+                    answered = true;
+                    silent_since = None;
+                }
+                Err(_) if answered => {
+                    let since = *silent_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() >= timeout {
+                        tracing::error!(pid, silent_for = ?since.elapsed(), "local etcd runs but has not answered for the liveness timeout; restarting it");
+                        if unresponsive.try_send((pid, since.elapsed())).is_ok() {
+                            answered = false;
+                            silent_since = None;
+                        }
+                    }
+                }
+                Err(_) => {}
+            }
+        } else {
+            run = None;
+        }
+        // Cancel-safe: only a sleep is dropped.
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = cancel.cancelled() => return,
+        }
     }
 }
 

@@ -35,6 +35,8 @@ pub(crate) enum ChildStatus {
         last_exit: String,
         /// The core's verdict on the last crash.
         crash: Crash,
+        /// How many crashes in a row, without a stable run, etcd blamed on its data.
+        damaged_in_a_row: u32,
     },
     Stopped,
 }
@@ -62,15 +64,18 @@ pub(crate) struct Supervisor {
     pub(crate) stop_grace: Duration,
     pub(crate) status: watch::Sender<ChildStatus>,
     pub(crate) metrics: Metrics,
-    /// Requests to restart an etcd that stopped answering, with how long it has been silent.
-    pub(crate) unresponsive: mpsc::Receiver<Duration>,
+    /// Requests to restart an etcd that stopped answering: its pid (a request about another
+    /// run is ignored) and how long it has been silent.
+    pub(crate) unresponsive: mpsc::Receiver<(u32, Duration)>,
 }
 
-/// The running child, when it started, and the tasks forwarding its output.
+/// The running child, when it started, the tasks forwarding its output, and its last lines
+/// (this run's only).
 struct Running {
     process: tokio::process::Child,
     started: Instant,
     forwarders: Vec<tokio::task::JoinHandle<()>>,
+    lines: Lines,
 }
 
 impl Supervisor {
@@ -80,27 +85,21 @@ impl Supervisor {
         let (mut state, mut command) =
             supervise::step(State::Idle, Event::Start, &self.policy, 0.5);
         let mut child: Option<Running> = None;
-        let lines = Lines::default();
         let mut last_exit = String::new();
         let mut last_crash = Crash::CannotRun {
             reason: String::new(),
         };
+        let mut damaged_in_a_row: u32 = 0;
         loop {
             let event = match command {
                 Command::Done => break,
-                Command::Spawn => match self.spawn(&lines) {
+                Command::Spawn => match self.spawn() {
                     Ok(spawned) => {
                         let pid = spawned.process.id().unwrap_or_default();
                         self.status.send_replace(ChildStatus::Running { pid });
                         child = Some(spawned);
-                        self.wait_child(
-                            &mut child,
-                            &lines,
-                            &mut last_exit,
-                            &mut last_crash,
-                            &cancel,
-                        )
-                        .await
+                        self.wait_child(&mut child, &mut last_exit, &mut last_crash, &cancel)
+                            .await
                     }
                     Err(err) => {
                         tracing::error!(bin = %self.command.bin.display(), "cannot start etcd: {err:#}");
@@ -114,7 +113,7 @@ impl Supervisor {
                 },
                 // Only a late event leads here; wait for the next real one.
                 Command::Nothing => {
-                    self.wait_child(&mut child, &lines, &mut last_exit, &mut last_crash, &cancel)
+                    self.wait_child(&mut child, &mut last_exit, &mut last_crash, &cancel)
                         .await
                 }
                 Command::SpawnAfter(delay) => {
@@ -141,6 +140,14 @@ impl Supervisor {
                     Event::Exited { ran_for }
                 }
             };
+            if let Event::Exited { ran_for } = event {
+                // A stable run, or a crash that is not the data's, starts the count afresh.
+                damaged_in_a_row = match (&last_crash, ran_for >= self.policy.stable_after) {
+                    (Crash::UnusableData { .. }, false) => damaged_in_a_row.saturating_add(1),
+                    (Crash::UnusableData { .. }, true) => 1,
+                    (Crash::CannotRun { .. }, _) => 0,
+                };
+            }
             let jitter = rand::random::<f64>();
             let previous = state;
             (state, command) = supervise::step(state, event, &self.policy, jitter);
@@ -151,6 +158,7 @@ impl Supervisor {
                     failures,
                     last_exit: last_exit.clone(),
                     crash: last_crash.clone(),
+                    damaged_in_a_row,
                 });
             }
             tracing::debug!(?previous, ?state, ?command, "supervisor step");
@@ -166,7 +174,6 @@ impl Supervisor {
     async fn wait_child(
         &mut self,
         child: &mut Option<Running>,
-        lines: &Lines,
         last_exit: &mut String,
         last_crash: &mut Crash,
         cancel: &CancellationToken,
@@ -175,17 +182,25 @@ impl Supervisor {
             cancel.cancelled().await;
             return Event::Stop;
         };
-        // Requests about an earlier run are stale.
-        while self.unresponsive.try_recv().is_ok() {}
-        // Cancel-safe: `Child::wait` and `recv` may be dropped and called again.
-        let (status, exit) = tokio::select! {
-            status = running.process.wait() => (status, None),
-            Some(silent) = self.unresponsive.recv() => {
-                tracing::warn!(member = %self.command.member, silent_for = ?silent, "etcd does not answer; restarting it");
-                let status = process::terminate(&mut running.process, self.stop_grace).await;
-                (status, Some(Exit::Unresponsive(silent)))
+        let pid = running.process.id();
+        let (status, exit) = loop {
+            // Cancel-safe: `Child::wait` and `recv` may be dropped and called again.
+            tokio::select! {
+                status = running.process.wait() => break (status, None),
+                Some((asked, silent)) = self.unresponsive.recv() => {
+                    if Some(asked) != pid {
+                        // About an earlier run: stale.
+                        continue;
+                    }
+                    tracing::warn!(member = %self.command.member, silent_for = ?silent, "etcd does not answer; restarting it");
+                    // A stopped process (SIGSTOP) holds SIGTERM until it runs again: let it
+                    // run, so it can stop gracefully; a hung one is killed after the grace.
+                    let _ = process::signal(asked, Signal::SIGCONT);
+                    let status = process::terminate(&mut running.process, self.stop_grace).await;
+                    break (status, Some(Exit::Unresponsive(silent)));
+                }
+                () = cancel.cancelled() => return Event::Stop,
             }
-            () = cancel.cancelled() => return Event::Stop,
         };
         let ran_for = running.started.elapsed();
         // Let the forwarders drain etcd's last words before they are read.
@@ -207,7 +222,8 @@ impl Supervisor {
             }
             Err(_) => Exit::Code(-1),
         });
-        let output: Vec<String> = lines
+        let output: Vec<String> = running
+            .lines
             .lock()
             .map(|lines| lines.iter().cloned().collect())
             .unwrap_or_default();
@@ -232,7 +248,7 @@ impl Supervisor {
             .inc();
     }
 
-    fn spawn(&self, lines: &Lines) -> anyhow::Result<Running> {
+    fn spawn(&self) -> anyhow::Result<Running> {
         use anyhow::Context as _;
         tracing::info!(member = %self.command.member, bin = %self.command.bin.display(), args = ?self.command.args, "starting etcd");
         let mut child = process::command(&self.command.bin)
@@ -249,9 +265,7 @@ impl Supervisor {
             )
             .with_context(|| format!("write {}", self.command.pid_file.display()))?;
         }
-        if let Ok(mut lines) = lines.lock() {
-            lines.clear();
-        }
+        let lines = Lines::default();
         let mut forwarders = Vec::new();
         if let Some(stdout) = child.stdout.take() {
             forwarders.push(tokio::spawn(forward_output(
@@ -271,6 +285,7 @@ impl Supervisor {
             process: child,
             started: Instant::now(),
             forwarders,
+            lines,
         })
     }
 }
@@ -309,9 +324,21 @@ async fn stop_leftover(command: &EtcdCommand, grace: Duration) {
 
 /// Forwards etcd's log lines into tracing at the level etcd gave them, and keeps the last
 /// [`KEPT_LINES`] in `kept`.
+///
+/// Lines are read as bytes and decoded lossily: stopping at a line that is not UTF-8 would
+/// close the pipe, and etcd's next write to it would kill etcd (SIGPIPE).
 async fn forward_output(stream: impl AsyncRead + Unpin, member: String, kept: Lines) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+    let mut reader = BufReader::new(stream);
+    let mut buffer = Vec::new();
+    loop {
+        buffer.clear();
+        match reader.read_until(b'\n', &mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&buffer)
+            .trim_end_matches(['\n', '\r'])
+            .to_owned();
         if let Ok(mut kept) = kept.lock() {
             if kept.len() == KEPT_LINES {
                 kept.pop_front();
@@ -360,10 +387,10 @@ mod tests {
         Supervisor,
         watch::Receiver<ChildStatus>,
         Metrics,
-        mpsc::Sender<Duration>,
+        mpsc::Sender<(u32, Duration)>,
     ) {
         let (tx, rx) = watch::channel(ChildStatus::NotStarted);
-        let (restart_tx, restart_rx) = mpsc::channel(1);
+        let (restart_tx, restart_rx) = mpsc::channel(2);
         let metrics = Metrics::new();
         let supervisor = Supervisor {
             command: EtcdCommand {
@@ -470,7 +497,12 @@ mod tests {
                 break pid;
             }
         };
-        restart.send(Duration::from_secs(30)).await.unwrap();
+        // A request about another run is ignored; one about this run restarts it.
+        restart
+            .send((pid + 1, Duration::from_secs(30)))
+            .await
+            .unwrap();
+        restart.send((pid, Duration::from_secs(30))).await.unwrap();
         let (_, crash) = first_backoff(&mut status).await;
         assert_eq!(
             crash.reason(),

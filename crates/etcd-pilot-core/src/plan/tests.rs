@@ -402,6 +402,27 @@ fn full_strength_rule_never_removes_a_second_member_before_the_first_is_back() {
 }
 
 #[test]
+fn replacements_of_members_that_left_discovery_are_never_held_by_the_floor() {
+    // Two dead members of five replaced by f and g: both go, one at a time (remove before add
+    // means f and g join only after them).
+    check(
+        "a#1:leader b#2 c#3 e#5:unknown:gone=60",
+        "a b c f g",
+        expect![[
+            r#"Act { action: RemoveMember { id: MemberId(5), kind: Unlisted }, reason: "e (5) left discovery 60s ago" }"#
+        ]],
+    );
+    // A peers file edited from a b c to a b d e, everyone healthy: c goes, then d and e join.
+    check(
+        "a#1:leader b#2 c#3:gone=60",
+        "a b d e",
+        expect![[
+            r#"Act { action: RemoveMember { id: MemberId(3), kind: Unlisted }, reason: "c (3) left discovery 60s ago" }"#
+        ]],
+    );
+}
+
+#[test]
 fn a_member_that_cannot_run_etcd_is_never_removed() {
     check(
         "a#1:leader b#2:cannotrun c#3:cannotrun d#4 e#5",
@@ -633,5 +654,33 @@ proptest! {
             let listed = members.iter().filter(|m| is_listed(&m.member, peers)).count();
             prop_assert!(listed * 2 > members.len(), "{listed} of {} listed", members.len());
         }
+    }
+
+    #[test]
+    fn dead_members_that_left_discovery_are_always_removed_in_the_end(
+        (n, dead, extra) in (3..=7usize).prop_flat_map(|n| (Just(n), 1..=(n - 1) / 2, 0..3usize))
+    ) {
+        // n voters; `dead` of them died and left discovery; discovery lists the survivors and
+        // their replacements (plus `extra` new ones). The plan must remove every dead member.
+        let members = (1..=n)
+            .map(|i| if i > n - dead { format!("n{i}#{i}:unknown:gone=60") } else { format!("n{i}#{i}") })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let listed = (1..=n - dead)
+            .map(|i| format!("n{i}"))
+            .chain((0..dead + extra).map(|i| format!("r{i}")))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut sim = observed(&members, &listed);
+        sim.leader = Some(MemberId(1));
+        for _ in 0..dead {
+            match plan(&sim, &Policy::default()) {
+                Plan::Act { action: Action::RemoveMember { id, .. }, .. } => {
+                    sim.members.retain(|m| m.member.id != id);
+                }
+                other => prop_assert!(false, "stuck: {other:?}"),
+            }
+        }
+        prop_assert_eq!(sim.members.len(), n - dead);
     }
 }

@@ -304,6 +304,27 @@ fn data_of_another_cluster_is_quarantined_when_the_live_cluster_answers() {
 }
 
 #[test]
+fn data_of_our_cluster_is_kept_while_a_peer_may_still_hold_it() {
+    // Only a stray etcd (cluster 9) answers; m2 holds data of our cluster 1, m3 is silent.
+    check(
+        "data m1/1/1",
+        "m2:data m3:unknown",
+        "c9 m3#3",
+        expect![[
+            r#"Wait { reason: "the cluster answering is 9, but the local data belongs to cluster 1 and peer m2 holds data of cluster 1 too: waiting rather than setting aside data that may be the cluster's" }"#
+        ]],
+    );
+    check(
+        "data m1/1/1",
+        "m3:unknown",
+        "c9 m2#2",
+        expect![[
+            r#"Wait { reason: "the cluster answering is 9, but the local data belongs to cluster 1 and peer m3 does not answer: waiting rather than setting aside data that may be the cluster's" }"#
+        ]],
+    );
+}
+
+#[test]
 fn data_of_a_removed_member_is_quarantined() {
     check(
         "data m1/7/1",

@@ -48,16 +48,19 @@ pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
     let mut last_err = None;
     // Read the records from members of the cluster most endpoints answer for, never from an
     // etcd that answers as a cluster of its own.
-    let members = etcd::Pool::new(options.clone())
-        .agreed_member_list(endpoints)
-        .await
-        .map(|list| {
-            list.members
-                .iter()
-                .filter_map(|m| m.client_urls.first().cloned())
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
+    // (A member URL answering as another cluster fails its probe and is skipped.)
+    let pool = etcd::Pool::new(options.clone());
+    let mut members = Vec::new();
+    if let Some(list) = pool.agreed_member_list(endpoints).await {
+        let probes = pool.probe_members(&list).await;
+        members = list
+            .members
+            .iter()
+            .zip(probes)
+            .filter(|(_, probe)| probe.is_ok())
+            .filter_map(|(m, _)| m.client_urls.first().cloned())
+            .collect();
+    }
     for endpoint in &members {
         let result = async {
             let client = crate::etcd::Etcd::connect_one(endpoint, &options).await?;

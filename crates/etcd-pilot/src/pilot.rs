@@ -660,6 +660,10 @@ impl Pilot {
         let mut child_open = true;
         loop {
             let child_status = child.borrow_and_update().clone();
+            if matches!(child_status, ChildStatus::Running { .. }) {
+                // Crash test: the pilot dies once its etcd runs (in a join: before promotion).
+                fail::fail_point!("etcd-started", |_| std::process::abort());
+            }
             self.publish_child(&child_status);
             // The pool keeps one connection to the local member while it works, so an idle
             // pilot does not reconnect every interval.

@@ -3,10 +3,11 @@
 //! 100 ms. Each test then checks that every acknowledged write is readable, that no client URL
 //! ever answered as another cluster, and that the cluster ends at full strength.
 //!
-//! Faults: a stopped member's WAL deleted (its `snap/db` kept), the same after a power loss, a
-//! marker without a member id beside data without a WAL, a data dir that answers EIO, a bad
-//! `etcd.extra_args` rolled out to two members (3 and 5 members), an etcd that stops
-//! answering (SIGSTOP), and an etcd of another cluster answering on a member's client URL.
+//! Faults: a stopped member's WAL deleted (its `snap/db` kept), the same after a power loss and
+//! right after a bootstrap (no marker yet), a marker without a member id beside data without a
+//! WAL, a data dir that answers EIO, a pilot killed at each step of a join, a bad
+//! `etcd.extra_args` rolled out to two members (3 and 5 members), an etcd that stops answering
+//! (SIGSTOP), and an etcd of another cluster answering on a member's client URL.
 // Test code: it may block, unwrap and print, and it measures real time.
 #![allow(
     clippy::disallowed_methods,
@@ -119,6 +120,75 @@ async fn a_killed_member_without_wal_and_with_a_pending_marker_rejoins() {
     )
     .await;
     drop(identity);
+    workload.finish().await;
+}
+
+/// What a crash during a bootstrap leaves on one member: etcd's `snap/db` without a WAL, and
+/// neither identity nor formed marker (both are written once etcd has answered). The member
+/// must join the cluster the others formed, never form one of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_crashed_in_its_bootstrap_before_its_wal_joins_the_others() {
+    let Some((mut cluster, workload)) = loaded(69, 3, "").await else {
+        return;
+    };
+    cluster.kill(2);
+    let data = cluster.nodes[2].data_dir();
+    std::fs::remove_dir_all(data.join("etcd/member/wal")).unwrap();
+    std::fs::remove_file(data.join("identity.json")).unwrap();
+    std::fs::remove_file(data.join("cluster-formed.json")).unwrap();
+    let offset = cluster.nodes[2].log().len();
+    cluster.start(2);
+    cluster
+        .wait_voters(&[0, 1, 2], Duration::from_secs(30))
+        .await;
+    let log = cluster.nodes[2].log_since(offset);
+    assert!(log.contains("holds no WAL file"), "{log}");
+    assert!(log.contains("adding this node as a learner"), "{log}");
+    assert!(!log.contains("bootstrapping a new cluster"), "{log}");
+    workload.finish().await;
+}
+
+/// A pilot killed at each step of a join: before anything (a wiped member restarted), right
+/// after MemberAdd, and once its etcd runs, before its member is promoted. Each time it comes back
+/// as one member of the one cluster.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pilot_killed_at_each_step_of_a_join_leaves_one_cluster() {
+    let Some((mut cluster, workload)) = loaded(70, 3, "").await else {
+        return;
+    };
+    for failpoint in ["", "after-member-add", "etcd-started"] {
+        cluster.kill(2);
+        std::fs::remove_dir_all(cluster.nodes[2].data_dir()).unwrap();
+        if failpoint.is_empty() {
+            cluster.start(2);
+        } else {
+            let env = format!("{failpoint}=return");
+            cluster.start_with_env(2, &[("FAILPOINTS", &env)]);
+            let status = common::wait_child(
+                cluster.nodes[2].child.as_mut().unwrap(),
+                Duration::from_secs(60),
+            )
+            .unwrap_or_else(|| panic!("the pilot never reached {failpoint}: {}", cluster.logs()));
+            assert!(!status.success(), "{failpoint}");
+            cluster.nodes[2].child = None;
+            // Its etcd, if it started, is left running, as after a crash.
+            cluster.start(2);
+        }
+        cluster
+            .wait_voters(&[0, 1, 2], Duration::from_secs(60))
+            .await;
+        let mut client = common::connect(&[cluster.nodes[0].client_url()])
+            .await
+            .unwrap();
+        let members = client.member_list().await.unwrap();
+        assert_eq!(
+            members.members().len(),
+            3,
+            "after {failpoint:?}: {:?}",
+            members.members()
+        );
+    }
     workload.finish().await;
 }
 
@@ -298,12 +368,19 @@ async fn a_wedged_etcd_is_restarted_with_its_data() {
     let pid = cluster.nodes[1].etcd_pid().unwrap();
     let offset = cluster.nodes[1].log().len();
     common::signal(pid, libc::SIGSTOP);
-    let restarted = common::eventually(
-        "m2's etcd to be replaced",
-        Duration::from_secs(30),
-        || async { cluster.nodes[1].etcd_pid().filter(|new| *new != pid) },
-    )
-    .await;
+    // 4 s of silence, then SIGCONT and SIGTERM; generous for a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let restarted = loop {
+        if let Some(new) = cluster.nodes[1].etcd_pid().filter(|new| *new != pid) {
+            break new;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "m2's etcd was not replaced within 60 s:\n{}",
+            cluster.nodes[1].log_since(offset)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     cluster
         .wait_voters(&[0, 1, 2], Duration::from_secs(30))
         .await;

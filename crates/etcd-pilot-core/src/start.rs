@@ -257,7 +257,7 @@ fn decide_with_data(observed: &Observed, identity: Option<&Identity>) -> Decisio
         // Data without a marker: written by an etcd we did not start, or by a crash between
         // etcd's first write and the marker's. Starting etcd on it is safe (etcd refuses data
         // of another cluster itself); the executor records the identity once etcd answers.
-        return restart(observed);
+        return restart(observed, true);
     };
     if identity.name != observed.me.name {
         return Decision::Quarantine {
@@ -269,33 +269,24 @@ fn decide_with_data(observed: &Observed, identity: Option<&Identity>) -> Decisio
     }
     let ClusterView::Reachable(live) = &observed.cluster else {
         // Nobody answers: our data may be part of the quorum the cluster needs. Use it.
-        return restart(observed);
+        return restart(observed, true);
     };
     if let Some(cluster_id) = identity.cluster_id
         && cluster_id != live.cluster_id
     {
-        // An etcd that formed a cluster of its own answers as fast as a real member. Our
-        // data is set aside only when every peer's pilot answered and none may still hold our
-        // cluster; otherwise the answer may be the stray one, and we wait.
-        let ours_elsewhere = observed.peers.iter().find(|p| match p.report {
-            PilotReport::Unknown => true,
-            PilotReport::HasData { cluster_id: id } => id == Some(cluster_id),
-            _ => false,
+        // An etcd that formed a cluster of its own answers as fast as a real member, so the
+        // answer alone never sets our data aside: only when another pilot's marker confirms
+        // the live cluster (its etcd answered as it, and a second node agreed). Otherwise we
+        // restart on our data, which cannot form a cluster (state `existing`) and rejoins ours
+        // if it still exists; the next look decides again.
+        let confirmed = observed.peers.iter().any(|p| {
+            p.report
+                == PilotReport::HasData {
+                    cluster_id: Some(live.cluster_id),
+                }
         });
-        if let Some(peer) = ours_elsewhere {
-            let what = if peer.report == PilotReport::Unknown {
-                "does not answer".to_owned()
-            } else {
-                format!("holds data of cluster {cluster_id} too")
-            };
-            return Decision::Wait {
-                reason: format!(
-                    "the cluster answering is {}, but the local data belongs to cluster \
-                     {cluster_id} and peer {} {what}: waiting rather than setting aside data \
-                     that may be the cluster's",
-                    live.cluster_id, peer.name
-                ),
-            };
+        if !confirmed {
+            return restart(observed, false);
         }
         return Decision::Quarantine {
             reason: format!(
@@ -325,16 +316,17 @@ fn decide_with_data(observed: &Observed, identity: Option<&Identity>) -> Decisio
             ),
         };
     }
-    restart(observed)
+    restart(observed, true)
 }
 
 /// A restart on our data, with the members the live cluster (else discovery) lists and this
-/// node, so that etcd could only ever join them, never bootstrap alone.
-fn restart(observed: &Observed) -> Decision {
+/// node, so that etcd could only ever join them, never bootstrap alone. `live_is_ours`: the
+/// live cluster is the data's (else discovery's peers are named).
+fn restart(observed: &Observed, live_is_ours: bool) -> Decision {
     let me = &observed.me;
     let mut pairs: Vec<(&MemberName, &str)> = vec![(&me.name, me.peer_url.as_str())];
     match &observed.cluster {
-        ClusterView::Reachable(live) => {
+        ClusterView::Reachable(live) if live_is_ours => {
             for m in &live.members {
                 // A member under our name or peer URL is us: our pair stands for it.
                 let ours = m.member.name.as_ref() == Some(&me.name)
@@ -344,7 +336,7 @@ fn restart(observed: &Observed) -> Decision {
                 }
             }
         }
-        ClusterView::Unreachable => {
+        ClusterView::Reachable(_) | ClusterView::Unreachable => {
             for peer in observed.expected.iter().filter(|p| p.name != me.name) {
                 pairs.push((&peer.name, peer.peer_url.as_str()));
             }

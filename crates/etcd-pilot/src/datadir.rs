@@ -7,6 +7,7 @@
 //! - `cluster-formed.json`: written once a cluster formed with this node; it survives a
 //!   quarantine and forbids bootstrapping a new cluster from this node ever after;
 //! - `etcd.pid`: the running etcd child;
+//! - `restored`: `etcd/` is a restored backup whose cluster id is not recorded yet;
 //! - `quarantine/<time>/`: data moved aside, never deleted, with a `reason.txt`;
 //! - `restore/`, `drill/`: scratch space of a restore and of restore drills (ours alone,
 //!   cleared before use).
@@ -63,6 +64,29 @@ impl DataDir {
 
     fn formed_path(&self) -> PathBuf {
         self.root.join("cluster-formed.json")
+    }
+
+    /// Present while `etcd/` holds a restored backup whose cluster id is not recorded yet.
+    fn restored_path(&self) -> PathBuf {
+        self.root.join("restored")
+    }
+
+    /// Whether `etcd/` is a restored backup not yet started: its first answer is the cluster
+    /// it was restored as, ours by construction, so it is recorded without a peer's word.
+    pub(crate) fn restored(&self) -> anyhow::Result<bool> {
+        let path = self.restored_path();
+        path.try_exists()
+            .with_context(|| format!("read {}", path.display()))
+    }
+
+    /// Forgets that `etcd/` was restored (its identity is recorded now).
+    pub(crate) fn clear_restored(&self) -> anyhow::Result<()> {
+        let path = self.restored_path();
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(err).with_context(|| format!("remove {}", path.display())),
+        }
     }
 
     /// What the data dir holds. Data counts only when etcd's `member/wal/` holds a WAL file:
@@ -174,6 +198,7 @@ impl DataDir {
             self.quarantine("replaced by a restored backup", now)?;
         }
         self.write_identity(identity)?;
+        write_atomic(&self.restored_path(), b"restored from a backup\n")?;
         std::fs::rename(restored, self.etcd_dir()).with_context(|| {
             format!(
                 "move {} to {}",
@@ -205,6 +230,7 @@ impl DataDir {
         for (from, name) in [
             (self.etcd_dir(), "etcd"),
             (self.identity_path(), "identity.json"),
+            (self.restored_path(), "restored"),
         ] {
             if from.exists() {
                 std::fs::rename(&from, folder.join(name)).with_context(|| {

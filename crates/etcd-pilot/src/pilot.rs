@@ -717,8 +717,26 @@ impl Pilot {
             let outcome = reconciler
                 .step(identity.as_ref(), &local, &self.discovery)
                 .await;
-            if !matches!(outcome, Outcome::Continue) {
-                return outcome;
+            match outcome {
+                Outcome::Continue => {}
+                Outcome::OtherCluster => {
+                    // Set the data aside only if the start decision would: a stray's answer
+                    // alone never does; otherwise keep running on it.
+                    match self
+                        .observe_start()
+                        .await
+                        .map(|observed| start::decide(&observed, &self.config.cluster_name))
+                    {
+                        Ok(Decision::Quarantine { reason }) => {
+                            return Outcome::Quarantine { reason };
+                        }
+                        Ok(decision) => {
+                            tracing::debug!(?decision, "keeping etcd on its data");
+                        }
+                        Err(err) => tracing::debug!("cannot observe the cluster: {err:#}"),
+                    }
+                }
+                Outcome::StartOver | Outcome::Quarantine { .. } => return outcome,
             }
             // While the report still says "bootstrapping", look again soon: peers that restart
             // with an empty disk must learn that the cluster has formed as early as possible.
@@ -888,6 +906,12 @@ impl Pilot {
                 None => {}
             }
         }
+        // A restored backup's first answer is the cluster it was restored as: ours by
+        // construction (the restorer runs alone until the others join, so no peer could
+        // confirm it yet).
+        if self.data.restored()? {
+            return self.record(status).map(|()| None);
+        }
         // Pending or missing marker: confirm the cluster with another node before recording
         // it: the peers discovery lists, and the other members the local etcd's list names
         // (nodes leaving the group, which discovery does not list, may be the only ones).
@@ -905,39 +929,54 @@ impl Pilot {
                 (Vec::new(), false)
             }
         };
+        // Our own members' URLs: an answer of another cluster there is a stray on a member's
+        // address, which confirms nothing and contradicts nothing.
+        let mut members = Vec::new();
         if let Ok(client) = self.pool.client(&local).await
             && let Ok(list) = client.member_list().await
         {
-            endpoints.extend(
-                list.members
-                    .iter()
-                    .filter(|m| m.id != status.member_id)
-                    .filter_map(|m| m.client_urls.first().cloned()),
-            );
+            members = list
+                .members
+                .iter()
+                .filter(|m| m.id != status.member_id)
+                .filter_map(|m| m.client_urls.first().cloned())
+                .collect();
+            endpoints.extend(members.iter().cloned());
         }
         endpoints.retain(|e| *e != local);
         endpoints.sort();
         endpoints.dedup();
         // Discovery lists this node alone: a one-member cluster by design, nobody to ask.
-        if !alone || !endpoints.is_empty() {
-            let answers = self.pool.cluster_ids(&endpoints).await;
-            if answers.is_empty() {
-                tracing::debug!(cluster_id = %status.cluster_id, "no peer answers yet; the cluster id is recorded once one confirms it");
-                return Ok(None);
-            }
-            if answers.iter().all(|(_, id)| *id != status.cluster_id) {
-                let theirs: Vec<String> = answers
-                    .iter()
-                    .map(|(endpoint, id)| format!("{endpoint} as {id}"))
-                    .collect();
-                return Ok(Some(format!(
-                    "etcd answers as cluster {}, but every peer that answers is in another \
-                     cluster ({}): it bootstrapped a cluster of its own",
-                    status.cluster_id,
-                    theirs.join(", ")
-                )));
-            }
+        if alone && endpoints.is_empty() {
+            self.record(status)?;
+            return Ok(None);
         }
+        let answers = self.pool.cluster_ids(&endpoints).await;
+        if answers.iter().any(|(_, id)| *id == status.cluster_id) {
+            self.record(status)?;
+            return Ok(None);
+        }
+        // Nobody shares our cluster id. Nodes that are not our members and answer as another
+        // cluster say that our etcd formed a cluster of its own.
+        let strangers: Vec<String> = answers
+            .iter()
+            .filter(|(endpoint, _)| !members.contains(endpoint))
+            .map(|(endpoint, id)| format!("{endpoint} as {id}"))
+            .collect();
+        if strangers.is_empty() {
+            tracing::debug!(cluster_id = %status.cluster_id, "no other node confirms the cluster id yet; it is recorded once one does");
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "etcd answers as cluster {}, but every peer that answers is in another cluster \
+             ({}): it bootstrapped a cluster of its own",
+            status.cluster_id,
+            strangers.join(", ")
+        )))
+    }
+
+    /// Writes the identity etcd answers with into the marker.
+    fn record(&self, status: &EndpointStatus) -> anyhow::Result<()> {
         let identity = Identity {
             name: self.config.name.clone(),
             cluster_id: Some(status.cluster_id),
@@ -945,7 +984,7 @@ impl Pilot {
         };
         tracing::info!(member_id = %status.member_id, cluster_id = %status.cluster_id, "recorded identity");
         self.data.write_identity(&identity)?;
-        Ok(None)
+        self.data.clear_restored()
     }
 
     async fn mark_formed(&self, local: &str, status: &EndpointStatus) -> anyhow::Result<()> {

@@ -40,13 +40,17 @@ const RECORD_EVERY: Duration = Duration::from_secs(5);
 pub(crate) enum Outcome {
     Continue,
     /// This node's etcd must stop and the start decision be made again: the cluster no
-    /// longer lists its member (it was removed), or its data belongs to another cluster.
+    /// longer lists its member (it was removed).
     StartOver,
     /// This node's etcd is not the member its data's marker describes (it answers as another
     /// cluster or member): stop it, quarantine its data once, and join afresh.
     Quarantine {
         reason: String,
     },
+    /// The cluster answering (through other members: the local one has no leader) is not the
+    /// marker's. It may be a stray etcd, or a cluster restored without us: the start decision
+    /// tells which, from what the peers' pilots say.
+    OtherCluster,
 }
 
 /// The role of coordinator, while held.
@@ -164,8 +168,8 @@ impl Reconciler {
             if let Some(cluster_id) = identity.cluster_id
                 && cluster_id != list.cluster_id
             {
-                tracing::warn!(local = %cluster_id, live = %list.cluster_id, "the local data belongs to another cluster");
-                return Outcome::StartOver;
+                tracing::warn!(local = %cluster_id, live = %list.cluster_id, "the cluster answering is not the local data's");
+                return Outcome::OtherCluster;
             }
             // Before etcd first answered, the marker has no member id: find the member by
             // name or peer URL instead.

@@ -60,7 +60,7 @@ fn parse_local(local: &str) -> (LocalData, bool) {
     }
 }
 
-/// `m2:empty m3:unknown`; states: empty, formed, data, boot (token "t"), boot2 (token "t2"),
+/// `m2:empty m3:unknown`; states: empty, formed, data (of cluster 1), live (of cluster 7), boot (token "t"), boot2 (token "t2"),
 /// restoring (backup b1), other (a different peer list).
 fn parse_peers(peers: &str) -> Vec<PeerReport> {
     peers
@@ -79,6 +79,9 @@ fn parse_peers(peers: &str) -> Vec<PeerReport> {
                 },
                 "data" => PilotReport::HasData {
                     cluster_id: Some(ClusterId(1)),
+                },
+                "live" => PilotReport::HasData {
+                    cluster_id: Some(ClusterId(7)),
                 },
                 "boot" => PilotReport::Bootstrapping {
                     initial_cluster: expected_cluster(),
@@ -295,7 +298,7 @@ fn data_of_another_member_is_quarantined() {
 fn data_of_another_cluster_is_quarantined_when_the_live_cluster_answers() {
     check(
         "data m1/9/1",
-        "",
+        "m2:live",
         "c7 m1#1 m2#2 m3#3",
         expect![[
             r#"Quarantine { reason: "the data belongs to cluster 9, but the live cluster is 7" }"#
@@ -304,22 +307,24 @@ fn data_of_another_cluster_is_quarantined_when_the_live_cluster_answers() {
 }
 
 #[test]
-fn data_of_our_cluster_is_kept_while_a_peer_may_still_hold_it() {
-    // Only a stray etcd (cluster 9) answers; m2 holds data of our cluster 1, m3 is silent.
+fn a_live_cluster_no_peer_confirms_never_sets_our_data_aside() {
+    // Only a stray etcd (cluster 9) answers; no pilot's marker names cluster 9: restart on our
+    // data (it cannot form a cluster, and rejoins ours if it exists).
     check(
         "data m1/1/1",
         "m2:data m3:unknown",
         "c9 m3#3",
         expect![[
-            r#"Wait { reason: "the cluster answering is 9, but the local data belongs to cluster 1 and peer m2 holds data of cluster 1 too: waiting rather than setting aside data that may be the cluster's" }"#
+            r#"Restart { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380" }"#
         ]],
     );
+    // A peer's marker confirms the live cluster 7: our data of cluster 9 goes aside.
     check(
-        "data m1/1/1",
-        "m3:unknown",
-        "c9 m2#2",
+        "data m1/9/1",
+        "m2:live m3:unknown",
+        "c7 m2#2 m3#3",
         expect![[
-            r#"Wait { reason: "the cluster answering is 9, but the local data belongs to cluster 1 and peer m3 does not answer: waiting rather than setting aside data that may be the cluster's" }"#
+            r#"Quarantine { reason: "the data belongs to cluster 9, but the live cluster is 7" }"#
         ]],
     );
 }
@@ -346,7 +351,7 @@ fn without_the_leader_s_view_data_is_never_judged_removed_and_nobody_joins() {
         r#"Restart { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380" }"#
     ]]
     .assert_eq(&format!("{:?}", decide(&lagging, "prod")));
-    let mut foreign = observed("data m1/9/1", "", "c7 m2#2 m3#3");
+    let mut foreign = observed("data m1/9/1", "m2:live", "c7 m2#2 m3#3");
     if let ClusterView::Reachable(live) = &mut foreign.cluster {
         live.from_leader = false;
     }

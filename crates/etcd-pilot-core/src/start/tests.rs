@@ -862,6 +862,12 @@ fn arb_report() -> impl Strategy<Value = PilotReport> {
             token: "t".into()
         }),
         Just(PilotReport::HasData { cluster_id: None }),
+        Just(PilotReport::HasData {
+            cluster_id: Some(ClusterId(7))
+        }),
+        Just(PilotReport::HasData {
+            cluster_id: Some(ClusterId(1))
+        }),
         Just(PilotReport::Restoring {
             backup: "b1".into()
         }),
@@ -1084,6 +1090,29 @@ proptest! {
             prop_assert!(empty >= floor, "{empty} < {floor}");
             let leaving_empty = matches!(leaving, PilotReport::Empty { .. });
             prop_assert!(leaving_empty, "{:?}", leaving);
+        }
+    }
+
+    #[test]
+    fn data_of_another_cluster_goes_aside_only_when_a_peer_confirms_the_live_one(
+        mut observed in arb_observed(),
+        ours in 1..10u64,
+    ) {
+        observed.local = LocalData::Data {
+            identity: Some(Identity {
+                name: name("m1"),
+                cluster_id: Some(ClusterId(ours)),
+                member_id: Some(MemberId(1)),
+            }),
+        };
+        if let (ClusterView::Reachable(live), Decision::Quarantine { .. }) =
+            (&observed.cluster, decide(&observed, "prod"))
+            && live.cluster_id != ClusterId(ours)
+        {
+            let confirmed = observed.peers.iter().any(|p| {
+                p.report == PilotReport::HasData { cluster_id: Some(live.cluster_id) }
+            });
+            prop_assert!(confirmed, "{:?}", observed.peers);
         }
     }
 }

@@ -191,17 +191,7 @@ impl Moto {
     /// The group's running instances in `region`: (instance id, private IP), by IP.
     pub async fn instances(&self, region: &str) -> Vec<(String, String)> {
         let sdk = self.sdk(region).await;
-        let groups = aws_sdk_autoscaling::Client::new(&sdk)
-            .describe_auto_scaling_groups()
-            .auto_scaling_group_names(GROUP)
-            .send()
-            .await
-            .unwrap();
-        let ids: Vec<String> = groups.auto_scaling_groups()[0]
-            .instances()
-            .iter()
-            .filter_map(|i| i.instance_id().map(str::to_owned))
-            .collect();
+        let ids: Vec<String> = self.lifecycle_states(region).await.into_keys().collect();
         if ids.is_empty() {
             return Vec::new();
         }

@@ -279,13 +279,7 @@ fn decide_with_data(observed: &Observed, identity: Option<&Identity>) -> Decisio
         // the live cluster (its etcd answered as it, and a second node agreed). Otherwise we
         // restart on our data, which cannot form a cluster (state `existing`) and rejoins ours
         // if it still exists; the next look decides again.
-        let confirmed = observed.peers.iter().any(|p| {
-            p.report
-                == PilotReport::HasData {
-                    cluster_id: Some(live.cluster_id),
-                }
-        });
-        if !confirmed {
+        if !confirmed_by_a_peer(observed, live.cluster_id) {
             return restart(observed, false);
         }
         return Decision::Quarantine {
@@ -305,7 +299,10 @@ fn decide_with_data(observed: &Observed, identity: Option<&Identity>) -> Decisio
                 || m.member.peer_urls.contains(&observed.me.peer_url)
         }
     };
-    if live.from_leader && !live.members.iter().any(listed) {
+    // With a pending marker the live cluster is not known to be ours: a stray's list lacks
+    // us too. "Removed" then needs another pilot's marker to confirm the live cluster.
+    let confirmed = identity.cluster_id.is_some() || confirmed_by_a_peer(observed, live.cluster_id);
+    if live.from_leader && confirmed && !live.members.iter().any(listed) {
         let member_id = identity
             .member_id
             .map_or_else(|| observed.me.name.to_string(), |id| id.to_string());
@@ -317,6 +314,17 @@ fn decide_with_data(observed: &Observed, identity: Option<&Identity>) -> Decisio
         };
     }
     restart(observed, true)
+}
+
+/// Whether another pilot's marker names `cluster_id`: its etcd answered as that cluster and a
+/// second node confirmed it, so the cluster is not a stray's.
+fn confirmed_by_a_peer(observed: &Observed, cluster_id: ClusterId) -> bool {
+    observed.peers.iter().any(|p| {
+        p.report
+            == PilotReport::HasData {
+                cluster_id: Some(cluster_id),
+            }
+    })
 }
 
 /// A restart on our data, with the members the live cluster (else discovery) lists and this

@@ -170,13 +170,19 @@ pub(crate) async fn collect(endpoints: &[String]) -> anyhow::Result<Vec<MemberRo
     })?;
     let probes = pool.probe_members(&list).await;
     let leader = probes.iter().flatten().find_map(|status| status.leader);
-    // Endpoints that answer as another cluster: shown as such, never as the cluster.
+    // Endpoints that are not members and answer as another cluster: shown as such, never as
+    // the cluster. (The members' own URLs were probed above.)
     let members_urls: Vec<&String> = list.members.iter().flat_map(|m| &m.client_urls).collect();
+    let strangers: Vec<String> = endpoints
+        .iter()
+        .filter(|endpoint| !members_urls.contains(endpoint))
+        .cloned()
+        .collect();
     let foreign: Vec<(String, etcd_pilot_core::ClusterId)> = pool
-        .cluster_ids(endpoints)
+        .cluster_ids(&strangers)
         .await
         .into_iter()
-        .filter(|(endpoint, id)| *id != list.cluster_id && !members_urls.contains(&endpoint))
+        .filter(|(_, id)| *id != list.cluster_id)
         .collect();
     let mut rows: Vec<MemberRow> = list
         .members

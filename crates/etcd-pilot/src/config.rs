@@ -956,6 +956,34 @@ fn validate(raw: RawConfig) -> Result<Config, Error> {
     };
 
     let (backup, restore) = backup_config(&raw, &mut values)?;
+    // Flags the pilot sets itself: where the data and its WAL live decide what counts as
+    // data (`datadir.rs` looks for the WAL under `etcd/member/wal`), and the bootstrap flags
+    // are the start decision's alone.
+    for arg in &raw.etcd.extra_args {
+        let flag = arg
+            .split('=')
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches('-');
+        if [
+            "name",
+            "data-dir",
+            "wal-dir",
+            "initial-cluster",
+            "initial-cluster-state",
+            "initial-cluster-token",
+            "force-new-cluster",
+        ]
+        .contains(&flag)
+        {
+            return Err(error(
+                "etcd.extra_args",
+                format!("{arg:?} is set by the pilot itself"),
+                "remove it from etcd.extra_args (the data and WAL live under data_dir/etcd; the \
+                 start decision chooses the cluster flags)",
+            ));
+        }
+    }
 
     Ok(Config {
         name,

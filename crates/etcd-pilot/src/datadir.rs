@@ -198,7 +198,6 @@ impl DataDir {
             self.quarantine("replaced by a restored backup", now)?;
         }
         self.write_identity(identity)?;
-        write_atomic(&self.restored_path(), b"restored from a backup\n")?;
         std::fs::rename(restored, self.etcd_dir()).with_context(|| {
             format!(
                 "move {} to {}",
@@ -207,6 +206,9 @@ impl DataDir {
             )
         })?;
         sync_dir(&self.root)?;
+        // After the data is in place, so the flag never outlives a crash without the data (a
+        // crash before it only means the id waits for a joiner to confirm it).
+        write_atomic(&self.restored_path(), b"restored from a backup\n")?;
         if let Some(scratch) = restored.parent() {
             std::fs::remove_dir_all(scratch).ok();
         }

@@ -670,7 +670,14 @@ impl Pilot {
             match self.pool.status(&local).await {
                 Ok(status) => {
                     self.metrics.etcd_up.set(1);
-                    match self.check_identity(&status).await {
+                    // Only our own child's answer says anything about our data: while it is not
+                    // running, whatever answers on the port is someone else.
+                    let checked = if matches!(child_status, ChildStatus::Running { .. }) {
+                        self.check_identity(&status).await
+                    } else {
+                        Ok(None)
+                    };
+                    match checked {
                         Ok(None) => {}
                         Ok(Some(reason)) => {
                             tracing::error!(
@@ -719,9 +726,9 @@ impl Pilot {
                 .await;
             match outcome {
                 Outcome::Continue => {}
-                Outcome::OtherCluster => {
-                    // Set the data aside only if the start decision would: a stray's answer
-                    // alone never does; otherwise keep running on it.
+                Outcome::Recheck => {
+                    // Set the data aside only if the start decision would (a stray's answer
+                    // alone never makes it); otherwise keep running on it.
                     match self
                         .observe_start()
                         .await
@@ -736,7 +743,7 @@ impl Pilot {
                         Err(err) => tracing::debug!("cannot observe the cluster: {err:#}"),
                     }
                 }
-                Outcome::StartOver | Outcome::Quarantine { .. } => return outcome,
+                Outcome::Quarantine { .. } => return outcome,
             }
             // While the report still says "bootstrapping", look again soon: peers that restart
             // with an empty disk must learn that the cluster has formed as early as possible.
@@ -876,9 +883,10 @@ impl Pilot {
     /// as another cluster or member than the marker, or as a cluster no answering peer
     /// shares): stop it, quarantine its data and join afresh.
     ///
-    /// A cluster id is recorded only when another expected peer's etcd answers with the same
-    /// one (or discovery lists no other peer): an etcd that bootstrapped a cluster of its own
-    /// must never have its id written down as ours.
+    /// A cluster id is recorded only when another node's etcd answers with the same one (a
+    /// peer discovery lists, or another member of the local etcd's list), when discovery lists
+    /// no other peer, or when the data is a restored backup: an etcd that bootstrapped a
+    /// cluster of its own must never have its id written down as ours.
     async fn check_identity(&self, status: &EndpointStatus) -> anyhow::Result<Option<String>> {
         let current = self.data.identity()?;
         if let Some(Identity {
@@ -906,73 +914,74 @@ impl Pilot {
                 None => {}
             }
         }
-        // A restored backup's first answer is the cluster it was restored as: ours by
-        // construction (the restorer runs alone until the others join, so no peer could
-        // confirm it yet).
-        if self.data.restored()? {
-            return self.record(status).map(|()| None);
-        }
         // Pending or missing marker: confirm the cluster with another node before recording
         // it: the peers discovery lists, and the other members the local etcd's list names
         // (nodes leaving the group, which discovery does not list, may be the only ones).
         let local = url_string(&self.config.etcd.client_url);
-        let (mut endpoints, alone) = match self.other_peers().await {
-            Ok(others) => (
-                others
-                    .iter()
-                    .map(|p| p.client_url.clone())
-                    .collect::<Vec<_>>(),
-                others.is_empty(),
-            ),
-            Err(err) => {
-                tracing::debug!("cannot list peers to confirm the cluster id: {err:#}");
-                (Vec::new(), false)
-            }
+        let Ok(list) = self.pool.client(&local).await?.member_list().await else {
+            return Ok(None);
         };
+        // The answering member must be this node (name and peer URL): an etcd of someone else
+        // on our port says nothing about our data.
+        let me = url_string(&self.config.etcd.peer_url);
+        let ours = list.members.iter().any(|m| {
+            m.id == status.member_id
+                && m.peer_urls.contains(&me)
+                && m.name.as_ref().is_none_or(|n| *n == self.config.name)
+        });
+        if !ours {
+            tracing::warn!(member_id = %status.member_id, "the etcd answering on our client URL is not this node's member; ignoring it");
+            return Ok(None);
+        }
+        let others = self.other_peers().await;
         // Our own members' URLs: an answer of another cluster there is a stray on a member's
         // address, which confirms nothing and contradicts nothing.
-        let mut members = Vec::new();
-        if let Ok(client) = self.pool.client(&local).await
-            && let Ok(list) = client.member_list().await
-        {
-            members = list
-                .members
-                .iter()
-                .filter(|m| m.id != status.member_id)
-                .filter_map(|m| m.client_urls.first().cloned())
-                .collect();
-            endpoints.extend(members.iter().cloned());
-        }
+        let members: Vec<String> = list
+            .members
+            .iter()
+            .filter(|m| m.id != status.member_id)
+            .filter_map(|m| m.client_urls.first().cloned())
+            .collect();
+        let mut endpoints: Vec<String> = others
+            .as_ref()
+            .map(|others| others.iter().map(|p| p.client_url.clone()).collect())
+            .unwrap_or_default();
+        endpoints.extend(members.iter().cloned());
         endpoints.retain(|e| *e != local);
         endpoints.sort();
         endpoints.dedup();
-        // Discovery lists this node alone: a one-member cluster by design, nobody to ask.
-        if alone && endpoints.is_empty() {
-            self.record(status)?;
-            return Ok(None);
-        }
         let answers = self.pool.cluster_ids(&endpoints).await;
         if answers.iter().any(|(_, id)| *id == status.cluster_id) {
             self.record(status)?;
             return Ok(None);
         }
-        // Nobody shares our cluster id. Nodes that are not our members and answer as another
-        // cluster say that our etcd formed a cluster of its own.
+        // Nobody shares our cluster id. A majority of the listed peers, not our members,
+        // answering as another cluster says that our etcd formed a cluster of its own (a
+        // single stray answer says nothing).
         let strangers: Vec<String> = answers
             .iter()
             .filter(|(endpoint, _)| !members.contains(endpoint))
             .map(|(endpoint, id)| format!("{endpoint} as {id}"))
             .collect();
-        if strangers.is_empty() {
-            tracing::debug!(cluster_id = %status.cluster_id, "no other node confirms the cluster id yet; it is recorded once one does");
+        let n_peers = others.as_ref().map_or(0, Vec::len);
+        if !strangers.is_empty() && strangers.len() * 2 > n_peers {
+            return Ok(Some(format!(
+                "etcd answers as cluster {}, but the peers that answer are in another cluster \
+                 ({}): it bootstrapped a cluster of its own",
+                status.cluster_id,
+                strangers.join(", ")
+            )));
+        }
+        // Nobody contradicts it. A restored backup's first answer is the cluster it was
+        // restored as (the restorer runs alone until the others join, so nobody can confirm
+        // it yet); a node discovery lists alone is a one-member cluster by design.
+        let alone = others.as_ref().is_ok_and(Vec::is_empty) && endpoints.is_empty();
+        if strangers.is_empty() && (alone || self.data.restored()?) {
+            self.record(status)?;
             return Ok(None);
         }
-        Ok(Some(format!(
-            "etcd answers as cluster {}, but every peer that answers is in another cluster \
-             ({}): it bootstrapped a cluster of its own",
-            status.cluster_id,
-            strangers.join(", ")
-        )))
+        tracing::debug!(cluster_id = %status.cluster_id, "no other node confirms the cluster id yet; it is recorded once one does");
+        Ok(None)
     }
 
     /// Writes the identity etcd answers with into the marker.

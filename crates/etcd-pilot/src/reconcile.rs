@@ -39,18 +39,17 @@ const RECORD_EVERY: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Continue,
-    /// This node's etcd must stop and the start decision be made again: the cluster no
-    /// longer lists its member (it was removed).
-    StartOver,
     /// This node's etcd is not the member its data's marker describes (it answers as another
     /// cluster or member): stop it, quarantine its data once, and join afresh.
     Quarantine {
         reason: String,
     },
-    /// The cluster answering (through other members: the local one has no leader) is not the
-    /// marker's. It may be a stray etcd, or a cluster restored without us: the start decision
-    /// tells which, from what the peers' pilots say.
-    OtherCluster,
+    /// This node's data may not be, or no longer be, the cluster's: another cluster answers
+    /// (through other members while the local one has no leader, or from most of the listed
+    /// peers), or the leader's list lacks this member (removed). A stray etcd can cause
+    /// either, so the start decision, from what the peers' pilots say, tells whether the data
+    /// goes aside; otherwise etcd keeps running.
+    Recheck,
 }
 
 /// The role of coordinator, while held.
@@ -169,7 +168,7 @@ impl Reconciler {
                 && cluster_id != list.cluster_id
             {
                 tracing::warn!(local = %cluster_id, live = %list.cluster_id, "the cluster answering is not the local data's");
-                return Outcome::OtherCluster;
+                return Outcome::Recheck;
             }
             // Before etcd first answered, the marker has no member id: find the member by
             // name or peer URL instead.
@@ -178,8 +177,34 @@ impl Reconciler {
                 None => m.name.as_ref() == Some(&self.name) || m.peer_urls.contains(&self.peer_url),
             };
             if !list.members.iter().any(|m| ours(&m)) {
-                tracing::warn!("the cluster no longer lists this member: it was removed");
-                return Outcome::StartOver;
+                tracing::warn!("the cluster no longer lists this member: it may have been removed");
+                return Outcome::Recheck;
+            }
+        }
+        // Listed peers that are not members of the cluster we see: if most of the other
+        // peers answer as another cluster, ours may be the foreign one (data copied in, a
+        // restart while the peers were electing): the start decision tells.
+        if let Ok(peers) = &peers {
+            let member_urls: Vec<&String> =
+                list.members.iter().flat_map(|m| &m.client_urls).collect();
+            let outsiders: Vec<String> = peers
+                .iter()
+                .filter(|p| p.name != self.name && !member_urls.contains(&&p.client_url))
+                .map(|p| p.client_url.clone())
+                .collect();
+            if !outsiders.is_empty() {
+                let n_others = peers.iter().filter(|p| p.name != self.name).count();
+                let foreign = self
+                    .pool
+                    .cluster_ids(&outsiders)
+                    .await
+                    .iter()
+                    .filter(|(_, id)| *id != list.cluster_id)
+                    .count();
+                if foreign * 2 > n_others {
+                    tracing::warn!(cluster_id = %list.cluster_id, foreign, "most listed peers answer as another cluster");
+                    return Outcome::Recheck;
+                }
             }
         }
         let faults = match &peers {

@@ -438,6 +438,15 @@ mod tests {
         assert_eq!(*status.borrow(), ChildStatus::Stopped);
     }
 
+    async fn running_pid(status: &mut watch::Receiver<ChildStatus>) -> u32 {
+        loop {
+            status.changed().await.unwrap();
+            if let ChildStatus::Running { pid } = *status.borrow() {
+                return pid;
+            }
+        }
+    }
+
     async fn first_backoff(status: &mut watch::Receiver<ChildStatus>) -> (String, Crash) {
         loop {
             status.changed().await.unwrap();
@@ -491,12 +500,7 @@ mod tests {
         let (supervisor, mut status, metrics, restart) = supervisor_with_liveness(bin, dir.path());
         let cancel = CancellationToken::new();
         let task = tokio::spawn(supervisor.run(cancel.clone()));
-        let pid = loop {
-            status.changed().await.unwrap();
-            if let ChildStatus::Running { pid } = *status.borrow() {
-                break pid;
-            }
-        };
+        let pid = running_pid(&mut status).await;
         // A request about another run is ignored; one about this run restarts it.
         restart
             .send((pid + 1, Duration::from_secs(30)))
@@ -562,12 +566,7 @@ mod tests {
         let (supervisor, mut status, metrics) = supervisor(bin, dir.path());
         let cancel = CancellationToken::new();
         let task = tokio::spawn(supervisor.run(cancel.clone()));
-        let pid = loop {
-            status.changed().await.unwrap();
-            if let ChildStatus::Running { pid } = *status.borrow() {
-                break pid;
-            }
-        };
+        let pid = running_pid(&mut status).await;
         assert!(dir.path().join("etcd.pid").exists());
         cancel.cancel();
         task.await.unwrap().unwrap();

@@ -265,13 +265,23 @@ fn data_with_a_pending_or_missing_marker_restarts() {
             r#"Restart { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380" }"#
         ]],
     );
-    // Pending marker, and neither our name nor our peer URL is in the leader's list: removed.
+    // Pending marker, and neither our name nor our peer URL is in the leader's list, which a
+    // peer's marker confirms: removed.
+    check(
+        "data m1",
+        "m2:live",
+        "c7 m2#2 m3#3",
+        expect![[
+            r#"Quarantine { reason: "member m1 was removed from cluster 7; its data cannot rejoin" }"#
+        ]],
+    );
+    // The same list with nobody confirming it may be a stray's: restart on the data.
     check(
         "data m1",
         "",
         "c7 m2#2 m3#3",
         expect![[
-            r#"Quarantine { reason: "member m1 was removed from cluster 7; its data cannot rejoin" }"#
+            r#"Restart { initial_cluster: "m1=http://m1:2380,m2=http://m2:2380,m3=http://m3:2380" }"#
         ]],
     );
     check(

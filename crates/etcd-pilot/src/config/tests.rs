@@ -263,3 +263,25 @@ fn aws_dns_and_lifecycle_mistakes_name_the_key_and_the_fix() {
     assert_eq!(err.key, "lifecycle.queue_url");
     assert!(err.fix.contains("provider = \"aws\""), "{err}");
 }
+
+#[test]
+fn extra_args_may_not_move_the_data_or_choose_the_cluster() {
+    for arg in [
+        "--wal-dir=/fast/wal",
+        "--data-dir=/x",
+        "--initial-cluster-state=new",
+    ] {
+        let file = BASE.replace("[etcd]\n", &format!("[etcd]\nextra_args = [{arg:?}]\n"));
+        let err = Config::load(&sources(&file, &[], &[])).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("etcd.extra_args") && text.contains("set by the pilot"),
+            "{text}"
+        );
+    }
+    let file = BASE.replace(
+        "[etcd]\n",
+        "[etcd]\nextra_args = [\"--quota-backend-bytes=8589934592\"]\n",
+    );
+    assert!(Config::load(&sources(&file, &[], &[])).is_ok());
+}

@@ -26,12 +26,11 @@ const MEMBER_STATES: [&str; 6] = [
 ];
 
 /// Lifecycle states of an instance leaving the group that may still run its etcd.
-const LEAVING_STATES: [&str; 5] = [
+const LEAVING_STATES: [&str; 4] = [
     "Terminating",
     "Terminating:Wait",
     "Terminating:Proceed",
     "Detaching",
-    "EnteringStandby:Wait",
 ];
 
 /// What one region answered.

@@ -43,6 +43,29 @@ pub struct BackupSummary {
     pub verification: Verification,
 }
 
+/// Why `id` cannot be a backup id, if it cannot. A backup id is its creation time in UTC with
+/// milliseconds, `YYYYMMDDTHHMMSS.mmmZ` (the form `etcd-pilot` writes): ids come from the
+/// store, which anyone with write access to it controls, and become object keys and folder
+/// names, so nothing else (no `/`, `..`, NUL, absolute path, or empty id) is ever accepted.
+pub fn check_backup_id(id: &str) -> Result<(), String> {
+    let bytes = id.as_bytes();
+    let shape_ok = bytes.len() == 20
+        && bytes.iter().enumerate().all(|(i, b)| match i {
+            8 => *b == b'T',
+            15 => *b == b'.',
+            19 => *b == b'Z',
+            _ => b.is_ascii_digit(),
+        });
+    if shape_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} is not a backup id (ids are creation times such as 20261130T010203.456Z)",
+            id.chars().take(80).collect::<String>()
+        ))
+    }
+}
+
 fn newest<'a>(backups: impl Iterator<Item = &'a BackupSummary>) -> Option<&'a BackupSummary> {
     backups.max_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)))
 }
@@ -233,6 +256,32 @@ mod tests {
     }
 
     #[test]
+    fn backup_ids_are_creation_times_and_nothing_else() {
+        assert_eq!(check_backup_id("20261130T010203.456Z"), Ok(()));
+        for bad in [
+            "",
+            "x/../../etcd",
+            "../20261130T010203.456Z",
+            "/etc/passwd",
+            "20261130T010203.456Z/..",
+            "20261130T010203.456Z\0",
+            "20261130T010203.456",
+            "20261130T010203.45aZ",
+            "2026113OT010203.456Z",
+            "20261130t010203.456Z",
+            "20261130T010203.4567Z",
+            "..",
+            ".",
+        ] {
+            assert!(check_backup_id(bad).is_err(), "{bad:?} accepted");
+        }
+        expect![[
+            r#""../x\0" is not a backup id (ids are creation times such as 20261130T010203.456Z)"#
+        ]]
+        .assert_eq(&check_backup_id("../x\0").unwrap_err());
+    }
+
+    #[test]
     fn backups_are_due_after_the_interval_or_on_a_clock_that_moved_back() {
         let interval = Duration::from_secs(30 * 60);
         assert!(backup_due(None, interval, at(0)));
@@ -274,6 +323,22 @@ mod tests {
                 })
                 .collect()
         })
+    }
+
+    proptest! {
+        #[test]
+        fn an_accepted_backup_id_is_one_plain_path_component(id in "\\PC{0,24}|[0-9T.Z/]{18,22}") {
+            if check_backup_id(&id).is_ok() {
+                prop_assert!(!id.contains('/') && !id.contains('\0') && !id.contains(".."));
+                prop_assert!(id != "." && !id.is_empty());
+                let path = std::path::Path::new(&id);
+                prop_assert_eq!(path.components().count(), 1);
+                prop_assert!(matches!(
+                    path.components().next(),
+                    Some(std::path::Component::Normal(_))
+                ));
+            }
+        }
     }
 
     proptest! {

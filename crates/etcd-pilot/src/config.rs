@@ -779,10 +779,19 @@ fn validate(raw: RawConfig) -> Result<Config, Error> {
         .cluster_name
         .clone()
         .unwrap_or_else(|| "etcd".to_owned());
-    if cluster_name.is_empty() || cluster_name.contains(char::is_whitespace) {
+    // It names a folder of the backup store.
+    if cluster_name.is_empty()
+        || cluster_name.starts_with('.')
+        || !cluster_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
         return Err(error(
             "cluster_name",
-            format!("{cluster_name:?} is empty or contains spaces"),
+            format!(
+                "{cluster_name:?} is empty, starts with a dot or has characters other than \
+                 letters, digits, '-', '_' and '.'"
+            ),
             "use a short name such as \"prod-etcd\"",
         ));
     }
@@ -791,6 +800,7 @@ fn validate(raw: RawConfig) -> Result<Config, Error> {
             .clone()
             .unwrap_or_else(|| "/var/lib/etcd-pilot".to_owned()),
     );
+    check_data_dir(&data_dir)?;
     values.insert("data_dir", data_dir.display().to_string());
 
     let bin = etcd_bin(raw.etcd.bin.as_deref())?;
@@ -1241,6 +1251,66 @@ fn parse_url(key: &str, value: Option<&str>) -> Result<Url, Error> {
         ));
     }
     Ok(url)
+}
+
+/// `data_dir` holds etcd's data and scratch folders the pilot clears: an absolute path of
+/// its own, never `/` or a system directory.
+fn check_data_dir(dir: &Path) -> Result<(), Error> {
+    const SYSTEM: &[&str] = &[
+        "/",
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/home",
+        "/lib",
+        "/lib32",
+        "/lib64",
+        "/media",
+        "/mnt",
+        "/opt",
+        "/proc",
+        "/root",
+        "/run",
+        "/sbin",
+        "/srv",
+        "/sys",
+        "/tmp",
+        "/usr",
+        "/usr/bin",
+        "/usr/lib",
+        "/usr/local",
+        "/usr/sbin",
+        "/var",
+        "/var/lib",
+        "/var/tmp",
+        "/var/log",
+        "/var/run",
+    ];
+    if !dir.is_absolute() {
+        return Err(error(
+            "data_dir",
+            format!("{} is not an absolute path", dir.display()),
+            "use an absolute path of its own, such as /var/lib/etcd-pilot",
+        ));
+    }
+    let normal: PathBuf = dir.components().collect();
+    if dir
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+        || SYSTEM.iter().any(|system| normal == Path::new(system))
+    {
+        return Err(error(
+            "data_dir",
+            format!(
+                "{} is a system directory (or climbs out with ..): the pilot keeps etcd's data \
+                 and scratch folders there",
+                dir.display()
+            ),
+            "use a folder of its own, such as /var/lib/etcd-pilot",
+        ));
+    }
+    Ok(())
 }
 
 fn credentials(raw: &RawEtcd) -> Result<Option<(String, String)>, Error> {

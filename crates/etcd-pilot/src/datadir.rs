@@ -9,10 +9,11 @@
 //! - `etcd.pid`: the running etcd child;
 //! - `restored`: `etcd/` is a restored backup whose cluster id is not recorded yet;
 //! - `quarantine/<time>/`: data moved aside, never deleted, with a `reason.txt`;
-//! - `restore/`, `drill/`: scratch space of a restore and of restore drills (ours alone,
-//!   cleared before use).
+//! - `restore/`, `drill/`: scratch space of a restore and of restore drills ([`Scratch`]:
+//!   created with a marker file, and cleared only while the marker is there);
 //!
-//! Every write is atomic (write a temporary file, fsync, rename). Nothing here deletes data.
+//! Every write is atomic (write a temporary file, fsync, rename). Nothing here deletes data:
+//! the only deletions are inside scratch folders the pilot created.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -185,11 +186,12 @@ impl DataDir {
         self.root.join("drill")
     }
 
-    /// Installs a restored etcd data dir (`restored`, created by `snapshot restore`) as ours:
-    /// the identity marker first, then a rename into place. Whatever sat at `etcd/` (no
-    /// data, or the remains of a failed start) is quarantined, not deleted.
+    /// Installs a restored etcd data dir (`restored`, created by `snapshot restore` in
+    /// `scratch`) as ours: the identity marker first, then a rename into place. Whatever sat
+    /// at `etcd/` (no data, or the remains of a failed start) is quarantined, not deleted.
     pub(crate) fn install_restored(
         &self,
+        scratch: &Scratch,
         restored: &Path,
         identity: &Identity,
         now: SystemTime,
@@ -209,8 +211,8 @@ impl DataDir {
         // After the data is in place, so the flag never outlives a crash without the data (a
         // crash before it only means the id waits for a joiner to confirm it).
         write_atomic(&self.restored_path(), b"restored from a backup\n")?;
-        if let Some(scratch) = restored.parent() {
-            std::fs::remove_dir_all(scratch).ok();
+        if let Err(err) = scratch.remove() {
+            tracing::warn!("cannot remove the restore's scratch folder: {err:#}");
         }
         Ok(())
     }
@@ -245,6 +247,116 @@ impl DataDir {
     }
 }
 
+/// A folder the pilot owns for scratch work. It is created with a marker file, and the pilot
+/// clears or removes it only while the marker is there: a path that went wrong (a bad
+/// `data_dir`, a name from outside) can never make it delete what it did not create.
+#[derive(Debug)]
+pub(crate) struct Scratch {
+    dir: PathBuf,
+}
+
+/// The marker of a [`Scratch`] folder.
+const SCRATCH_MARKER: &str = ".etcd-pilot-scratch";
+
+impl Scratch {
+    /// Opens `dir`, creating it (and the marker) when absent. An existing folder without the
+    /// marker is refused, unless empty (an older pilot's).
+    pub(crate) fn open(dir: &Path) -> anyhow::Result<Self> {
+        let marker = dir.join(SCRATCH_MARKER);
+        if !marker.exists() {
+            match std::fs::read_dir(dir) {
+                Ok(mut entries) => {
+                    if entries.next().is_some() {
+                        anyhow::bail!(
+                            "{} exists and etcd-pilot did not create it (no {SCRATCH_MARKER} in \
+                             it), so it will not clear it: move it away",
+                            dir.display()
+                        );
+                    }
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("create {}", dir.display()))?;
+                }
+                Err(err) => {
+                    return Err(err).with_context(|| format!("read {}", dir.display()));
+                }
+            }
+            write_atomic(
+                &marker,
+                b"scratch space of etcd-pilot; it may clear this folder\n",
+            )?;
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// [`Scratch::open`], then removes everything in it but the marker.
+    pub(crate) fn fresh(dir: &Path) -> anyhow::Result<Self> {
+        let scratch = Self::open(dir)?;
+        for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
+            let entry = entry.with_context(|| format!("read {}", dir.display()))?;
+            if entry.file_name() != SCRATCH_MARKER {
+                scratch.remove_child(&entry.file_name().to_string_lossy())?;
+            }
+        }
+        Ok(scratch)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The path of `name` in this folder; `name` must be one plain file name (no `/`, no
+    /// `..`, no NUL), whoever chose it.
+    pub(crate) fn child(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let mut components = Path::new(name).components();
+        let plain = matches!(components.next(), Some(std::path::Component::Normal(_)))
+            && components.next().is_none()
+            && !name.contains(['/', '\0'])
+            && name != SCRATCH_MARKER;
+        if !plain {
+            anyhow::bail!(
+                "{name:?} is not a plain file name: refusing to use it inside {}",
+                self.dir.display()
+            );
+        }
+        Ok(self.dir.join(name))
+    }
+
+    /// Removes `name` (a file or a folder with everything in it) from this folder, if the
+    /// marker is still there.
+    pub(crate) fn remove_child(&self, name: &str) -> anyhow::Result<()> {
+        let path = self.child(name)?;
+        self.check_marker()?;
+        let result = match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(err),
+        };
+        result.with_context(|| format!("remove {}", path.display()))
+    }
+
+    /// Removes the folder with everything in it, if the marker is still there.
+    pub(crate) fn remove(&self) -> anyhow::Result<()> {
+        self.check_marker()?;
+        std::fs::remove_dir_all(&self.dir).with_context(|| format!("remove {}", self.dir.display()))
+    }
+
+    fn check_marker(&self) -> anyhow::Result<()> {
+        if self.dir.join(SCRATCH_MARKER).is_file() {
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "{} lost its {SCRATCH_MARKER} marker: not clearing it",
+                self.dir.display()
+            )
+        }
+    }
+}
+
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file =
@@ -265,6 +377,58 @@ fn sync_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("sync {}", dir.display()))
+}
+
+#[cfg(test)]
+mod scratch_tests {
+    use super::*;
+
+    #[test]
+    fn a_scratch_folder_is_cleared_only_when_the_pilot_created_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("drill");
+        let scratch = Scratch::fresh(&dir).unwrap();
+        std::fs::create_dir_all(scratch.child("drill-1").unwrap().join("etcd")).unwrap();
+        std::fs::write(scratch.child("etcd.pid").unwrap(), b"1").unwrap();
+        let again = Scratch::fresh(&dir).unwrap();
+        let left: Vec<_> = std::fs::read_dir(again.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [SCRATCH_MARKER]);
+
+        // A folder someone else filled is never cleared.
+        let theirs = tmp.path().join("theirs");
+        std::fs::create_dir_all(&theirs).unwrap();
+        std::fs::write(theirs.join("keep"), b"k").unwrap();
+        let err = Scratch::fresh(&theirs).unwrap_err().to_string();
+        assert!(err.contains("did not create it"), "{err}");
+        assert!(theirs.join("keep").exists());
+
+        // Names from outside never leave the folder.
+        let canary = tmp.path().join("canary");
+        std::fs::write(&canary, b"c").unwrap();
+        for bad in [
+            "../canary",
+            "/etc",
+            "..",
+            ".",
+            "a/b",
+            "x\0",
+            "",
+            SCRATCH_MARKER,
+        ] {
+            assert!(again.child(bad).is_err(), "{bad:?} accepted");
+            assert!(again.remove_child(bad).is_err());
+        }
+        assert!(canary.exists());
+
+        // Without its marker, the folder is left alone.
+        std::fs::remove_file(dir.join(SCRATCH_MARKER)).unwrap();
+        std::fs::write(dir.join("x"), b"x").unwrap();
+        assert!(again.remove().is_err());
+        assert!(dir.join("x").exists());
+    }
 }
 
 #[cfg(test)]

@@ -387,3 +387,99 @@ async fn a_lost_cluster_without_a_verified_backup_is_not_recreated_empty() {
         Some("yes")
     );
 }
+
+/// Whoever can write to the store controls what a manifest says: a manifest whose id escapes
+/// (`x/../../etcd` would resolve to the live data from the drill's scratch folder), is
+/// absolute, holds a NUL or differs from the key it is stored under is refused, and nothing
+/// outside the pilot's scratch folders is touched.
+#[tokio::test(flavor = "multi_thread")]
+async fn manifests_whose_ids_escape_are_refused_and_touch_nothing() {
+    let store = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "\n[backup]\nurl = \"file://{}\"\ninterval = \"1h\"\n",
+        store.path().display()
+    );
+    let Some(cluster) = common::running_with(71, 3, Version::V35, &extra, &[]).await else {
+        return;
+    };
+    put_keys(&cluster, "k/", 20).await;
+    let good = backup_now(&cluster)["id"].as_str().unwrap().to_owned();
+    wait_verified(&cluster, &good).await;
+    let canaries: Vec<_> = cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            let canary = node.data_dir().join("canary");
+            std::fs::write(&canary, b"still here").unwrap();
+            canary
+        })
+        .collect();
+
+    // Newer than the good backup, so each would be the next drill's target.
+    let backups = store.path().join("test/backups");
+    let forged = [
+        ("20300101T000000.000Z", "x/../../etcd"),
+        ("20300101T000001.000Z", "/etc"),
+        ("20300101T000002.000Z", "20300101T000002.000Z\u{0}"),
+        ("20300101T000003.000Z", "20200101T000000.000Z"),
+    ];
+    for (key, id) in forged {
+        common::copy_dir(&backups.join(&good), &backups.join(key));
+        let path = backups.join(key).join("manifest.json");
+        let mut manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        manifest["id"] = id.into();
+        manifest["verification"] = serde_json::json!({ "result": "unverified" });
+        manifest["created_unix_ms"] = 1_893_456_000_000_u64.into();
+        std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    }
+    // A key that is no backup id at all.
+    common::copy_dir(&backups.join(&good), &backups.join("not-an-id"));
+
+    let listed = cluster.cli_ok(&["backup", "list"]);
+    assert!(
+        !listed.contains("2030") && !listed.contains("not-an-id") && listed.contains(&good),
+        "{listed}"
+    );
+    let output = cluster.cli(&[
+        "backup",
+        "verify",
+        "20300101T000000.000Z",
+        "--config",
+        cluster.nodes[0].config_path().to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("a manifest must name the backup"),
+        "{stderr}"
+    );
+    let output = cluster.cli(&[
+        "backup",
+        "verify",
+        "../../etcd",
+        "--config",
+        cluster.nodes[0].config_path().to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("is not a backup id"),
+        "{stderr}"
+    );
+
+    // The schedule lists the store again and drills what it finds: a new backup, drilled.
+    let next = backup_now(&cluster)["id"].as_str().unwrap().to_owned();
+    wait_verified(&cluster, &next).await;
+    for canary in &canaries {
+        assert_eq!(std::fs::read(canary).unwrap(), b"still here");
+    }
+    assert_eq!(count_keys(&cluster, "k/").await, 20);
+    for node in &cluster.nodes {
+        assert!(node.data_dir().join("etcd/member/wal").is_dir());
+    }
+    assert!(
+        cluster
+            .logs()
+            .contains("a manifest must name the backup it is stored under"),
+        "the refused manifests are not logged"
+    );
+}

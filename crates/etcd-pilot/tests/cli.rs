@@ -92,6 +92,15 @@ fn every_bad_config_exits_64_naming_the_key_and_the_fix() {
             vec!["etcd.bin", "is not executable", "chmod +x"],
         ),
         (
+            "data dir at the root",
+            config(&bin, "name = \"m1\"", good_url, "m1")
+                .replace("data_dir = \"/tmp/unused\"", "data_dir = \"/\""),
+            vec![
+                "data_dir: / is a system directory",
+                "fix: use a folder of its own",
+            ],
+        ),
+        (
             "own name absent from the peers",
             config(&bin, "name = \"m1\"", good_url, "m2"),
             vec![

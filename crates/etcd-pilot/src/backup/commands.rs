@@ -129,11 +129,15 @@ async fn pick(backups: &Backups, id: Option<&str>) -> anyhow::Result<Manifest> {
 pub(crate) async fn verify(config: &Config, id: Option<&str>) -> anyhow::Result<String> {
     let backups = open(config)?;
     let manifest = pick(&backups, id).await?;
-    let scratch = std::env::temp_dir().join(format!("etcd-pilot-verify-{}", std::process::id()));
+    let scratch = crate::datadir::Scratch::fresh(
+        &std::env::temp_dir().join(format!("etcd-pilot-verify-{}", std::process::id())),
+    )?;
     let result = backups
-        .verify(&manifest.id, &scratch, &Progress::stderr())
+        .verify(&manifest.id, scratch.path(), &Progress::stderr())
         .await;
-    std::fs::remove_dir_all(&scratch).ok();
+    if let Err(err) = scratch.remove() {
+        tracing::warn!("{err:#}");
+    }
     let (manifest, report) = result?;
     Ok(format!(
         "backup {} restores: {} keys and HashKV {} at revision {} match its manifest (drill {:.1} s)",

@@ -16,6 +16,7 @@ use anyhow::Context as _;
 use super::Progress;
 use super::restore::{self, RestoreTarget, RestoreTool};
 use super::store::{Manifest, Store};
+use crate::datadir::Scratch;
 use crate::etcd::{self, ClientOptions, Etcd};
 
 /// What a passing drill measured.
@@ -36,14 +37,16 @@ pub(crate) async fn drill(
     progress: &Progress,
 ) -> anyhow::Result<DrillReport> {
     let started = Instant::now();
-    clear_leftovers(scratch_root).await;
-    let scratch = scratch_root.join(format!("drill-{}", manifest.id));
+    let root = Scratch::open(scratch_root)?;
+    clear_leftovers(&root);
+    let name = format!("drill-{}", manifest.id);
+    let scratch = root.child(&name)?;
     tokio::fs::create_dir_all(&scratch)
         .await
         .with_context(|| format!("create scratch folder {}", scratch.display()))?;
     let result = drill_in(&scratch, store, manifest, etcd_bin, tool, progress).await;
-    if let Err(err) = tokio::fs::remove_dir_all(&scratch).await {
-        tracing::warn!(folder = %scratch.display(), "cannot remove the drill's scratch folder: {err}");
+    if let Err(err) = root.remove_child(&name) {
+        tracing::warn!("cannot remove the drill's scratch folder: {err:#}");
     }
     let (key_count, hash_kv) = result?;
     Ok(DrillReport {
@@ -177,8 +180,8 @@ fn pid_file(scratch: &Path) -> PathBuf {
 
 /// Stops a drill etcd left by an earlier life of the pilot (only if its command line is a
 /// drill's) and removes old drill folders.
-async fn clear_leftovers(scratch_root: &Path) {
-    let pid_path = scratch_root.join("etcd.pid");
+fn clear_leftovers(root: &Scratch) {
+    let pid_path = root.path().join("etcd.pid");
     if let Some(pid) = std::fs::read_to_string(&pid_path)
         .ok()
         .and_then(|text| text.trim().parse::<u32>().ok())
@@ -191,10 +194,13 @@ async fn clear_leftovers(scratch_root: &Path) {
         }
         std::fs::remove_file(&pid_path).ok();
     }
-    if let Ok(entries) = std::fs::read_dir(scratch_root) {
+    if let Ok(entries) = std::fs::read_dir(root.path()) {
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with("drill-") {
-                tokio::fs::remove_dir_all(entry.path()).await.ok();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("drill-")
+                && let Err(err) = root.remove_child(&name)
+            {
+                tracing::warn!("cannot remove an old drill folder: {err:#}");
             }
         }
     }

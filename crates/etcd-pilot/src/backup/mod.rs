@@ -27,7 +27,7 @@ pub(crate) use schedule::{BackupStatus, Schedule};
 pub(crate) use store::{ClusterRecord, Manifest, RestoreClaim, Store, StoreOptions};
 
 use crate::config::BackupConfig;
-use crate::datadir::DataDir;
+use crate::datadir::{DataDir, Scratch};
 use crate::etcd::Etcd;
 
 /// The key in etcd holding the lineage of the data: every cluster it was restored through.
@@ -265,14 +265,8 @@ impl Backups {
         progress: &Progress,
     ) -> anyhow::Result<RestoreTool> {
         let tool = RestoreTool::find(&self.etcd_bin).await?;
-        let scratch = data.restore_scratch();
-        if scratch.exists() {
-            tokio::fs::remove_dir_all(&scratch)
-                .await
-                .with_context(|| format!("clear {}", scratch.display()))?;
-        }
-        tokio::fs::create_dir_all(&scratch).await?;
-        let snapshot = scratch.join("snapshot.db");
+        let scratch = Scratch::fresh(&data.restore_scratch())?;
+        let snapshot = scratch.child("snapshot.db")?;
         if let Err(err) = restore::download(&self.store, manifest, &snapshot, progress).await {
             if !is_store_error(&err) {
                 let verdict = Verification::Failed {
@@ -289,12 +283,13 @@ impl Backups {
             peer_url: member.peer_url.clone(),
             initial_cluster: member.initial_cluster.clone(),
             token: member.token.clone(),
-            data_dir: scratch.join("etcd"),
+            data_dir: scratch.child("etcd")?,
             bump_revision: member.bump_revision,
         };
         restore::run_restore(&tool, &snapshot, &target).await?;
         tokio::fs::remove_file(&snapshot).await.ok();
         data.install_restored(
+            &scratch,
             &target.data_dir,
             &Identity {
                 name: member.name.clone(),

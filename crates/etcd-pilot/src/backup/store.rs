@@ -221,17 +221,17 @@ impl Store {
         path
     }
 
-    fn object(id: &str) -> [&str; 3] {
-        ["backups", id, "snapshot.db.zst"]
+    fn object(id: &str) -> anyhow::Result<[&str; 3]> {
+        Ok(["backups", checked(id)?, "snapshot.db.zst"])
     }
 
-    fn manifest_path(&self, id: &str) -> Path {
-        self.path(&["backups", id, "manifest.json"])
+    fn manifest_path(&self, id: &str) -> anyhow::Result<Path> {
+        Ok(self.path(&["backups", checked(id)?, "manifest.json"]))
     }
 
     /// Starts the multipart upload of backup `id`'s snapshot object.
     pub(crate) async fn upload(&self, id: &str) -> anyhow::Result<Upload> {
-        let path = self.path(&Self::object(id));
+        let path = self.path(&Self::object(id)?);
         let upload = self
             .inner
             .put_multipart(&path)
@@ -250,7 +250,7 @@ impl Store {
         u64,
         futures::stream::BoxStream<'static, anyhow::Result<bytes::Bytes>>,
     )> {
-        let path = self.path(&Self::object(id));
+        let path = self.path(&Self::object(id)?);
         let result = self
             .chunked
             .get(&path)
@@ -266,7 +266,7 @@ impl Store {
 
     /// Writes (or overwrites) a manifest.
     pub(crate) async fn put_manifest(&self, manifest: &Manifest) -> anyhow::Result<()> {
-        let path = self.manifest_path(&manifest.id);
+        let path = self.manifest_path(&manifest.id)?;
         let body = serde_json::to_vec_pretty(manifest)?;
         self.inner
             .put(&path, PutPayload::from(body))
@@ -275,9 +275,10 @@ impl Store {
         Ok(())
     }
 
-    /// One manifest.
+    /// One manifest. It must describe the backup it is stored under: its `id` is what later
+    /// becomes object keys and folder names.
     pub(crate) async fn manifest(&self, id: &str) -> anyhow::Result<Manifest> {
-        let path = self.manifest_path(id);
+        let path = self.manifest_path(id)?;
         let bytes = self
             .inner
             .get(&path)
@@ -286,7 +287,17 @@ impl Store {
             .bytes()
             .await
             .with_context(|| format!("read {path}"))?;
-        serde_json::from_slice(&bytes).with_context(|| format!("parse {path}"))
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).with_context(|| format!("parse {path}"))?;
+        if manifest.id != id {
+            anyhow::bail!(
+                "{path} says it is backup {:?}: a manifest must name the backup it is stored \
+                 under, so this one is ignored (remove or fix it in {})",
+                manifest.id.chars().take(80).collect::<String>(),
+                self.url
+            );
+        }
+        Ok(manifest)
     }
 
     /// Every backup with a manifest, oldest first. Objects without one (interrupted
@@ -310,7 +321,11 @@ impl Store {
                 .map(|p| p.as_ref().to_owned())
                 .collect();
             if parts.last().map(String::as_str) == Some("manifest.json") && parts.len() >= 2 {
-                names.push(parts[parts.len() - 2].clone());
+                let name = &parts[parts.len() - 2];
+                match checked(name) {
+                    Ok(_) => names.push(name.clone()),
+                    Err(err) => tracing::warn!("skipping {}: {err:#}", meta.location),
+                }
             }
         }
         let mut manifests = Vec::new();
@@ -333,12 +348,12 @@ impl Store {
     /// Deletes a backup: its manifest first (so it stops being a backup at once), then the
     /// snapshot object.
     pub(crate) async fn delete(&self, id: &str) -> anyhow::Result<()> {
-        let manifest = self.manifest_path(id);
+        let manifest = self.manifest_path(id)?;
         self.inner
             .delete(&manifest)
             .await
             .with_context(|| format!("delete {manifest}"))?;
-        let object = self.path(&Self::object(id));
+        let object = self.path(&Self::object(id)?);
         match self.inner.delete(&object).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(err) => Err(err).with_context(|| format!("delete {object}")),
@@ -411,6 +426,12 @@ impl Store {
             Err(err) => Err(err).with_context(|| format!("create {path}")),
         }
     }
+}
+
+/// `id` if it is a backup id (see `core::backup::check_backup_id`).
+fn checked(id: &str) -> anyhow::Result<&str> {
+    etcd_pilot_core::backup::check_backup_id(id).map_err(anyhow::Error::msg)?;
+    Ok(id)
 }
 
 /// A multipart upload in progress: parts go out as they fill, at most two at a time.

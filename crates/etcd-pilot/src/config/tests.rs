@@ -285,3 +285,41 @@ fn extra_args_may_not_move_the_data_or_choose_the_cluster() {
     );
     assert!(Config::load(&sources(&file, &[], &[])).is_ok());
 }
+
+#[test]
+fn data_dir_is_an_absolute_folder_of_its_own_and_cluster_name_a_plain_name() {
+    for bad in [
+        "/",
+        "/var/lib",
+        "/etc/",
+        "/tmp",
+        "relative/dir",
+        "/srv/../etc",
+        "/usr//",
+    ] {
+        let err = Config::load(&sources(BASE, &[("ETCD_PILOT_DATA_DIR", bad)], &[]))
+            .expect_err(bad)
+            .to_string();
+        assert!(
+            err.contains("data_dir:") && err.contains("fix:"),
+            "{bad}: {err}"
+        );
+    }
+    for good in ["/var/lib/etcd-pilot", "/srv/etcd", "/tmp/t/m1"] {
+        let config = Config::load(&sources(BASE, &[("ETCD_PILOT_DATA_DIR", good)], &[])).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from(good));
+    }
+    check_error(
+        BASE,
+        &[("ETCD_PILOT_DATA_DIR", "/")],
+        expect_test::expect![[r#"
+            invalid configuration: data_dir: / is a system directory (or climbs out with ..): the pilot keeps etcd's data and scratch folders there
+              fix: use a folder of its own, such as /var/lib/etcd-pilot"#]],
+    );
+    for bad in ["../x", "a/b", ".hidden", "a b", ""] {
+        let err = Config::load(&sources(BASE, &[("ETCD_PILOT_CLUSTER_NAME", bad)], &[]))
+            .expect_err(bad)
+            .to_string();
+        assert!(err.contains("cluster_name:"), "{bad}: {err}");
+    }
+}

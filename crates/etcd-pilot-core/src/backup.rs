@@ -66,6 +66,72 @@ pub fn check_backup_id(id: &str) -> Result<(), String> {
     }
 }
 
+/// What went wrong in a restore drill (or in the download of a restore), as far as it can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrillFault {
+    /// The object or the snapshot does not match the sha256 its manifest recorded, or does not
+    /// decompress.
+    Corrupt,
+    /// The restore tool ran and rejected the snapshot (see [`restore_tool_rejected`]).
+    RestoreRejected,
+    /// The restored etcd holds another key count or `HashKV` than the manifest recorded.
+    ContentDiffers,
+    /// Anything else: the store, the local disk, a port, the drill's etcd not starting, the
+    /// restore tool not running, credentials. Says nothing about the backup.
+    Environment,
+}
+
+/// Whether a drill fault condemns the backup for good (`true`: recorded as failed, never
+/// restored automatically) or leaves it unverified, to be drilled again later.
+pub fn drill_fault_fails_the_backup(fault: DrillFault) -> bool {
+    match fault {
+        DrillFault::Corrupt | DrillFault::RestoreRejected | DrillFault::ContentDiffers => true,
+        DrillFault::Environment => false,
+    }
+}
+
+/// Whether a restore tool that exited with an error said the snapshot itself is bad (etcd's
+/// integrity check or bbolt refusing the file), rather than something about this machine
+/// (disk full, permissions, a missing library). When in doubt, the snapshot is not blamed:
+/// an unverified backup is drilled again, a failed one never is.
+pub fn restore_tool_rejected(stderr: &str) -> bool {
+    let text = stderr.to_ascii_lowercase();
+    const MACHINE: &[&str] = &[
+        "no space left",
+        "permission denied",
+        "read-only file system",
+        "too many open files",
+        "cannot allocate memory",
+        "disk quota exceeded",
+        "input/output error",
+        "no such file or directory",
+        "file exists",
+    ];
+    const SNAPSHOT: &[&str] = &[
+        "expected sha256",
+        "snapshot missing hash",
+        "integrity check failed",
+        "invalid database",
+        "file size too small",
+        "version mismatch",
+        "checksum error",
+        "unexpected eof",
+        "corrupt",
+    ];
+    !MACHINE.iter().any(|m| text.contains(m)) && SNAPSHOT.iter().any(|s| text.contains(s))
+}
+
+/// How long to wait before drilling a backup again after `attempts` drills that failed for
+/// reasons outside it: `first`, doubling, at most 30 minutes (and never less than `first`).
+pub fn drill_retry_after(attempts: u32, first: Duration) -> Duration {
+    let factor = 1u32 << attempts.saturating_sub(1).min(10);
+    first
+        .saturating_mul(factor)
+        .min(Duration::from_secs(30 * 60))
+        .max(first)
+}
+
 fn newest<'a>(backups: impl Iterator<Item = &'a BackupSummary>) -> Option<&'a BackupSummary> {
     backups.max_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)))
 }
@@ -279,6 +345,69 @@ mod tests {
             r#""../x\0" is not a backup id (ids are creation times such as 20261130T010203.456Z)"#
         ]]
         .assert_eq(&check_backup_id("../x\0").unwrap_err());
+    }
+
+    #[test]
+    fn only_faults_of_the_backup_itself_fail_it() {
+        let table: Vec<String> = [
+            DrillFault::Corrupt,
+            DrillFault::RestoreRejected,
+            DrillFault::ContentDiffers,
+            DrillFault::Environment,
+        ]
+        .iter()
+        .map(|f| format!("{f:?}: {}", drill_fault_fails_the_backup(*f)))
+        .collect();
+        expect![[r#"
+            [
+                "Corrupt: true",
+                "RestoreRejected: true",
+                "ContentDiffers: true",
+                "Environment: false",
+            ]
+        "#]]
+        .assert_debug_eq(&table);
+    }
+
+    #[test]
+    fn the_restore_tool_blames_the_snapshot_only_in_its_own_words() {
+        let rejected = [
+            "Error: expected sha256 [1 2], got [3 4]",
+            "Error: snapshot missing hash but --skip-hash-check=false",
+            "panic: invalid database",
+            "Error: file size too small",
+            "unexpected EOF",
+        ];
+        for text in rejected {
+            assert!(restore_tool_rejected(text), "{text}");
+        }
+        let not_rejected = [
+            "",
+            "Error: open /d/restore/etcd/member/snap/db: no space left on device",
+            "Error: mkdir /d: permission denied",
+            "error while loading shared libraries: libc.so.6",
+            "Error: unknown flag: --bump-revision",
+            "Error: data-dir \"/d/etcd\" exists",
+            // A full disk while checking the hash is the disk's fault.
+            "Error: expected sha256: write /tmp/x: no space left on device",
+        ];
+        for text in not_rejected {
+            assert!(!restore_tool_rejected(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn drills_are_retried_after_a_minute_doubling_to_half_an_hour() {
+        let minute = Duration::from_secs(60);
+        let waits: Vec<u64> = (0..9)
+            .map(|n| drill_retry_after(n, minute).as_secs() / 60)
+            .collect();
+        assert_eq!(waits, [1, 1, 2, 4, 8, 16, 30, 30, 30]);
+        let second = Duration::from_secs(1);
+        assert_eq!(drill_retry_after(2, second), Duration::from_secs(2));
+        assert_eq!(drill_retry_after(40, second), Duration::from_secs(1024));
+        let hour = Duration::from_secs(3600);
+        assert_eq!(drill_retry_after(3, hour), hour);
     }
 
     #[test]

@@ -173,6 +173,10 @@ pub(crate) const KEYS: &[Key] = &[
         "restore-drill each new backup in a throwaway etcd (true/false)",
     ),
     key(
+        "backup.drill_retry",
+        "first wait before drilling a backup again after a drill failed for a reason outside it (doubles, at most 30m)",
+    ),
+    key(
         "backup.compression_level",
         "zstd level of backups (1-19; higher is smaller and slower)",
     ),
@@ -375,6 +379,7 @@ struct RawBackup {
     interval: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
     drill: Option<String>,
+    drill_retry: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
     compression_level: Option<String>,
     timeout: Option<String>,
@@ -520,6 +525,7 @@ impl RawConfig {
             "backup.url" => &mut self.backup.url,
             "backup.interval" => &mut self.backup.interval,
             "backup.drill" => &mut self.backup.drill,
+            "backup.drill_retry" => &mut self.backup.drill_retry,
             "backup.compression_level" => &mut self.backup.compression_level,
             "backup.timeout" => &mut self.backup.timeout,
             "backup.s3_endpoint" => &mut self.backup.s3_endpoint,
@@ -610,6 +616,8 @@ pub(crate) struct BackupConfig {
     pub(crate) store: Option<crate::backup::StoreOptions>,
     pub(crate) interval: Duration,
     pub(crate) drill: bool,
+    /// First wait before drilling again after a drill failed for a reason outside the backup.
+    pub(crate) drill_retry: Duration,
     pub(crate) compression_level: i32,
     pub(crate) retention: etcd_pilot_core::retention::RetentionPolicy,
 }
@@ -1072,6 +1080,7 @@ fn backup_config(
     };
     let interval = duration(&b.interval, "backup.interval", "30m", values)?;
     let drill = boolean(&b.drill, "backup.drill", true, values)?;
+    let drill_retry = duration(&b.drill_retry, "backup.drill_retry", "1m", values)?;
     let level_text = b
         .compression_level
         .clone()
@@ -1118,6 +1127,7 @@ fn backup_config(
             store,
             interval,
             drill,
+            drill_retry,
             compression_level,
             retention,
         },

@@ -75,8 +75,7 @@ pub(crate) async fn run_agent(config: Config, cancel: CancellationToken) -> anyh
         admin_cancel.clone(),
     ));
 
-    let backups = backup::Backups::open(&config.backup, &config.cluster_name, &config.etcd.bin)
-        .context("open the backup store (backup.url)")?;
+    let backups = backup::Backups::open(&config).context("open the backup store (backup.url)")?;
     let schedule = backups.clone().map(|backups| {
         let options = etcd::ClientOptions {
             timeout: config.timers.etcd_call_timeout,

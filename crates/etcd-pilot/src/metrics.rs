@@ -53,6 +53,10 @@ pub(crate) struct Metrics {
     pub(crate) drill_duration_ms: Gauge,
     /// Failed backup, drill or retention steps.
     pub(crate) backup_failures: Counter,
+    /// Restore drills that did not pass, by what they said about the backup: `corrupt`,
+    /// `restore_rejected`, `content_differs` (the backup is marked failed) or `environment`
+    /// (it stays unverified and is drilled again).
+    pub(crate) drill_errors: Family<KindLabel, Counter>,
 }
 
 /// Every pilot state, so the state gauge always has all series.
@@ -158,7 +162,14 @@ impl Metrics {
             "Failed backup, drill or retention steps",
             backup_failures.clone(),
         );
+        let drill_errors = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "drill_errors",
+            "Restore drills that did not pass, by kind (only environment leaves the backup unverified)",
+            drill_errors.clone(),
+        );
         let metrics = Self {
+            drill_errors,
             backup_last_success,
             backup_last_verified,
             backup_db_size,

@@ -246,6 +246,78 @@ async fn a_drill_interrupted_by_a_crash_is_cleaned_up_by_the_next_one() {
         .unwrap()
         .flatten()
         .map(|e| e.file_name())
+        .filter(|name| name != ".etcd-pilot-scratch")
         .collect();
     assert!(left.is_empty(), "left in the drill folder: {left:?}");
+}
+
+/// A drill that cannot start its etcd says nothing about the backup: it stays unverified,
+/// the error shows in `/v1/status` and the metrics, and the next drill (after
+/// `backup.drill_retry`) passes.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drill_that_cannot_start_leaves_the_backup_unverified_and_the_next_passes() {
+    let store = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "\n[backup]\nurl = \"file://{}\"\ninterval = \"1h\"\ndrill_retry = \"5s\"\n",
+        store.path().display()
+    );
+    let Some(etcd) = common::etcd_bin(Version::V35) else {
+        return;
+    };
+    let mut cluster = common::Cluster::with(72, 1, etcd, &extra, &[]);
+    cluster.start_with_env(0, &[("FAILPOINTS", "drill-etcd-start=1*return")]);
+    let retry = eventually(
+        "the failed drill to show in /v1/status",
+        Duration::from_secs(90),
+        || async {
+            let status = cluster.pilot_status(0).await?;
+            let retry = status["backup"]["drill_retry"].clone();
+            (!retry.is_null()).then_some(retry)
+        },
+    )
+    .await;
+    assert_eq!(retry["attempts"], 1, "{retry}");
+    assert!(
+        retry["error"]
+            .as_str()
+            .unwrap()
+            .contains("failpoint drill-etcd-start"),
+        "{retry}"
+    );
+    let id = retry["backup"].as_str().unwrap().to_owned();
+    let manifest = cluster
+        .backups()
+        .into_iter()
+        .find(|m| m["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(manifest["verification"]["result"], "unverified");
+    eventually(
+        "the next drill to pass",
+        Duration::from_secs(60),
+        || async {
+            cluster
+                .backups()
+                .iter()
+                .any(|m| m["id"] == id.as_str() && m["verification"]["result"] == "passed")
+                .then_some(())
+        },
+    )
+    .await;
+    let status = cluster.pilot_status(0).await.unwrap();
+    assert!(status["backup"]["drill_retry"].is_null(), "{status}");
+    let metrics = reqwest_metrics(&cluster.nodes[0].admin_url()).await;
+    assert!(
+        metrics.contains("etcd_pilot_drill_errors_total{kind=\"environment\"} 1"),
+        "{metrics}"
+    );
+}
+
+async fn reqwest_metrics(admin_url: &str) -> String {
+    reqwest::get(format!("{admin_url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }

@@ -17,7 +17,7 @@ use crate::datadir::DataDir;
 use crate::etcd::{ClientOptions, Etcd};
 
 fn open(config: &Config) -> anyhow::Result<Backups> {
-    Backups::open(&config.backup, &config.cluster_name, &config.etcd.bin)?.context(
+    Backups::open(config)?.context(
         "no backup store is configured: set backup.url (file:///path, s3://bucket/prefix, ...)",
     )
 }

@@ -13,9 +13,11 @@ use tokio::time::Instant;
 
 use anyhow::Context as _;
 
-use super::Progress;
+use etcd_pilot_core::backup::DrillFault;
+
 use super::restore::{self, RestoreTarget, RestoreTool};
 use super::store::{Manifest, Store};
+use super::{Faulted, Progress};
 use crate::datadir::Scratch;
 use crate::etcd::{self, ClientOptions, Etcd};
 
@@ -27,11 +29,17 @@ pub(crate) struct DrillReport {
     pub(crate) duration: Duration,
 }
 
+/// The etcd a drill starts, and the credentials it asks it with.
+pub(crate) struct DrillEtcd<'a> {
+    pub(crate) bin: &'a Path,
+    pub(crate) credentials: Option<(String, String)>,
+}
+
 /// Runs the drill on `manifest` in a fresh folder under `scratch_root`.
 pub(crate) async fn drill(
     store: &Store,
     manifest: &Manifest,
-    etcd_bin: &Path,
+    etcd: &DrillEtcd<'_>,
     tool: &RestoreTool,
     scratch_root: &Path,
     progress: &Progress,
@@ -44,7 +52,7 @@ pub(crate) async fn drill(
     tokio::fs::create_dir_all(&scratch)
         .await
         .with_context(|| format!("create scratch folder {}", scratch.display()))?;
-    let result = drill_in(&scratch, store, manifest, etcd_bin, tool, progress).await;
+    let result = drill_in(&scratch, store, manifest, etcd, tool, progress).await;
     if let Err(err) = root.remove_child(&name) {
         tracing::warn!("cannot remove the drill's scratch folder: {err:#}");
     }
@@ -60,7 +68,7 @@ async fn drill_in(
     scratch: &Path,
     store: &Store,
     manifest: &Manifest,
-    etcd_bin: &Path,
+    etcd: &DrillEtcd<'_>,
     tool: &RestoreTool,
     progress: &Progress,
 ) -> anyhow::Result<(i64, u32)> {
@@ -81,14 +89,18 @@ async fn drill_in(
     };
     restore::run_restore(tool, &snapshot, &target).await?;
     tokio::fs::remove_file(&snapshot).await.ok();
-    let mut child = start_etcd(etcd_bin, scratch, &data_dir, &peer_url, &client_url)?;
+    // Test: a drill that cannot start its etcd (a port taken, a start that times out).
+    fail::fail_point!("drill-etcd-start", |_| Err(anyhow::anyhow!(
+        "failpoint drill-etcd-start: the drill's etcd did not start"
+    )));
+    let mut child = start_etcd(etcd.bin, scratch, &data_dir, &peer_url, &client_url)?;
     let pid_file = pid_file(scratch);
     if let Some(pid) = child.id() {
         std::fs::write(&pid_file, format!("{pid}\n")).ok();
     }
     // Crash test: the pilot dies with the drill's etcd running.
     fail::fail_point!("drill-after-etcd-start", |_| std::process::abort());
-    let checked = check(manifest, &client_url).await;
+    let checked = check(manifest, &client_url, etcd.credentials.clone()).await;
     if let Err(err) = crate::process::terminate(&mut child, Duration::from_secs(10)).await {
         tracing::warn!("cannot stop the drill's etcd: {err}");
     }
@@ -102,14 +114,14 @@ async fn drill_in(
         ))
     })?;
     if key_count != manifest.key_count || hash != manifest.hash_kv {
-        anyhow::bail!(
-            "backup {} restores, but its content differs: {key_count} keys and HashKV {hash} at \
-             revision {}, the manifest recorded {} keys and HashKV {}",
-            manifest.id,
-            manifest.revision,
-            manifest.key_count,
-            manifest.hash_kv
-        );
+        return Err(Faulted::error(
+            DrillFault::ContentDiffers,
+            format!(
+                "backup {} restores, but its content differs: {key_count} keys and HashKV {hash} \
+                 at revision {}, the manifest recorded {} keys and HashKV {}",
+                manifest.id, manifest.revision, manifest.key_count, manifest.hash_kv
+            ),
+        ));
     }
     Ok((key_count, hash))
 }
@@ -141,10 +153,14 @@ fn start_etcd(
         .with_context(|| format!("start the drill's etcd ({})", etcd_bin.display()))
 }
 
-async fn check(manifest: &Manifest, client_url: &str) -> anyhow::Result<(i64, u32)> {
+async fn check(
+    manifest: &Manifest,
+    client_url: &str,
+    credentials: Option<(String, String)>,
+) -> anyhow::Result<(i64, u32)> {
     let options = ClientOptions {
         timeout: Duration::from_secs(5),
-        credentials: None,
+        credentials,
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

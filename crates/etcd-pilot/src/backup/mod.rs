@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::Context as _;
-use etcd_pilot_core::backup::{self as choice, Verification};
+use etcd_pilot_core::backup::{self as choice, DrillFault, Verification};
 use etcd_pilot_core::start::{RestoreSource, StoreView};
 use etcd_pilot_core::{ClusterId, Identity, MemberName};
 
@@ -26,7 +26,7 @@ pub(crate) use restore::RestoreTool;
 pub(crate) use schedule::{BackupStatus, Schedule};
 pub(crate) use store::{ClusterRecord, Manifest, RestoreClaim, Store, StoreOptions};
 
-use crate::config::BackupConfig;
+use crate::config::{BackupConfig, Config};
 use crate::datadir::{DataDir, Scratch};
 use crate::etcd::Etcd;
 
@@ -92,23 +92,23 @@ pub(crate) struct Backups {
     pub(crate) config: BackupConfig,
     pub(crate) cluster_name: String,
     pub(crate) etcd_bin: PathBuf,
+    /// The cluster's etcd credentials: a restored snapshot keeps its auth settings, so the
+    /// drill's etcd wants them too.
+    pub(crate) credentials: Option<(String, String)>,
 }
 
 impl Backups {
     /// `None` when no store is configured.
-    pub(crate) fn open(
-        config: &BackupConfig,
-        cluster_name: &str,
-        etcd_bin: &Path,
-    ) -> anyhow::Result<Option<Self>> {
-        let Some(options) = &config.store else {
+    pub(crate) fn open(config: &Config) -> anyhow::Result<Option<Self>> {
+        let Some(options) = &config.backup.store else {
             return Ok(None);
         };
         Ok(Some(Self {
-            store: Store::open(options, cluster_name)?,
-            config: config.clone(),
-            cluster_name: cluster_name.to_owned(),
-            etcd_bin: etcd_bin.to_owned(),
+            store: Store::open(options, &config.cluster_name)?,
+            config: config.backup.clone(),
+            cluster_name: config.cluster_name.clone(),
+            etcd_bin: config.etcd.bin.clone(),
+            credentials: config.etcd.credentials.clone(),
         }))
     }
 
@@ -175,7 +175,10 @@ impl Backups {
     }
 
     /// Runs a restore drill on backup `id` and records the result in its manifest. Returns
-    /// the updated manifest; a failed drill is recorded and returned as an error.
+    /// the updated manifest. A drill that found the backup bad (core
+    /// `drill_fault_fails_the_backup`) is recorded as failed; any other error records nothing
+    /// and leaves the backup unverified. Both are returned as errors ([`fault_of`] tells them
+    /// apart).
     pub(crate) async fn verify(
         &self,
         id: &str,
@@ -187,7 +190,10 @@ impl Backups {
         let result = drill::drill(
             &self.store,
             &manifest,
-            &self.etcd_bin,
+            &drill::DrillEtcd {
+                bin: &self.etcd_bin,
+                credentials: self.credentials.clone(),
+            },
             &tool,
             scratch_root,
             progress,
@@ -198,15 +204,17 @@ impl Backups {
                 self.record_verdict(&manifest, Verification::Passed).await?,
                 report,
             )),
-            // The store failed, not the backup: record nothing.
-            Err(err) if is_store_error(&err) => Err(err),
-            Err(err) => {
+            Err(err) if choice::drill_fault_fails_the_backup(fault_of(&err)) => {
                 let verdict = Verification::Failed {
                     error: format!("{err:#}"),
                 };
                 self.record_verdict(&manifest, verdict).await?;
                 Err(err.context(format!("backup {id} failed verification")))
             }
+            Err(err) => Err(err.context(format!(
+                "backup {id} could not be drilled (not its fault: it stays unverified and is \
+                 drilled again later)"
+            ))),
         }
     }
 
@@ -268,7 +276,7 @@ impl Backups {
         let scratch = Scratch::fresh(&data.restore_scratch())?;
         let snapshot = scratch.child("snapshot.db")?;
         if let Err(err) = restore::download(&self.store, manifest, &snapshot, progress).await {
-            if !is_store_error(&err) {
+            if fault_of(&err) == DrillFault::Corrupt {
                 let verdict = Verification::Failed {
                     error: format!("{err:#}"),
                 };
@@ -314,10 +322,29 @@ pub(crate) struct Member {
     pub(crate) bump_revision: u64,
 }
 
-/// Whether `err` came from talking to the store (the backup itself may be fine).
-fn is_store_error(err: &anyhow::Error) -> bool {
+/// An error that says what it means for the backup (see core `DrillFault`).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct Faulted {
+    pub(crate) fault: DrillFault,
+    pub(crate) message: String,
+}
+
+impl Faulted {
+    pub(crate) fn error(fault: DrillFault, message: impl Into<String>) -> anyhow::Error {
+        anyhow::Error::new(Self {
+            fault,
+            message: message.into(),
+        })
+    }
+}
+
+/// What `err` says about the backup: the fault it carries, else `Environment` (the store,
+/// the disk, the drill's etcd: nothing about the backup).
+pub(crate) fn fault_of(err: &anyhow::Error) -> DrillFault {
     err.chain()
-        .any(|cause| cause.downcast_ref::<object_store::Error>().is_some())
+        .find_map(|cause| cause.downcast_ref::<Faulted>().map(|f| f.fault))
+        .unwrap_or(DrillFault::Environment)
 }
 
 pub(crate) fn parse_lineage(text: &str) -> anyhow::Result<Vec<ClusterId>> {

@@ -12,8 +12,10 @@ use anyhow::Context as _;
 use futures::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 
-use super::Progress;
+use etcd_pilot_core::backup::{self as choice, DrillFault};
+
 use super::store::{Manifest, Store};
+use super::{Faulted, Progress};
 
 /// Downloads backup `manifest` into `dest` (the uncompressed snapshot), checking the sha256
 /// of the object and of the snapshot against the manifest. A mismatch is an error that names
@@ -54,12 +56,26 @@ async fn download_inner(
             inner: std::io::BufWriter::with_capacity(4 * 1024 * 1024, file),
             hash: Sha256::new(),
             size: 0,
+            failed: false,
         };
         let mut decoder = zstd::stream::write::Decoder::new(sink).context("start zstd")?;
+        // An error is the disk's when writing failed (a full disk says nothing about the
+        // backup), else zstd's: the object does not decompress.
+        let blame = |err: std::io::Error, sink: &HashingWriter<_>| {
+            if sink.failed {
+                anyhow::Error::new(err).context(format!("write {}", path.display()))
+            } else {
+                Faulted::error(DrillFault::Corrupt, format!("{corrupt}: {err}"))
+            }
+        };
         while let Some(chunk) = rx.blocking_recv() {
-            decoder.write_all(&chunk).context(corrupt.clone())?;
+            if let Err(err) = decoder.write_all(&chunk) {
+                return Err(blame(err, decoder.get_ref()));
+            }
         }
-        decoder.flush().context(corrupt)?;
+        if let Err(err) = decoder.flush() {
+            return Err(blame(err, decoder.get_ref()));
+        }
         let sink = decoder.into_inner();
         let file = sink
             .inner
@@ -98,18 +114,23 @@ async fn download_inner(
     let (db_sha, db_size) = written?;
     let object_sha = hex::encode(object_hash.finalize());
     if object_sha != manifest.object_sha256 {
-        anyhow::bail!(
-            "backup {id} is corrupt: the object's sha256 is {object_sha}, its manifest says {}",
-            manifest.object_sha256
-        );
+        return Err(Faulted::error(
+            DrillFault::Corrupt,
+            format!(
+                "backup {id} is corrupt: the object's sha256 is {object_sha}, its manifest says {}",
+                manifest.object_sha256
+            ),
+        ));
     }
     if db_sha != manifest.sha256 || db_size != manifest.db_size {
-        anyhow::bail!(
-            "backup {id} is corrupt: the snapshot's sha256 is {db_sha} ({db_size} bytes), its \
-             manifest says {} ({} bytes)",
-            manifest.sha256,
-            manifest.db_size
-        );
+        return Err(Faulted::error(
+            DrillFault::Corrupt,
+            format!(
+                "backup {id} is corrupt: the snapshot's sha256 is {db_sha} ({db_size} bytes), \
+                 its manifest says {} ({} bytes)",
+                manifest.sha256, manifest.db_size
+            ),
+        ));
     }
     tracing::info!(
         backup = %id,
@@ -125,18 +146,20 @@ struct HashingWriter<W> {
     inner: W,
     hash: Sha256,
     size: u64,
+    /// Whether a write to `inner` failed.
+    failed: bool,
 }
 
 impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
+        let n = self.inner.write(buf).inspect_err(|_| self.failed = true)?;
         self.hash.update(&buf[..n]);
         self.size += n as u64;
         Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
+        self.inner.flush().inspect_err(|_| self.failed = true)
     }
 }
 
@@ -264,12 +287,17 @@ pub(crate) async fn run_restore(
         .context("snapshot restore did not finish within 10 minutes")?
         .with_context(|| format!("run {}", tool.program.display()))?;
     if !output.status.success() {
-        anyhow::bail!(
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let message = format!(
             "{} snapshot restore failed ({}): {}",
             tool.program.display(),
             output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
+            stderr.trim()
         );
+        if choice::restore_tool_rejected(&stderr) {
+            return Err(Faulted::error(DrillFault::RestoreRejected, message));
+        }
+        anyhow::bail!(message);
     }
     tracing::info!(
         seconds = started.elapsed().as_secs_f64(),

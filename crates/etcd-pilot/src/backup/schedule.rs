@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Backups, Progress};
 use crate::etcd::{ClientOptions, Etcd};
-use crate::metrics::Metrics;
+use crate::metrics::{KindLabel, Metrics};
 use crate::state::{Phase, PilotStatus};
 
 /// What `/v1/status` says about backups.
@@ -33,6 +33,25 @@ pub(crate) struct BackupStatus {
     /// The last error of a backup, drill or retention step; cleared by the next success.
     pub(crate) last_error: Option<String>,
     pub(crate) last_error_at: Option<String>,
+    /// A backup whose drills failed for reasons outside it: it stays unverified and is
+    /// drilled again at `next_attempt`.
+    pub(crate) drill_retry: Option<DrillRetry>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct DrillRetry {
+    pub(crate) backup: String,
+    pub(crate) attempts: u32,
+    pub(crate) error: String,
+    pub(crate) next_attempt: String,
+}
+
+/// Drills of one backup that failed for reasons outside it, kept in memory (a new
+/// coordinator starts over: one more drill, sooner).
+struct Retry {
+    backup: String,
+    attempts: u32,
+    next: Instant,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -74,6 +93,7 @@ impl Schedule {
         // may have verified a backup meanwhile). This pilot's own writes update the copy.
         let refresh = Duration::from_secs(600);
         let mut listing: Option<(Instant, Vec<super::Manifest>)> = None;
+        let mut retry: Option<Retry> = None;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(tick) => {}
@@ -94,7 +114,7 @@ impl Schedule {
                 listing = None;
             }
             // Cancel-safe enough: a step dropped mid-upload leaves no manifest, so no backup.
-            let step = self.step(&mut listing);
+            let step = self.step(&mut listing, &mut retry);
             tokio::select! {
                 result = step => {
                     if let Err(err) = result {
@@ -114,6 +134,15 @@ impl Schedule {
     }
 }
 
+fn fault_label(fault: choice::DrillFault) -> &'static str {
+    match fault {
+        choice::DrillFault::Corrupt => "corrupt",
+        choice::DrillFault::RestoreRejected => "restore_rejected",
+        choice::DrillFault::ContentDiffers => "content_differs",
+        choice::DrillFault::Environment => "environment",
+    }
+}
+
 fn now_text() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
@@ -129,6 +158,7 @@ impl Schedule {
     async fn step(
         &self,
         listing: &mut Option<(Instant, Vec<super::Manifest>)>,
+        retry: &mut Option<Retry>,
     ) -> anyhow::Result<()> {
         let Self {
             backups,
@@ -195,22 +225,73 @@ impl Schedule {
         }
         if backups.config.drill {
             let summaries: Vec<_> = manifests.iter().map(super::Manifest::summary).collect();
-            if let Some(target) = choice::drill_target(&summaries) {
-                let id = target.id.clone();
-                let (manifest, report) = backups.verify(&id, scratch, &Progress::hidden()).await?;
-                tracing::info!(id = %id, keys = report.key_count, seconds = report.duration.as_secs_f64(), "restore drill passed");
-                metrics
-                    .backup_last_verified
-                    .set(unix_secs(manifest.created_at()));
-                metrics
-                    .drill_duration_ms
-                    .set(i64::try_from(report.duration.as_millis()).unwrap_or(i64::MAX));
-                status.send_modify(|s| {
-                    s.backup.last_verified = Some(id.clone());
-                    s.backup.last_error = None;
-                });
-                if let Some(m) = manifests.iter_mut().find(|m| m.id == id) {
-                    *m = manifest;
+            let target = choice::drill_target(&summaries).map(|t| t.id.clone());
+            let waiting = retry
+                .as_ref()
+                .is_some_and(|r| Some(&r.backup) == target.as_ref() && Instant::now() < r.next);
+            if let Some(id) = target
+                && !waiting
+            {
+                match backups.verify(&id, scratch, &Progress::hidden()).await {
+                    Ok((manifest, report)) => {
+                        tracing::info!(id = %id, keys = report.key_count, seconds = report.duration.as_secs_f64(), "restore drill passed");
+                        metrics
+                            .backup_last_verified
+                            .set(unix_secs(manifest.created_at()));
+                        metrics
+                            .drill_duration_ms
+                            .set(i64::try_from(report.duration.as_millis()).unwrap_or(i64::MAX));
+                        *retry = None;
+                        status.send_modify(|s| {
+                            s.backup.last_verified = Some(id.clone());
+                            s.backup.last_error = None;
+                            s.backup.drill_retry = None;
+                        });
+                        if let Some(m) = manifests.iter_mut().find(|m| m.id == id) {
+                            *m = manifest;
+                        }
+                    }
+                    Err(err) => {
+                        let fault = super::fault_of(&err);
+                        metrics
+                            .drill_errors
+                            .get_or_create(&KindLabel {
+                                kind: fault_label(fault).to_owned(),
+                            })
+                            .inc();
+                        if choice::drill_fault_fails_the_backup(fault) {
+                            *retry = None;
+                            status.send_modify(|s| s.backup.drill_retry = None);
+                            // Recorded in the manifest: read it again next step.
+                            return Err(err);
+                        }
+                        let attempts = match retry.as_ref() {
+                            Some(r) if r.backup == id => r.attempts + 1,
+                            _ => 1,
+                        };
+                        let wait = choice::drill_retry_after(attempts, backups.config.drill_retry);
+                        let message = format!("{err:#}");
+                        tracing::warn!(attempts, retry_in = ?wait, "{message}");
+                        *retry = Some(Retry {
+                            backup: id.clone(),
+                            attempts,
+                            next: Instant::now() + wait,
+                        });
+                        metrics.backup_failures.inc();
+                        status.send_modify(|s| {
+                            s.backup.drill_retry = Some(DrillRetry {
+                                backup: id.clone(),
+                                attempts,
+                                error: message.clone(),
+                                next_attempt: humantime::format_rfc3339_seconds(
+                                    SystemTime::now() + wait,
+                                )
+                                .to_string(),
+                            });
+                            s.backup.last_error = Some(message);
+                            s.backup.last_error_at = Some(now_text());
+                        });
+                    }
                 }
             }
         }

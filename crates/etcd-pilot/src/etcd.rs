@@ -118,6 +118,12 @@ async fn with_timeout<T>(
     }
 }
 
+/// Whether etcd refused to authenticate because it cannot (a learner) or need not (auth off).
+fn needs_no_credentials(err: &etcd_client::Error) -> bool {
+    let text = err.to_string();
+    text.contains("rpc not supported for learner") || text.contains("authentication is not enabled")
+}
+
 fn member_from(member: &etcd_client::Member) -> Member {
     Member {
         id: MemberId(member.id()),
@@ -134,15 +140,36 @@ impl Etcd {
         let mut connect = ConnectOptions::new()
             .with_connect_timeout(options.timeout)
             .with_timeout(options.timeout);
+        let plain = connect.clone();
         if let Some((user, password)) = &options.credentials {
-            connect = connect.with_user(user.clone(), password.clone());
+            // A token is known only to the members that applied its Authenticate: one that
+            // joined later (or a token that expired) answers "invalid auth token"; then the
+            // client authenticates again and retries once.
+            connect = connect
+                .with_user(user.clone(), password.clone())
+                .with_auto_token_refresh(true);
         }
-        let client = with_timeout(
+        let connected = with_timeout(
             "connect",
             options.timeout,
             Client::connect(endpoints, Some(connect)),
         )
-        .await?;
+        .await;
+        let client = match connected {
+            // A learner refuses to authenticate, and an etcd without auth refuses too: both
+            // still answer what needs no credentials (status, member list), so ask that.
+            Err(Error::Call { source, .. })
+                if options.credentials.is_some() && needs_no_credentials(&source) =>
+            {
+                with_timeout(
+                    "connect",
+                    options.timeout,
+                    Client::connect(endpoints, Some(plain)),
+                )
+                .await?
+            }
+            other => other?,
+        };
         Ok(Self {
             client,
             timeout: options.timeout,

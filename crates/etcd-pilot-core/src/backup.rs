@@ -132,6 +132,58 @@ pub fn drill_retry_after(attempts: u32, first: Duration) -> Duration {
         .max(first)
 }
 
+/// The newest restore claim after a loss, as the store shows it (see [`claim_step`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimView {
+    /// Claims are numbered: each incident, or takeover, creates the next one.
+    pub generation: u64,
+    /// The pilot holding it.
+    pub holder: String,
+    /// The restore finished (the data is in place on the holder) or an operator released the
+    /// claim: either way it holds nothing any more.
+    pub finished: bool,
+    /// How long this observer has seen the holder's heartbeat unchanged (measured on its own
+    /// clock, so clock skew between pilots does not matter).
+    pub unchanged_for: Duration,
+}
+
+/// What a pilot that wants to restore does about the claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimStep {
+    /// Create claim `generation` (a conditional create: only one pilot can).
+    Create {
+        /// The generation to create.
+        generation: u64,
+    },
+    /// It holds the claim already (a pilot that restarted mid-restore): go on.
+    Held,
+    /// Another pilot holds a live claim: wait for its cluster.
+    Wait {
+        /// Who.
+        holder: String,
+    },
+}
+
+/// The next step about the restore claim `latest` (the highest generation; `None`: no claim
+/// for this loss yet) for pilot `me`. A finished claim belonged to an earlier incident, and a
+/// claim whose heartbeat stood still for `timeout` belongs to a dead holder: both are
+/// replaced by the next generation. Never takes over a claim whose holder heartbeats.
+pub fn claim_step(latest: Option<&ClaimView>, me: &str, timeout: Duration) -> ClaimStep {
+    match latest {
+        None => ClaimStep::Create { generation: 1 },
+        Some(claim) if claim.finished => ClaimStep::Create {
+            generation: claim.generation + 1,
+        },
+        Some(claim) if claim.holder == me => ClaimStep::Held,
+        Some(claim) if claim.unchanged_for >= timeout => ClaimStep::Create {
+            generation: claim.generation + 1,
+        },
+        Some(claim) => ClaimStep::Wait {
+            holder: claim.holder.clone(),
+        },
+    }
+}
+
 fn newest<'a>(backups: impl Iterator<Item = &'a BackupSummary>) -> Option<&'a BackupSummary> {
     backups.max_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)))
 }
@@ -411,6 +463,39 @@ mod tests {
     }
 
     #[test]
+    fn restore_claims_expire_end_with_their_incident_and_resume_for_their_holder() {
+        let timeout = Duration::from_secs(120);
+        let claim = |holder: &str, finished: bool, secs: u64| ClaimView {
+            generation: 4,
+            holder: holder.into(),
+            finished,
+            unchanged_for: Duration::from_secs(secs),
+        };
+        let step = |c: Option<ClaimView>| format!("{:?}", claim_step(c.as_ref(), "m2", timeout));
+        let table = [
+            step(None),
+            step(Some(claim("m1", false, 10))),
+            step(Some(claim("m1", false, 119))),
+            step(Some(claim("m1", false, 120))),
+            step(Some(claim("m1", true, 0))),
+            step(Some(claim("m2", false, 500))),
+            step(Some(claim("m2", true, 0))),
+        ];
+        expect![[r#"
+            [
+                "Create { generation: 1 }",
+                "Wait { holder: \"m1\" }",
+                "Wait { holder: \"m1\" }",
+                "Create { generation: 5 }",
+                "Create { generation: 5 }",
+                "Held",
+                "Create { generation: 5 }",
+            ]
+        "#]]
+        .assert_debug_eq(&table);
+    }
+
+    #[test]
     fn backups_are_due_after_the_interval_or_on_a_clock_that_moved_back() {
         let interval = Duration::from_secs(30 * 60);
         assert!(backup_due(None, interval, at(0)));
@@ -466,6 +551,70 @@ mod tests {
                     path.components().next(),
                     Some(std::path::Component::Normal(_))
                 ));
+            }
+        }
+    }
+
+    proptest! {
+        /// Pilots contend for claims in a store whose creates are conditional: whatever the
+        /// interleaving of steps, heartbeats and deaths, no two live pilots ever both hold
+        /// the newest claim, and a holder that keeps heartbeating is never replaced.
+        #[test]
+        fn one_live_holder_at_a_time(
+            events in prop::collection::vec((0usize..3, 0u8..4, 0u64..200), 1..60),
+        ) {
+            let timeout = Duration::from_secs(120);
+            // The store: generation -> holder; the newest's heartbeat age and finished flag.
+            let mut claims: Vec<String> = Vec::new();
+            let mut unchanged = Duration::ZERO;
+            let mut finished = false;
+            let mut dead = [false; 3];
+            for (who, action, secs) in events {
+                let me = format!("m{who}");
+                match action {
+                    // Time passes; a live holder heartbeats.
+                    0 => {
+                        let holder_alive = claims.last().is_some_and(|h| {
+                            !dead[h[1..].parse::<usize>().unwrap()]
+                        });
+                        if holder_alive {
+                            unchanged = Duration::ZERO;
+                        } else {
+                            unchanged += Duration::from_secs(secs);
+                        }
+                    }
+                    // A pilot steps.
+                    1 | 2 if !dead[who] => {
+                        let latest = claims.last().map(|holder| ClaimView {
+                            generation: claims.len() as u64,
+                            holder: holder.clone(),
+                            finished,
+                            unchanged_for: unchanged,
+                        });
+                        let before = claims.last().cloned();
+                        if let ClaimStep::Create { generation } =
+                            claim_step(latest.as_ref(), &me, timeout)
+                        {
+                            // Conditional create: only if that generation does not exist.
+                            if generation == claims.len() as u64 + 1 {
+                                if let Some(previous) = &before {
+                                    let alive = !dead[previous[1..].parse::<usize>().unwrap()];
+                                    prop_assert!(
+                                        finished || !alive || previous == &me,
+                                        "took over live holder {previous}'s claim"
+                                    );
+                                }
+                                claims.push(me.clone());
+                                unchanged = Duration::ZERO;
+                                finished = false;
+                            }
+                        }
+                    }
+                    // The holder finishes, or a pilot dies.
+                    3 if claims.last() == Some(&me) && secs % 2 == 0 => finished = true,
+                    3 => dead[who] = true,
+                    _ => {}
+                }
             }
         }
     }

@@ -64,11 +64,15 @@ enum Commands {
     /// then start the pilots: the other nodes join it.
     Restore {
         /// A backup id, or `latest` (the newest verified backup of this cluster).
-        #[arg(long)]
-        from: String,
+        #[arg(long, required_unless_present = "release_claim")]
+        from: Option<String>,
         /// Restore even a backup of another cluster, or one that failed verification.
         #[arg(long)]
         force: bool,
+        /// Restore nothing: end the restore claim a pilot holds after total loss, once that
+        /// pilot does not answer (its replacement has another name, or it is gone for good).
+        #[arg(long, conflicts_with_all = ["from", "force"])]
+        release_claim: bool,
         #[command(flatten)]
         node: NodeArgs,
     },
@@ -361,7 +365,12 @@ pub fn main() -> ExitCode {
                 Ok(())
             })
         }
-        Commands::Restore { from, force, node } => {
+        Commands::Restore {
+            from,
+            force,
+            release_claim,
+            node,
+        } => {
             let config = match node.load(&runtime) {
                 Ok(config) => config,
                 Err(message) => {
@@ -370,7 +379,13 @@ pub fn main() -> ExitCode {
                 }
             };
             runtime.block_on(async {
-                output::print(&backup::commands::restore(&config, &from, force).await?);
+                let text = match from {
+                    Some(from) if !release_claim => {
+                        backup::commands::restore(&config, &from, force).await?
+                    }
+                    _ => backup::commands::release_claim(&config).await?,
+                };
+                output::print(&text);
                 Ok(())
             })
         }

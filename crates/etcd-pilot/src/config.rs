@@ -210,6 +210,10 @@ pub(crate) const KEYS: &[Key] = &[
         "restore.bump_revision",
         "revisions added on restore when the restore tool supports --bump-revision (0: never)",
     ),
+    key(
+        "restore.claim_timeout",
+        "a restore claim whose holder's heartbeat stood still this long is taken over by another pilot",
+    ),
 ];
 
 /// The environment variable that sets `key`.
@@ -414,6 +418,7 @@ struct RawRestore {
     allow_empty_cluster: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
     bump_revision: Option<String>,
+    claim_timeout: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -536,6 +541,7 @@ impl RawConfig {
             "backup.keep_weekly" => &mut self.backup.keep_weekly,
             "restore.allow_empty_cluster" => &mut self.restore.allow_empty_cluster,
             "restore.bump_revision" => &mut self.restore.bump_revision,
+            "restore.claim_timeout" => &mut self.restore.claim_timeout,
             _ => return None,
         })
     }
@@ -627,6 +633,8 @@ pub(crate) struct BackupConfig {
 pub(crate) struct RestoreConfig {
     pub(crate) allow_empty_cluster: bool,
     pub(crate) bump_revision: u64,
+    /// A restore claim whose heartbeat stood still this long is taken over.
+    pub(crate) claim_timeout: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -1134,6 +1142,7 @@ fn backup_config(
         RestoreConfig {
             allow_empty_cluster,
             bump_revision,
+            claim_timeout: duration(&r.claim_timeout, "restore.claim_timeout", "2m", values)?,
         },
     ))
 }

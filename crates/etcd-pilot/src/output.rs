@@ -1,17 +1,26 @@
 //! What the CLI prints for people: the only module allowed to write to stdout and stderr
 //! directly (logs go through tracing).
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+//!
+//! A closed stdout or stderr (`etcd-pilot local up | head`, a terminal gone) never panics and
+//! never stops the program: what cannot be printed is dropped, so `local up` still stops its
+//! cluster on Ctrl-C.
 
 /// Prints `text` on stdout, with a newline unless it ends with one.
 pub(crate) fn print(text: &str) {
-    if text.ends_with('\n') {
-        print!("{text}");
-    } else {
-        println!("{text}");
-    }
+    let mut out = std::io::stdout().lock();
+    let _ = write_line(&mut out, text);
 }
 
 /// Prints an error for a person on stderr.
 pub(crate) fn error(text: &str) {
-    eprintln!("etcd-pilot: {text}");
+    let mut err = std::io::stderr().lock();
+    let _ = write_line(&mut err, &format!("etcd-pilot: {text}"));
+}
+
+fn write_line(out: &mut impl std::io::Write, text: &str) -> std::io::Result<()> {
+    out.write_all(text.as_bytes())?;
+    if !text.ends_with('\n') {
+        out.write_all(b"\n")?;
+    }
+    out.flush()
 }

@@ -23,7 +23,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::lifecycle::Terminating;
-use crate::backup::{self, Backups, Manifest, Progress, RestoreClaim};
+use crate::backup::claim::Acquired;
+use crate::backup::{self, Backups, Manifest, Progress};
 use crate::config::{Config, url_string};
 use crate::datadir::DataDir;
 use crate::discovery::{Discovery as _, Provider};
@@ -77,6 +78,8 @@ pub(crate) struct Pilot {
     store_view: std::sync::Mutex<Option<(tokio::time::Instant, StoreView, Vec<Manifest>)>>,
     /// Instances the lifecycle hook says are terminating.
     terminating: Terminating,
+    /// The restore claims of the backup store.
+    claims: Option<backup::claim::Claims>,
 }
 
 impl Pilot {
@@ -98,7 +101,16 @@ impl Pilot {
             .connect_timeout(config.timers.pilot_call_timeout)
             .build()
             .context("build the HTTP client for peer pilots")?;
+        let claims = backups.as_ref().map(|b| {
+            backup::claim::Claims::new(
+                b.store.clone(),
+                config.name.to_string(),
+                backup::claim::admin_url(&config),
+                config.restore.claim_timeout,
+            )
+        });
         Ok(Self {
+            claims,
             config,
             data,
             discovery,
@@ -306,7 +318,10 @@ impl Pilot {
                     initial_cluster,
                     token,
                 } => match self.restore(&source, &initial_cluster, &token).await {
-                    Ok(true) => true,
+                    Ok(true) => {
+                        self.status.send_modify(|s| s.clear_error("restore"));
+                        true
+                    }
                     Ok(false) => {
                         // Another pilot holds the claim: poll at the observe interval, not
                         // fast (every poll asks the store).
@@ -318,7 +333,7 @@ impl Pilot {
                         let message =
                             format!("restoring backup {} failed, will retry: {err:#}", source.id);
                         tracing::warn!(failures, "{message}");
-                        self.status.send_modify(|s| s.last_error = Some(message));
+                        self.status.send_modify(|s| s.set_error("restore", message));
                         // Ask the store again: a corrupt backup is marked failed now.
                         *self
                             .store_view
@@ -337,6 +352,7 @@ impl Pilot {
                     match self.take_join_step(&step, &members).await {
                         Ok(()) => {
                             failures = 0;
+                            self.status.send_modify(|s| s.clear_error("join"));
                             true
                         }
                         Err(err) => {
@@ -345,7 +361,7 @@ impl Pilot {
                             if failures == 1 || failures.is_power_of_two() {
                                 tracing::warn!(failures, "{message}");
                             }
-                            self.status.send_modify(|s| s.last_error = Some(message));
+                            self.status.send_modify(|s| s.set_error("join", message));
                             false
                         }
                     }
@@ -534,33 +550,39 @@ impl Pilot {
             .backups
             .as_ref()
             .context("no backup store is configured")?;
+        let claims = self
+            .claims
+            .as_ref()
+            .context("no backup store is configured")?;
         let lost = backups
             .store
             .cluster_record()
             .await?
             .and_then(|record| record.current());
-        let me = self.config.name.to_string();
-        let claim = backups
-            .store
-            .claim_restore(
-                lost,
-                &RestoreClaim {
-                    member: me.clone(),
-                    backup: source.id.clone(),
-                    at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-                },
-            )
-            .await?;
-        if claim.member != me {
-            self.set_phase(
-                Phase::Waiting,
-                &format!(
-                    "pilot {} claimed the restore (backup {}, at {}); waiting for its cluster",
-                    claim.member, claim.backup, claim.at
-                ),
-            );
-            return Ok(false);
-        }
+        let lease = match claims.acquire(lost, &source.id).await? {
+            Acquired::Held(lease) => lease,
+            Acquired::Waiting {
+                holder,
+                backup,
+                still_for,
+            } => {
+                tracing::info!(
+                    still_for_s = still_for.as_secs(),
+                    "waiting: pilot {holder} holds the restore claim (backup {backup})"
+                );
+                self.set_phase(
+                    Phase::Waiting,
+                    &format!(
+                        "pilot {holder} claimed the restore (backup {backup}); waiting for its \
+                         cluster (its heartbeat has stood still for {}s here; after {}s it is \
+                         taken over)",
+                        still_for.as_secs(),
+                        self.config.restore.claim_timeout.as_secs()
+                    ),
+                );
+                return Ok(false);
+            }
+        };
         self.status.send_modify(|s| {
             s.report = PilotReport::Restoring {
                 backup: source.id.clone(),
@@ -570,8 +592,8 @@ impl Pilot {
             Phase::Restoring,
             &format!(
                 "the cluster was lost; restoring backup {} (revision {}) as a one-member cluster \
-                 the others join",
-                source.id, source.revision
+                 the others join (restore claim {})",
+                source.id, source.revision, lease.generation
             ),
         );
         tracing::warn!(backup = %source.id, revision = source.revision, "total loss: restoring the newest verified backup");
@@ -583,9 +605,19 @@ impl Pilot {
             token: token.to_owned(),
             bump_revision: self.config.restore.bump_revision,
         };
-        let tool = backups
-            .restore_as_member(&manifest, &self.data, &member, &Progress::hidden())
+        let prepared = backups
+            .prepare_restore(&manifest, &self.data, &member, &Progress::hidden())
             .await?;
+        // Crash test: the claimant dies mid-restore, its claim held.
+        fail::fail_point!("restore-before-install", |_| std::process::abort());
+        // Still ours? A pilot that was paused past the claim timeout was replaced: its data
+        // must not go into place (two restored clusters).
+        lease.confirm().await?;
+        let tool = Backups::install_restore(prepared, &self.data)?;
+        if let Err(err) = lease.finish("restored").await {
+            // The data is in place: this node reports it, so no one else restores.
+            tracing::warn!("cannot mark the restore claim finished: {err:#}");
+        }
         if !tool.bumps_revision {
             tracing::warn!(
                 tool = %tool.program.display(),
@@ -708,7 +740,7 @@ impl Pilot {
                             Some(cause) => format!("etcd cannot run: {cause}"),
                             None => message.clone(),
                         };
-                        s.last_error = Some(message);
+                        s.set_error("local_etcd", message);
                     });
                 }
             }
@@ -852,6 +884,10 @@ impl Pilot {
             )
         };
         self.status.send_modify(|s| {
+            // It answers: whatever kept it silent, and the join or restore that led here, is over.
+            for source in ["local_etcd", "join", "restore"] {
+                s.clear_error(source);
+            }
             s.phase = Phase::Running;
             s.reason = reason;
             s.report = PilotReport::HasData {

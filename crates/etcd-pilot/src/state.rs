@@ -139,7 +139,8 @@ pub(crate) struct PilotStatus {
     pub(crate) member: MemberState,
     /// Ready: the local member is healthy and a voter.
     pub(crate) ready: bool,
-    pub(crate) last_error: Option<String>,
+    /// The last error of the pilot's own work, while its condition lasts.
+    pub(crate) last_error: Option<LastError>,
     /// Set when etcd cannot run on the local data (it keeps crashing without a stable run);
     /// the coordinator then removes the member and the pilot rejoins with an empty disk.
     pub(crate) data_unusable: Option<String>,
@@ -156,7 +157,33 @@ pub(crate) struct PilotStatus {
     pub(crate) lifecycle: LifecycleStatus,
 }
 
+/// An error that has not cleared yet: what failed, and since when.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct LastError {
+    /// What failed: `local_etcd`, `join` or `restore`.
+    pub(crate) source: &'static str,
+    pub(crate) message: String,
+    /// When it was last seen (RFC 3339).
+    pub(crate) at: String,
+}
+
 impl PilotStatus {
+    /// Records an error of `source`, with the time.
+    pub(crate) fn set_error(&mut self, source: &'static str, message: String) {
+        self.last_error = Some(LastError {
+            source,
+            message,
+            at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        });
+    }
+
+    /// Clears the last error if `source` made it: its condition has cleared.
+    pub(crate) fn clear_error(&mut self, source: &'static str) {
+        if self.last_error.as_ref().is_some_and(|e| e.source == source) {
+            self.last_error = None;
+        }
+    }
+
     pub(crate) fn new(name: &str, report: PilotReport) -> Self {
         Self {
             name: name.to_owned(),

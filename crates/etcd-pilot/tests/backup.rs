@@ -58,6 +58,16 @@ async fn count_keys(cluster: &Cluster, prefix: &str) -> usize {
     usize::try_from(response.count()).unwrap()
 }
 
+/// Keys under `prefix`, asking one endpoint (a client of several may pick a dead one).
+async fn count_keys_at(endpoint: &str, prefix: &str) -> usize {
+    let mut client = common::connect(&[endpoint.to_owned()]).await.unwrap();
+    let options = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_count_only();
+    let response = client.get(prefix, Some(options)).await.unwrap();
+    usize::try_from(response.count()).unwrap()
+}
+
 async fn revision(cluster: &Cluster) -> i64 {
     let mut client = common::connect(&cluster.endpoints()).await.unwrap();
     client
@@ -558,4 +568,193 @@ async fn backups_drills_and_restores_work_with_auth_enabled() {
         .get("auth/00", None)
         .await;
     assert!(refused.is_err(), "auth is still on after the restore");
+}
+
+/// Two restores of one loss started at once (`etcd-pilot restore` on two nodes, both reading
+/// "no claim" before either creates one: the failpoint holds them there): exactly one
+/// restores, the other is refused naming the holder; the cluster then comes up around it.
+#[cfg(feature = "failpoints")]
+async fn racing_restores_make_one_restorer(
+    subnet: u8,
+    version: Version,
+    store: &str,
+    env: &[(String, String)],
+) {
+    let extra = format!("{store}interval = \"1h\"\n");
+    let Some(mut cluster) = common::running_with(subnet, 2, version, &extra, env).await else {
+        return;
+    };
+    put_keys(&cluster, "raced/", 40).await;
+    let id = backup_now(&cluster)["id"].as_str().unwrap().to_owned();
+    wait_verified(&cluster, &id).await;
+    lose_everything(&mut cluster);
+
+    let outputs: Vec<std::process::Output> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2)
+            .map(|i| {
+                let config = cluster.nodes[i].config_path();
+                let cluster = &cluster;
+                scope.spawn(move || {
+                    cluster.cli_env(
+                        &[
+                            "restore",
+                            "--from",
+                            "latest",
+                            "--config",
+                            config.to_str().unwrap(),
+                        ],
+                        &[("FAILPOINTS", "claim-before-create=sleep(2000)")],
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let won: Vec<usize> = (0..2).filter(|&i| outputs[i].status.success()).collect();
+    assert_eq!(
+        won.len(),
+        1,
+        "exactly one restore: {:?}",
+        outputs
+            .iter()
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .collect::<Vec<_>>()
+    );
+    let lost = 1 - won[0];
+    let refused = String::from_utf8_lossy(&outputs[lost].stderr);
+    assert!(
+        refused.contains("holds the restore claim of this loss"),
+        "{refused}"
+    );
+    assert!(!cluster.nodes[lost].data_dir().join("etcd").exists());
+
+    cluster.start_all();
+    cluster.wait_settled().await;
+    assert_eq!(count_keys(&cluster, "raced/").await, 40);
+}
+
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn racing_restores_make_one_restorer_on_a_local_folder() {
+    let store = tempfile::tempdir().unwrap();
+    let section = format!("\n[backup]\nurl = \"file://{}\"\n", store.path().display());
+    racing_restores_make_one_restorer(74, Version::V35, &section, &[]).await;
+}
+
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn racing_restores_make_one_restorer_on_moto_s3() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(s3) = S3::start(Kind::Moto, 21490, dir.path()).await else {
+        return;
+    };
+    racing_restores_make_one_restorer(75, Version::V35, &s3.backup_config("prod", ""), &S3::env())
+        .await;
+}
+
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn racing_restores_make_one_restorer_on_seaweedfs() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(s3) = S3::start(Kind::Seaweed, 21500, dir.path()).await else {
+        return;
+    };
+    racing_restores_make_one_restorer(76, Version::V35, &s3.backup_config("prod", ""), &S3::env())
+        .await;
+}
+
+/// A claimant killed mid-restore (its instance gone: the peers file drops it) holds its claim
+/// until the heartbeat has stood still for `restore.claim_timeout`; then the next pilot takes
+/// it over and the cluster comes up. A second total loss after that restores again (a new
+/// claim for a new incident), and a claimant killed then is released by the operator.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_claimant_is_taken_over_and_the_next_loss_restores_again() {
+    let store = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "\n[backup]\nurl = \"file://{}\"\ninterval = \"1h\"\n\n[restore]\nclaim_timeout = \"8s\"\n",
+        store.path().display()
+    );
+    let Some(mut cluster) = common::running_with(77, 3, Version::V35, &extra, &[]).await else {
+        return;
+    };
+    put_keys(&cluster, "kept/", 25).await;
+    let id = backup_now(&cluster)["id"].as_str().unwrap().to_owned();
+    wait_verified(&cluster, &id).await;
+
+    // m1 (first by name) claims the restore and dies before its data is in place.
+    lose_everything(&mut cluster);
+    cluster.start_with_env(0, &[("FAILPOINTS", "restore-before-install=return")]);
+    cluster.start(1);
+    cluster.start(2);
+    let status = common::wait_child(
+        cluster.nodes[0].child.as_mut().unwrap(),
+        Duration::from_secs(60),
+    )
+    .expect("m1 dies at the failpoint");
+    assert!(!status.success());
+    cluster.nodes[0].child = None;
+    cluster.write_peers(&[1, 2]);
+    cluster.wait_voters(&[1, 2], Duration::from_secs(90)).await;
+    assert_eq!(
+        count_keys_at(&cluster.nodes[2].client_url(), "kept/").await,
+        25
+    );
+    let logs = cluster.logs();
+    assert!(logs.contains("taking it over"), "{logs}");
+    assert!(
+        logs.contains("waiting: pilot m1 holds the restore claim"),
+        "{logs}"
+    );
+
+    // The claim of that incident is over.
+    let config = cluster.nodes[1].config_path();
+    let release = |cluster: &Cluster| {
+        let output = cluster.cli(&[
+            "restore",
+            "--release-claim",
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let out = release(&cluster);
+    assert!(out.contains("already over (restored)"), "{out}");
+
+    // A second total loss, no backup taken since: restored again, by a new claim. Its
+    // claimant dies too, and the operator releases the claim instead of waiting.
+    for i in 1..3 {
+        cluster.kill(i);
+        std::fs::remove_dir_all(cluster.nodes[i].data_dir()).unwrap();
+    }
+    cluster.start_with_env(1, &[("FAILPOINTS", "restore-before-install=return")]);
+    cluster.start(2);
+    let status = common::wait_child(
+        cluster.nodes[1].child.as_mut().unwrap(),
+        Duration::from_secs(60),
+    )
+    .expect("m2 dies at the failpoint");
+    assert!(!status.success());
+    cluster.nodes[1].child = None;
+    let out = release(&cluster);
+    assert!(
+        out.contains("released restore claim 3 of pilot m2"),
+        "{out}"
+    );
+    cluster.start(1);
+    cluster.wait_voters(&[1, 2], Duration::from_secs(90)).await;
+    assert_eq!(
+        count_keys_at(&cluster.nodes[2].client_url(), "kept/").await,
+        25
+    );
+    assert!(
+        !cluster
+            .logs()
+            .contains("cannot mark the restore claim finished")
+    );
 }

@@ -143,3 +143,56 @@ fn local_up_refuses_a_member_count_that_does_not_match_the_dir() {
         .unwrap();
     assert_eq!(output.status.code(), Some(64));
 }
+
+/// `etcd-pilot local up | head -n 3`, then Ctrl-C: the pipe is closed long before, and
+/// `local up` still stops its pilots and their etcd, within 15 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn local_up_with_a_closed_stdout_still_stops_its_cluster_on_ctrl_c() {
+    use std::io::BufRead as _;
+    let Some(etcd) = etcd_bin(Version::V35) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let mut child = Command::new(pilot_bin())
+        .args(["local", "up", "--members", "3", "--subnet", "127.0.78"])
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--etcd-bin")
+        .arg(&etcd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // `head -n 3`: read three lines, then close the pipe.
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for _ in 0..3 {
+        lines.next().unwrap().unwrap();
+    }
+    drop(lines);
+    let pids: Vec<u32> = eventually("three etcd running", Duration::from_secs(90), || {
+        let pids: Vec<u32> = (1..=3)
+            .filter_map(|i| {
+                let text = std::fs::read_to_string(dir.join(format!("m{i}/data/etcd.pid"))).ok()?;
+                text.lines().next()?.parse().ok()
+            })
+            .collect();
+        async move { (pids.len() == 3).then_some(pids) }
+    })
+    .await;
+    let pilots: Vec<u32> = (1..=3)
+        .filter_map(|i| {
+            let text = std::fs::read_to_string(dir.join(format!("m{i}/pilot.pid"))).ok()?;
+            text.lines().next()?.parse().ok()
+        })
+        .collect();
+    assert_eq!(pilots.len(), 3);
+    common::signal(child.id(), libc::SIGINT);
+    let status = common::wait_child(&mut child, Duration::from_secs(15))
+        .expect("local up stops within 15 s with its stdout closed");
+    assert_eq!(status.code(), Some(0));
+    for pid in pids.into_iter().chain(pilots) {
+        assert!(!common::alive(pid), "process {pid} still running");
+    }
+}

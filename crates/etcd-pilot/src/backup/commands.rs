@@ -1,4 +1,5 @@
-//! The operator's commands: `backup now|list|verify|delete` and `restore --from`.
+//! The operator's commands: `backup now|list|verify|delete`, `restore --from` and
+//! `restore --release-claim`.
 //!
 //! Each works from a node's pilot config (the store, the cluster name, the etcd binary, the
 //! data dir). They print for people (tables, progress bars on a terminal) or JSON.
@@ -157,6 +158,23 @@ pub(crate) async fn delete(config: &Config, id: &str) -> anyhow::Result<String> 
     Ok(format!("deleted backup {id} from {}", backups.store.url()))
 }
 
+/// `restore --release-claim`: ends the restore claim of the current loss once its holder does
+/// not answer.
+pub(crate) async fn release_claim(config: &Config) -> anyhow::Result<String> {
+    let backups = open(config)?;
+    let lost = backups
+        .store
+        .cluster_record()
+        .await?
+        .and_then(|record| record.current());
+    super::claim::release(
+        &backups.store,
+        lost,
+        &format!("an operator on {}", config.name),
+    )
+    .await
+}
+
 /// `restore --from ID|latest`: restores a backup into this node's data dir as a one-member
 /// cluster. Start this node's pilot next; the other nodes, with empty data dirs, join it.
 pub(crate) async fn restore(config: &Config, from: &str, force: bool) -> anyhow::Result<String> {
@@ -181,6 +199,7 @@ pub(crate) async fn restore(config: &Config, from: &str, force: bool) -> anyhow:
         );
     }
     let record = backups.store.cluster_record().await?;
+    let lost = record.as_ref().and_then(ClusterRecord::current);
     let lineage = record
         .as_ref()
         .map(|r| r.lineage.clone())
@@ -223,8 +242,28 @@ pub(crate) async fn restore(config: &Config, from: &str, force: bool) -> anyhow:
         token,
         bump_revision: config.restore.bump_revision,
     };
-    let tool = backups
-        .restore_as_member(&manifest, &data, &member, &Progress::stderr())
+    // The same claim as the pilots' automatic restore: never two restored clusters.
+    let claims = super::claim::Claims::new(
+        backups.store.clone(),
+        config.name.to_string(),
+        super::claim::admin_url(config),
+        config.restore.claim_timeout,
+    );
+    let lease = match claims.acquire(lost, &manifest.id).await? {
+        super::claim::Acquired::Held(lease) => lease,
+        super::claim::Acquired::Waiting { holder, backup, .. } => anyhow::bail!(
+            "pilot {holder} holds the restore claim of this loss (backup {backup}): it is \
+             restoring, and its nodes join it. If it is gone for good, run `etcd-pilot restore \
+             --release-claim`, then restore again"
+        ),
+    };
+    let prepared = backups
+        .prepare_restore(&manifest, &data, &member, &Progress::stderr())
+        .await?;
+    lease.confirm().await?;
+    let tool = super::Backups::install_restore(prepared, &data)?;
+    lease
+        .finish(&format!("restored by an operator on {}", config.name))
         .await?;
     let bump = if tool.bumps_revision && config.restore.bump_revision > 0 {
         format!(

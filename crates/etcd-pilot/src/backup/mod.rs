@@ -6,6 +6,7 @@
 //! restore or verify, when one is due, what retention deletes) are the core's (`backup`,
 //! `retention`); this module observes the store and executes them.
 
+pub(crate) mod claim;
 pub(crate) mod commands;
 mod drill;
 mod restore;
@@ -24,7 +25,7 @@ use etcd_pilot_core::{ClusterId, Identity, MemberName};
 use restore::RestoreTarget;
 pub(crate) use restore::RestoreTool;
 pub(crate) use schedule::{BackupStatus, Schedule};
-pub(crate) use store::{ClusterRecord, Manifest, RestoreClaim, Store, StoreOptions};
+pub(crate) use store::{ClusterRecord, Manifest, Store, StoreOptions};
 
 use crate::config::{BackupConfig, Config};
 use crate::datadir::{DataDir, Scratch};
@@ -261,17 +262,18 @@ impl Backups {
         Ok((StoreView::Read { cluster, candidate }, manifests))
     }
 
-    /// Downloads backup `manifest` and restores it into `data`'s etcd dir as a one-member
-    /// cluster of `member` (the restore runs in `data`'s scratch folder, then is renamed into
-    /// place). A backup that fails its checksums is marked failed, so no one restores it
-    /// again. The pilot after total loss and the operator's `restore` both come here.
-    pub(crate) async fn restore_as_member(
+    /// Downloads backup `manifest` and restores it in `data`'s scratch folder as a one-member
+    /// cluster of `member`; nothing is in place yet ([`Backups::install_restore`] does it,
+    /// once the restore claim is confirmed). A backup that fails its checksums is marked
+    /// failed, so no one restores it again. The pilot after total loss and the operator's
+    /// `restore` both come here.
+    pub(crate) async fn prepare_restore(
         &self,
         manifest: &Manifest,
         data: &DataDir,
         member: &Member,
         progress: &Progress,
-    ) -> anyhow::Result<RestoreTool> {
+    ) -> anyhow::Result<PreparedRestore> {
         let tool = RestoreTool::find(&self.etcd_bin).await?;
         let scratch = Scratch::fresh(&data.restore_scratch())?;
         let snapshot = scratch.child("snapshot.db")?;
@@ -296,18 +298,39 @@ impl Backups {
         };
         restore::run_restore(&tool, &snapshot, &target).await?;
         tokio::fs::remove_file(&snapshot).await.ok();
+        Ok(PreparedRestore {
+            scratch,
+            restored: target.data_dir,
+            name: member.name.clone(),
+            tool,
+        })
+    }
+
+    /// Moves a prepared restore into place as this node's data.
+    pub(crate) fn install_restore(
+        prepared: PreparedRestore,
+        data: &DataDir,
+    ) -> anyhow::Result<RestoreTool> {
         data.install_restored(
-            &scratch,
-            &target.data_dir,
+            &prepared.scratch,
+            &prepared.restored,
             &Identity {
-                name: member.name.clone(),
+                name: prepared.name,
                 cluster_id: None,
                 member_id: None,
             },
             SystemTime::now(),
         )?;
-        Ok(tool)
+        Ok(prepared.tool)
     }
+}
+
+/// A restored data dir waiting in the scratch folder.
+pub(crate) struct PreparedRestore {
+    scratch: Scratch,
+    restored: PathBuf,
+    name: MemberName,
+    tool: RestoreTool,
 }
 
 /// The one-member cluster a restore creates.

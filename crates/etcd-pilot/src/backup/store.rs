@@ -5,8 +5,11 @@
 //! - `backups/<id>/manifest.json`: written **last**, so a backup without one is not a backup
 //!   (a pilot killed mid-upload leaves only parts, which listing ignores);
 //! - `cluster.json`: the lineage of the cluster writing here (a cluster existed);
-//! - `restores/<cluster id>.json`: the claim of the one pilot that restores after that
-//!   cluster was lost, created with `If-None-Match: *` so only one claim can exist.
+//! - `restores/<lost cluster id>/<generation>.json`: a claim of the one pilot that restores
+//!   after that cluster was lost, created with `If-None-Match: *` so only one pilot can create
+//!   each generation; `<generation>.state.json` beside it: the holder's heartbeat and, once
+//!   the data is in place (or an operator released it), that the claim is finished. The
+//!   choice of the next step is the core's (`backup::claim_step`).
 //!
 //! Every request has a timeout and a bounded retry. This module moves bytes and documents;
 //! it does not decide which backup to restore (core `backup`) or how to take one (`take.rs`).
@@ -99,12 +102,37 @@ impl ClusterRecord {
     }
 }
 
-/// `restores/<cluster id>.json`: who restores after that cluster was lost, from which backup.
+/// `restores/<lost>/<generation>.json`: who restores after that cluster was lost, from which
+/// backup. Never changed once created.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct RestoreClaim {
-    pub(crate) member: String,
+    pub(crate) holder: String,
+    /// The holder pilot's admin URL: `restore --release-claim` checks it does not answer.
+    pub(crate) admin_url: String,
     pub(crate) backup: String,
     pub(crate) at: String,
+}
+
+/// `restores/<lost>/<generation>.state.json`: written by the holder only (and by an operator
+/// releasing the claim).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct ClaimState {
+    /// A counter the holder bumps every heartbeat: observers time how long it stands still on
+    /// their own clocks.
+    pub(crate) heartbeat: u64,
+    pub(crate) heartbeat_at: String,
+    /// Set when the claim holds nothing any more: "restored" (the data is in place on the
+    /// holder) or "released by ..." (an operator).
+    #[serde(default)]
+    pub(crate) finished: Option<String>,
+}
+
+/// The newest claim of one loss.
+#[derive(Clone, Debug)]
+pub(crate) struct LatestClaim {
+    pub(crate) generation: u64,
+    pub(crate) claim: RestoreClaim,
+    pub(crate) state: ClaimState,
 }
 
 /// How to reach the store; from `backup.*` in the config.
@@ -387,15 +415,84 @@ impl Store {
         Ok(())
     }
 
-    /// Claims the restore after `lost` was lost. `Ok(claim)` is the claim that holds: ours if
-    /// we created it, else the one that was there first.
-    pub(crate) async fn claim_restore(
+    fn claims_folder(lost: Option<ClusterId>) -> String {
+        lost.map_or_else(|| "none".to_owned(), |id| id.to_string())
+    }
+
+    /// The newest restore claim after `lost` was lost, if any.
+    pub(crate) async fn latest_claim(
         &self,
         lost: Option<ClusterId>,
+    ) -> anyhow::Result<Option<LatestClaim>> {
+        let folder = Self::claims_folder(lost);
+        let prefix = self.path(&["restores", &folder]);
+        let mut newest: Option<u64> = None;
+        let mut listing = self.inner.list(Some(&prefix));
+        while let Some(meta) = listing.next().await {
+            let meta = meta.with_context(|| format!("list {prefix} in {}", self.url))?;
+            let generation = meta
+                .location
+                .filename()
+                .and_then(|name| name.strip_suffix(".json"))
+                .and_then(|stem| stem.parse::<u64>().ok());
+            if let Some(generation) = generation {
+                newest = newest.max(Some(generation));
+            }
+        }
+        let Some(generation) = newest else {
+            return Ok(None);
+        };
+        let claim: RestoreClaim = self
+            .read_json(&self.claim_path(lost, generation, ""))
+            .await?
+            .with_context(|| format!("restore claim {generation} vanished"))?;
+        let state = self
+            .read_json(&self.claim_path(lost, generation, ".state"))
+            .await?
+            .unwrap_or_default();
+        Ok(Some(LatestClaim {
+            generation,
+            claim,
+            state,
+        }))
+    }
+
+    fn claim_path(&self, lost: Option<ClusterId>, generation: u64, suffix: &str) -> Path {
+        self.path(&[
+            "restores",
+            &Self::claims_folder(lost),
+            &format!("{generation:08}{suffix}.json"),
+        ])
+    }
+
+    async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &Path,
+    ) -> anyhow::Result<Option<T>> {
+        match self.inner.get(path).await {
+            Ok(result) => {
+                let bytes = result
+                    .bytes()
+                    .await
+                    .with_context(|| format!("read {path}"))?;
+                Ok(Some(
+                    serde_json::from_slice(&bytes).with_context(|| format!("parse {path}"))?,
+                ))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(err) => Err(err).with_context(|| format!("read {path} in {}", self.url)),
+        }
+    }
+
+    /// Creates restore claim `generation` after `lost` was lost, with a conditional create.
+    /// `false`: another pilot created it first.
+    pub(crate) async fn create_claim(
+        &self,
+        lost: Option<ClusterId>,
+        generation: u64,
         claim: &RestoreClaim,
-    ) -> anyhow::Result<RestoreClaim> {
-        let name = lost.map_or_else(|| "none".to_owned(), |id| id.to_string());
-        let path = self.path(&["restores", &format!("{name}.json")]);
+    ) -> anyhow::Result<bool> {
+        let path = self.claim_path(lost, generation, "");
         let options = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -409,22 +506,28 @@ impl Store {
             )
             .await
         {
-            Ok(_) => Ok(claim.clone()),
+            Ok(_) => Ok(true),
             Err(
                 object_store::Error::AlreadyExists { .. }
                 | object_store::Error::Precondition { .. },
-            ) => {
-                let bytes = self
-                    .inner
-                    .get(&path)
-                    .await
-                    .with_context(|| format!("read {path}"))?
-                    .bytes()
-                    .await?;
-                serde_json::from_slice(&bytes).with_context(|| format!("parse {path}"))
-            }
+            ) => Ok(false),
             Err(err) => Err(err).with_context(|| format!("create {path}")),
         }
+    }
+
+    /// Writes the state of claim `generation` (its holder's heartbeat, or that it finished).
+    pub(crate) async fn put_claim_state(
+        &self,
+        lost: Option<ClusterId>,
+        generation: u64,
+        state: &ClaimState,
+    ) -> anyhow::Result<()> {
+        let path = self.claim_path(lost, generation, ".state");
+        self.inner
+            .put(&path, PutPayload::from(serde_json::to_vec_pretty(state)?))
+            .await
+            .with_context(|| format!("write {path}"))?;
+        Ok(())
     }
 }
 

@@ -29,12 +29,14 @@ pub enum Message {
     /// An instance is terminating: remove its member, then complete the action.
     Terminating(Termination),
     /// The notification the group sends when a hook is created, or another transition
-    /// (launching): nothing to do; delete it.
+    /// (launching): nothing to do; deleted if it is one of the pilot's groups.
     Ignored {
+        /// The group it names, if any.
+        group: Option<String>,
         /// Why, for the log.
         reason: String,
     },
-    /// Not a lifecycle message the pilot understands: logged and deleted, never retried.
+    /// Not a lifecycle message the pilot understands: another producer's, left in the queue.
     Malformed {
         /// What is wrong with it.
         problem: String,
@@ -88,8 +90,13 @@ pub fn read(body: &str) -> Message {
             };
         }
     };
+    let group = raw
+        .auto_scaling_group_name
+        .clone()
+        .filter(|g| !g.is_empty());
     if raw.event.as_deref() == Some("autoscaling:TEST_NOTIFICATION") {
         return Message::Ignored {
+            group,
             reason: "the test notification sent when the hook was created".to_owned(),
         };
     }
@@ -97,6 +104,7 @@ pub fn read(body: &str) -> Message {
         Some(TERMINATING) => {}
         Some(other) => {
             return Message::Ignored {
+                group,
                 reason: format!("transition {other} needs nothing from the pilot"),
             };
         }
@@ -128,6 +136,44 @@ pub fn read(body: &str) -> Message {
         group,
         hook,
         token,
+    })
+}
+
+/// What the consumer does with a message of a queue it may share with other consumers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// A termination of one of the pilot's groups: hold it until its member is gone.
+    Handle,
+    /// A message of one of the pilot's groups that needs nothing (a launch, the hook's test
+    /// notification): delete it.
+    Delete,
+    /// Anything else (another group's, another producer's, unreadable): not the pilot's to
+    /// delete; it stays in the queue for its owner.
+    Leave,
+}
+
+/// What to do with `message`, given the groups the pilot manages.
+pub fn disposition(message: &Message, groups: &[String]) -> Disposition {
+    let ours = |group: &str| groups.iter().any(|g| g == group);
+    match message {
+        Message::Terminating(t) if ours(&t.group) => Disposition::Handle,
+        Message::Ignored {
+            group: Some(group), ..
+        } if ours(group) => Disposition::Delete,
+        _ => Disposition::Leave,
+    }
+}
+
+/// Whether the member list still has an entry of the terminating instance: a member named
+/// after it, or any entry (an unstarted learner has no name yet) with its peer URL.
+pub fn member_present(
+    members: &[crate::Member],
+    instance_id: &str,
+    peer_url: Option<&str>,
+) -> bool {
+    members.iter().any(|m| {
+        m.name.as_ref().is_some_and(|n| n.as_str() == instance_id)
+            || peer_url.is_some_and(|url| m.peer_urls.iter().any(|u| u == url))
     })
 }
 
@@ -213,6 +259,80 @@ mod tests {
             unreachable!()
         };
         assert_eq!(problem, "a terminating message without EC2InstanceId");
+    }
+
+    #[test]
+    fn only_the_pilot_s_own_groups_messages_are_taken_or_deleted() {
+        let groups = vec!["etcd".to_owned(), "etcd-b".to_owned()];
+        let other = body(TERMINATING, "i-9").replace("\"etcd\"", "\"web\"");
+        let launch_other =
+            body("autoscaling:EC2_INSTANCE_LAUNCHING", "i-9").replace("\"etcd\"", "\"web\"");
+        let test_other =
+            r#"{"AutoScalingGroupName":"web","Event":"autoscaling:TEST_NOTIFICATION"}"#;
+        let cases = [
+            ("our termination", body(TERMINATING, "i-1")),
+            (
+                "our launch",
+                body("autoscaling:EC2_INSTANCE_LAUNCHING", "i-1"),
+            ),
+            (
+                "our test notification",
+                r#"{"AutoScalingGroupName":"etcd-b","Event":"autoscaling:TEST_NOTIFICATION"}"#
+                    .to_owned(),
+            ),
+            ("another group's termination", other),
+            ("another group's launch", launch_other),
+            ("another group's test notification", test_other.to_owned()),
+            (
+                "a test notification without a group",
+                r#"{"Event":"autoscaling:TEST_NOTIFICATION"}"#.to_owned(),
+            ),
+            ("another producer's message", "hello".to_owned()),
+            (
+                "a JSON message of another producer",
+                r#"{"order": 7}"#.to_owned(),
+            ),
+        ];
+        let table: Vec<String> = cases
+            .iter()
+            .map(|(what, b)| format!("{what}: {:?}", disposition(&read(b), &groups)))
+            .collect();
+        expect_test::expect![[r#"
+            [
+                "our termination: Handle",
+                "our launch: Delete",
+                "our test notification: Delete",
+                "another group's termination: Leave",
+                "another group's launch: Leave",
+                "another group's test notification: Leave",
+                "a test notification without a group: Leave",
+                "another producer's message: Leave",
+                "a JSON message of another producer: Leave",
+            ]
+        "#]]
+        .assert_debug_eq(&table);
+    }
+
+    #[test]
+    fn an_entry_with_the_instance_s_peer_url_keeps_the_termination_waiting() {
+        use crate::{Member, MemberId, MemberName};
+        let member = |name: Option<&str>, url: &str| Member {
+            id: MemberId(1),
+            name: name.map(|n| MemberName::new(n).unwrap()),
+            peer_urls: vec![url.to_owned()],
+            client_urls: Vec::new(),
+            is_learner: name.is_none(),
+        };
+        let url = Some("http://127.0.51.4:2380");
+        let others = [member(Some("i-2"), "http://127.0.51.5:2380")];
+        assert!(!member_present(&others, "i-1", url));
+        let named = [member(Some("i-1"), "http://127.0.51.4:2380")];
+        assert!(member_present(&named, "i-1", url));
+        assert!(member_present(&named, "i-1", None));
+        // Added as a learner, never started: no name, only the peer URL.
+        let unstarted = [member(None, "http://127.0.51.4:2380")];
+        assert!(member_present(&unstarted, "i-1", url));
+        assert!(!member_present(&unstarted, "i-1", None));
     }
 
     #[test]

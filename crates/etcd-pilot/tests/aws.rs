@@ -106,7 +106,8 @@ async fn a_group_forms_a_cluster_publishes_its_records_and_hands_terminations_ov
     )
     .await;
 
-    // Messages that are not terminations are deleted, not retried forever.
+    // The group's own test notification is deleted; a message of another producer (the queue
+    // may be shared) stays for its owner, and its body never reaches the log.
     moto.watch_members(&cluster.endpoints());
     moto.send(
         REGION,
@@ -114,14 +115,37 @@ async fn a_group_forms_a_cluster_publishes_its_records_and_hands_terminations_ov
         r#"{"AccountId":"123456789012","RequestId":"t","AutoScalingGroupARN":"arn","AutoScalingGroupName":"etcd","Service":"AWS Auto Scaling","Event":"autoscaling:TEST_NOTIFICATION","Time":"2026-11-22T09:00:00.000Z"}"#,
     )
     .await;
-    moto.send(REGION, &queue, "this is not a lifecycle message")
+    moto.send(REGION, &queue, "order 7 for another consumer")
         .await;
+    let coordinator = cluster.coordinator().await.expect("one coordinator");
     eventually(
-        "the queue to be drained",
+        "the other producer's message to be seen and left",
         Duration::from_secs(30),
-        || async { (moto.queue_depth(REGION, &queue).await == 0).then_some(()) },
+        || async {
+            cluster.nodes[coordinator]
+                .log()
+                .contains("is left for its owner: not a lifecycle message")
+                .then_some(())
+        },
     )
     .await;
+    eventually(
+        "the test notification deleted",
+        Duration::from_secs(30),
+        || async { (moto.queue_depth(REGION, &queue).await == 1).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        moto.queue_depth(REGION, &queue).await,
+        1,
+        "the other message stays"
+    );
+    assert!(
+        !cluster.logs().contains("order 7"),
+        "a message body was logged"
+    );
+    moto.purge(REGION, &queue).await;
 
     // Terminate an instance that does not coordinate; the group posts its message (twice:
     // SQS delivers at least once). Its pilot keeps running, as in Terminating:Wait.
@@ -157,6 +181,30 @@ async fn a_group_forms_a_cluster_publishes_its_records_and_hands_terminations_ov
         (moto.queue_depth(REGION, &queue).await == 0).then_some(())
     })
     .await;
+    // Delivered again after completion (SQS is at least once): the group answers that no
+    // action is pending; the message is deleted, and the action was completed once.
+    moto.send(REGION, &queue, &body).await;
+    eventually(
+        "the late redelivery deleted",
+        Duration::from_secs(30),
+        || async {
+            let rejected = moto.lifecycle_calls().iter().any(|c| {
+                c["call"] == "complete"
+                    && c["instance"] == victim_id.as_str()
+                    && c["rejected"] == true
+            });
+            (rejected && moto.queue_depth(REGION, &queue).await == 0).then_some(())
+        },
+    )
+    .await;
+    let accepted = moto
+        .lifecycle_calls()
+        .iter()
+        .filter(|c| {
+            c["call"] == "complete" && c["instance"] == victim_id.as_str() && c["rejected"] == false
+        })
+        .count();
+    assert_eq!(accepted, 1, "{:?}", moto.lifecycle_calls());
     let coordinator_log = cluster.nodes[coordinator].log();
     assert!(
         coordinator_log.contains("remove_terminating"),
@@ -287,7 +335,9 @@ async fn a_group_forms_a_cluster_publishes_its_records_and_hands_terminations_ov
         || async {
             cluster.nodes[coordinator]
                 .log()
-                .contains("group not in discovery.aws_groups")
+                .contains(
+                    "left for its owner: a termination of instance i-0ther in group other-service",
+                )
                 .then_some(())
         },
     )

@@ -9,14 +9,17 @@
 //! and keeps the message hidden. A pilot that loses the coordinator role makes its messages
 //! visible again at once, so the next coordinator takes them over; a message that arrives
 //! twice is the same termination, and completing one the group no longer waits on counts as
-//! done. A malformed message is logged and deleted.
+//! done. The queue may be shared: only messages of the pilot's own groups are taken or
+//! deleted (core `lifecycle::disposition`); every other message is left for its owner, and
+//! logged in one line, never whole. An action is completed only when no member entry, named
+//! or not yet started, carries the instance's name or peer URL.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_autoscaling::error::ProvideErrorMetadata as _;
-use etcd_pilot_core::lifecycle::{self, Message, Step, Termination};
+use etcd_pilot_core::lifecycle::{self, Disposition, Message, Step, Termination};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -58,6 +61,9 @@ struct Held {
     receipts: BTreeMap<String, String>,
     /// The last heartbeat (or the receipt).
     heartbeat: Instant,
+    /// The instance's peer URL: `None` until EC2 answered; `Some(None)` when the instance
+    /// has no address any more.
+    peer_url: Option<Option<String>>,
 }
 
 /// The queue consumer of one pilot; acts only while the pilot is the coordinator.
@@ -73,6 +79,7 @@ pub(crate) struct Consumer {
 struct Clients {
     sqs: aws_sdk_sqs::Client,
     autoscaling: aws_sdk_autoscaling::Client,
+    ec2: aws_sdk_ec2::Client,
 }
 
 impl Consumer {
@@ -84,9 +91,12 @@ impl Consumer {
         let clients = Clients {
             sqs: aws_sdk_sqs::Client::new(&sqs),
             autoscaling: aws_sdk_autoscaling::Client::new(&api),
+            ec2: aws_sdk_ec2::Client::new(&api),
         };
         tracing::info!(queue = %self.config.queue_url, %region, "consuming the termination lifecycle hook's queue on the coordinator");
         let mut held: BTreeMap<String, Held> = BTreeMap::new();
+        // Messages left for their owners, logged once each (bounded).
+        let mut left: BTreeSet<String> = BTreeSet::new();
         loop {
             let coordinator = self
                 .status
@@ -107,7 +117,7 @@ impl Consumer {
             // timeout, and the next coordinator takes them.
             tokio::select! {
                 received = self.receive(&clients, if held.is_empty() { WAIT } else { WAIT_HOLDING }) => {
-                    self.take(&clients, received, &mut held).await;
+                    self.take(&clients, received, &mut held, &mut left).await;
                 }
                 () = cancel.cancelled() => break,
             }
@@ -145,6 +155,7 @@ impl Consumer {
         clients: &Clients,
         received: Result<Vec<aws_sdk_sqs::types::Message>, String>,
         held: &mut BTreeMap<String, Held>,
+        left: &mut BTreeSet<String>,
     ) {
         let messages = match received {
             Ok(messages) => messages,
@@ -163,19 +174,9 @@ impl Consumer {
                 continue;
             };
             let message_id = message.message_id().unwrap_or(receipt).to_owned();
-            match lifecycle::read(message.body().unwrap_or_default()) {
-                Message::Terminating(termination)
-                    if !self.config.groups.contains(&termination.group) =>
-                {
-                    // A shared queue: another group's termination is not ours to complete.
-                    // Left alone, it reappears after its visibility timeout.
-                    tracing::warn!(
-                        group = %termination.group,
-                        instance = %termination.instance_id,
-                        "lifecycle message of a group not in discovery.aws_groups left in the queue"
-                    );
-                }
-                Message::Terminating(termination) => {
+            let read = lifecycle::read(message.body().unwrap_or_default());
+            match (lifecycle::disposition(&read, &self.config.groups), read) {
+                (Disposition::Handle, Message::Terminating(termination)) => {
                     let id = termination.instance_id.clone();
                     match held.get_mut(&id) {
                         // A redelivery (or a second message) of the same termination.
@@ -191,18 +192,30 @@ impl Consumer {
                                     termination,
                                     receipts: BTreeMap::from([(message_id, receipt.to_owned())]),
                                     heartbeat: Instant::now(),
+                                    peer_url: None,
                                 },
                             );
                         }
                     }
                 }
-                Message::Ignored { reason } => {
-                    tracing::info!("lifecycle message ignored: {reason}");
+                (Disposition::Delete, Message::Ignored { reason, .. }) => {
+                    tracing::info!("lifecycle message deleted: {reason}");
                     self.delete(clients, receipt).await;
                 }
-                Message::Malformed { problem } => {
-                    tracing::warn!(body = ?message.body(), "malformed lifecycle message deleted: {problem}");
-                    self.delete(clients, receipt).await;
+                (_, other) => {
+                    // A shared queue: not the pilot's to delete. It reappears after its
+                    // visibility timeout; said once per message.
+                    if left.len() > 1000 {
+                        left.clear();
+                    }
+                    if left.insert(message_id.clone()) {
+                        tracing::warn!(
+                            message = %message_id,
+                            "a queue message that is not for this pilot's groups ({}) is left for its owner: {}",
+                            self.config.groups.join(","),
+                            summary(&other)
+                        );
+                    }
                 }
             }
         }
@@ -214,12 +227,8 @@ impl Consumer {
             Ok(etcd) => etcd.member_list().await,
             Err(err) => Err(err),
         };
-        let names: BTreeSet<String> = match members {
-            Ok(list) => list
-                .members
-                .iter()
-                .filter_map(|m| m.name.as_ref().map(|n| n.to_string()))
-                .collect(),
+        let members = match members {
+            Ok(list) => list.members,
             Err(err) => {
                 self.error(format!("cannot list the members: {err:#}"));
                 return;
@@ -227,8 +236,16 @@ impl Consumer {
         };
         let mut done = Vec::new();
         for (id, h) in held.iter_mut() {
+            if h.peer_url.is_none() {
+                h.peer_url = self.peer_url(clients, id).await;
+            }
+            let present = match &h.peer_url {
+                Some(url) => lifecycle::member_present(&members, id, url.as_deref()),
+                // Its peer URL is not known yet: an unstarted entry of it could be there.
+                None => true,
+            };
             let step = lifecycle::next_step(
-                names.contains(id),
+                present,
                 h.heartbeat.elapsed(),
                 self.config.heartbeat_interval,
             );
@@ -326,6 +343,34 @@ impl Consumer {
         }
     }
 
+    /// The peer URL of instance `id` as discovery would address it: `Some(None)` when EC2
+    /// knows no address for it (gone), `None` when EC2 did not answer (asked again later).
+    async fn peer_url(&self, clients: &Clients, id: &str) -> Option<Option<String>> {
+        let result = clients
+            .ec2
+            .describe_instances()
+            .instance_ids(id)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Some(
+                out.reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .find_map(|i| crate::discovery::aws::instance_address(i, self.config.address))
+                    .map(|host| format!("http://{host}:{}", self.config.peer_port)),
+            ),
+            Err(err) if err.code() == Some("InvalidInstanceID.NotFound") => Some(None),
+            Err(err) => {
+                self.error(format!(
+                    "cannot find the address of terminating instance {id}: {}",
+                    crate::error_chain(&err)
+                ));
+                None
+            }
+        }
+    }
+
     /// Gives the held messages back to the queue at once (this pilot stopped coordinating).
     async fn release(&self, clients: &Clients, held: &mut BTreeMap<String, Held>) {
         for (id, h) in std::mem::take(held) {
@@ -376,5 +421,19 @@ impl Consumer {
         tracing::warn!("{message}");
         self.status
             .send_modify(|s| s.lifecycle.last_error = Some(message));
+    }
+}
+
+/// One line about a message the pilot leaves alone: what it is, never its body.
+fn summary(message: &Message) -> String {
+    match message {
+        Message::Terminating(t) => format!(
+            "a termination of instance {} in group {}",
+            t.instance_id, t.group
+        ),
+        Message::Ignored { group, reason } => {
+            format!("group {}: {reason}", group.as_deref().unwrap_or("(none)"))
+        }
+        Message::Malformed { problem } => format!("not a lifecycle message ({problem})"),
     }
 }

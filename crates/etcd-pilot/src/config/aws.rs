@@ -56,6 +56,10 @@ pub(crate) struct LifecycleConfig {
     pub(crate) region: String,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) timeout: Duration,
+    /// How discovery addresses an instance, and the peer port: a terminating instance's peer
+    /// URL, which an unstarted member entry of it carries without a name.
+    pub(crate) address: AddressKind,
+    pub(crate) peer_port: u16,
 }
 
 fn list(value: Option<&String>) -> Vec<String> {
@@ -237,5 +241,7 @@ pub(super) fn lifecycle(
         region,
         heartbeat_interval,
         timeout: aws.timeout,
+        address: aws.address,
+        peer_port: aws.peer_port,
     }))
 }

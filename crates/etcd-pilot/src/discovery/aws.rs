@@ -140,11 +140,7 @@ impl AutoscalingGroups {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|err| failed("DescribeInstances", &err))?;
             for instance in page.reservations().iter().flat_map(|r| r.instances()) {
-                let address = match self.config.address {
-                    AddressKind::PrivateIp => instance.private_ip_address(),
-                    AddressKind::PublicIp => instance.public_ip_address(),
-                    AddressKind::PrivateDns => instance.private_dns_name(),
-                };
+                let address = instance_address(instance, self.config.address);
                 if let (Some(id), Some(address)) = (instance.instance_id(), address)
                     && !address.is_empty()
                 {
@@ -240,4 +236,17 @@ impl Discovery for AutoscalingGroups {
             leaving,
         })
     }
+}
+
+/// The address of `instance` that discovery uses (`discovery.aws_address`).
+pub(crate) fn instance_address(
+    instance: &aws_sdk_ec2::types::Instance,
+    kind: AddressKind,
+) -> Option<&str> {
+    match kind {
+        AddressKind::PrivateIp => instance.private_ip_address(),
+        AddressKind::PublicIp => instance.public_ip_address(),
+        AddressKind::PrivateDns => instance.private_dns_name(),
+    }
+    .filter(|a| !a.is_empty())
 }

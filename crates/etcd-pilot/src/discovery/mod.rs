@@ -7,7 +7,7 @@
 //! [`Provider`], an enum built from the config that delegates to it (static dispatch), and
 //! that publishes each answer's outcome in the pilot's status (`discovery`: stale or not).
 
-mod aws;
+pub(crate) mod aws;
 mod static_list;
 
 use std::time::SystemTime;

@@ -8,6 +8,8 @@ replacement is launched at once; CompleteLifecycleAction (CONTINUE) then termina
 line to $LIFECYCLE_LOG, with the member names etcd listed at that moment (asked through the
 gRPC gateway of the endpoints in $LIFECYCLE_ETCD_ENDPOINTS, a file the test writes), so a
 test can check that a member was removed *before* its termination was completed.
+As AWS does, a call about an action that is no longer pending (completed already) answers a
+ValidationError ("No active Lifecycle Action found"), recorded with "rejected": true.
 This patches moto internals: the version is pinned by scripts/setup.sh.
 
 usage: python moto_server.py PORT
@@ -19,6 +21,7 @@ import sys
 import time
 import urllib.request
 
+from moto.autoscaling.exceptions import ValidationError
 from moto.autoscaling.models import TerminateInstanceActivity
 from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import ActionResult, EmptyResult
@@ -44,6 +47,10 @@ def member_names():
     return None
 
 
+# (group, instance) of the actions completed already.
+COMPLETED = set()
+
+
 def record(self, call):
     entry = {
         "call": call,
@@ -55,8 +62,16 @@ def record(self, call):
         "result": self._get_param("LifecycleActionResult"),
         "members": member_names(),
     }
+    key = (entry["group"], entry["instance"])
+    entry["rejected"] = key in COMPLETED
     with open(os.environ["LIFECYCLE_LOG"], "a") as log:
         log.write(json.dumps(entry) + "\n")
+    if entry["rejected"]:
+        raise ValidationError(
+            "No active Lifecycle Action found with instance ID " + str(entry["instance"])
+        )
+    if call == "complete":
+        COMPLETED.add(key)
     if call == "complete" and entry["result"] == "CONTINUE" and holding():
         state = find_state(self, entry["instance"])
         if state is not None and state.lifecycle_state == "Terminating:Wait":

@@ -302,6 +302,16 @@ impl Moto {
             .unwrap();
     }
 
+    /// Deletes every message of the queue, in flight or not.
+    pub async fn purge(&self, region: &str, queue: &str) {
+        aws_sdk_sqs::Client::new(&self.sdk(region).await)
+            .purge_queue()
+            .queue_url(queue)
+            .send()
+            .await
+            .unwrap();
+    }
+
     /// How many messages the queue still holds (visible or in flight).
     pub async fn queue_depth(&self, region: &str, queue: &str) -> usize {
         let out = aws_sdk_sqs::Client::new(&self.sdk(region).await)

@@ -132,16 +132,29 @@ pub fn drill_retry_after(attempts: u32, first: Duration) -> Duration {
         .max(first)
 }
 
+/// How a restore claim ended, if it did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// Its holder may be restoring.
+    Open,
+    /// The data is in place on the holder: that loss is over, and the others join the holder's
+    /// cluster. (A later loss is keyed by the restored cluster, which records itself in the
+    /// store once it answers.)
+    Restored,
+    /// An operator released it (its holder was gone): the next pilot claims anew.
+    Released,
+}
+
 /// The newest restore claim after a loss, as the store shows it (see [`claim_step`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClaimView {
-    /// Claims are numbered: each incident, or takeover, creates the next one.
+    /// Claims are numbered: each takeover, or claim after a release, creates the next one.
     pub generation: u64,
-    /// The pilot holding it.
+    /// The holder: a pilot's name and a nonce of its process, so a restarted pilot, or the
+    /// operator's `restore` on the same node, is another holder.
     pub holder: String,
-    /// The restore finished (the data is in place on the holder) or an operator released the
-    /// claim: either way it holds nothing any more.
-    pub finished: bool,
+    /// How it ended, if it did.
+    pub outcome: ClaimOutcome,
     /// How long this observer has seen the holder's heartbeat unchanged (measured on its own
     /// clock, so clock skew between pilots does not matter).
     pub unchanged_for: Duration,
@@ -155,31 +168,42 @@ pub enum ClaimStep {
         /// The generation to create.
         generation: u64,
     },
-    /// It holds the claim already (a pilot that restarted mid-restore): go on.
+    /// It holds the claim already (a retry after a failed attempt): go on.
     Held,
-    /// Another pilot holds a live claim: wait for its cluster.
+    /// Another holder restores, or restored: wait for (and join) its cluster.
     Wait {
         /// Who.
         holder: String,
+        /// Whether it finished restoring.
+        restored: bool,
     },
 }
 
 /// The next step about the restore claim `latest` (the highest generation; `None`: no claim
-/// for this loss yet) for pilot `me`. A finished claim belonged to an earlier incident, and a
-/// claim whose heartbeat stood still for `timeout` belongs to a dead holder: both are
-/// replaced by the next generation. Never takes over a claim whose holder heartbeats.
+/// for this loss yet) for holder `me`. An open claim whose heartbeat stood still for
+/// `timeout` belongs to a dead holder, and a released one to nobody: both are replaced by the
+/// next generation. A restored claim is never replaced: that loss is over (only an operator's
+/// release, once its holder is gone, reopens it). Never takes over a claim whose holder
+/// heartbeats.
 pub fn claim_step(latest: Option<&ClaimView>, me: &str, timeout: Duration) -> ClaimStep {
     match latest {
         None => ClaimStep::Create { generation: 1 },
-        Some(claim) if claim.finished => ClaimStep::Create {
-            generation: claim.generation + 1,
-        },
-        Some(claim) if claim.holder == me => ClaimStep::Held,
-        Some(claim) if claim.unchanged_for >= timeout => ClaimStep::Create {
-            generation: claim.generation + 1,
-        },
-        Some(claim) => ClaimStep::Wait {
-            holder: claim.holder.clone(),
+        Some(claim) => match claim.outcome {
+            ClaimOutcome::Restored => ClaimStep::Wait {
+                holder: claim.holder.clone(),
+                restored: true,
+            },
+            ClaimOutcome::Released => ClaimStep::Create {
+                generation: claim.generation.saturating_add(1),
+            },
+            ClaimOutcome::Open if claim.holder == me => ClaimStep::Held,
+            ClaimOutcome::Open if claim.unchanged_for >= timeout => ClaimStep::Create {
+                generation: claim.generation.saturating_add(1),
+            },
+            ClaimOutcome::Open => ClaimStep::Wait {
+                holder: claim.holder.clone(),
+                restored: false,
+            },
         },
     }
 }
@@ -463,33 +487,39 @@ mod tests {
     }
 
     #[test]
-    fn restore_claims_expire_end_with_their_incident_and_resume_for_their_holder() {
+    fn restore_claims_expire_are_released_and_a_restored_one_is_final() {
+        use ClaimOutcome::{Open, Released, Restored};
         let timeout = Duration::from_secs(120);
-        let claim = |holder: &str, finished: bool, secs: u64| ClaimView {
+        let claim = |holder: &str, outcome: ClaimOutcome, secs: u64| ClaimView {
             generation: 4,
             holder: holder.into(),
-            finished,
+            outcome,
             unchanged_for: Duration::from_secs(secs),
         };
-        let step = |c: Option<ClaimView>| format!("{:?}", claim_step(c.as_ref(), "m2", timeout));
+        let step = |c: Option<ClaimView>| format!("{:?}", claim_step(c.as_ref(), "m2#b", timeout));
         let table = [
             step(None),
-            step(Some(claim("m1", false, 10))),
-            step(Some(claim("m1", false, 119))),
-            step(Some(claim("m1", false, 120))),
-            step(Some(claim("m1", true, 0))),
-            step(Some(claim("m2", false, 500))),
-            step(Some(claim("m2", true, 0))),
+            step(Some(claim("m1#a", Open, 10))),
+            step(Some(claim("m1#a", Open, 119))),
+            step(Some(claim("m1#a", Open, 120))),
+            step(Some(claim("m1#a", Restored, 9999))),
+            step(Some(claim("m1#a", Released, 0))),
+            step(Some(claim("m2#b", Open, 500))),
+            // The same node's earlier process (or the operator's restore there) is another holder.
+            step(Some(claim("m2#a", Open, 10))),
+            step(Some(claim("m2#b", Restored, 0))),
         ];
         expect![[r#"
             [
                 "Create { generation: 1 }",
-                "Wait { holder: \"m1\" }",
-                "Wait { holder: \"m1\" }",
+                "Wait { holder: \"m1#a\", restored: false }",
+                "Wait { holder: \"m1#a\", restored: false }",
                 "Create { generation: 5 }",
+                "Wait { holder: \"m1#a\", restored: true }",
                 "Create { generation: 5 }",
                 "Held",
-                "Create { generation: 5 }",
+                "Wait { holder: \"m2#a\", restored: false }",
+                "Wait { holder: \"m2#b\", restored: true }",
             ]
         "#]]
         .assert_debug_eq(&table);
@@ -557,27 +587,25 @@ mod tests {
 
     proptest! {
         /// Pilots contend for claims in a store whose creates are conditional: whatever the
-        /// interleaving of steps, heartbeats and deaths, no two live pilots ever both hold
-        /// the newest claim, and a holder that keeps heartbeating is never replaced.
+        /// interleaving of steps, heartbeats, deaths, restores and releases, no live holder's
+        /// open claim is ever replaced, and once a claim is restored no new claim is ever
+        /// created (one restore per loss) unless an operator released it.
         #[test]
-        fn one_live_holder_at_a_time(
-            events in prop::collection::vec((0usize..3, 0u8..4, 0u64..200), 1..60),
+        fn one_live_holder_at_a_time_and_one_restore_per_loss(
+            events in prop::collection::vec((0usize..3, 0u8..5, 0u64..200), 1..60),
         ) {
             let timeout = Duration::from_secs(120);
-            // The store: generation -> holder; the newest's heartbeat age and finished flag.
             let mut claims: Vec<String> = Vec::new();
             let mut unchanged = Duration::ZERO;
-            let mut finished = false;
+            let mut outcome = ClaimOutcome::Open;
             let mut dead = [false; 3];
+            let index = |holder: &str| holder[1..2].parse::<usize>().unwrap();
             for (who, action, secs) in events {
-                let me = format!("m{who}");
+                let me = format!("m{who}#n");
                 match action {
                     // Time passes; a live holder heartbeats.
                     0 => {
-                        let holder_alive = claims.last().is_some_and(|h| {
-                            !dead[h[1..].parse::<usize>().unwrap()]
-                        });
-                        if holder_alive {
+                        if claims.last().is_some_and(|h| !dead[index(h)]) {
                             unchanged = Duration::ZERO;
                         } else {
                             unchanged += Duration::from_secs(secs);
@@ -588,31 +616,37 @@ mod tests {
                         let latest = claims.last().map(|holder| ClaimView {
                             generation: claims.len() as u64,
                             holder: holder.clone(),
-                            finished,
+                            outcome,
                             unchanged_for: unchanged,
                         });
-                        let before = claims.last().cloned();
                         if let ClaimStep::Create { generation } =
                             claim_step(latest.as_ref(), &me, timeout)
+                            && generation == claims.len() as u64 + 1
                         {
-                            // Conditional create: only if that generation does not exist.
-                            if generation == claims.len() as u64 + 1 {
-                                if let Some(previous) = &before {
-                                    let alive = !dead[previous[1..].parse::<usize>().unwrap()];
-                                    prop_assert!(
-                                        finished || !alive || previous == &me,
-                                        "took over live holder {previous}'s claim"
-                                    );
-                                }
-                                claims.push(me.clone());
-                                unchanged = Duration::ZERO;
-                                finished = false;
+                            if let Some(previous) = claims.last() {
+                                prop_assert!(
+                                    outcome != ClaimOutcome::Restored,
+                                    "a second restore of the same loss"
+                                );
+                                prop_assert!(
+                                    outcome == ClaimOutcome::Released || dead[index(previous)],
+                                    "took over live holder {}'s claim", previous
+                                );
                             }
+                            claims.push(me.clone());
+                            unchanged = Duration::ZERO;
+                            outcome = ClaimOutcome::Open;
                         }
                     }
-                    // The holder finishes, or a pilot dies.
-                    3 if claims.last() == Some(&me) && secs % 2 == 0 => finished = true,
-                    3 => dead[who] = true,
+                    // The holder restores.
+                    3 if claims.last() == Some(&me) && !dead[who] => {
+                        outcome = ClaimOutcome::Restored;
+                    }
+                    // An operator releases the claim of a dead holder.
+                    4 if claims.last().is_some_and(|h| dead[index(h)]) && secs % 2 == 0 => {
+                        outcome = ClaimOutcome::Released;
+                    }
+                    3 | 4 => dead[who] = true,
                     _ => {}
                 }
             }

@@ -4,7 +4,7 @@
 //! (restart, join, bootstrap, quarantine, wait), how the etcd child is restarted, and whether a
 //! crash means its data is unusable or only that etcd cannot run (`crash`).
 //! It also decides the coordinator's membership changes (`plan`), which backups retention
-//! lets go (`retention`), which backup to restore or verify and when one is due (`backup`), which DNS
+//! lets go (`retention`) and which quarantined copies (`quarantine`), which backup to restore or verify and when one is due (`backup`), which DNS
 //! records to publish (`dns`), and what an autoscaling lifecycle message asks (`lifecycle`).
 //! It does no IO, reads no clock and draws no random numbers: the caller observes the
 //! world, passes it in as plain values, and executes what comes back.
@@ -17,6 +17,7 @@ pub mod dns;
 pub mod lifecycle;
 pub mod model;
 pub mod plan;
+pub mod quarantine;
 pub mod retention;
 pub mod start;
 pub mod supervise;

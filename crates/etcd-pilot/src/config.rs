@@ -214,6 +214,14 @@ pub(crate) const KEYS: &[Key] = &[
         "restore.claim_timeout",
         "a restore claim whose holder's heartbeat stood still this long is taken over by another pilot",
     ),
+    key(
+        "quarantine.keep",
+        "quarantined copies of etcd data kept (the oldest beyond go; the newest is always kept)",
+    ),
+    key(
+        "quarantine.max_bytes",
+        "bytes the quarantined copies may take together (default: twice the data's size, at least 8 GiB)",
+    ),
 ];
 
 /// The environment variable that sets `key`.
@@ -354,6 +362,17 @@ struct RawConfig {
     dns: RawDns,
     #[serde(default)]
     lifecycle: RawLifecycle,
+    #[serde(default)]
+    quarantine: RawQuarantine,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuarantine {
+    #[serde(default, deserialize_with = "scalar")]
+    keep: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    max_bytes: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -542,6 +561,8 @@ impl RawConfig {
             "restore.allow_empty_cluster" => &mut self.restore.allow_empty_cluster,
             "restore.bump_revision" => &mut self.restore.bump_revision,
             "restore.claim_timeout" => &mut self.restore.claim_timeout,
+            "quarantine.keep" => &mut self.quarantine.keep,
+            "quarantine.max_bytes" => &mut self.quarantine.max_bytes,
             _ => return None,
         })
     }
@@ -563,10 +584,19 @@ pub(crate) struct Config {
     pub(crate) dns: Option<DnsConfig>,
     /// The termination lifecycle hook's queue, if any.
     pub(crate) lifecycle: Option<LifecycleConfig>,
+    pub(crate) quarantine: QuarantineConfig,
     /// Where each scalar value came from.
     origins: BTreeMap<&'static str, Origin>,
     /// Each scalar value as given (secrets included; never printed unredacted).
     values: BTreeMap<&'static str, String>,
+}
+
+/// How many quarantined copies of etcd data are kept.
+#[derive(Clone, Debug)]
+pub(crate) struct QuarantineConfig {
+    pub(crate) keep: usize,
+    /// `None`: twice the data's size, at least 8 GiB.
+    pub(crate) max_bytes: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -1033,12 +1063,42 @@ fn validate(raw: RawConfig) -> Result<Config, Error> {
         restore,
         dns,
         lifecycle,
+        quarantine: quarantine_config(&raw.quarantine, &mut values)?,
         origins: BTreeMap::new(),
         values: {
             values.insert("cluster_name", cluster_name);
             values
         },
     })
+}
+
+fn quarantine_config(
+    raw: &RawQuarantine,
+    values: &mut BTreeMap<&'static str, String>,
+) -> Result<QuarantineConfig, Error> {
+    let keep_text = raw.keep.clone().unwrap_or_else(|| "3".to_owned());
+    values.insert("quarantine.keep", keep_text.clone());
+    let keep = keep_text.parse::<usize>().map_err(|_| {
+        error(
+            "quarantine.keep",
+            format!("{keep_text:?} is not a whole number"),
+            "use e.g. 3 (the newest copy is always kept)",
+        )
+    })?;
+    let max_bytes = match &raw.max_bytes {
+        None => None,
+        Some(text) => {
+            values.insert("quarantine.max_bytes", text.clone());
+            Some(text.parse::<u64>().map_err(|_| {
+                error(
+                    "quarantine.max_bytes",
+                    format!("{text:?} is not a number of bytes"),
+                    "use e.g. 17179869184 (16 GiB), or leave it unset",
+                )
+            })?)
+        }
+    };
+    Ok(QuarantineConfig { keep, max_bytes })
 }
 
 mod aws;

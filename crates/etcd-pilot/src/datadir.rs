@@ -12,8 +12,9 @@
 //! - `restore/`, `drill/`: scratch space of a restore and of restore drills ([`Scratch`]:
 //!   created with a marker file, and cleared only while the marker is there);
 //!
-//! Every write is atomic (write a temporary file, fsync, rename). Nothing here deletes data:
-//! the only deletions are inside scratch folders the pilot created.
+//! Every write is atomic (write a temporary file, fsync, rename). Nothing here deletes live
+//! data: the only deletions are inside scratch folders the pilot created, and quarantined
+//! copies beyond quarantine retention (`prune_quarantine`, oldest first, never the newest).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -258,15 +259,34 @@ pub(crate) struct Scratch {
 /// The marker of a [`Scratch`] folder.
 const SCRATCH_MARKER: &str = ".etcd-pilot-scratch";
 
+/// What an older pilot leaves in `restore/`.
+pub(crate) fn legacy_restore(name: &str) -> bool {
+    matches!(name, "snapshot.db" | "etcd")
+}
+
+/// What an older pilot leaves in `drill/`.
+pub(crate) fn legacy_drill(name: &str) -> bool {
+    name == "etcd.pid" || name.starts_with("drill-")
+}
+
+/// Nothing: a folder without the marker must be empty.
+pub(crate) fn no_legacy(_: &str) -> bool {
+    false
+}
+
 impl Scratch {
     /// Opens `dir`, creating it (and the marker) when absent. An existing folder without the
-    /// marker is refused, unless empty (an older pilot's).
-    pub(crate) fn open(dir: &Path) -> anyhow::Result<Self> {
+    /// marker is refused, unless every entry in it is one an older pilot leaves there
+    /// (`legacy` says which names).
+    pub(crate) fn open(dir: &Path, legacy: fn(&str) -> bool) -> anyhow::Result<Self> {
         let marker = dir.join(SCRATCH_MARKER);
         if !marker.exists() {
             match std::fs::read_dir(dir) {
-                Ok(mut entries) => {
-                    if entries.next().is_some() {
+                Ok(entries) => {
+                    let foreign = entries
+                        .flatten()
+                        .any(|e| !legacy(&e.file_name().to_string_lossy()));
+                    if foreign {
                         anyhow::bail!(
                             "{} exists and etcd-pilot did not create it (no {SCRATCH_MARKER} in \
                              it), so it will not clear it: move it away",
@@ -293,8 +313,8 @@ impl Scratch {
     }
 
     /// [`Scratch::open`], then removes everything in it but the marker.
-    pub(crate) fn fresh(dir: &Path) -> anyhow::Result<Self> {
-        let scratch = Self::open(dir)?;
+    pub(crate) fn fresh(dir: &Path, legacy: fn(&str) -> bool) -> anyhow::Result<Self> {
+        let scratch = Self::open(dir, legacy)?;
         for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
             let entry = entry.with_context(|| format!("read {}", dir.display()))?;
             if entry.file_name() != SCRATCH_MARKER {
@@ -357,6 +377,99 @@ impl Scratch {
     }
 }
 
+/// What quarantine retention kept.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub(crate) struct QuarantineReport {
+    /// The copies kept, oldest first: folder name, bytes, reason.
+    pub(crate) kept: Vec<KeptCopy>,
+    pub(crate) bytes: u64,
+    pub(crate) max_bytes: u64,
+    /// The copies this pass deleted.
+    pub(crate) deleted: Vec<String>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub(crate) struct KeptCopy {
+    pub(crate) name: String,
+    pub(crate) bytes: u64,
+    pub(crate) reason: String,
+}
+
+/// The least `quarantine.max_bytes` defaults to.
+const QUARANTINE_FLOOR: u64 = 8 << 30;
+
+impl DataDir {
+    /// Quarantine retention (core `quarantine::to_delete`): keeps the newest `keep` copies
+    /// within `max_bytes` (default: twice the size of the current data, at least 8 GiB) and
+    /// deletes the older ones. Only folders the pilot made (with their `reason.txt`) count.
+    pub(crate) fn prune_quarantine(
+        &self,
+        keep: usize,
+        max_bytes: Option<u64>,
+    ) -> anyhow::Result<QuarantineReport> {
+        let root = self.root.join("quarantine");
+        let max_bytes =
+            max_bytes.unwrap_or_else(|| (2 * size_of(&self.etcd_dir())).max(QUARANTINE_FLOOR));
+        let mut copies = Vec::new();
+        match std::fs::read_dir(&root) {
+            Ok(entries) => {
+                for entry in entries {
+                    let entry = entry.with_context(|| format!("read {}", root.display()))?;
+                    let path = entry.path();
+                    if entry.file_type().is_ok_and(|t| t.is_dir())
+                        && path.join("reason.txt").is_file()
+                    {
+                        copies.push(etcd_pilot_core::quarantine::Quarantined {
+                            name: entry.file_name().to_string_lossy().into_owned(),
+                            bytes: size_of(&path),
+                        });
+                    }
+                }
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err).with_context(|| format!("read {}", root.display())),
+        }
+        let deleted = etcd_pilot_core::quarantine::to_delete(&copies, keep, max_bytes);
+        for name in &deleted {
+            let path = root.join(name);
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("delete quarantined copy {}", path.display()))?;
+        }
+        let mut kept: Vec<KeptCopy> = copies
+            .into_iter()
+            .filter(|c| !deleted.contains(&c.name))
+            .map(|c| KeptCopy {
+                reason: std::fs::read_to_string(root.join(&c.name).join("reason.txt"))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+                name: c.name,
+                bytes: c.bytes,
+            })
+            .collect();
+        kept.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(QuarantineReport {
+            bytes: kept.iter().map(|k| k.bytes).sum(),
+            kept,
+            max_bytes,
+            deleted,
+        })
+    }
+}
+
+/// Bytes of the files under `path` (symlinks not followed); 0 when absent.
+fn size_of(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(path)
+        .map(|entries| entries.flatten().map(|e| size_of(&e.path())).sum())
+        .unwrap_or(0)
+}
+
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file =
@@ -380,6 +493,43 @@ fn sync_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
+mod quarantine_tests {
+    use super::*;
+
+    #[test]
+    fn quarantine_retention_keeps_the_newest_copies_and_only_touches_its_own() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = DataDir::new(tmp.path());
+        let mut made = Vec::new();
+        for i in 0..5u64 {
+            std::fs::create_dir_all(data.etcd_dir().join("member/wal")).unwrap();
+            std::fs::write(data.etcd_dir().join("member/wal/0.wal"), vec![0u8; 1000]).unwrap();
+            let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + i);
+            made.push(data.quarantine(&format!("loop {i}"), at).unwrap());
+        }
+        // Someone else's folder in quarantine/ is not a copy of ours.
+        let foreign = tmp.path().join("quarantine/notes");
+        std::fs::create_dir_all(&foreign).unwrap();
+        let report = data.prune_quarantine(3, None).unwrap();
+        assert_eq!(report.deleted.len(), 2, "{report:?}");
+        assert!(!made[0].exists() && !made[1].exists());
+        assert!(made[2].exists() && made[3].exists() && made[4].exists());
+        assert!(foreign.exists());
+        assert_eq!(report.kept.len(), 3);
+        assert_eq!(report.kept[2].reason, "loop 4");
+        assert_eq!(
+            report.bytes,
+            report.kept.iter().map(|k| k.bytes).sum::<u64>()
+        );
+        assert_eq!(report.max_bytes, QUARANTINE_FLOOR);
+        // A byte limit: only the newest fits.
+        let report = data.prune_quarantine(3, Some(1500)).unwrap();
+        assert_eq!(report.kept.len(), 1);
+        assert!(made[4].exists());
+    }
+}
+
+#[cfg(test)]
 mod scratch_tests {
     use super::*;
 
@@ -387,10 +537,10 @@ mod scratch_tests {
     fn a_scratch_folder_is_cleared_only_when_the_pilot_created_it() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("drill");
-        let scratch = Scratch::fresh(&dir).unwrap();
+        let scratch = Scratch::fresh(&dir, legacy_drill).unwrap();
         std::fs::create_dir_all(scratch.child("drill-1").unwrap().join("etcd")).unwrap();
         std::fs::write(scratch.child("etcd.pid").unwrap(), b"1").unwrap();
-        let again = Scratch::fresh(&dir).unwrap();
+        let again = Scratch::fresh(&dir, legacy_drill).unwrap();
         let left: Vec<_> = std::fs::read_dir(again.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -401,9 +551,17 @@ mod scratch_tests {
         let theirs = tmp.path().join("theirs");
         std::fs::create_dir_all(&theirs).unwrap();
         std::fs::write(theirs.join("keep"), b"k").unwrap();
-        let err = Scratch::fresh(&theirs).unwrap_err().to_string();
+        let err = Scratch::fresh(&theirs, legacy_drill)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("did not create it"), "{err}");
         assert!(theirs.join("keep").exists());
+        // An older pilot's leftovers (known names only) are adopted and cleared.
+        let old = tmp.path().join("old-drill");
+        std::fs::create_dir_all(old.join("drill-20261130T010203.456Z/etcd")).unwrap();
+        std::fs::write(old.join("etcd.pid"), b"1").unwrap();
+        let adopted = Scratch::fresh(&old, legacy_drill).unwrap();
+        assert_eq!(std::fs::read_dir(adopted.path()).unwrap().count(), 1);
 
         // Names from outside never leave the folder.
         let canary = tmp.path().join("canary");

@@ -161,6 +161,12 @@ impl Etcd {
             Err(Error::Call { source, .. })
                 if options.credentials.is_some() && needs_no_credentials(&source) =>
             {
+                if source.to_string().contains("authentication is not enabled") {
+                    tracing::warn!(
+                        endpoints = ?endpoints,
+                        "etcd.username is set but etcd has auth off: connecting without credentials (turn auth on, or unset etcd.username)"
+                    );
+                }
                 with_timeout(
                     "connect",
                     options.timeout,

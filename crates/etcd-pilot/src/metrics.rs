@@ -57,6 +57,9 @@ pub(crate) struct Metrics {
     /// `restore_rejected`, `content_differs` (the backup is marked failed) or `environment`
     /// (it stays unverified and is drilled again).
     pub(crate) drill_errors: Family<KindLabel, Counter>,
+    /// Quarantined copies of etcd data kept, and their bytes.
+    pub(crate) quarantine_copies: Gauge,
+    pub(crate) quarantine_bytes: Gauge,
 }
 
 /// Every pilot state, so the state gauge always has all series.
@@ -168,7 +171,19 @@ impl Metrics {
             "Restore drills that did not pass, by kind (only environment leaves the backup unverified)",
             drill_errors.clone(),
         );
+        let quarantine_copies = gauge(
+            &mut registry,
+            "quarantine_copies",
+            "Quarantined copies of etcd data kept (quarantine.keep and quarantine.max_bytes bound them)",
+        );
+        let quarantine_bytes = gauge(
+            &mut registry,
+            "quarantine_bytes",
+            "Bytes the quarantined copies of etcd data take",
+        );
         let metrics = Self {
+            quarantine_copies,
+            quarantine_bytes,
             drill_errors,
             backup_last_success,
             backup_last_verified,

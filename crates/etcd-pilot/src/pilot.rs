@@ -130,6 +130,7 @@ impl Pilot {
     /// discovery lists the node).
     pub(crate) async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
         self.data.create()?;
+        self.prune_quarantine();
         let mut reconciler = Reconciler::new(
             self.config.me(),
             self.options.clone(),
@@ -253,6 +254,7 @@ impl Pilot {
         if let Outcome::Quarantine { reason } = outcome {
             // Once: the data goes aside, and the start decision sees an empty disk and joins.
             let folder = self.data.quarantine(&reason, SystemTime::now())?;
+            self.prune_quarantine();
             tracing::warn!(folder = %folder.display(), "quarantined local data: {reason}");
         }
         Ok(start_over)
@@ -344,6 +346,8 @@ impl Pilot {
                 },
                 Decision::Quarantine { reason } => {
                     let folder = self.data.quarantine(&reason, SystemTime::now())?;
+                    self.prune_quarantine();
+                    self.prune_quarantine();
                     tracing::warn!(folder = %folder.display(), "quarantined local data: {reason}");
                     true
                 }
@@ -564,7 +568,27 @@ impl Pilot {
             Acquired::Waiting {
                 holder,
                 backup,
+                restored: true,
+                ..
+            } => {
+                tracing::info!(
+                    "waiting: pilot {holder} restored backup {backup} after this loss; joining its cluster when it answers"
+                );
+                self.set_phase(
+                    Phase::Waiting,
+                    &format!(
+                        "pilot {holder} restored backup {backup} after this loss; this node joins \
+                         its cluster once it answers (if that node is gone too, `etcd-pilot \
+                         restore --release-claim` lets the next node restore)"
+                    ),
+                );
+                return Ok(false);
+            }
+            Acquired::Waiting {
+                holder,
+                backup,
                 still_for,
+                ..
             } => {
                 tracing::info!(
                     still_for_s = still_for.as_secs(),
@@ -1012,12 +1036,36 @@ impl Pilot {
         // restored as (the restorer runs alone until the others join, so nobody can confirm
         // it yet); a node discovery lists alone is a one-member cluster by design.
         let alone = others.as_ref().is_ok_and(Vec::is_empty) && endpoints.is_empty();
-        if strangers.is_empty() && (alone || self.data.restored()?) {
+        let restored = self.data.restored()?;
+        if strangers.is_empty() && (alone || restored) {
             self.record(status)?;
+            if restored {
+                self.record_restored_cluster().await;
+            }
             return Ok(None);
         }
         tracing::debug!(cluster_id = %status.cluster_id, "no other node confirms the cluster id yet; it is recorded once one does");
         Ok(None)
+    }
+
+    /// Records a restored cluster in the backup store's lineage as soon as it answers, not at
+    /// its first backup: a loss before that is then a loss of this cluster, a new restore
+    /// claim, never a second restore of the loss it came from.
+    async fn record_restored_cluster(&self) {
+        let Some(backups) = &self.backups else {
+            return;
+        };
+        let local = url_string(&self.config.etcd.client_url);
+        let result = match Etcd::connect_one(&local, &self.options).await {
+            Ok(etcd) => backups.record_lineage(&etcd).await,
+            Err(err) => Err(err.into()),
+        };
+        if let Err(err) = result {
+            tracing::warn!(
+                "cannot record the restored cluster in the backup store yet (its first backup \
+                 will): {err:#}"
+            );
+        }
     }
 
     /// Writes the identity etcd answers with into the marker.
@@ -1100,6 +1148,32 @@ impl Pilot {
             LocalData::Unusable { .. } => PilotReport::HasData { cluster_id: None },
         };
         self.status.send_modify(|s| s.report = report);
+    }
+
+    /// Quarantine retention, after each quarantine and at start: shown in `/v1/status` and the
+    /// metrics. A failure is logged; it never stops the pilot.
+    fn prune_quarantine(&self) {
+        let q = &self.config.quarantine;
+        match self.data.prune_quarantine(q.keep, q.max_bytes) {
+            Ok(report) => {
+                for name in &report.deleted {
+                    tracing::warn!(
+                        copy = %name,
+                        keep = q.keep,
+                        max_bytes = report.max_bytes,
+                        "deleted an old quarantined copy of etcd data (quarantine retention)"
+                    );
+                }
+                self.metrics
+                    .quarantine_copies
+                    .set(i64::try_from(report.kept.len()).unwrap_or(i64::MAX));
+                self.metrics
+                    .quarantine_bytes
+                    .set(i64::try_from(report.bytes).unwrap_or(i64::MAX));
+                self.status.send_modify(|s| s.quarantine = report);
+            }
+            Err(err) => tracing::warn!("quarantine retention failed: {err:#}"),
+        }
     }
 
     fn set_phase(&self, phase: Phase, reason: &str) {

@@ -155,6 +155,8 @@ pub(crate) struct PilotStatus {
     pub(crate) discovery: DiscoveryStatus,
     pub(crate) dns: DnsStatus,
     pub(crate) lifecycle: LifecycleStatus,
+    /// The quarantined copies of etcd data kept, after quarantine retention.
+    pub(crate) quarantine: crate::datadir::QuarantineReport,
 }
 
 /// An error that has not cleared yet: what failed, and since when.
@@ -204,6 +206,7 @@ impl PilotStatus {
             discovery: DiscoveryStatus::default(),
             dns: DnsStatus::default(),
             lifecycle: LifecycleStatus::default(),
+            quarantine: crate::datadir::QuarantineReport::default(),
         }
     }
 }

@@ -707,7 +707,8 @@ async fn a_dead_claimant_is_taken_over_and_the_next_loss_restores_again() {
         "{logs}"
     );
 
-    // The claim of that incident is over.
+    // That loss is over: the restored cluster recorded itself in the store, so a new loss
+    // would be its own, with no claim yet.
     let config = cluster.nodes[1].config_path();
     let release = |cluster: &Cluster| {
         let output = cluster.cli(&[
@@ -724,10 +725,10 @@ async fn a_dead_claimant_is_taken_over_and_the_next_loss_restores_again() {
         String::from_utf8(output.stdout).unwrap()
     };
     let out = release(&cluster);
-    assert!(out.contains("already over (restored)"), "{out}");
+    assert!(out.contains("nothing to release"), "{out}");
 
-    // A second total loss, no backup taken since: restored again, by a new claim. Its
-    // claimant dies too, and the operator releases the claim instead of waiting.
+    // A second total loss, no backup taken since: restored again, by a claim of the new loss.
+    // Its claimant dies too, and the operator releases the claim instead of waiting.
     for i in 1..3 {
         cluster.kill(i);
         std::fs::remove_dir_all(cluster.nodes[i].data_dir()).unwrap();
@@ -743,7 +744,7 @@ async fn a_dead_claimant_is_taken_over_and_the_next_loss_restores_again() {
     cluster.nodes[1].child = None;
     let out = release(&cluster);
     assert!(
-        out.contains("released restore claim 3 of pilot m2"),
+        out.contains("released restore claim 1 of pilot m2"),
         "{out}"
     );
     cluster.start(1);

@@ -13,11 +13,11 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use etcd_pilot_core::ClusterId;
-use etcd_pilot_core::backup::{self as choice, ClaimStep, ClaimView};
+use etcd_pilot_core::backup::{self as choice, ClaimOutcome, ClaimStep, ClaimView};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::store::{ClaimState, LatestClaim, RestoreClaim, Store};
+use super::store::{ClaimState, Ended, LatestClaim, RestoreClaim, Store};
 
 /// One pilot's side of the restore claims of its store.
 pub(crate) struct Claims {
@@ -25,6 +25,8 @@ pub(crate) struct Claims {
     /// This pilot's name and admin URL, written into its claims.
     pub(crate) me: String,
     pub(crate) admin_url: String,
+    /// This process as a holder: the name and a nonce.
+    holder_id: String,
     /// A claim whose heartbeat stands still this long is taken over.
     pub(crate) timeout: Duration,
     /// The newest claim's heartbeat as last seen, and since when (this pilot's clock).
@@ -43,10 +45,11 @@ struct Seen {
 pub(crate) enum Acquired {
     /// This pilot holds the claim: restore, then [`Lease::finish`].
     Held(Lease),
-    /// Another pilot holds it.
+    /// Another holder restores (or restored: `restored`).
     Waiting {
         holder: String,
         backup: String,
+        restored: bool,
         /// How long its heartbeat has stood still, as this pilot saw it.
         still_for: Duration,
     },
@@ -55,6 +58,7 @@ pub(crate) enum Acquired {
 impl Claims {
     pub(crate) fn new(store: Store, me: String, admin_url: String, timeout: Duration) -> Self {
         Self {
+            holder_id: format!("{me}#{:08x}", rand::random::<u32>()),
             store,
             me,
             admin_url,
@@ -73,50 +77,63 @@ impl Claims {
         let latest = self.store.latest_claim(lost).await?;
         let view = latest.as_ref().map(|l| ClaimView {
             generation: l.generation,
-            holder: l.claim.holder.clone(),
-            finished: l.state.finished.is_some(),
+            holder: l.claim.holder_id.clone(),
+            outcome: match l.state.ended {
+                None => ClaimOutcome::Open,
+                Some(Ended::Restored) => ClaimOutcome::Restored,
+                Some(Ended::Released) => ClaimOutcome::Released,
+            },
             unchanged_for: self.still_for(lost, l),
         });
-        let generation = match choice::claim_step(view.as_ref(), &self.me, self.timeout) {
-            ClaimStep::Wait { holder } => {
-                let (backup, still_for) = latest.map_or_else(
-                    || (String::new(), Duration::ZERO),
+        // A holder that beats slowly (a longer timeout in its config) is given that long.
+        let timeout = latest.as_ref().map_or(self.timeout, |l| {
+            self.timeout
+                .max(Duration::from_millis(l.claim.heartbeat_every_ms).saturating_mul(4))
+        });
+        let every = heartbeat_every(self.timeout);
+        let generation = match choice::claim_step(view.as_ref(), &self.holder_id, timeout) {
+            ClaimStep::Wait { restored, .. } => {
+                let (holder, backup, still_for) = latest.map_or_else(
+                    || (String::new(), String::new(), Duration::ZERO),
                     |l| {
                         let still = self.still_for(lost, &l);
-                        (l.claim.backup, still)
+                        (l.claim.holder, l.claim.backup, still)
                     },
                 );
                 return Ok(Acquired::Waiting {
                     holder,
                     backup,
+                    restored,
                     still_for,
                 });
             }
             ClaimStep::Held => latest.map_or(1, |l| l.generation),
             ClaimStep::Create { generation } => {
                 if let Some(previous) = &latest
-                    && previous.state.finished.is_none()
+                    && previous.state.ended.is_none()
                 {
                     tracing::warn!(
                         holder = %previous.claim.holder,
                         generation = previous.generation,
-                        "the restore claim's heartbeat stood still for {:?}: taking it over",
-                        self.timeout
+                        "the restore claim's heartbeat stood still for {timeout:?}: taking it over"
                     );
                 }
                 // Test: pilots that read the same newest claim create the next one at once.
                 fail::fail_point!("claim-before-create");
                 let claim = RestoreClaim {
                     holder: self.me.clone(),
+                    holder_id: self.holder_id.clone(),
                     admin_url: self.admin_url.clone(),
                     backup: backup.to_owned(),
                     at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+                    heartbeat_every_ms: u64::try_from(every.as_millis()).unwrap_or(u64::MAX),
                 };
                 if !self.store.create_claim(lost, generation, &claim).await? {
-                    // Another pilot created it first: it holds the claim.
+                    // Another holder created it first.
                     return Ok(Acquired::Waiting {
                         holder: "another pilot".to_owned(),
                         backup: backup.to_owned(),
+                        restored: false,
                         still_for: Duration::ZERO,
                     });
                 }
@@ -127,8 +144,9 @@ impl Claims {
             self.store.clone(),
             lost,
             generation,
-            self.me.clone(),
-            (self.timeout / 6).max(Duration::from_secs(1)),
+            self.holder_id.clone(),
+            every,
+            self.timeout,
         )
         .await?;
         Ok(Acquired::Held(lease))
@@ -157,12 +175,20 @@ impl Claims {
     }
 }
 
+/// How often a holder with claim timeout `timeout` heartbeats: six times per timeout.
+fn heartbeat_every(timeout: Duration) -> Duration {
+    (timeout / 6).max(Duration::from_secs(1))
+}
+
 /// A claim this pilot holds: its heartbeat runs until [`Lease::finish`] or drop.
 pub(crate) struct Lease {
     store: Store,
     lost: Option<ClusterId>,
     pub(crate) generation: u64,
-    holder: String,
+    holder_id: String,
+    timeout: Duration,
+    /// When a heartbeat was last written (this pilot's clock).
+    last_ack: std::sync::Arc<Mutex<Instant>>,
     stop: CancellationToken,
     heartbeat: Option<tokio::task::JoinHandle<u64>>,
 }
@@ -172,14 +198,16 @@ impl Lease {
         store: Store,
         lost: Option<ClusterId>,
         generation: u64,
-        holder: String,
+        holder_id: String,
         every: Duration,
+        timeout: Duration,
     ) -> anyhow::Result<Self> {
         let first = heartbeat_state(1);
         store.put_claim_state(lost, generation, &first).await?;
+        let last_ack = std::sync::Arc::new(Mutex::new(Instant::now()));
         let stop = CancellationToken::new();
         let task = {
-            let (store, stop) = (store.clone(), stop.clone());
+            let (store, stop, last_ack) = (store.clone(), stop.clone(), last_ack.clone());
             tokio::spawn(async move {
                 let mut beat = 1;
                 loop {
@@ -187,12 +215,28 @@ impl Lease {
                         () = tokio::time::sleep(every) => {}
                         () = stop.cancelled() => return beat,
                     }
+                    // A claim an operator ended stays ended: never beat over it.
+                    match store.latest_claim(lost).await {
+                        Ok(Some(latest))
+                            if latest.generation == generation && latest.state.ended.is_none() => {}
+                        Ok(_) => return beat,
+                        Err(err) => {
+                            tracing::warn!("cannot read the restore claim: {err:#}");
+                            continue;
+                        }
+                    }
                     beat += 1;
-                    if let Err(err) = store
+                    match store
                         .put_claim_state(lost, generation, &heartbeat_state(beat))
                         .await
                     {
-                        tracing::warn!("cannot refresh the restore claim: {err:#}");
+                        Ok(()) => {
+                            *last_ack
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                                Instant::now();
+                        }
+                        Err(err) => tracing::warn!("cannot refresh the restore claim: {err:#}"),
                     }
                 }
             })
@@ -201,21 +245,38 @@ impl Lease {
             store,
             lost,
             generation,
-            holder,
+            holder_id,
+            timeout,
+            last_ack,
             stop,
             heartbeat: Some(task),
         })
     }
 
-    /// Checks that the claim is still this pilot's (no newer generation, not released):
-    /// called right before the restored data goes into place.
+    /// Checks that the claim is still this holder's (no newer generation, not ended) and that
+    /// its heartbeat reached the store recently (a holder whose writes fail may have been
+    /// taken over without seeing it yet): called right before the restored data goes into
+    /// place.
     pub(crate) async fn confirm(&self) -> anyhow::Result<()> {
+        let since_ack = self
+            .last_ack
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .elapsed();
+        if since_ack > self.timeout / 2 {
+            anyhow::bail!(
+                "the restore claim's heartbeat last reached the store {}s ago (the claim timeout \
+                 is {}s): another pilot may take it over, so this restore is abandoned",
+                since_ack.as_secs(),
+                self.timeout.as_secs()
+            );
+        }
         let latest = self
             .store
             .latest_claim(self.lost)
             .await?
             .context("the restore claim vanished from the store")?;
-        if latest.generation != self.generation || latest.claim.holder != self.holder {
+        if latest.generation != self.generation || latest.claim.holder_id != self.holder_id {
             anyhow::bail!(
                 "pilot {} took the restore claim over (generation {}): this pilot's restore is \
                  abandoned",
@@ -223,21 +284,25 @@ impl Lease {
                 latest.generation
             );
         }
-        if let Some(finished) = &latest.state.finished {
-            anyhow::bail!("the restore claim was ended ({finished}): this restore is abandoned");
+        if let Some(ended) = latest.state.ended {
+            anyhow::bail!(
+                "the restore claim was ended ({ended:?} by {}): this restore is abandoned",
+                latest.state.ended_by.as_deref().unwrap_or("someone")
+            );
         }
         Ok(())
     }
 
-    /// Ends the claim: the data is in place on this node (`how` says so).
-    pub(crate) async fn finish(mut self, how: &str) -> anyhow::Result<()> {
+    /// Ends the claim: the data is in place on this node (`by` says who put it there).
+    pub(crate) async fn finish(mut self, by: &str) -> anyhow::Result<()> {
         self.stop.cancel();
         let beat = match self.heartbeat.take() {
             Some(task) => task.await.unwrap_or(0),
             None => 0,
         };
         let mut state = heartbeat_state(beat + 1);
-        state.finished = Some(how.to_owned());
+        state.ended = Some(Ended::Restored);
+        state.ended_by = Some(by.to_owned());
         self.store
             .put_claim_state(self.lost, self.generation, &state)
             .await
@@ -266,12 +331,14 @@ fn heartbeat_state(beat: u64) -> ClaimState {
     ClaimState {
         heartbeat: beat,
         heartbeat_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        finished: None,
+        ended: None,
+        ended_by: None,
     }
 }
 
-/// `restore --release-claim`: ends the newest claim after `lost` was lost, once its holder
-/// does not answer on its admin URL. Returns what was done.
+/// `restore --release-claim`: ends the newest claim after `lost` was lost (open, or restored
+/// on a node that is gone too), once its holder's pilot does not answer as itself and its
+/// heartbeat stands still for two of its periods. Returns what was done.
 pub(crate) async fn release(
     store: &Store,
     lost: Option<ClusterId>,
@@ -283,35 +350,60 @@ pub(crate) async fn release(
             "no restore claim for the loss of cluster {lost_text}: nothing to release"
         ));
     };
-    if let Some(finished) = &latest.state.finished {
+    let holder = &latest.claim.holder;
+    if latest.state.ended == Some(Ended::Released) {
         return Ok(format!(
-            "restore claim {} of {} is already over ({finished}): nothing to release",
-            latest.generation, latest.claim.holder
+            "restore claim {} of {holder} is released already: nothing to do",
+            latest.generation
         ));
     }
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .build()?;
-    let health = format!("{}/healthz", latest.claim.admin_url.trim_end_matches('/'));
-    if http.get(&health).send().await.is_ok() {
-        anyhow::bail!(
-            "the holder of the restore claim, pilot {}, answers at {}: it is alive and may be \
-             restoring. Stop it first (or wait for it), then release the claim",
-            latest.claim.holder,
-            latest.claim.admin_url
-        );
+    if !latest.claim.admin_url.is_empty() {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        let url = format!("{}/v1/status", latest.claim.admin_url.trim_end_matches('/'));
+        if let Ok(response) = http.get(&url).send().await {
+            let answer: serde_json::Value = response.json().await.unwrap_or_default();
+            if answer["name"] == holder.as_str() || answer.is_null() {
+                anyhow::bail!(
+                    "the holder of restore claim {}, pilot {holder}, answers at {}: it is alive \
+                     (restoring, or running the restored cluster). Stop it first, or wait",
+                    latest.generation,
+                    latest.claim.admin_url
+                );
+            }
+        }
+    }
+    if latest.state.ended.is_none() {
+        // A live holder beats every period: watch two of them.
+        let period = Duration::from_millis(latest.claim.heartbeat_every_ms.max(1000));
+        tokio::time::sleep(period.saturating_mul(2) + Duration::from_secs(1)).await;
+        let now = store
+            .latest_claim(lost)
+            .await?
+            .context("the restore claim vanished from the store")?;
+        if now.generation != latest.generation || now.state.heartbeat != latest.state.heartbeat {
+            anyhow::bail!(
+                "restore claim {} changed while watching it (its holder {} heartbeats, or \
+                 another pilot took it over): not releasing it",
+                latest.generation,
+                now.claim.holder
+            );
+        }
     }
     let state = ClaimState {
         heartbeat: latest.state.heartbeat + 1,
         heartbeat_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        finished: Some(format!("released by {by}")),
+        ended: Some(Ended::Released),
+        ended_by: Some(by.to_owned()),
     };
     store
         .put_claim_state(lost, latest.generation, &state)
         .await?;
     Ok(format!(
-        "released restore claim {} of pilot {} (backup {}; its pilot does not answer at {}): \
-         the next pilot to find the cluster lost claims the restore anew",
-        latest.generation, latest.claim.holder, latest.claim.backup, latest.claim.admin_url
+        "released restore claim {} of pilot {holder} (backup {}; its pilot does not answer at {} \
+         and its heartbeat stands still): the next pilot to find the cluster lost claims the \
+         restore anew",
+        latest.generation, latest.claim.backup, latest.claim.admin_url
     ))
 }

@@ -130,9 +130,20 @@ async fn pick(backups: &Backups, id: Option<&str>) -> anyhow::Result<Manifest> {
 pub(crate) async fn verify(config: &Config, id: Option<&str>) -> anyhow::Result<String> {
     let backups = open(config)?;
     let manifest = pick(&backups, id).await?;
-    let scratch = crate::datadir::Scratch::fresh(
-        &std::env::temp_dir().join(format!("etcd-pilot-verify-{}", std::process::id())),
-    )?;
+    // A folder of its own (created here, private), never one someone prepared in /tmp.
+    let dir = std::env::temp_dir().join(format!(
+        "etcd-pilot-verify-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("create {}", dir.display()))?;
+    }
+    let scratch = crate::datadir::Scratch::fresh(&dir, crate::datadir::no_legacy)?;
     let result = backups
         .verify(&manifest.id, scratch.path(), &Progress::stderr())
         .await;
@@ -220,18 +231,6 @@ pub(crate) async fn restore(config: &Config, from: &str, force: bool) -> anyhow:
     if let Some(refusal) = choice::refuse_restore(&manifest.summary(), &lineage, force) {
         anyhow::bail!("{refusal}");
     }
-    if force && !lineage.is_empty() && !lineage.contains(&manifest.cluster_id) {
-        // Adopting another cluster's backup: the store follows the restored data from now on.
-        let mut adopted = lineage.clone();
-        adopted.push(manifest.cluster_id);
-        backups
-            .store
-            .put_cluster_record(&ClusterRecord {
-                lineage: adopted,
-                updated: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            })
-            .await?;
-    }
     let peer_url = url_string(&config.etcd.peer_url);
     let initial_cluster = model::initial_cluster([(&config.name, peer_url.as_str())]);
     let token = model::cluster_token(&config.cluster_name, &initial_cluster, rand::random());
@@ -251,6 +250,16 @@ pub(crate) async fn restore(config: &Config, from: &str, force: bool) -> anyhow:
     );
     let lease = match claims.acquire(lost, &manifest.id).await? {
         super::claim::Acquired::Held(lease) => lease,
+        super::claim::Acquired::Waiting {
+            holder,
+            backup,
+            restored: true,
+            ..
+        } => anyhow::bail!(
+            "pilot {holder} restored backup {backup} after this loss already: start the pilots, \
+             they join its cluster. If that node is gone too, run `etcd-pilot restore \
+             --release-claim`, then restore again"
+        ),
         super::claim::Acquired::Waiting { holder, backup, .. } => anyhow::bail!(
             "pilot {holder} holds the restore claim of this loss (backup {backup}): it is \
              restoring, and its nodes join it. If it is gone for good, run `etcd-pilot restore \
@@ -263,8 +272,21 @@ pub(crate) async fn restore(config: &Config, from: &str, force: bool) -> anyhow:
     lease.confirm().await?;
     let tool = super::Backups::install_restore(prepared, &data)?;
     lease
-        .finish(&format!("restored by an operator on {}", config.name))
+        .finish(&format!("an operator on {}", config.name))
         .await?;
+    // Adopting another cluster's backup, once it is in place: the store follows the
+    // restored data from now on.
+    if force && !lineage.is_empty() && !lineage.contains(&manifest.cluster_id) {
+        let mut adopted = lineage.clone();
+        adopted.push(manifest.cluster_id);
+        backups
+            .store
+            .put_cluster_record(&ClusterRecord {
+                lineage: adopted,
+                updated: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            })
+            .await?;
+    }
     let bump = if tool.bumps_revision && config.restore.bump_revision > 0 {
         format!(
             "revisions bumped by {} and compacted",

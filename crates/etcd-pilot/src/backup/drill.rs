@@ -45,7 +45,7 @@ pub(crate) async fn drill(
     progress: &Progress,
 ) -> anyhow::Result<DrillReport> {
     let started = Instant::now();
-    let root = Scratch::open(scratch_root)?;
+    let root = Scratch::open(scratch_root, crate::datadir::legacy_drill)?;
     clear_leftovers(&root);
     let name = format!("drill-{}", manifest.id);
     let scratch = root.child(&name)?;

@@ -121,7 +121,7 @@ impl Backups {
         member: &str,
         progress: &Progress,
     ) -> anyhow::Result<Manifest> {
-        self.claim_store(etcd).await?;
+        self.record_lineage(etcd).await?;
         take::take(
             etcd,
             &self.store,
@@ -135,7 +135,7 @@ impl Backups {
 
     /// Records this cluster's lineage in etcd and in the store; refuses a store that holds
     /// another cluster's backups.
-    async fn claim_store(&self, etcd: &Etcd) -> anyhow::Result<()> {
+    pub(crate) async fn record_lineage(&self, etcd: &Etcd) -> anyhow::Result<()> {
         let status = etcd.status().await?;
         let inherited: Vec<ClusterId> = match etcd.get(LINEAGE_KEY).await? {
             Some(text) => parse_lineage(&text)?,
@@ -275,7 +275,7 @@ impl Backups {
         progress: &Progress,
     ) -> anyhow::Result<PreparedRestore> {
         let tool = RestoreTool::find(&self.etcd_bin).await?;
-        let scratch = Scratch::fresh(&data.restore_scratch())?;
+        let scratch = Scratch::fresh(&data.restore_scratch(), crate::datadir::legacy_restore)?;
         let snapshot = scratch.child("snapshot.db")?;
         if let Err(err) = restore::download(&self.store, manifest, &snapshot, progress).await {
             if fault_of(&err) == DrillFault::Corrupt {

@@ -60,9 +60,12 @@ async fn download_inner(
         };
         let mut decoder = zstd::stream::write::Decoder::new(sink).context("start zstd")?;
         // An error is the disk's when writing failed (a full disk says nothing about the
-        // backup), else zstd's: the object does not decompress.
+        // backup), else zstd's: the object does not decompress (the object's sha256, checked
+        // when it is whole, would say the same).
         let blame = |err: std::io::Error, sink: &HashingWriter<_>| {
-            if sink.failed {
+            // zstd running out of memory is this machine's trouble, not the backup's.
+            let text = err.to_string().to_ascii_lowercase();
+            if sink.failed || text.contains("memory") || text.contains("alloc") {
                 anyhow::Error::new(err).context(format!("write {}", path.display()))
             } else {
                 Faulted::error(DrillFault::Corrupt, format!("{corrupt}: {err}"))

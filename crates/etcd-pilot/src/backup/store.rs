@@ -8,7 +8,7 @@
 //! - `restores/<lost cluster id>/<generation>.json`: a claim of the one pilot that restores
 //!   after that cluster was lost, created with `If-None-Match: *` so only one pilot can create
 //!   each generation; `<generation>.state.json` beside it: the holder's heartbeat and, once
-//!   the data is in place (or an operator released it), that the claim is finished. The
+//!   the data is in place (or an operator released it), how the claim ended. The
 //!   choice of the next step is the core's (`backup::claim_step`).
 //!
 //! Every request has a timeout and a bounded retry. This module moves bytes and documents;
@@ -106,11 +106,30 @@ impl ClusterRecord {
 /// backup. Never changed once created.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct RestoreClaim {
+    /// The holder's node name.
     pub(crate) holder: String,
+    /// The holder itself: its name and a nonce of its process (a restarted pilot, or the
+    /// operator's `restore` on that node, is another holder).
+    #[serde(default)]
+    pub(crate) holder_id: String,
     /// The holder pilot's admin URL: `restore --release-claim` checks it does not answer.
     pub(crate) admin_url: String,
     pub(crate) backup: String,
     pub(crate) at: String,
+    /// How often the holder heartbeats: a taker waits at least a few of these, whatever its
+    /// own `restore.claim_timeout`.
+    #[serde(default)]
+    pub(crate) heartbeat_every_ms: u64,
+}
+
+/// How a claim ended.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Ended {
+    /// The data is in place on the holder: that loss is over.
+    Restored,
+    /// An operator released it, its holder gone.
+    Released,
 }
 
 /// `restores/<lost>/<generation>.state.json`: written by the holder only (and by an operator
@@ -121,10 +140,11 @@ pub(crate) struct ClaimState {
     /// their own clocks.
     pub(crate) heartbeat: u64,
     pub(crate) heartbeat_at: String,
-    /// Set when the claim holds nothing any more: "restored" (the data is in place on the
-    /// holder) or "released by ..." (an operator).
+    /// Set when the claim holds nothing any more, with who ended it.
     #[serde(default)]
-    pub(crate) finished: Option<String>,
+    pub(crate) ended: Option<Ended>,
+    #[serde(default)]
+    pub(crate) ended_by: Option<String>,
 }
 
 /// The newest claim of one loss.
@@ -426,21 +446,26 @@ impl Store {
     ) -> anyhow::Result<Option<LatestClaim>> {
         let folder = Self::claims_folder(lost);
         let prefix = self.path(&["restores", &folder]);
+        let depth = prefix.parts().count() + 1;
         let mut newest: Option<u64> = None;
         let mut listing = self.inner.list(Some(&prefix));
         while let Some(meta) = listing.next().await {
             let meta = meta.with_context(|| format!("list {prefix} in {}", self.url))?;
+            if meta.location.parts().count() != depth {
+                continue;
+            }
             let generation = meta
                 .location
                 .filename()
                 .and_then(|name| name.strip_suffix(".json"))
+                .filter(|stem| stem.len() == 8 && stem.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|stem| stem.parse::<u64>().ok());
             if let Some(generation) = generation {
                 newest = newest.max(Some(generation));
             }
         }
         let Some(generation) = newest else {
-            return Ok(None);
+            return self.legacy_claim(lost).await;
         };
         let claim: RestoreClaim = self
             .read_json(&self.claim_path(lost, generation, ""))
@@ -454,6 +479,33 @@ impl Store {
             generation,
             claim,
             state,
+        }))
+    }
+
+    /// A claim of the layout before numbered claims (`restores/<lost>.json`, created once, no
+    /// heartbeat): generation 0, open, so it is taken over after the claim timeout.
+    async fn legacy_claim(&self, lost: Option<ClusterId>) -> anyhow::Result<Option<LatestClaim>> {
+        #[derive(Deserialize)]
+        struct Legacy {
+            member: String,
+            backup: String,
+            at: String,
+        }
+        let path = self.path(&["restores", &format!("{}.json", Self::claims_folder(lost))]);
+        let Some(legacy) = self.read_json::<Legacy>(&path).await? else {
+            return Ok(None);
+        };
+        Ok(Some(LatestClaim {
+            generation: 0,
+            claim: RestoreClaim {
+                holder_id: format!("{}#legacy", legacy.member),
+                holder: legacy.member,
+                admin_url: String::new(),
+                backup: legacy.backup,
+                at: legacy.at,
+                heartbeat_every_ms: 0,
+            },
+            state: ClaimState::default(),
         }))
     }
 

@@ -9,6 +9,10 @@
 4. Restore + start until healthy: `etcd-pilot restore --from ID` (download, both sha256 sums,
    decompress, `etcdutl snapshot restore`) then etcd, vs `etcdutl snapshot restore` of the
    saved file then etcd; ratio (goal <= 1.3).
+5. The leader's write latency (p50/p99 of small puts, one at a time) while a backup of the
+   same database streams from the leader (what the pilot did before) and from a follower
+   (what the coordinator does now), against no backup, on a 3-member cluster on
+   127.0.44.1-3 (`--latency-only` runs this part alone).
 
 Values are half random bytes and half repeated text, so zstd has something to do and
 something it cannot shrink. One etcd on 127.0.42.1, SeaweedFS on 127.0.0.1:2149x; every
@@ -85,7 +89,7 @@ def stop(proc):
             proc.wait()
 
 
-def fill(total_mib, value_kib=1024):
+def fill(total_mib, value_kib=1024, client=CLIENT):
     """Writes about total_mib MiB through the gRPC gateway, one put per value."""
     rng = random.Random(42)
     text = (b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bench\n" * 64)
@@ -95,9 +99,104 @@ def fill(total_mib, value_kib=1024):
         value = rng.randbytes(half) + (text * (half // len(text) + 1))[:half]
         body = json.dumps({"key": base64.b64encode(f"bench/{i:06}".encode()).decode(),
                            "value": base64.b64encode(value).decode()}).encode()
-        request = urllib.request.Request(f"{CLIENT}/v3/kv/put", data=body, method="POST")
+        request = urllib.request.Request(f"{client}/v3/kv/put", data=body, method="POST")
         with urllib.request.urlopen(request, timeout=30) as response:
             response.read()
+
+
+def put_latencies(client, stop_event, out):
+    """Small puts one at a time until stop_event; appends each latency (ms) to out."""
+    i = 0
+    while not stop_event.is_set():
+        body = json.dumps({"key": base64.b64encode(f"lat/{i % 1000:04}".encode()).decode(),
+                           "value": base64.b64encode(b"x" * 100).decode()}).encode()
+        request = urllib.request.Request(f"{client}/v3/kv/put", data=body, method="POST")
+        t = time.monotonic()
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+        out.append((time.monotonic() - t) * 1000)
+        i += 1
+
+
+def percentile(values, p):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
+
+
+def leader_latency(pilot, etcd, work, mib):
+    """Section 5: a 3-member cluster; returns the table rows."""
+    import threading
+    ips = ["127.0.44.1", "127.0.44.2", "127.0.44.3"]
+    initial = ",".join(f"l{i + 1}=http://{ip}:2380" for i, ip in enumerate(ips))
+    procs = []
+    try:
+        for i, ip in enumerate(ips):
+            log = open(os.path.join(work, f"lat-{i}.log"), "w")
+            procs.append(subprocess.Popen(
+                [etcd, f"--name=l{i + 1}", f"--data-dir={os.path.join(work, f'lat-{i}')}",
+                 f"--listen-client-urls=http://{ip}:2379", f"--advertise-client-urls=http://{ip}:2379",
+                 f"--listen-peer-urls=http://{ip}:2380", f"--initial-advertise-peer-urls=http://{ip}:2380",
+                 f"--initial-cluster={initial}", "--initial-cluster-token=bench-latency",
+                 "--quota-backend-bytes=8589934592"], stdout=log, stderr=log))
+        clients = [f"http://{ip}:2379" for ip in ips]
+        deadline = time.monotonic() + 120
+        leader = None
+        while leader is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the latency cluster has no leader")
+            for client in clients:
+                try:
+                    request = urllib.request.Request(f"{client}/v3/maintenance/status", data=b"{}",
+                                                     method="POST")
+                    with urllib.request.urlopen(request, timeout=1) as response:
+                        status = json.load(response)
+                    if status.get("leader") and status["leader"] == status["header"]["member_id"]:
+                        leader = client
+                except Exception:
+                    pass
+            time.sleep(0.1)
+        follower = next(c for c in clients if c != leader)
+        print(f"latency cluster: writing about {mib} MiB through the leader {leader} ...", file=sys.stderr)
+        fill(mib, client=leader)
+        store = os.path.join(work, "lat-store")
+        cfg = os.path.join(work, "lat.toml")
+        with open(cfg, "w") as f:
+            f.write(f'name = "l1"\ncluster_name = "bench-latency"\ndata_dir = "{os.path.join(work, "lat-pilot")}"\n\n'
+                    f'[etcd]\nbin = "{etcd}"\npeer_url = "http://{ips[0]}:2380"\nclient_url = "{clients[0]}"\n\n'
+                    f'[admin]\nlisten = "{ips[0]}:2378"\n\n'
+                    f'[discovery]\npeers = [{{ name = "l1", peer_url = "http://{ips[0]}:2380", client_url = "{clients[0]}" }}]\n\n'
+                    f'[backup]\nurl = "file://{store}"\n')
+        phases = {}
+        for phase, endpoint in (("no backup", None), ("backup from the leader", leader),
+                                ("backup from a follower", follower)):
+            latencies, stop_event = [], threading.Event()
+            writer = threading.Thread(target=put_latencies, args=(leader, stop_event, latencies))
+            writer.start()
+            t = time.monotonic()
+            if endpoint is None:
+                time.sleep(10)
+            else:
+                subprocess.run([pilot, "backup", "now", "--endpoint", endpoint, "--config", cfg],
+                               check=True, capture_output=True)
+            seconds = time.monotonic() - t
+            stop_event.set()
+            writer.join()
+            phases[phase] = (seconds, latencies)
+        base_p99 = percentile(phases["no backup"][1], 99)
+        rows = []
+        for phase, (seconds, lat) in phases.items():
+            p50, p99 = percentile(lat, 50), percentile(lat, 99)
+            rows.append(f"| leader put latency, {phase} | p50 {p50:.1f} ms, p99 {p99:.1f} ms "
+                        f"({len(lat)} puts in {seconds:.1f} s) | p99 {base_p99:.1f} ms with no backup | "
+                        f"{p99 / base_p99:.2f}x p99 | |")
+        lead_p99 = percentile(phases["backup from the leader"][1], 99)
+        follow_p99 = percentile(phases["backup from a follower"][1], 99)
+        rows.append(f"| leader p99 during a backup: from a follower vs from the leader | {follow_p99:.1f} ms | "
+                    f"{lead_p99:.1f} ms | {follow_p99 / lead_p99:.2f}x | < 1 |")
+        return rows
+    finally:
+        for proc in procs:
+            stop(proc)
 
 
 def run_measured(args, env=None):
@@ -169,10 +268,22 @@ def main():
     parser.add_argument("--pilot", default=default_pilot())
     parser.add_argument("--mib", type=int, default=1024, help="database size to write")
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--latency-only", action="store_true",
+                        help="only section 5, the leader's write latency during backups")
     args = parser.parse_args()
     bins = etcd_dir()
     etcd, etcdctl, etcdutl = (os.path.join(bins, b) for b in ("etcd", "etcdctl", "etcdutl"))
     work = tempfile.mkdtemp(prefix="etcd-pilot-bench-backup-")
+    if args.latency_only:
+        try:
+            rows = leader_latency(args.pilot, etcd, work, args.mib)
+            print(f"\n{args.mib} MiB written; etcd 3.5.1, this machine\n")
+            print("| figure | pilot | baseline | ratio | goal |")
+            print("|---|---|---|---|---|")
+            print("\n".join(rows))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     procs = []
     try:
         log = open(os.path.join(work, "etcd.log"), "w")
@@ -267,6 +378,8 @@ def main():
         print(f"| restore + start until healthy | {med(restore['pilot']):.1f} s | "
               f"{med(restore['bare']):.1f} s `etcdutl snapshot restore` + etcd | "
               f"{med(restore['pilot']) / med(restore['bare']):.2f} | <= 1.3 |")
+        shutil.rmtree(os.path.join(work, "pilot-file"), ignore_errors=True)
+        print("\n".join(leader_latency(args.pilot, etcd, work, args.mib)))
     finally:
         for proc in procs:
             if os.path.basename(proc.args[0]) == "weed":

@@ -18,6 +18,28 @@ pub(crate) fn command(program: impl AsRef<OsStr>) -> tokio::process::Command {
     command
 }
 
+/// [`command`] at the lowest CPU priority (nice 19) and the idle IO class, through
+/// `ionice -c 3 nice -n 19` (both exec the program: the pid is the program's): for work beside
+/// etcd that may wait (restore drills), so it never competes with the member for disk or CPU.
+/// Without those tools, a plain [`command`].
+pub(crate) fn idle_command(program: impl AsRef<OsStr>) -> tokio::process::Command {
+    match (
+        crate::config::search_path("ionice"),
+        crate::config::search_path("nice"),
+    ) {
+        (Some(ionice), Some(nice)) => {
+            let mut wrapped = command(ionice);
+            wrapped
+                .args(["-c", "3"])
+                .arg(nice)
+                .args(["-n", "19"])
+                .arg(program.as_ref());
+            wrapped
+        }
+        _ => command(program),
+    }
+}
+
 /// Sends `signal` to `pid`; a process that is already gone is not an error.
 pub(crate) fn signal(pid: u32, signal: Signal) -> std::io::Result<()> {
     let pid = Pid::from_raw(i32::try_from(pid).map_err(std::io::Error::other)?);

@@ -86,6 +86,7 @@ async fn drill_in(
         data_dir: data_dir.clone(),
         // A bump would compact away the revision the drill checks.
         bump_revision: 0,
+        idle: true,
     };
     restore::run_restore(tool, &snapshot, &target).await?;
     tokio::fs::remove_file(&snapshot).await.ok();
@@ -136,7 +137,8 @@ fn start_etcd(
     let log = std::fs::File::create(scratch.join("etcd.log")).context("create the drill's log")?;
     let log_err = log.try_clone()?;
     let data: PathBuf = data_dir.to_owned();
-    crate::process::command(etcd_bin)
+    // Idle priority: the drill must not slow the member beside it.
+    crate::process::idle_command(etcd_bin)
         .args([
             "--name=drill".to_owned(),
             format!("--data-dir={}", data.display()),

@@ -295,6 +295,7 @@ impl Backups {
             token: member.token.clone(),
             data_dir: scratch.child("etcd")?,
             bump_revision: member.bump_revision,
+            idle: false,
         };
         restore::run_restore(&tool, &snapshot, &target).await?;
         tokio::fs::remove_file(&snapshot).await.ok();

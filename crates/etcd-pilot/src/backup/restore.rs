@@ -246,6 +246,8 @@ pub(crate) struct RestoreTarget {
     pub(crate) data_dir: PathBuf,
     /// Revisions to add, when the tool supports it.
     pub(crate) bump_revision: u64,
+    /// Run at idle priority (a drill beside a live member); a real restore runs at normal.
+    pub(crate) idle: bool,
 }
 
 /// The arguments of `snapshot restore` for `tool`.
@@ -280,7 +282,12 @@ pub(crate) async fn run_restore(
     let args = restore_args(tool, snapshot, target);
     tracing::info!(program = %tool.program.display(), ?args, "restoring the snapshot");
     let started = tokio::time::Instant::now();
-    let output = crate::process::command(&tool.program)
+    let mut command = if target.idle {
+        crate::process::idle_command(&tool.program)
+    } else {
+        crate::process::command(&tool.program)
+    };
+    let output = command
         .args(&args)
         .env("ETCDCTL_API", "3")
         .kill_on_drop(true)
@@ -321,6 +328,7 @@ mod tests {
             token: "prod-1".into(),
             data_dir: "/d/etcd".into(),
             bump_revision: 1_000_000_000,
+            idle: false,
         }
     }
 

@@ -1,5 +1,6 @@
 //! The coordinator's backup schedule: every few seconds, if this pilot is the coordinator and
-//! its member runs, take a backup when one is due (core `backup::backup_due`, from the newest
+//! its member runs, take a backup when one is due (streamed from a healthy follower when one
+//! exists) (core `backup::backup_due`, from the newest
 //! backup in the store, so a new coordinator keeps the pace), drill the newest unverified one,
 //! and delete what retention lets go.
 //!
@@ -134,6 +135,51 @@ impl Schedule {
     }
 }
 
+/// The member a scheduled backup streams from, and its name: a healthy follower when one
+/// exists (the coordinator's own member leads, and serves every write: the snapshot's disk
+/// reads and network stream would compete with them), else this node's member.
+async fn backup_source(
+    local_url: &str,
+    local_name: &str,
+    options: &ClientOptions,
+) -> anyhow::Result<(Etcd, String)> {
+    let local = Etcd::connect_one(local_url, options).await?;
+    let status = local.status().await?;
+    let list = local.member_list().await?;
+    let mut followers: Vec<_> = list
+        .members
+        .iter()
+        .filter(|m| {
+            m.is_started() && !m.is_learner && Some(m.id) != status.leader && m.name.is_some()
+        })
+        .collect();
+    followers.sort_by(|a, b| a.name.cmp(&b.name));
+    for member in followers {
+        let Some(url) = member.client_urls.first() else {
+            continue;
+        };
+        let Ok(etcd) = Etcd::connect_one(url, options).await else {
+            continue;
+        };
+        match etcd.status().await {
+            Ok(s)
+                if s.member_id == member.id
+                    && s.cluster_id == list.cluster_id
+                    && s.health() == etcd_pilot_core::Health::Healthy =>
+            {
+                let name = member
+                    .name
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                return Ok((etcd, name));
+            }
+            _ => {}
+        }
+    }
+    Ok((local, local_name.to_owned()))
+}
+
 fn fault_label(fault: choice::DrillFault) -> &'static str {
     match fault {
         choice::DrillFault::Corrupt => "corrupt",
@@ -188,8 +234,8 @@ impl Schedule {
         }
         if choice::backup_due(newest, backups.config.interval, SystemTime::now()) {
             let started = Instant::now();
-            let etcd = Etcd::connect_one(client_url, options).await?;
-            let manifest = backups.take(&etcd, member, &Progress::hidden()).await?;
+            let (etcd, source) = backup_source(client_url, member, options).await?;
+            let manifest = backups.take(&etcd, &source, &Progress::hidden()).await?;
             let seconds = started.elapsed().as_secs_f64();
             tracing::info!(
                 id = %manifest.id,

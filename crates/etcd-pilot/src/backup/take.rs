@@ -117,22 +117,55 @@ async fn stream(
     progress: &Progress,
 ) -> anyhow::Result<Streamed> {
     let mut snapshot = etcd.snapshot().await.context("start the snapshot")?;
-    let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), level).context("start zstd")?;
-    let (mut db_hash, mut object_hash) = (Sha256::new(), Sha256::new());
-    let (mut db_size, mut compressed_size) = (0u64, 0u64);
-    let mut parts_sent = false;
-    while let Some(chunk) = snapshot
-        .next_chunk()
-        .await
-        .context("stream the snapshot from etcd")?
-    {
-        db_hash.update(&chunk);
-        db_size += chunk.len() as u64;
-        encoder.write_all(&chunk).context("compress")?;
-        // The encoder writes compressed frames into its buffer as it goes: hand them to the
-        // upload every MiB so memory stays bounded.
-        if encoder.get_ref().len() >= 1024 * 1024 {
-            let out = std::mem::take(encoder.get_mut());
+    // Three stages: this task reads etcd's stream; a blocking thread hashes and compresses
+    // (zstd is CPU work that must not stall the runtime the pilot's probes run on); this task
+    // again hashes and uploads what comes out. Bounded channels keep memory bounded.
+    let (raw_tx, mut raw_rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let compressor = tokio::task::spawn_blocking(move || -> anyhow::Result<(String, u64)> {
+        let mut encoder =
+            zstd::stream::write::Encoder::new(Vec::new(), level).context("start zstd")?;
+        let mut db_hash = Sha256::new();
+        let mut db_size = 0u64;
+        while let Some(chunk) = raw_rx.blocking_recv() {
+            db_hash.update(&chunk);
+            db_size += chunk.len() as u64;
+            encoder.write_all(&chunk).context("compress")?;
+            // The encoder writes compressed frames into its buffer as it goes: hand them to
+            // the upload every MiB.
+            if encoder.get_ref().len() >= 1024 * 1024 {
+                let out = std::mem::take(encoder.get_mut());
+                if out_tx.blocking_send(out).is_err() {
+                    anyhow::bail!("the upload stopped");
+                }
+            }
+        }
+        let out = encoder.finish().context("finish zstd")?;
+        if !out.is_empty() && out_tx.blocking_send(out).is_err() {
+            anyhow::bail!("the upload stopped");
+        }
+        Ok((hex::encode(db_hash.finalize()), db_size))
+    });
+    let read = async {
+        while let Some(chunk) = snapshot
+            .next_chunk()
+            .await
+            .context("stream the snapshot from etcd")?
+        {
+            progress.advance(chunk.len() as u64);
+            if raw_tx.send(chunk).await.is_err() {
+                // The compressor stopped: its error says why.
+                break;
+            }
+        }
+        drop(raw_tx);
+        anyhow::Ok(())
+    };
+    let send = async {
+        let mut object_hash = Sha256::new();
+        let mut compressed_size = 0u64;
+        let mut parts_sent = false;
+        while let Some(out) = out_rx.recv().await {
             object_hash.update(&out);
             compressed_size += out.len() as u64;
             upload.write(&out).await?;
@@ -142,19 +175,19 @@ async fn stream(
                 fail::fail_point!("backup-mid-upload", |_| std::process::abort());
             }
         }
-        progress.advance(chunk.len() as u64);
-    }
-    let out = encoder.finish().context("finish zstd")?;
-    object_hash.update(&out);
-    compressed_size += out.len() as u64;
-    upload.write(&out).await?;
+        anyhow::Ok((hex::encode(object_hash.finalize()), compressed_size))
+    };
+    let joined = tokio::try_join!(read, send);
+    let compressed = compressor.await.context("join the compressing thread")?;
+    let ((), (object_sha256, compressed_size)) = joined?;
+    let (sha256, db_size) = compressed?;
     if db_size == 0 {
         anyhow::bail!("etcd sent an empty snapshot");
     }
     Ok(Streamed {
         db_size,
         compressed_size,
-        sha256: hex::encode(db_hash.finalize()),
-        object_sha256: hex::encode(object_hash.finalize()),
+        sha256,
+        object_sha256,
     })
 }

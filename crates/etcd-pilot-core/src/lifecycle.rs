@@ -29,10 +29,13 @@ pub enum Message {
     /// An instance is terminating: remove its member, then complete the action.
     Terminating(Termination),
     /// The notification the group sends when a hook is created, or another transition
-    /// (launching): nothing to do; deleted if it is one of the pilot's groups.
+    /// (launching, another tool's hook): nothing to do.
     Ignored {
         /// The group it names, if any.
         group: Option<String>,
+        /// Whether it is the hook's test notification (deleted when the group is the
+        /// pilot's); any other message is some hook's, left for its owner.
+        test: bool,
         /// Why, for the log.
         reason: String,
     },
@@ -97,6 +100,7 @@ pub fn read(body: &str) -> Message {
     if raw.event.as_deref() == Some("autoscaling:TEST_NOTIFICATION") {
         return Message::Ignored {
             group,
+            test: true,
             reason: "the test notification sent when the hook was created".to_owned(),
         };
     }
@@ -105,6 +109,7 @@ pub fn read(body: &str) -> Message {
         Some(other) => {
             return Message::Ignored {
                 group,
+                test: false,
                 reason: format!("transition {other} needs nothing from the pilot"),
             };
         }
@@ -144,11 +149,11 @@ pub fn read(body: &str) -> Message {
 pub enum Disposition {
     /// A termination of one of the pilot's groups: hold it until its member is gone.
     Handle,
-    /// A message of one of the pilot's groups that needs nothing (a launch, the hook's test
-    /// notification): delete it.
+    /// The hook's test notification for one of the pilot's groups: delete it.
     Delete,
-    /// Anything else (another group's, another producer's, unreadable): not the pilot's to
-    /// delete; it stays in the queue for its owner.
+    /// Anything else (a launch, which some other tool's hook waits on; another group's or
+    /// producer's message; an unreadable one): not the pilot's to delete; it stays in the
+    /// queue for its owner.
     Leave,
 }
 
@@ -158,14 +163,18 @@ pub fn disposition(message: &Message, groups: &[String]) -> Disposition {
     match message {
         Message::Terminating(t) if ours(&t.group) => Disposition::Handle,
         Message::Ignored {
-            group: Some(group), ..
+            group: Some(group),
+            test: true,
+            ..
         } if ours(group) => Disposition::Delete,
         _ => Disposition::Leave,
     }
 }
 
 /// Whether the member list still has an entry of the terminating instance: a member named
-/// after it, or any entry (an unstarted learner has no name yet) with its peer URL.
+/// after it, or an unnamed entry (an unstarted learner has no name yet) with its peer URL.
+/// A named entry of another instance never counts, even at the same address (a replacement
+/// given the freed IP).
 pub fn member_present(
     members: &[crate::Member],
     instance_id: &str,
@@ -173,7 +182,8 @@ pub fn member_present(
 ) -> bool {
     members.iter().any(|m| {
         m.name.as_ref().is_some_and(|n| n.as_str() == instance_id)
-            || peer_url.is_some_and(|url| m.peer_urls.iter().any(|u| u == url))
+            || (m.name.is_none()
+                && peer_url.is_some_and(|url| m.peer_urls.iter().any(|u| u == url)))
     })
 }
 
@@ -300,7 +310,7 @@ mod tests {
         expect_test::expect![[r#"
             [
                 "our termination: Handle",
-                "our launch: Delete",
+                "our launch: Leave",
                 "our test notification: Delete",
                 "another group's termination: Leave",
                 "another group's launch: Leave",
@@ -333,6 +343,9 @@ mod tests {
         let unstarted = [member(None, "http://127.0.51.4:2380")];
         assert!(member_present(&unstarted, "i-1", url));
         assert!(!member_present(&unstarted, "i-1", None));
+        // A replacement that got the freed address is another instance.
+        let replacement = [member(Some("i-9"), "http://127.0.51.4:2380")];
+        assert!(!member_present(&replacement, "i-1", url));
     }
 
     #[test]

@@ -452,6 +452,8 @@ fn init_tracing(format: LogFormat, default_filter: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
+        // A closed stderr (`... 2>&1 | head`) drops log lines; reporting that would panic.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),

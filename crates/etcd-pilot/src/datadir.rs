@@ -408,8 +408,6 @@ impl DataDir {
         max_bytes: Option<u64>,
     ) -> anyhow::Result<QuarantineReport> {
         let root = self.root.join("quarantine");
-        let max_bytes =
-            max_bytes.unwrap_or_else(|| (2 * size_of(&self.etcd_dir())).max(QUARANTINE_FLOOR));
         let mut copies = Vec::new();
         match std::fs::read_dir(&root) {
             Ok(entries) => {
@@ -429,12 +427,23 @@ impl DataDir {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => return Err(err).with_context(|| format!("read {}", root.display())),
         }
-        let deleted = etcd_pilot_core::quarantine::to_delete(&copies, keep, max_bytes);
-        for name in &deleted {
+        // The default limit follows the data's size: the current data, or (right after a
+        // quarantine moved it) the newest copy.
+        copies.sort_by(|a, b| a.name.cmp(&b.name));
+        let data_size = size_of(&self.etcd_dir()).max(copies.last().map_or(0, |c| c.bytes));
+        let max_bytes = max_bytes.unwrap_or_else(|| (2 * data_size).max(QUARANTINE_FLOOR));
+        let mut deleted = etcd_pilot_core::quarantine::to_delete(&copies, keep, max_bytes);
+        // A copy that cannot be deleted is reported and kept in the count; the others go on.
+        deleted.retain(|name| {
             let path = root.join(name);
-            std::fs::remove_dir_all(&path)
-                .with_context(|| format!("delete quarantined copy {}", path.display()))?;
-        }
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => true,
+                Err(err) => {
+                    tracing::warn!(copy = %path.display(), "cannot delete a quarantined copy: {err}");
+                    false
+                }
+            }
+        });
         let mut kept: Vec<KeptCopy> = copies
             .into_iter()
             .filter(|c| !deleted.contains(&c.name))

@@ -347,7 +347,6 @@ impl Pilot {
                 Decision::Quarantine { reason } => {
                     let folder = self.data.quarantine(&reason, SystemTime::now())?;
                     self.prune_quarantine();
-                    self.prune_quarantine();
                     tracing::warn!(folder = %folder.display(), "quarantined local data: {reason}");
                     true
                 }

@@ -19,7 +19,8 @@ pub(crate) fn command(program: impl AsRef<OsStr>) -> tokio::process::Command {
 }
 
 /// [`command`] at the lowest CPU priority (nice 19) and the idle IO class, through
-/// `ionice -c 3 nice -n 19` (both exec the program: the pid is the program's): for work beside
+/// `ionice -t -c 3 nice -n 19` (both exec the program: the pid is the program's; `-t`: a
+/// kernel or sandbox that refuses the IO class leaves it at normal IO priority): for work beside
 /// etcd that may wait (restore drills), so it never competes with the member for disk or CPU.
 /// Without those tools, a plain [`command`].
 pub(crate) fn idle_command(program: impl AsRef<OsStr>) -> tokio::process::Command {
@@ -30,7 +31,7 @@ pub(crate) fn idle_command(program: impl AsRef<OsStr>) -> tokio::process::Comman
         (Some(ionice), Some(nice)) => {
             let mut wrapped = command(ionice);
             wrapped
-                .args(["-c", "3"])
+                .args(["-t", "-c", "3"])
                 .arg(nice)
                 .args(["-n", "19"])
                 .arg(program.as_ref());

@@ -64,6 +64,8 @@ struct Held {
     /// The instance's peer URL: `None` until EC2 answered; `Some(None)` when the instance
     /// has no address any more.
     peer_url: Option<Option<String>>,
+    /// EC2 lookups of it that failed in a row.
+    lookups_failed: u32,
 }
 
 /// The queue consumer of one pilot; acts only while the pilot is the coordinator.
@@ -193,6 +195,7 @@ impl Consumer {
                                     receipts: BTreeMap::from([(message_id, receipt.to_owned())]),
                                     heartbeat: Instant::now(),
                                     peer_url: None,
+                                    lookups_failed: 0,
                                 },
                             );
                         }
@@ -238,6 +241,15 @@ impl Consumer {
         for (id, h) in held.iter_mut() {
             if h.peer_url.is_none() {
                 h.peer_url = self.peer_url(clients, id).await;
+                if h.peer_url.is_none() {
+                    h.lookups_failed += 1;
+                    // EC2 keeps failing: go by the name alone rather than hold the
+                    // termination until the hook times out.
+                    if h.lookups_failed >= 30 {
+                        tracing::warn!(instance = %id, "cannot learn the address of the terminating instance from EC2: an unstarted entry of it would go unseen; completing by its name alone");
+                        h.peer_url = Some(None);
+                    }
+                }
             }
             let present = match &h.peer_url {
                 Some(url) => lifecycle::member_present(&members, id, url.as_deref()),
@@ -265,6 +277,13 @@ impl Consumer {
                     match result {
                         Ok(_) => {
                             tracing::info!(instance = %id, "member not removed yet: lifecycle heartbeat sent")
+                        }
+                        // The group no longer waits (completed elsewhere, timed out): nothing
+                        // to hold any more.
+                        Err(err) if err.code() == Some("ValidationError") => {
+                            tracing::info!(instance = %id, "the group no longer waits on this termination: {}", crate::error_chain(&err));
+                            done.push(id.clone());
+                            continue;
                         }
                         Err(err) => self.error(format!(
                             "heartbeat for {id} failed: {}",
@@ -431,7 +450,7 @@ fn summary(message: &Message) -> String {
             "a termination of instance {} in group {}",
             t.instance_id, t.group
         ),
-        Message::Ignored { group, reason } => {
+        Message::Ignored { group, reason, .. } => {
             format!("group {}: {reason}", group.as_deref().unwrap_or("(none)"))
         }
         Message::Malformed { problem } => format!("not a lifecycle message ({problem})"),

@@ -204,9 +204,17 @@ fn clear_leftovers(root: &Scratch) {
         .ok()
         .and_then(|text| text.trim().parse::<u32>().ok())
     {
+        // Only a drill's etcd of this folder: its exact `--name=drill` and a data dir in it
+        // (a reused pid may be anything else).
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if crate::process::alive(pid) && String::from_utf8_lossy(&cmdline).contains("--name=drill")
-        {
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let data_prefix = format!("--data-dir={}/", root.path().display());
+        let ours = args.iter().any(|a| a == "--name=drill")
+            && args.iter().any(|a| a.starts_with(&data_prefix));
+        if crate::process::alive(pid) && ours {
             tracing::warn!(pid, "stopping the etcd of an interrupted restore drill");
             crate::process::signal(pid, nix::sys::signal::Signal::SIGKILL).ok();
         }

@@ -145,6 +145,9 @@ async fn backup_source(
 ) -> anyhow::Result<(Etcd, String)> {
     let local = Etcd::connect_one(local_url, options).await?;
     let status = local.status().await?;
+    // A follower that has fallen this far behind the leader's log would give an older backup
+    // than its time says.
+    const LAG: u64 = 1000;
     let list = local.member_list().await?;
     let mut followers: Vec<_> = list
         .members
@@ -165,7 +168,8 @@ async fn backup_source(
             Ok(s)
                 if s.member_id == member.id
                     && s.cluster_id == list.cluster_id
-                    && s.health() == etcd_pilot_core::Health::Healthy =>
+                    && s.health() == etcd_pilot_core::Health::Healthy
+                    && s.raft_applied_index + LAG >= status.raft_index =>
             {
                 let name = member
                     .name

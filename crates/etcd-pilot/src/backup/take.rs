@@ -121,7 +121,7 @@ async fn stream(
     // (zstd is CPU work that must not stall the runtime the pilot's probes run on); this task
     // again hashes and uploads what comes out. Bounded channels keep memory bounded.
     let (raw_tx, mut raw_rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
-    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
     let compressor = tokio::task::spawn_blocking(move || -> anyhow::Result<(String, u64)> {
         let mut encoder =
             zstd::stream::write::Encoder::new(Vec::new(), level).context("start zstd")?;
@@ -146,7 +146,7 @@ async fn stream(
         }
         Ok((hex::encode(db_hash.finalize()), db_size))
     });
-    let read = async {
+    let read = async move {
         while let Some(chunk) = snapshot
             .next_chunk()
             .await
@@ -161,7 +161,9 @@ async fn stream(
         drop(raw_tx);
         anyhow::Ok(())
     };
-    let send = async {
+    // `out_rx` moves into `send`: if either half fails, dropping it unblocks the compressor.
+    let send = async move {
+        let mut out_rx = out_rx;
         let mut object_hash = Sha256::new();
         let mut compressed_size = 0u64;
         let mut parts_sent = false;

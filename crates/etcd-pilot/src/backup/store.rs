@@ -410,20 +410,7 @@ impl Store {
 
     /// The cluster record, if any.
     pub(crate) async fn cluster_record(&self) -> anyhow::Result<Option<ClusterRecord>> {
-        let path = self.path(&["cluster.json"]);
-        match self.inner.get(&path).await {
-            Ok(result) => {
-                let bytes = result
-                    .bytes()
-                    .await
-                    .with_context(|| format!("read {path}"))?;
-                Ok(Some(
-                    serde_json::from_slice(&bytes).with_context(|| format!("parse {path}"))?,
-                ))
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(err) => Err(err).with_context(|| format!("read {path} in {}", self.url)),
-        }
+        self.read_json(&self.path(&["cluster.json"])).await
     }
 
     pub(crate) async fn put_cluster_record(&self, record: &ClusterRecord) -> anyhow::Result<()> {

@@ -22,4 +22,4 @@ pub mod retention;
 pub mod start;
 pub mod supervise;
 
-pub use model::{ClusterId, Health, Identity, Member, MemberId, MemberName, Peer};
+pub use model::{ClusterId, FaultTolerance, Health, Identity, Member, MemberId, MemberName, Peer};

@@ -164,6 +164,54 @@ pub fn quorum(n_voters: usize) -> usize {
     n_voters / 2 + 1
 }
 
+/// How many voters the cluster can still lose and keep its quorum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultTolerance {
+    /// Started voting members.
+    pub voters: usize,
+    /// Those that answer healthy.
+    pub healthy: usize,
+    /// Voters needed for a quorum.
+    pub quorum: usize,
+    /// Healthy voters it can lose and keep its quorum; `None`: the quorum is lost.
+    pub can_lose: Option<usize>,
+}
+
+impl FaultTolerance {
+    /// For `voters` started voting members of which `healthy` answer healthy.
+    pub fn of(voters: usize, healthy: usize) -> Self {
+        let healthy = healthy.min(voters);
+        let needed = quorum(voters);
+        Self {
+            voters,
+            healthy,
+            quorum: needed,
+            can_lose: healthy.checked_sub(needed),
+        }
+    }
+
+    /// In words, for `plan` and `status`.
+    pub fn describe(&self) -> String {
+        match self.can_lose {
+            None => format!(
+                "QUORUM LOST: {} of {} voters healthy, {} needed",
+                self.healthy, self.voters, self.quorum
+            ),
+            Some(0) => format!(
+                "cannot lose any member: {} of {} voters healthy, quorum {}",
+                self.healthy, self.voters, self.quorum
+            ),
+            Some(n) => format!(
+                "can lose {n} more member{}: {} of {} voters healthy, quorum {}",
+                if n == 1 { "" } else { "s" },
+                self.healthy,
+                self.voters,
+                self.quorum
+            ),
+        }
+    }
+}
+
 /// The `--initial-cluster` value for `members` (name, peer URL), sorted by name.
 pub fn initial_cluster<'a>(members: impl IntoIterator<Item = (&'a MemberName, &'a str)>) -> String {
     let mut pairs: Vec<(&MemberName, &str)> = members.into_iter().collect();
@@ -194,6 +242,54 @@ pub fn cluster_token(cluster_name: &str, initial_cluster: &str, nonce: u32) -> S
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    #[test]
+    fn fault_tolerance_in_words() {
+        let said: Vec<String> = [
+            (3, 3),
+            (3, 2),
+            (3, 1),
+            (5, 5),
+            (5, 3),
+            (1, 1),
+            (2, 2),
+            (4, 3),
+        ]
+        .iter()
+        .map(|&(v, h)| FaultTolerance::of(v, h).describe())
+        .collect();
+        expect_test::expect![[r#"
+            [
+                "can lose 1 more member: 3 of 3 voters healthy, quorum 2",
+                "cannot lose any member: 2 of 3 voters healthy, quorum 2",
+                "QUORUM LOST: 1 of 3 voters healthy, 2 needed",
+                "can lose 2 more members: 5 of 5 voters healthy, quorum 3",
+                "cannot lose any member: 3 of 5 voters healthy, quorum 3",
+                "cannot lose any member: 1 of 1 voters healthy, quorum 1",
+                "cannot lose any member: 2 of 2 voters healthy, quorum 2",
+                "cannot lose any member: 3 of 4 voters healthy, quorum 3",
+            ]
+        "#]]
+        .assert_debug_eq(&said);
+    }
+
+    proptest! {
+        /// Losing `can_lose` more healthy voters keeps the quorum; one more loses it.
+        #[test]
+        fn can_lose_is_exactly_the_margin(voters in 1usize..9, healthy in 0usize..9) {
+            let ft = FaultTolerance::of(voters, healthy);
+            let healthy = healthy.min(voters);
+            match ft.can_lose {
+                Some(n) => {
+                    prop_assert!(healthy - n >= quorum(voters));
+                    prop_assert!(healthy - n < quorum(voters) + 1);
+                }
+                None => prop_assert!(healthy < quorum(voters)),
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -41,6 +41,10 @@ pub(crate) struct PlanView {
     pub(crate) plan: Option<serde_json::Value>,
     /// The last membership change it recorded, and its state.
     pub(crate) last_change: Option<serde_json::Value>,
+    /// What the cluster can lose now, from the members' own answers (not the record).
+    pub(crate) fault_tolerance: Option<etcd_pilot_core::FaultTolerance>,
+    /// Every member that is not a healthy voter, and why.
+    pub(crate) degraded: Vec<String>,
 }
 
 pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
@@ -51,8 +55,13 @@ pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
     // (A member URL answering as another cluster fails its probe and is skipped.)
     let pool = etcd::Pool::new(options.clone());
     let mut members = Vec::new();
+    let mut fault_tolerance = None;
+    let mut degraded = Vec::new();
     if let Some(list) = pool.agreed_member_list(endpoints).await {
         let probes = pool.probe_members(&list).await;
+        let (tolerance, said) = tolerance(&list, &probes);
+        fault_tolerance = Some(tolerance);
+        degraded = said;
         members = list
             .members
             .iter()
@@ -77,6 +86,8 @@ pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
                     coordinator,
                     plan: parse(plan),
                     last_change: parse(intent),
+                    fault_tolerance,
+                    degraded,
                 });
             }
             Err(err) => last_err = Some(err),
@@ -88,6 +99,54 @@ pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
         endpoints.join(","),
         last_err.map_or_else(String::new, |e| format!("{:#}", anyhow::Error::from(e)))
     ))
+}
+
+/// The fault tolerance of `list` from its members' probes, and every member that is not a
+/// healthy voter, in words.
+fn tolerance(
+    list: &etcd::MemberList,
+    probes: &[etcd::Result<etcd::EndpointStatus>],
+) -> (etcd_pilot_core::FaultTolerance, Vec<String>) {
+    let mut voters = 0;
+    let mut healthy = 0;
+    let mut degraded = Vec::new();
+    for (member, probe) in list.members.iter().zip(probes) {
+        let name = member
+            .name
+            .as_ref()
+            .map_or_else(|| member.id.to_string(), ToString::to_string);
+        let ok = probe
+            .as_ref()
+            .is_ok_and(|s| s.health() == etcd_pilot_core::Health::Healthy);
+        if !member.is_started() {
+            degraded.push(format!("{name}: added, not started yet"));
+            continue;
+        }
+        if member.is_learner {
+            degraded.push(format!(
+                "{name}: a learner catching up (the coordinator promotes it)"
+            ));
+            continue;
+        }
+        voters += 1;
+        if ok {
+            healthy += 1;
+        } else {
+            let why = match probe {
+                Ok(status) => format!(
+                    "answers but is not healthy (leader {:?}, errors {:?})",
+                    status.leader.map(|l| l.to_string()),
+                    status.errors
+                ),
+                Err(err) => format!("does not answer: {err}"),
+            };
+            degraded.push(format!("{name}: voter {why}"));
+        }
+    }
+    (
+        etcd_pilot_core::FaultTolerance::of(voters, healthy),
+        degraded,
+    )
 }
 
 /// What the pilots beside `endpoints` (their admin API on the same host, default port) say
@@ -143,6 +202,12 @@ pub(crate) fn plan_text(view: &PlanView) -> String {
             field(&view.plan, "fencing_token")
         )),
         None => out.push_str("coordinator:  none (the pilot next to the leader takes the role within a few seconds)\n"),
+    }
+    if let Some(tolerance) = &view.fault_tolerance {
+        out.push_str(&format!("tolerance:    {}\n", tolerance.describe()));
+    }
+    for line in &view.degraded {
+        out.push_str(&format!("degraded:     {line}\n"));
     }
     out.push_str(&format!("next:         {}\n", field(&view.plan, "next")));
     out.push_str(&format!("why:          {}\n", field(&view.plan, "reason")));
@@ -292,6 +357,15 @@ pub(crate) fn table(rows: &[MemberRow]) -> String {
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
+    let voters: Vec<&MemberRow> = rows
+        .iter()
+        .filter(|r| r.role == "leader" || r.role == "follower")
+        .collect();
+    let tolerance = etcd_pilot_core::FaultTolerance::of(
+        voters.len(),
+        voters.iter().filter(|r| r.health == "healthy").count(),
+    );
+    out.push_str(&format!("fault tolerance: {}\n", tolerance.describe()));
     for row in rows {
         if let Some(error) = &row.error {
             out.push_str(&format!("{}: {error}\n", row.name));

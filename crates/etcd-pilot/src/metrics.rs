@@ -57,6 +57,9 @@ pub(crate) struct Metrics {
     /// `restore_rejected`, `content_differs` (the backup is marked failed) or `environment`
     /// (it stays unverified and is drilled again).
     pub(crate) drill_errors: Family<KindLabel, Counter>,
+    /// Healthy voters the cluster can lose and keep its quorum, as this pilot sees it; -1:
+    /// the quorum is lost.
+    pub(crate) fault_tolerance: Gauge,
     /// Quarantined copies of etcd data kept, and their bytes.
     pub(crate) quarantine_copies: Gauge,
     pub(crate) quarantine_bytes: Gauge,
@@ -181,7 +184,13 @@ impl Metrics {
             "quarantine_bytes",
             "Bytes the quarantined copies of etcd data take",
         );
+        let fault_tolerance = gauge(
+            &mut registry,
+            "fault_tolerance",
+            "Healthy voters the cluster can lose and keep its quorum (-1: quorum lost)",
+        );
         let metrics = Self {
+            fault_tolerance,
             quarantine_copies,
             quarantine_bytes,
             drill_errors,

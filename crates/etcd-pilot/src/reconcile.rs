@@ -273,6 +273,24 @@ impl Reconciler {
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
 
+        let voters: Vec<&plan::ObservedMember> = members
+            .iter()
+            .filter(|m| m.member.is_started() && !m.member.is_learner)
+            .collect();
+        let tolerance = etcd_pilot_core::FaultTolerance::of(
+            voters.len(),
+            voters
+                .iter()
+                .filter(|m| m.health == Health::Healthy)
+                .count(),
+        );
+        self.metrics.fault_tolerance.set(
+            tolerance
+                .can_lose
+                .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+        );
+        self.status
+            .send_modify(|s| s.fault_tolerance = Some(tolerance));
         let observed = plan::Observed {
             members,
             leader,

@@ -149,6 +149,8 @@ pub(crate) struct PilotStatus {
     /// backs off and retries; nobody removes the member or touches its data for it.
     pub(crate) cannot_run: Option<String>,
     pub(crate) plan: Option<PlanStatus>,
+    /// Healthy voters the cluster can lose, as this pilot's last observation saw it.
+    pub(crate) fault_tolerance: Option<etcd_pilot_core::FaultTolerance>,
     pub(crate) last_action: Option<ActionStatus>,
     /// Backups, when a store is configured.
     pub(crate) backup: crate::backup::BackupStatus,
@@ -201,6 +203,7 @@ impl PilotStatus {
             data_unusable: None,
             cannot_run: None,
             plan: None,
+            fault_tolerance: None,
             last_action: None,
             backup: crate::backup::BackupStatus::default(),
             discovery: DiscoveryStatus::default(),

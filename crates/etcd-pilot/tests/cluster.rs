@@ -437,3 +437,71 @@ async fn a_cluster_bootstrapped_again_with_the_same_members_is_a_new_cluster() {
         new_id
     );
 }
+
+/// A listed voter killed (pilot and etcd): `plan`, `status`, `/v1/status` and the metric say
+/// the cluster cannot lose another member, and name the unreachable one; back to one when it
+/// returns.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_voter_is_shown_as_no_fault_tolerance_left() {
+    let Some(mut cluster) = common::running(80, 3, Version::V35).await else {
+        return;
+    };
+    let endpoints = cluster.endpoints().join(",");
+    let plan = |cluster: &Cluster| {
+        let out = cluster.cli(&["plan", "--json", "--endpoints", &endpoints]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(plan(&cluster)["fault_tolerance"]["can_lose"], 1);
+    cluster.kill(2);
+    let view = eventually(
+        "plan to show no tolerance left",
+        Duration::from_secs(30),
+        || {
+            let view = plan(&cluster);
+            async move { (view["fault_tolerance"]["can_lose"] == 0).then_some(view) }
+        },
+    )
+    .await;
+    let degraded = view["degraded"].to_string();
+    assert!(degraded.contains("m3: voter does not answer"), "{view}");
+    let text = cluster.cli(&["plan", "--endpoints", &endpoints]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("tolerance:    cannot lose any member: 2 of 3 voters healthy, quorum 2"),
+        "{text}"
+    );
+    let status = cluster.cli(&["status", "--endpoints", &endpoints]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("fault tolerance: cannot lose any member"),
+        "{status}"
+    );
+    let pilot = eventually("the pilot to see it", Duration::from_secs(30), || async {
+        let s = cluster.pilot_status(0).await?;
+        (s["fault_tolerance"]["can_lose"] == 0).then_some(s)
+    })
+    .await;
+    assert_eq!(pilot["fault_tolerance"]["healthy"], 2);
+    let metrics = reqwest::get(format!("{}/metrics", cluster.nodes[0].admin_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("etcd_pilot_fault_tolerance 0"),
+        "{metrics}"
+    );
+
+    cluster.start(2);
+    eventually("tolerance back to one", Duration::from_secs(60), || {
+        let view = plan(&cluster);
+        async move { (view["fault_tolerance"]["can_lose"] == 1).then_some(()) }
+    })
+    .await;
+}

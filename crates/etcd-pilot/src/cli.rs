@@ -129,7 +129,7 @@ struct NodeArgs {
     /// The node's pilot config file (see docs/config.md).
     #[arg(long, short, conflicts_with = "dir")]
     config: Option<PathBuf>,
-    /// The directory of a `local up` cluster (uses its first member's config).
+    /// The directory of a `local up` cluster (uses the config of its first member still listed).
     #[arg(long)]
     dir: Option<PathBuf>,
     #[command(flatten)]

@@ -78,7 +78,9 @@ struct LocalMember {
 /// How often `local up` clusters back up.
 const LOCAL_BACKUP_INTERVAL: &str = "1m";
 
-/// The config of the first member of the `local up` cluster in `dir`.
+/// The config of a live member of the `local up` cluster in `dir`: the first by name that
+/// the peers file still lists (a lost member's folder stays behind for its log, but its
+/// config names a node that is gone).
 pub(crate) fn member_config(dir: &Path) -> anyhow::Result<PathBuf> {
     let mut configs: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("read {}; did `local up` run there?", dir.display()))?
@@ -87,6 +89,21 @@ pub(crate) fn member_config(dir: &Path) -> anyhow::Result<PathBuf> {
         .filter(|path| path.is_file())
         .collect();
     configs.sort();
+    if let Some(listed) = listed(dir)? {
+        let mut names: Vec<&String> = listed.iter().map(|(name, _)| name).collect();
+        names.sort();
+        return names
+            .into_iter()
+            .map(|name| dir.join(name).join("pilot.toml"))
+            .find(|path| path.is_file())
+            .with_context(|| {
+                format!(
+                    "no member listed in {} has a config (mN/pilot.toml) in {}",
+                    dir.join("peers.toml").display(),
+                    dir.display()
+                )
+            });
+    }
     configs
         .into_iter()
         .next()

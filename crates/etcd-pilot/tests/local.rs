@@ -196,3 +196,68 @@ async fn local_up_with_a_closed_stdout_still_stops_its_cluster_on_ctrl_c() {
         assert!(!common::alive(pid), "process {pid} still running");
     }
 }
+
+/// After `local lose m1`, the commands that take `--dir` use a member that is still listed
+/// (m1's folder stays behind with its log, its config naming a node that is gone).
+#[tokio::test(flavor = "multi_thread")]
+async fn dir_commands_use_a_listed_member_after_the_first_is_lost() {
+    let Some(etcd) = etcd_bin(Version::V35) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let out = tmp.path().join("out.txt");
+    /// Stops `local up` (and so its cluster) even when the test fails.
+    struct Stopped(std::process::Child);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            if matches!(self.0.try_wait(), Ok(None)) {
+                common::signal(self.0.id(), libc::SIGINT);
+                let _ = common::wait_child(&mut self.0, Duration::from_secs(60));
+            }
+        }
+    }
+    let child = Command::new(pilot_bin())
+        .args(["local", "up", "--members", "3", "--subnet", "127.0.81"])
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--etcd-bin")
+        .arg(&etcd)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Stopped(child);
+    eventually("cluster ready", Duration::from_secs(90), || async {
+        let text = std::fs::read_to_string(&out).ok()?;
+        text.contains("Ctrl-C stops the cluster").then_some(())
+    })
+    .await;
+    let run = |args: &[&str]| {
+        Command::new(pilot_bin())
+            .args(args)
+            .arg("--dir")
+            .arg(&dir)
+            .output()
+            .unwrap()
+    };
+    let lost = run(&["local", "lose", "m1"]);
+    assert!(
+        lost.status.success(),
+        "{}",
+        String::from_utf8_lossy(&lost.stderr)
+    );
+    for args in [&["backup", "list"][..], &["status"][..], &["plan"][..]] {
+        let output = run(args);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // m1's etcd and pilot are gone; the rest stop on Ctrl-C.
+    common::signal(child.0.id(), libc::SIGINT);
+    let status = common::wait_child(&mut child.0, Duration::from_secs(60)).expect("local up stops");
+    assert!(status.success());
+}

@@ -37,6 +37,11 @@ fn options() -> ClientOptions {
 pub(crate) struct PlanView {
     /// The pilot holding the coordinator role, if any.
     pub(crate) coordinator: Option<String>,
+    /// Its lease: seconds left and seconds granted (left = granted right after a renewal).
+    pub(crate) coordinator_lease: Option<(i64, i64)>,
+    /// Whether the coordinator's member answers healthy: a coordinator that does not keeps
+    /// the role until its lease expires.
+    pub(crate) coordinator_answers: Option<bool>,
     /// Its last plan record (next, reason, fencing token, time), as it wrote it.
     pub(crate) plan: Option<serde_json::Value>,
     /// The last membership change it recorded, and its state.
@@ -57,8 +62,19 @@ pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
     let mut members = Vec::new();
     let mut fault_tolerance = None;
     let mut degraded = Vec::new();
+    let mut healthy_names = Vec::new();
     if let Some(list) = pool.agreed_member_list(endpoints).await {
         let probes = pool.probe_members(&list).await;
+        healthy_names = list
+            .members
+            .iter()
+            .zip(&probes)
+            .filter(|(_, p)| {
+                p.as_ref()
+                    .is_ok_and(|s| s.health() == etcd_pilot_core::Health::Healthy)
+            })
+            .filter_map(|(m, _)| m.name.as_ref().map(ToString::to_string))
+            .collect::<Vec<_>>();
         let (tolerance, said) = tolerance(&list, &probes);
         fault_tolerance = Some(tolerance);
         degraded = said;
@@ -76,16 +92,28 @@ pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
             let coordinator = client.get(crate::reconcile::COORDINATOR_KEY).await?;
             let plan = client.get(crate::reconcile::PLAN_KEY).await?;
             let intent = client.get(crate::reconcile::INTENT_KEY).await?;
-            Ok::<_, crate::etcd::Error>((coordinator, plan, intent))
+            let lease = client
+                .key_lease(crate::reconcile::COORDINATOR_KEY)
+                .await
+                .unwrap_or(None);
+            Ok::<_, crate::etcd::Error>((coordinator, plan, intent, lease))
         }
         .await;
         match result {
-            Ok((coordinator, plan, intent)) => {
+            Ok((coordinator, plan, intent, lease)) => {
                 let parse = |text: Option<String>| text.and_then(|t| serde_json::from_str(&t).ok());
+                let mut plan: Option<serde_json::Value> = parse(plan);
+                let last_change: Option<serde_json::Value> = parse(intent);
+                already_done(&mut plan, last_change.as_ref());
+                let coordinator_answers = coordinator
+                    .as_ref()
+                    .map(|name| healthy_names.iter().any(|h| h == name));
                 return Ok(PlanView {
                     coordinator,
-                    plan: parse(plan),
-                    last_change: parse(intent),
+                    coordinator_lease: lease,
+                    coordinator_answers,
+                    plan,
+                    last_change,
                     fault_tolerance,
                     degraded,
                 });
@@ -99,6 +127,28 @@ pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
         endpoints.join(","),
         last_err.map_or_else(String::new, |e| format!("{:#}", anyhow::Error::from(e)))
     ))
+}
+
+/// A plan record written before the change it names was made: the change is done, so the
+/// next step is whatever the coordinator plans next, not that change again.
+fn already_done(plan: &mut Option<serde_json::Value>, last: Option<&serde_json::Value>) {
+    let (Some(plan), Some(last)) = (plan.as_mut(), last) else {
+        return;
+    };
+    let text =
+        |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
+    // RFC 3339 times of one format compare as text.
+    if text(last, "state") == "done"
+        && text(last, "kind") == text(plan, "next")
+        && text(last, "at") >= text(plan, "at")
+    {
+        plan["next"] = serde_json::Value::String("re-planning".to_owned());
+        plan["reason"] = serde_json::Value::String(format!(
+            "the last change ({} {}) is done; the coordinator plans again within a second",
+            text(last, "kind"),
+            text(last, "member")
+        ));
+    }
 }
 
 /// The fault tolerance of `list` from its members' probes, and every member that is not a
@@ -197,9 +247,19 @@ pub(crate) fn plan_text(view: &PlanView) -> String {
     };
     let mut out = String::new();
     match &view.coordinator {
+        Some(name) if view.coordinator_answers == Some(false) => out.push_str(&format!(
+            "coordinator:  unknown: {name} holds the role but does not answer{}\n",
+            view.coordinator_lease.map_or_else(String::new, |(left, _)| format!(
+                " (its lease expires in {left} s; then the pilot next to the leader takes over)"
+            ))
+        )),
         Some(name) => out.push_str(&format!(
-            "coordinator:  {name} (fencing token {})\n",
-            field(&view.plan, "fencing_token")
+            "coordinator:  {name} (fencing token {}{})\n",
+            field(&view.plan, "fencing_token"),
+            view.coordinator_lease.map_or_else(String::new, |(left, granted)| format!(
+                ", lease renewed {} s ago",
+                (granted - left).max(0)
+            ))
         )),
         None => out.push_str("coordinator:  none (the pilot next to the leader takes the role within a few seconds)\n"),
     }
@@ -384,5 +444,43 @@ fn human_bytes(bytes: i64) -> String {
         format!("{:.0} KiB", value / 1024.0)
     } else {
         format!("{bytes} B")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_record_older_than_its_finished_change_is_not_shown_as_next() {
+        let plan = |next: &str, at: &str| {
+            Some(serde_json::json!({"next": next, "reason": "m4 caught up", "at": at}))
+        };
+        let done = serde_json::json!({"kind": "promote_learner", "member": "m4", "state": "done", "at": "2026-11-30T02:00:05Z"});
+        let mut stale = plan("promote_learner", "2026-11-30T02:00:04Z");
+        already_done(&mut stale, Some(&done));
+        assert_eq!(stale.as_ref().unwrap()["next"], "re-planning");
+        assert!(
+            stale.unwrap()["reason"]
+                .as_str()
+                .unwrap()
+                .contains("promote_learner m4")
+        );
+        // A newer record, another kind, or a change still running: shown as written.
+        for (mut record, last) in [
+            (
+                plan("promote_learner", "2026-11-30T02:00:06Z"),
+                done.clone(),
+            ),
+            (plan("wait", "2026-11-30T02:00:04Z"), done.clone()),
+            (
+                plan("promote_learner", "2026-11-30T02:00:04Z"),
+                serde_json::json!({"kind": "promote_learner", "state": "started", "at": "2026-11-30T02:00:05Z"}),
+            ),
+        ] {
+            let before = record.clone();
+            already_done(&mut record, Some(&last));
+            assert_eq!(record, before);
+        }
     }
 }

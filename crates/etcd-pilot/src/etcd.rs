@@ -290,6 +290,29 @@ impl Etcd {
     }
 }
 
+impl Etcd {
+    /// The lease that keeps `key` alive, as (seconds left, seconds granted); `None` when the
+    /// key is absent or has no lease.
+    pub(crate) async fn key_lease(&self, key: &str) -> Result<Option<(i64, i64)>> {
+        let mut client = self.client.clone();
+        let response =
+            with_timeout("get", self.timeout, client.get(key, None::<GetOptions>)).await?;
+        let Some(lease) = response.kvs().first().map(etcd_client::KeyValue::lease) else {
+            return Ok(None);
+        };
+        if lease == 0 {
+            return Ok(None);
+        }
+        let ttl = with_timeout(
+            "lease time to live",
+            self.timeout,
+            client.lease_time_to_live(lease, None),
+        )
+        .await?;
+        Ok((ttl.ttl() >= 0).then(|| (ttl.ttl(), ttl.granted_ttl())))
+    }
+}
+
 /// The consistent hash of the key space at a revision, as `HashKV` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct KvHash {

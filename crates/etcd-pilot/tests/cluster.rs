@@ -505,3 +505,57 @@ async fn a_lost_voter_is_shown_as_no_fault_tolerance_left() {
     })
     .await;
 }
+
+/// The coordinator's node killed: `plan` says the holder does not answer and when its lease
+/// expires, then names the new coordinator.
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_says_when_the_coordinator_does_not_answer() {
+    let env = [(
+        "ETCD_PILOT_TIMERS_COORDINATOR_LEASE".to_owned(),
+        "20s".to_owned(),
+    )];
+    let Some(mut cluster) = common::running_with(82, 3, Version::V35, "", &env).await else {
+        return;
+    };
+    let coordinator = cluster.coordinator().await.expect("one coordinator");
+    let old = cluster.nodes[coordinator].name.clone();
+    let endpoints = cluster.endpoints().join(",");
+    let plan = |cluster: &Cluster| {
+        let out = cluster.cli(&["plan", "--endpoints", &endpoints]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = plan(&cluster);
+    assert!(
+        text.contains(&format!("coordinator:  {old} (fencing token")),
+        "{text}"
+    );
+    assert!(text.contains("lease renewed"), "{text}");
+    cluster.kill(coordinator);
+    let text = eventually(
+        "plan to say the coordinator does not answer",
+        Duration::from_secs(30),
+        || {
+            let text = plan(&cluster);
+            async move {
+                text.contains("does not answer (its lease expires in")
+                    .then_some(text)
+            }
+        },
+    )
+    .await;
+    assert!(
+        text.contains(&format!("unknown: {old} holds the role")),
+        "{text}"
+    );
+    eventually("a new coordinator", Duration::from_secs(60), || {
+        let text = plan(&cluster);
+        let old = old.clone();
+        async move {
+            (text.contains("coordinator:  m")
+                && !text.contains(&format!("coordinator:  {old}"))
+                && !text.contains("unknown:"))
+            .then_some(())
+        }
+    })
+    .await;
+}

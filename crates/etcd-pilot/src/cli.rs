@@ -55,6 +55,9 @@ enum Commands {
     Status(ClusterArgs),
     /// What the coordinator will do next and why, or what blocks it.
     Plan(ClusterArgs),
+    /// The cluster's current client URLs, from its member list (healthy voters first): for
+    /// clients and scripts, which stay pointed at the cluster after every member is replaced.
+    Endpoints(EndpointsArgs),
     /// Take, list, verify and delete backups in the configured store.
     Backup {
         #[command(subcommand)]
@@ -121,6 +124,17 @@ impl ClusterArgs {
         };
         Ok((endpoints, self.json))
     }
+}
+
+/// `endpoints`: which cluster, and the format.
+#[derive(Debug, Args)]
+struct EndpointsArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// `etcdctl` (a comma-separated list for --endpoints), `patroni` (an `etcd3:` section) or
+    /// `json`.
+    #[arg(long, default_value = "etcdctl", value_parser = ["etcdctl", "patroni", "json"])]
+    format: String,
 }
 
 /// Which node's configuration a backup command uses.
@@ -257,6 +271,7 @@ pub fn main() -> ExitCode {
         cli.command,
         Commands::Status(_)
             | Commands::Plan(_)
+            | Commands::Endpoints(_)
             | Commands::Config { .. }
             | Commands::Backup { .. }
             | Commands::Restore { .. }
@@ -407,6 +422,17 @@ pub fn main() -> ExitCode {
             } else {
                 output::print(&cluster_status::plan_text(&view));
             }
+            Ok(())
+        }),
+        Commands::Endpoints(args) => runtime.block_on(async {
+            let format = if args.cluster.json {
+                "json".to_owned()
+            } else {
+                args.format.clone()
+            };
+            let (endpoints, _) = args.cluster.endpoints()?;
+            let rows = cluster_status::collect(&endpoints).await?;
+            output::print(&cluster_status::endpoints_text(&rows, &format)?);
             Ok(())
         }),
         Commands::Status(args) => runtime.block_on(async {

@@ -374,6 +374,65 @@ pub(crate) async fn collect(endpoints: &[String]) -> anyhow::Result<Vec<MemberRo
     Ok(rows)
 }
 
+/// The cluster's client URLs in `format` (`etcdctl`, `patroni` or `json`): members that
+/// have started, healthy voters first, then other voters, then learners; never an endpoint of
+/// another cluster.
+pub(crate) fn endpoints_text(rows: &[MemberRow], format: &str) -> anyhow::Result<String> {
+    let rank = |r: &MemberRow| {
+        let voter = r.role == "leader" || r.role == "follower";
+        match (voter, r.health == "healthy") {
+            (true, true) => 0,
+            (true, false) => 1,
+            _ => 2,
+        }
+    };
+    let mut members: Vec<&MemberRow> = rows
+        .iter()
+        .filter(|r| r.role != "not-a-member" && r.role != "unstarted" && r.health != "foreign")
+        .filter(|r| r.client_url.is_some())
+        .collect();
+    members.sort_by_key(|r| (rank(r), r.name.clone()));
+    let urls: Vec<&str> = members
+        .iter()
+        .filter_map(|r| r.client_url.as_deref())
+        .collect();
+    Ok(match format {
+        "patroni" => {
+            let hosts: Vec<&str> = urls
+                .iter()
+                .map(|u| {
+                    u.trim_start_matches("http://")
+                        .trim_start_matches("https://")
+                        .trim_end_matches('/')
+                })
+                .collect();
+            let protocol = if urls.iter().any(|u| u.starts_with("https://")) {
+                "https"
+            } else {
+                "http"
+            };
+            format!(
+                "etcd3:\n  hosts: {}\n  protocol: {protocol}\n",
+                hosts.join(",")
+            )
+        }
+        "json" => serde_json::to_string_pretty(
+            &members
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "name": r.name,
+                        "client_url": r.client_url,
+                        "role": r.role,
+                        "health": r.health,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )?,
+        _ => urls.join(","),
+    })
+}
+
 /// A fixed-width table, one member per line.
 pub(crate) fn table(rows: &[MemberRow]) -> String {
     let dash = || "-".to_owned();

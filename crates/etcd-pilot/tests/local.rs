@@ -256,6 +256,20 @@ async fn dir_commands_use_a_listed_member_after_the_first_is_lost() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+    // The cluster's endpoints: m2 and m3 answer first; m1, still a member until the
+    // coordinator removes it, comes last or is gone.
+    let listed = run(&["endpoints"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).trim().to_owned();
+    assert!(
+        listed.starts_with("http://127.0.81.2:2379,http://127.0.81.3:2379"),
+        "{listed}"
+    );
+    let patroni =
+        String::from_utf8_lossy(&run(&["endpoints", "--format", "patroni"]).stdout).into_owned();
+    assert!(
+        patroni.starts_with("etcd3:\n  hosts: 127.0.81.2:2379,127.0.81.3:2379"),
+        "{patroni}"
+    );
     // m1's etcd and pilot are gone; the rest stop on Ctrl-C.
     common::signal(child.0.id(), libc::SIGINT);
     let status = common::wait_child(&mut child.0, Duration::from_secs(60)).expect("local up stops");

@@ -6,7 +6,7 @@
 //! - `identity.json`: whose data `etcd/` is (name, cluster id, member id);
 //! - `cluster-formed.json`: written once a cluster formed with this node; it survives a
 //!   quarantine and forbids bootstrapping a new cluster from this node ever after;
-//! - `etcd.pid`: the running etcd child;
+//! - `etcd.pid`: the running etcd child; `pilot.pid`: the running pilot itself;
 //! - `restored`: `etcd/` is a restored backup whose cluster id is not recorded yet;
 //! - `quarantine/<time>/`: data moved aside, never deleted, with a `reason.txt`;
 //! - `restore/`, `drill/`: scratch space of a restore and of restore drills ([`Scratch`]:
@@ -58,6 +58,11 @@ impl DataDir {
 
     pub(crate) fn pid_file(&self) -> PathBuf {
         self.root.join("etcd.pid")
+    }
+
+    /// The running pilot's own pid, written by the agent.
+    pub(crate) fn pilot_pid_file(&self) -> PathBuf {
+        self.root.join("pilot.pid")
     }
 
     fn identity_path(&self) -> PathBuf {

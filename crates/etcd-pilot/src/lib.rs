@@ -67,6 +67,19 @@ pub(crate) async fn run_agent(config: Config, cancel: CancellationToken) -> anyh
         .await
         .with_context(|| format!("bind admin API on {} (admin.listen)", config.admin.listen))?;
     tracing::info!(listen = %config.admin.listen, "admin API listening");
+    // Its own pid beside its data, for whoever must stop it (`local up` stops every pilot of
+    // its dir, whoever started it). Written after the admin port is ours: a second pilot on
+    // the same config fails above and never overwrites it.
+    let pid_file = datadir::DataDir::new(&config.data_dir).pilot_pid_file();
+    if let Err(err) = datadir::DataDir::new(&config.data_dir)
+        .create()
+        .and_then(|()| {
+            std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+                .with_context(|| format!("write {}", pid_file.display()))
+        })
+    {
+        tracing::warn!("cannot record the pilot's pid: {err:#}");
+    }
     let admin_cancel = CancellationToken::new();
     let admin = tokio::spawn(admin::serve(
         listener,
@@ -134,6 +147,11 @@ pub(crate) async fn run_agent(config: Config, cancel: CancellationToken) -> anyh
         Ok(Ok(())) => {}
         Ok(Err(err)) => tracing::warn!("admin API ended with an error: {err:#}"),
         Err(err) => tracing::warn!("admin API task failed: {err:#}"),
+    }
+    if std::fs::read_to_string(&pid_file)
+        .is_ok_and(|text| text.trim() == std::process::id().to_string())
+    {
+        let _ = std::fs::remove_file(&pid_file);
     }
     tracing::info!("shutdown complete");
     result

@@ -130,6 +130,9 @@ pub(crate) async fn up(
     let members = write_configs(&dir, args.members, &args.subnet, &etcd_bin)?;
     let exe = std::env::current_exe().context("find the etcd-pilot executable")?;
 
+    // A pilot of this dir still running (started by hand, by `local add`, or left by an
+    // earlier `local up`) would hold its member's ports: stop it first, and say so.
+    stop_dir_pilots(&dir, "so that this `local up` runs the cluster").await;
     let started = Instant::now();
     let mut children = Vec::new();
     for member in &members {
@@ -163,6 +166,8 @@ pub(crate) async fn up(
     output::print("stopping the cluster");
     stop_all(&mut children).await;
     stop_added(&dir, &members).await;
+    // Every pilot of the dir, whoever started it (the tour starts one by hand).
+    stop_dir_pilots(&dir, "with the cluster").await;
     for member in &members {
         let _ = std::fs::remove_file(&member.pid_path);
     }
@@ -440,16 +445,31 @@ async fn wait_ready(
         credentials: None,
     });
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut exited = vec![false; members.len()];
     loop {
-        for (member, child) in members.iter().zip(children.iter_mut()) {
-            if let Ok(Some(status)) = child.try_wait() {
-                anyhow::bail!(
-                    "the pilot of {} exited ({status}); last lines of {}:\n{}",
+        // A member that cannot start is reported; the others keep running (the cluster
+        // may well have its quorum without it).
+        for (i, (member, child)) in members.iter().zip(children.iter_mut()).enumerate() {
+            if !exited[i]
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                exited[i] = true;
+                output::error(&format!(
+                    "the pilot of {} exited ({status}); the others keep running. Last lines of {}:\n{}",
                     member.name,
                     member.log_path.display(),
                     tail(&member.log_path, 15)
-                );
+                ));
             }
+        }
+        let running = exited.iter().filter(|e| !**e).count();
+        if running == 0 {
+            anyhow::bail!(
+                "every pilot exited; see {}",
+                members
+                    .first()
+                    .map_or_else(String::new, |m| m.log_path.display().to_string())
+            );
         }
         if let Some(list) = pool.agreed_member_list(endpoints).await {
             let voters = list
@@ -457,7 +477,7 @@ async fn wait_ready(
                 .iter()
                 .filter(|m| m.is_started() && !m.is_learner)
                 .count();
-            if voters == members.len() {
+            if voters >= running {
                 let probes = pool.probe_members(&list).await;
                 if probes.iter().all(|p| {
                     p.as_ref()
@@ -548,6 +568,55 @@ async fn stop_added(dir: &Path, ours: &[LocalMember]) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let _ = std::fs::remove_file(pid_file);
+    }
+}
+
+/// Stops every pilot of `dir` that still runs, by the pid each recorded beside its data
+/// (`mN/data/pilot.pid`), if that process is an `etcd-pilot agent` of this member's config:
+/// SIGTERM (it stops its etcd), SIGKILL after 30 s.
+async fn stop_dir_pilots(dir: &Path, why: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let config = entry.path().join("pilot.toml");
+        let pid_file = entry.path().join("data").join("pilot.pid");
+        let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        // A pilot started by hand may name its config relative to its own working dir.
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+        let ours = args.iter().any(|a| a == "agent")
+            && args.iter().any(|a| {
+                let path = cwd.join(a);
+                path == config
+                    || path
+                        .canonicalize()
+                        .is_ok_and(|p| Some(p) == config.canonicalize().ok())
+            });
+        if !ours || !process::alive(pid) {
+            continue;
+        }
+        output::print(&format!(
+            "stopping the pilot of {} (pid {pid}) {why}",
+            entry.file_name().to_string_lossy()
+        ));
+        let _ = process::signal(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while process::alive(pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if process::alive(pid) {
+            let _ = process::signal(pid, Signal::SIGKILL);
+        }
     }
 }
 

@@ -275,3 +275,79 @@ async fn dir_commands_use_a_listed_member_after_the_first_is_lost() {
     let status = common::wait_child(&mut child.0, Duration::from_secs(60)).expect("local up stops");
     assert!(status.success());
 }
+
+/// The README's tour: m3's pilot stopped and started again by hand; Ctrl-C stops it too
+/// (with its etcd), and the next `local up` brings all three members back.
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_stops_a_pilot_started_by_hand_and_local_up_comes_back_whole() {
+    let Some(etcd) = etcd_bin(Version::V35) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let up = |out: &std::path::Path| {
+        Command::new(pilot_bin())
+            .args(["local", "up", "--members", "3", "--subnet", "127.0.83"])
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--etcd-bin")
+            .arg(&etcd)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(out).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let ready = |out: std::path::PathBuf| async move {
+        eventually("cluster ready", Duration::from_secs(90), || async {
+            let text = std::fs::read_to_string(&out).ok()?;
+            text.contains("Ctrl-C stops the cluster").then_some(())
+        })
+        .await;
+    };
+    let first = tmp.path().join("first.txt");
+    let mut child = up(&first);
+    ready(first.clone()).await;
+    let pid_of = |path: std::path::PathBuf| -> u32 {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let spawned = pid_of(dir.join("m3/pilot.pid"));
+    common::signal(spawned, libc::SIGTERM);
+    common::wait_gone(spawned);
+    // As the tour says: start it again by hand (a relative config path, from the dir's parent).
+    let mut by_hand = Command::new(pilot_bin())
+        .args(["agent", "--config", "cluster/m3/pilot.toml"])
+        .current_dir(tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let etcd_pid = eventually("m3's etcd back", Duration::from_secs(60), || {
+        let pid = std::fs::read_to_string(dir.join("m3/data/etcd.pid"))
+            .ok()
+            .and_then(|t| t.lines().next()?.parse::<u32>().ok())
+            .filter(|pid| common::alive(*pid));
+        async move { pid }
+    })
+    .await;
+    common::signal(child.id(), libc::SIGINT);
+    let status = common::wait_child(&mut child, Duration::from_secs(60)).expect("local up stops");
+    assert!(status.success());
+    let hand = common::wait_child(&mut by_hand, Duration::from_secs(10));
+    assert!(hand.is_some(), "the pilot started by hand still runs");
+    assert!(!common::alive(etcd_pid), "m3's etcd still runs");
+    let text = std::fs::read_to_string(&first).unwrap();
+    assert!(text.contains("stopping the pilot of m3"), "{text}");
+
+    let second = tmp.path().join("second.txt");
+    let mut child = up(&second);
+    ready(second.clone()).await;
+    common::signal(child.id(), libc::SIGINT);
+    let status = common::wait_child(&mut child, Duration::from_secs(60)).expect("local up stops");
+    assert!(status.success());
+}

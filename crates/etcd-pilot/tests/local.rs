@@ -8,13 +8,21 @@ use std::time::Duration;
 
 use common::{Version, etcd_bin, eventually, get, pilot_bin, put};
 
+/// A `local up` process, stopped (and so its cluster) when dropped, even when the test fails.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            common::signal(self.0.id(), libc::SIGINT);
+            let _ = common::wait_child(&mut self.0, Duration::from_secs(60));
+        }
+    }
+}
+
 #[allow(clippy::disallowed_methods)]
-fn local_up(
-    dir: &std::path::Path,
-    etcd: &std::path::Path,
-    out: &std::path::Path,
-) -> std::process::Child {
-    Command::new(pilot_bin())
+fn local_up(dir: &std::path::Path, etcd: &std::path::Path, out: &std::path::Path) -> Stopped {
+    let child = Command::new(pilot_bin())
         .args(["local", "up", "--members", "3", "--subnet", "127.0.33"])
         .arg("--dir")
         .arg(dir)
@@ -24,11 +32,12 @@ fn local_up(
         .stdout(std::fs::File::create(out).unwrap())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Stopped(child)
 }
 
 /// Interrupts `local up` as Ctrl-C would and checks it stops everything and exits 0.
-fn interrupt(mut child: std::process::Child, dir: &std::path::Path) {
+fn interrupt(mut child: Stopped, dir: &std::path::Path) {
     let pids: Vec<u32> = (1..=3)
         .filter_map(|i| {
             let text = std::fs::read_to_string(dir.join(format!("m{i}/data/etcd.pid"))).ok()?;
@@ -36,8 +45,8 @@ fn interrupt(mut child: std::process::Child, dir: &std::path::Path) {
         })
         .collect();
     assert_eq!(pids.len(), 3, "every member has a running etcd");
-    common::signal(child.id(), libc::SIGINT);
-    let status = common::wait_child(&mut child, Duration::from_secs(60)).expect("local up stops");
+    common::signal(child.0.id(), libc::SIGINT);
+    let status = common::wait_child(&mut child.0, Duration::from_secs(60)).expect("local up stops");
     assert_eq!(status.code(), Some(0));
     for pid in pids {
         assert!(!common::alive(pid), "etcd {pid} still running");
@@ -78,7 +87,15 @@ async fn local_up_runs_a_cluster_and_restarts_it_with_its_data() {
         .unwrap();
     let table = String::from_utf8_lossy(&status.stdout);
     assert!(status.status.success(), "{table}");
-    assert_eq!(table.matches("healthy").count(), 3, "{table}");
+    let healthy_rows = table
+        .lines()
+        .filter(|l| l.starts_with('m') && l.contains(" healthy "))
+        .count();
+    assert_eq!(healthy_rows, 3, "{table}");
+    assert!(
+        table.contains("fault tolerance: can lose 1 more member"),
+        "{table}"
+    );
     assert_eq!(table.matches("leader").count(), 1, "{table}");
     interrupt(child, &dir);
 
@@ -207,16 +224,6 @@ async fn dir_commands_use_a_listed_member_after_the_first_is_lost() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cluster");
     let out = tmp.path().join("out.txt");
-    /// Stops `local up` (and so its cluster) even when the test fails.
-    struct Stopped(std::process::Child);
-    impl Drop for Stopped {
-        fn drop(&mut self) {
-            if matches!(self.0.try_wait(), Ok(None)) {
-                common::signal(self.0.id(), libc::SIGINT);
-                let _ = common::wait_child(&mut self.0, Duration::from_secs(60));
-            }
-        }
-    }
     let child = Command::new(pilot_bin())
         .args(["local", "up", "--members", "3", "--subnet", "127.0.81"])
         .arg("--dir")

@@ -371,7 +371,24 @@ async fn a_wedged_etcd_is_restarted_with_its_data() {
         return;
     };
     let old = common::member_id(&cluster.nodes[1].client_url()).await;
-    let pid = cluster.nodes[1].etcd_pid().unwrap();
+    // Only an etcd that answered in its current run is restarted for silence: wait until m2's
+    // pilot reports its member ready and its liveness probe (every second) has seen this run.
+    let pid = common::eventually(
+        "m2 ready on a settled etcd",
+        Duration::from_secs(30),
+        || async {
+            let status = cluster.pilot_status(1).await?;
+            let pid = cluster.nodes[1].etcd_pid()?;
+            (status["ready"] == true).then_some(pid)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        cluster.nodes[1].etcd_pid(),
+        Some(pid),
+        "m2's etcd restarted meanwhile"
+    );
     let offset = cluster.nodes[1].log().len();
     common::signal(pid, libc::SIGSTOP);
     // 4 s of silence, then SIGCONT and SIGTERM; generous for a loaded machine.
@@ -382,8 +399,9 @@ async fn a_wedged_etcd_is_restarted_with_its_data() {
         }
         assert!(
             Instant::now() < deadline,
-            "m2's etcd was not replaced within 60 s:\n{}",
-            cluster.nodes[1].log_since(offset)
+            "m2's etcd was not replaced within 60 s; m2's log since:\n{}\nwhole log:\n{}",
+            cluster.nodes[1].log_since(offset),
+            cluster.nodes[1].log()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };

@@ -165,8 +165,8 @@ pub(crate) async fn up(
     }
     output::print("stopping the cluster");
     stop_all(&mut children).await;
-    stop_added(&dir, &members).await;
-    // Every pilot of the dir, whoever started it (the tour starts one by hand).
+    // Every other pilot of the dir, whoever started it (`local add`, or by hand as the tour
+    // does).
     stop_dir_pilots(&dir, "with the cluster").await;
     for member in &members {
         let _ = std::fs::remove_file(&member.pid_path);
@@ -546,31 +546,6 @@ async fn stop_all(children: &mut [tokio::process::Child]) {
     }
 }
 
-/// Stops pilots that `local add` started into this cluster (they are not our children).
-async fn stop_added(dir: &Path, ours: &[LocalMember]) {
-    let Ok(Some(listed)) = listed(dir) else {
-        return;
-    };
-    for (name, _) in listed {
-        if ours.iter().any(|m| m.name == name) {
-            continue;
-        }
-        let pid_file = dir.join(&name).join("pilot.pid");
-        let Some(pid) = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|t| t.lines().next().and_then(|l| l.parse::<u32>().ok()))
-        else {
-            continue;
-        };
-        let _ = process::signal(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while process::alive(pid) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let _ = std::fs::remove_file(pid_file);
-    }
-}
-
 /// Stops every pilot of `dir` that still runs, by the pid each recorded beside its data
 /// (`mN/data/pilot.pid`), if that process is an `etcd-pilot agent` of this member's config:
 /// SIGTERM (it stops its etcd), SIGKILL after 30 s.
@@ -579,6 +554,9 @@ async fn stop_dir_pilots(dir: &Path, why: &str) {
         return;
     };
     for entry in entries.flatten() {
+        // The pid `local up`/`local add` wrote when spawning it: stale once we are done here
+        // (`local lose` would signal it).
+        let _ = std::fs::remove_file(entry.path().join("pilot.pid"));
         let config = entry.path().join("pilot.toml");
         let pid_file = entry.path().join("data").join("pilot.pid");
         let Some(pid) = std::fs::read_to_string(&pid_file)
@@ -587,11 +565,7 @@ async fn stop_dir_pilots(dir: &Path, why: &str) {
         else {
             continue;
         };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
+        let args = process::cmdline(pid);
         // A pilot started by hand may name its config relative to its own working dir.
         let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
         let ours = args.iter().any(|a| a == "agent")

@@ -57,6 +57,16 @@ pub(crate) fn alive(pid: u32) -> bool {
     exists && !is_zombie(pid)
 }
 
+/// The arguments `pid` runs with, from `/proc/<pid>/cmdline` (empty when it is gone).
+pub(crate) fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
 /// Whether `pid` is a zombie, from `/proc/<pid>/stat`.
 pub(crate) fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {

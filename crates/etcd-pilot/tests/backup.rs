@@ -311,15 +311,7 @@ async fn a_store_outage_leaves_etcd_alone_and_backups_resume() {
     )
     .await;
     eprintln!("backup error shown: {}", status["backup"]["last_error"]);
-    let metrics = reqwest::get(format!(
-        "{}/metrics",
-        cluster.nodes[coordinator].admin_url()
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
+    let metrics = cluster.nodes[coordinator].metrics().await;
     let failures: f64 = metrics
         .lines()
         .find(|l| l.starts_with("etcd_pilot_backup_failures_total "))

@@ -487,12 +487,7 @@ async fn a_lost_voter_is_shown_as_no_fault_tolerance_left() {
     })
     .await;
     assert_eq!(pilot["fault_tolerance"]["healthy"], 2);
-    let metrics = reqwest::get(format!("{}/metrics", cluster.nodes[0].admin_url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = cluster.nodes[0].metrics().await;
     assert!(
         metrics.contains("etcd_pilot_fault_tolerance 0"),
         "{metrics}"

@@ -306,18 +306,9 @@ async fn a_drill_that_cannot_start_leaves_the_backup_unverified_and_the_next_pas
     .await;
     let status = cluster.pilot_status(0).await.unwrap();
     assert!(status["backup"]["drill_retry"].is_null(), "{status}");
-    let metrics = reqwest_metrics(&cluster.nodes[0].admin_url()).await;
+    let metrics = cluster.nodes[0].metrics().await;
     assert!(
         metrics.contains("etcd_pilot_drill_errors_total{kind=\"environment\"} 1"),
         "{metrics}"
     );
-}
-
-async fn reqwest_metrics(admin_url: &str) -> String {
-    reqwest::get(format!("{admin_url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }

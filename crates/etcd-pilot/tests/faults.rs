@@ -416,12 +416,7 @@ async fn a_wedged_etcd_is_restarted_with_its_data() {
         log.contains("has not answered for the liveness timeout"),
         "{log}"
     );
-    let metrics = reqwest::get(format!("{}/metrics", cluster.nodes[1].admin_url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = cluster.nodes[1].metrics().await;
     assert!(
         metrics.contains(r#"etcd_pilot_etcd_crashes_total{kind="unresponsive"} 1"#),
         "{metrics}"

@@ -206,11 +206,7 @@ fn clear_leftovers(root: &Scratch) {
     {
         // Only a drill's etcd of this folder: its exact `--name=drill` and a data dir in it
         // (a reused pid may be anything else).
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
+        let args = crate::process::cmdline(pid);
         let data_prefix = format!("--data-dir={}/", root.path().display());
         let ours = args.iter().any(|a| a == "--name=drill")
             && args.iter().any(|a| a.starts_with(&data_prefix));

@@ -175,6 +175,15 @@ impl Node {
     pub fn log_since(&self, offset: usize) -> String {
         self.log().get(offset..).unwrap_or_default().to_owned()
     }
+    /// This node's pilot's Prometheus metrics, as text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.admin_url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
     /// The pid of this node's etcd, from the pilot's pid file.
     pub fn etcd_pid(&self) -> Option<u32> {
         let text = std::fs::read_to_string(self.data_dir().join("etcd.pid")).ok()?;

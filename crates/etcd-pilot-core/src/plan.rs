@@ -47,6 +47,8 @@ pub struct ObservedMember {
     pub unlisted_for: Option<Duration>,
     /// How long the coordinator has seen it pending (added, not started, or a learner).
     pub pending_for: Option<Duration>,
+    /// How long the coordinator has seen it not healthy; `None` while healthy (or unknown).
+    pub down_for: Option<Duration>,
     /// Its own pilot says its data is unusable (etcd cannot run on it).
     pub data_unusable: bool,
     /// Its instance is terminating (a lifecycle hook said so): remove it as soon as the
@@ -278,7 +280,7 @@ pub fn plan(observed: &Observed, policy: &Policy) -> Plan {
         .filter(|m| m.data_unusable && staying(m))
         .collect();
     if unlisted.is_empty() && unusable.is_empty() && terminating.is_empty() {
-        return degraded(members).map_or(Plan::Converged, |reason| Plan::Wait { reason });
+        return degraded(observed, peers);
     }
     // The guard is for discovery's answers; a terminating instance was named one by one.
     // Half or more of the members gone at once looks like a discovery fault, not a fleet
@@ -490,29 +492,45 @@ fn removal_blocked(
     })
 }
 
-/// What keeps a cluster whose membership matches discovery from full strength, if anything:
-/// each member that is not a healthy voter, and how many more failures the cluster survives.
-fn degraded(members: &[ObservedMember]) -> Option<String> {
+/// Converged, or what keeps a cluster without members to remove from full strength: each
+/// member that is not a healthy voter, the listed peers that have not joined, and how many
+/// more failures the cluster survives.
+fn degraded(observed: &Observed, peers: &[Peer]) -> Plan {
+    let members = &observed.members;
     let down: Vec<String> = members
         .iter()
-        .filter(|m| m.health != Health::Healthy || m.problem.is_some())
+        .filter(|m| !m.member.is_started() || m.health != Health::Healthy || m.problem.is_some())
         .map(|m| {
             let what = match (&m.problem, m.health) {
                 (Some(problem), _) => problem.clone(),
-                (None, Health::Unhealthy) => "answers but is not healthy".to_owned(),
                 (None, _) if !m.member.is_started() => "has not started".to_owned(),
+                (None, Health::Unhealthy) => "answers but is not healthy".to_owned(),
                 (None, _) => "does not answer".to_owned(),
             };
             format!("{} {what}", describe(m))
         })
         .collect();
-    if down.is_empty() {
-        return None;
+    let missing: Vec<String> = peers
+        .iter()
+        .filter(|peer| {
+            !members
+                .iter()
+                .any(|m| is_listed(&m.member, std::slice::from_ref(*peer)))
+        })
+        .map(|peer| peer.name.to_string())
+        .collect();
+    if down.is_empty() && missing.is_empty() {
+        return Plan::Converged;
     }
     let voters = members.iter().filter(|m| !m.member.is_learner).count();
     let healthy = members
         .iter()
-        .filter(|m| !m.member.is_learner && m.health == Health::Healthy && m.problem.is_none())
+        .filter(|m| {
+            !m.member.is_learner
+                && m.member.is_started()
+                && m.health == Health::Healthy
+                && m.problem.is_none()
+        })
         .count();
     let tolerance = if healthy >= quorum(voters) {
         format!(
@@ -522,11 +540,29 @@ fn degraded(members: &[ObservedMember]) -> Option<String> {
     } else {
         format!("the cluster has lost its quorum ({healthy} of {voters} voters healthy)")
     };
-    Some(format!(
-        "membership matches discovery, but not at full strength: {}; {tolerance}",
-        down.join("; ")
-    ))
+    let mut said = Vec::new();
+    if !missing.is_empty() {
+        said.push(format!(
+            "discovery lists {} that {} not a member yet (its pilot adds it as a learner)",
+            missing.join(", "),
+            if missing.len() == 1 { "is" } else { "are" }
+        ));
+    }
+    if !down.is_empty() {
+        said.push(down.join("; "));
+    }
+    Plan::Wait {
+        reason: format!(
+            "{}, but not at full strength: {}; {tolerance}",
+            if missing.is_empty() {
+                "membership matches discovery"
+            } else {
+                "no member to remove"
+            },
+            said.join("; ")
+        ),
+    }
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -400,12 +400,26 @@ fn decide_join(me: &Peer, expected: &[Peer], leaving: &[Peer], live: &LiveCluste
                 .name
                 .as_ref()
                 .map_or("(unnamed)", MemberName::as_str);
+            // A member discovery no longer lists (a lost node whose address this one took
+            // over) is the coordinator's to remove; anything else is the operator's.
+            let unlisted = entry.member.is_started()
+                && !crate::plan::is_listed(&entry.member, expected)
+                && !crate::plan::is_listed(&entry.member, leaving);
             return Decision::Wait {
-                reason: format!(
-                    "peer URL {} is registered to member {other} ({}); remove that member \
-                     (etcdctl member remove {}) or give this node another peer URL",
-                    me.peer_url, entry.member.id, entry.member.id
-                ),
+                reason: if unlisted {
+                    format!(
+                        "peer URL {} is still registered to member {other} ({}), which \
+                         discovery no longer lists: the coordinator removes it after \
+                         timers.remove_after, then this node joins",
+                        me.peer_url, entry.member.id
+                    )
+                } else {
+                    format!(
+                        "peer URL {} is registered to member {other} ({}); remove that member \
+                         (etcdctl member remove {}) or give this node another peer URL",
+                        me.peer_url, entry.member.id, entry.member.id
+                    )
+                },
             };
         }
         // Added but never started: it is ours to start (we, an earlier attempt, or the

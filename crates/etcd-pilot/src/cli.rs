@@ -104,26 +104,66 @@ enum AwsCommand {
 #[derive(Debug, Args)]
 struct ClusterArgs {
     /// Client URLs of any members, comma-separated (default http://127.0.0.1:2379).
-    #[arg(long, value_delimiter = ',', conflicts_with = "dir")]
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["dir", "config"])]
     endpoints: Vec<String>,
     /// The directory of a `local up` cluster.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "config")]
     dir: Option<PathBuf>,
+    /// A node's pilot config: its etcd and the peers its discovery lists.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
     /// Print JSON for scripts.
     #[arg(long)]
     json: bool,
 }
 
 impl ClusterArgs {
-    /// The endpoints to ask: `--dir`'s peers, `--endpoints`, or the default local client URL.
-    fn endpoints(self) -> anyhow::Result<(Vec<String>, bool)> {
-        let endpoints = match self.dir {
-            Some(dir) => local::client_urls(&dir)?,
-            None if self.endpoints.is_empty() => vec!["http://127.0.0.1:2379".to_owned()],
-            None => self.endpoints,
+    /// The endpoints to ask: `--dir`'s peers, `--config`'s node and its discovery's peers,
+    /// `--endpoints`, or the default local client URL.
+    async fn endpoints(self) -> anyhow::Result<(Vec<String>, bool)> {
+        let endpoints = match (self.dir, self.config) {
+            (Some(dir), _) => local::client_urls(&dir)?,
+            (None, Some(path)) => config_endpoints(&path).await?,
+            (None, None) if self.endpoints.is_empty() => {
+                vec!["http://127.0.0.1:2379".to_owned()]
+            }
+            (None, None) => self.endpoints,
         };
         Ok((endpoints, self.json))
     }
+}
+
+/// The client URLs a node's config leads to: its own etcd's, then those of the peers its
+/// discovery lists (when discovery answers; a warning otherwise).
+async fn config_endpoints(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let config = async {
+        let mut sources = Sources::load(Some(path), std::env::vars(), BTreeMap::new())?;
+        crate::aws::find_identity(&mut sources).await?;
+        Config::load(&sources)
+    }
+    .await
+    .map_err(|err| anyhow::anyhow!("--config {}: {err}", path.display()))?;
+    let mut endpoints = vec![crate::config::url_string(&config.etcd.client_url)];
+    let (status, _) = tokio::sync::watch::channel(crate::state::PilotStatus::new(
+        config.name.as_str(),
+        etcd_pilot_core::start::PilotReport::Unknown,
+    ));
+    let discovery = crate::discovery::Provider::from_config(&config, status);
+    match crate::discovery::Discovery::peers(&discovery).await {
+        Ok(peers) => {
+            for peer in peers {
+                if !endpoints.contains(&peer.client_url) {
+                    endpoints.push(peer.client_url);
+                }
+            }
+        }
+        Err(err) => output::error(&format!(
+            "warning: discovery did not answer ({}); asking {} only",
+            crate::error_chain(&err),
+            endpoints[0]
+        )),
+    }
+    Ok(endpoints)
 }
 
 /// `endpoints`: which cluster, and the format.
@@ -415,7 +455,7 @@ pub fn main() -> ExitCode {
             Ok(())
         }
         Commands::Plan(args) => runtime.block_on(async {
-            let (endpoints, json) = args.endpoints()?;
+            let (endpoints, json) = args.endpoints().await?;
             let view = cluster_status::plan(&endpoints).await?;
             if json {
                 output::print(&serde_json::to_string_pretty(&view)?);
@@ -430,18 +470,18 @@ pub fn main() -> ExitCode {
             } else {
                 args.format.clone()
             };
-            let (endpoints, _) = args.cluster.endpoints()?;
+            let (endpoints, _) = args.cluster.endpoints().await?;
             let rows = cluster_status::collect(&endpoints).await?;
             output::print(&cluster_status::endpoints_text(&rows, &format)?);
             Ok(())
         }),
         Commands::Status(args) => runtime.block_on(async {
-            let (endpoints, json) = args.endpoints()?;
-            let rows = cluster_status::collect(&endpoints).await?;
+            let (endpoints, json) = args.endpoints().await?;
+            let view = cluster_status::status(&endpoints).await?;
             if json {
-                output::print(&serde_json::to_string_pretty(&rows)?);
+                output::print(&serde_json::to_string_pretty(&view)?);
             } else {
-                output::print(&cluster_status::table(&rows));
+                output::print(&cluster_status::status_text(&view));
             }
             Ok(())
         }),

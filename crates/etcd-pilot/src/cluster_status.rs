@@ -4,6 +4,11 @@
 use anyhow::Context as _;
 use serde::Serialize;
 
+use std::time::SystemTime;
+
+use etcd_pilot_core::condition::{self, Condition};
+use etcd_pilot_core::plan;
+
 use crate::etcd::{self, ClientOptions};
 
 /// One member, as `status` prints it.
@@ -46,49 +51,48 @@ pub(crate) struct PlanView {
     pub(crate) plan: Option<serde_json::Value>,
     /// The last membership change it recorded, and its state.
     pub(crate) last_change: Option<serde_json::Value>,
+    /// Why the records could not be read (no quorum, for one), if so.
+    pub(crate) records_error: Option<String>,
     /// What the cluster can lose now, from the members' own answers (not the record).
     pub(crate) fault_tolerance: Option<etcd_pilot_core::FaultTolerance>,
-    /// Every member that is not a healthy voter, and why.
-    pub(crate) degraded: Vec<String>,
+    /// What keeps the cluster from full strength, with causes and ages ([`Shown`]).
+    #[serde(flatten)]
+    pub(crate) shown: Shown,
 }
 
-pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
-    let options = options();
-    let mut last_err = None;
-    // Read the records from members of the cluster most endpoints answer for, never from an
-    // etcd that answers as a cluster of its own.
-    // (A member URL answering as another cluster fails its probe and is skipped.)
-    let pool = etcd::Pool::new(options.clone());
-    let mut members = Vec::new();
-    let mut fault_tolerance = None;
-    let mut degraded = Vec::new();
-    let mut healthy_names = Vec::new();
-    if let Some(list) = pool.agreed_member_list(endpoints).await {
-        let probes = pool.probe_members(&list).await;
-        healthy_names = list
-            .members
-            .iter()
-            .zip(&probes)
-            .filter(|(_, p)| {
-                p.as_ref()
-                    .is_ok_and(|s| s.health() == etcd_pilot_core::Health::Healthy)
-            })
-            .filter_map(|(m, _)| m.name.as_ref().map(ToString::to_string))
-            .collect::<Vec<_>>();
-        let (tolerance, said) = tolerance(&list, &probes);
-        fault_tolerance = Some(tolerance);
-        degraded = said;
-        members = list
-            .members
-            .iter()
-            .zip(probes)
-            .filter(|(_, probe)| probe.is_ok())
-            .filter_map(|(m, _)| m.client_urls.first().cloned())
-            .collect();
-    }
-    for endpoint in &members {
+/// The conditions `plan` and `status` show: the coordinator's, aged to now, while its record
+/// is fresh (it knows discovery and how long each has lasted); otherwise those a live probe
+/// of the members finds, without ages.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Shown {
+    pub(crate) conditions: Vec<Condition>,
+    /// Each condition in words.
+    pub(crate) degraded: Vec<String>,
+    /// Where they come from.
+    pub(crate) conditions_from: String,
+}
+
+/// A plan record older than this is the record of a coordinator that stopped writing (it
+/// rewrites it at least every 5 s).
+const RECORD_FRESH: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The coordinator's records, as read from one member.
+struct Records {
+    coordinator: Option<String>,
+    plan: Option<serde_json::Value>,
+    last_change: Option<serde_json::Value>,
+    lease: Option<(i64, i64)>,
+}
+
+/// Reads the coordinator's records through the first of `members` that answers.
+async fn records(members: &[String], options: &ClientOptions) -> Result<Records, etcd::Error> {
+    let mut last_err = etcd::Error::Unexpected {
+        op: "read the coordinator's records",
+        what: "no member answers",
+    };
+    for endpoint in members {
         let result = async {
-            let client = crate::etcd::Etcd::connect_one(endpoint, &options).await?;
+            let client = crate::etcd::Etcd::connect_one(endpoint, options).await?;
             let coordinator = client.get(crate::reconcile::COORDINATOR_KEY).await?;
             let plan = client.get(crate::reconcile::PLAN_KEY).await?;
             let intent = client.get(crate::reconcile::INTENT_KEY).await?;
@@ -102,31 +106,155 @@ pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
         match result {
             Ok((coordinator, plan, intent, lease)) => {
                 let parse = |text: Option<String>| text.and_then(|t| serde_json::from_str(&t).ok());
-                let mut plan: Option<serde_json::Value> = parse(plan);
-                let last_change: Option<serde_json::Value> = parse(intent);
-                already_done(&mut plan, last_change.as_ref());
-                let coordinator_answers = coordinator
-                    .as_ref()
-                    .map(|name| healthy_names.iter().any(|h| h == name));
-                return Ok(PlanView {
+                return Ok(Records {
                     coordinator,
-                    coordinator_lease: lease,
-                    coordinator_answers,
-                    plan,
-                    last_change,
-                    fault_tolerance,
-                    degraded,
+                    plan: parse(plan),
+                    last_change: parse(intent),
+                    lease,
                 });
             }
-            Err(err) => last_err = Some(err),
+            Err(err) => last_err = err,
         }
     }
-    let pilots = pilot_reasons(endpoints).await;
-    Err(anyhow::anyhow!(
-        "no member answered at {}; is the cluster running? ({}){pilots}",
-        endpoints.join(","),
-        last_err.map_or_else(String::new, |e| format!("{:#}", anyhow::Error::from(e)))
-    ))
+    Err(last_err)
+}
+
+/// The cluster as one look at `list` and its probes shows it, for the core's conditions:
+/// ages unknown, discovery not asked (the coordinator's record knows both).
+fn live_observed(
+    list: &etcd::MemberList,
+    probes: &[etcd::Result<etcd::EndpointStatus>],
+) -> plan::Observed {
+    let members = list
+        .members
+        .iter()
+        .zip(probes)
+        .map(|(member, probe)| plan::ObservedMember {
+            member: member.clone(),
+            health: probe
+                .as_ref()
+                .map_or(etcd_pilot_core::Health::Unknown, |s| s.health()),
+            raft_index: probe.as_ref().ok().map(|s| s.raft_index),
+            unlisted_for: None,
+            pending_for: None,
+            down_for: None,
+            data_unusable: false,
+            terminating: false,
+            problem: match probe {
+                Ok(status) if status.health() != etcd_pilot_core::Health::Healthy => Some(format!(
+                    "answers but is not healthy ({})",
+                    if status.leader.is_none() {
+                        "it has no leader".to_owned()
+                    } else {
+                        status.errors.join(", ")
+                    }
+                )),
+                Ok(_) => None,
+                Err(err) if member.is_started() => Some(format!("does not answer: {err}")),
+                Err(_) => None,
+            },
+        })
+        .collect();
+    plan::Observed {
+        members,
+        leader: probes.iter().flatten().find_map(|s| s.leader),
+        discovery: plan::Discovery::Failed {
+            error: "not asked by this command".to_owned(),
+        },
+    }
+}
+
+/// What to show of `live` and the coordinator's plan record, at `now`.
+fn shown(live: &plan::Observed, record: Option<&serde_json::Value>, now: SystemTime) -> Shown {
+    let from_record = record.and_then(|record| {
+        let at = humantime::parse_rfc3339(record.get("at")?.as_str()?).ok()?;
+        let age = now.duration_since(at).unwrap_or_default();
+        let conditions: Vec<Condition> =
+            serde_json::from_value(record.get("conditions")?.clone()).ok()?;
+        (age <= RECORD_FRESH).then(|| {
+            let by = record.get("by").and_then(|b| b.as_str()).unwrap_or("?");
+            (
+                conditions
+                    .into_iter()
+                    .map(|c| c.aged(age.as_secs()))
+                    .collect::<Vec<_>>(),
+                format!("the coordinator's record ({by}, {} s old)", age.as_secs()),
+            )
+        })
+    });
+    let (conditions, from) = from_record.unwrap_or_else(|| {
+        (
+            condition::conditions(live, &plan::Policy::default()),
+            "a live probe of the members (no fresh coordinator record: ages and discovery \
+             unknown)"
+                .to_owned(),
+        )
+    });
+    Shown {
+        degraded: conditions.iter().map(Condition::describe).collect(),
+        conditions,
+        conditions_from: from,
+    }
+}
+
+pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
+    let options = options();
+    // Read the records from members of the cluster most endpoints answer for, never from an
+    // etcd that answers as a cluster of its own.
+    // (A member URL answering as another cluster fails its probe and is skipped.)
+    let pool = etcd::Pool::new(options.clone());
+    let Some(list) = pool.agreed_member_list(endpoints).await else {
+        let pilots = pilot_reasons(endpoints).await;
+        anyhow::bail!(
+            "no member answered at {}; is the cluster running?{pilots}",
+            endpoints.join(",")
+        );
+    };
+    let probes = pool.probe_members(&list).await;
+    let live = live_observed(&list, &probes);
+    let healthy_names: Vec<String> = live
+        .members
+        .iter()
+        .filter(|m| m.health == etcd_pilot_core::Health::Healthy && m.problem.is_none())
+        .filter_map(|m| m.member.name.as_ref().map(ToString::to_string))
+        .collect();
+    let answering: Vec<String> = list
+        .members
+        .iter()
+        .zip(&probes)
+        .filter(|(_, probe)| probe.is_ok())
+        .filter_map(|(m, _)| m.client_urls.first().cloned())
+        .collect();
+    let fault_tolerance = Some(condition::fault_tolerance(&live.members));
+    match records(&answering, &options).await {
+        Ok(mut records) => {
+            already_done(&mut records.plan, records.last_change.as_ref());
+            let coordinator_answers = records
+                .coordinator
+                .as_ref()
+                .map(|name| healthy_names.iter().any(|h| h == name));
+            Ok(PlanView {
+                coordinator: records.coordinator,
+                coordinator_lease: records.lease,
+                coordinator_answers,
+                shown: shown(&live, records.plan.as_ref(), SystemTime::now()),
+                plan: records.plan,
+                last_change: records.last_change,
+                records_error: None,
+                fault_tolerance,
+            })
+        }
+        Err(err) => Ok(PlanView {
+            coordinator: None,
+            coordinator_lease: None,
+            coordinator_answers: None,
+            plan: None,
+            last_change: None,
+            records_error: Some(format!("{:#}", anyhow::Error::from(err))),
+            fault_tolerance,
+            shown: shown(&live, None, SystemTime::now()),
+        }),
+    }
 }
 
 /// A plan record written before the change it names was made: the change is done, so the
@@ -149,54 +277,6 @@ fn already_done(plan: &mut Option<serde_json::Value>, last: Option<&serde_json::
             text(last, "member")
         ));
     }
-}
-
-/// The fault tolerance of `list` from its members' probes, and every member that is not a
-/// healthy voter, in words.
-fn tolerance(
-    list: &etcd::MemberList,
-    probes: &[etcd::Result<etcd::EndpointStatus>],
-) -> (etcd_pilot_core::FaultTolerance, Vec<String>) {
-    let mut voters = 0;
-    let mut healthy = 0;
-    let mut degraded = Vec::new();
-    for (member, probe) in list.members.iter().zip(probes) {
-        let name = member
-            .name
-            .as_ref()
-            .map_or_else(|| member.id.to_string(), ToString::to_string);
-        let ok = probe
-            .as_ref()
-            .is_ok_and(|s| s.health() == etcd_pilot_core::Health::Healthy);
-        if !member.is_started() {
-            degraded.push(format!("{name}: added, not started yet"));
-            continue;
-        }
-        if member.is_learner {
-            degraded.push(format!(
-                "{name}: a learner catching up (the coordinator promotes it)"
-            ));
-            continue;
-        }
-        voters += 1;
-        if ok {
-            healthy += 1;
-        } else {
-            let why = match probe {
-                Ok(status) => format!(
-                    "answers but is not healthy (leader {:?}, errors {:?})",
-                    status.leader.map(|l| l.to_string()),
-                    status.errors
-                ),
-                Err(err) => format!("does not answer: {err}"),
-            };
-            degraded.push(format!("{name}: voter {why}"));
-        }
-    }
-    (
-        etcd_pilot_core::FaultTolerance::of(voters, healthy),
-        degraded,
-    )
 }
 
 /// What the pilots beside `endpoints` (their admin API on the same host, default port) say
@@ -261,13 +341,27 @@ pub(crate) fn plan_text(view: &PlanView) -> String {
                 (granted - left).max(0)
             ))
         )),
+        None if view.records_error.is_some() => {
+            out.push_str("coordinator:  unknown (its records cannot be read, see below)\n")
+        }
         None => out.push_str("coordinator:  none (the pilot next to the leader takes the role within a few seconds)\n"),
     }
     if let Some(tolerance) = &view.fault_tolerance {
         out.push_str(&format!("tolerance:    {}\n", tolerance.describe()));
     }
-    for line in &view.degraded {
+    for line in &view.shown.degraded {
         out.push_str(&format!("degraded:     {line}\n"));
+    }
+    if !view.shown.degraded.is_empty() {
+        out.push_str(&format!(
+            "              (from {})\n",
+            view.shown.conditions_from
+        ));
+    }
+    if let Some(err) = &view.records_error {
+        out.push_str(&format!(
+            "records:      the coordinator's records cannot be read: {err}\n"
+        ));
     }
     out.push_str(&format!("next:         {}\n", field(&view.plan, "next")));
     out.push_str(&format!("why:          {}\n", field(&view.plan, "reason")));
@@ -284,7 +378,48 @@ pub(crate) fn plan_text(view: &PlanView) -> String {
     out
 }
 
+/// What `etcd-pilot status` shows: the members, what the cluster can lose, and what keeps it
+/// from full strength.
+#[derive(Debug, Serialize)]
+pub(crate) struct StatusView {
+    pub(crate) members: Vec<MemberRow>,
+    pub(crate) fault_tolerance: etcd_pilot_core::FaultTolerance,
+    #[serde(flatten)]
+    pub(crate) shown: Shown,
+}
+
+pub(crate) async fn status(endpoints: &[String]) -> anyhow::Result<StatusView> {
+    let (members, list, probes) = gather(endpoints).await?;
+    let live = live_observed(&list, &probes);
+    let answering: Vec<String> = list
+        .members
+        .iter()
+        .zip(&probes)
+        .filter(|(_, probe)| probe.is_ok())
+        .filter_map(|(m, _)| m.client_urls.first().cloned())
+        .collect();
+    let record = records(&answering, &options())
+        .await
+        .ok()
+        .and_then(|r| r.plan);
+    Ok(StatusView {
+        members,
+        fault_tolerance: condition::fault_tolerance(&live.members),
+        shown: shown(&live, record.as_ref(), SystemTime::now()),
+    })
+}
+
 pub(crate) async fn collect(endpoints: &[String]) -> anyhow::Result<Vec<MemberRow>> {
+    Ok(gather(endpoints).await?.0)
+}
+
+type Gathered = (
+    Vec<MemberRow>,
+    etcd::MemberList,
+    Vec<etcd::Result<etcd::EndpointStatus>>,
+);
+
+async fn gather(endpoints: &[String]) -> anyhow::Result<Gathered> {
     let options = options();
     let pool = etcd::Pool::new(options);
     let list = pool.agreed_member_list(endpoints).await.with_context(|| {
@@ -312,7 +447,7 @@ pub(crate) async fn collect(endpoints: &[String]) -> anyhow::Result<Vec<MemberRo
     let mut rows: Vec<MemberRow> = list
         .members
         .iter()
-        .zip(probes)
+        .zip(&probes)
         .map(|(member, probe)| {
             let role = if !member.is_started() {
                 "unstarted"
@@ -332,11 +467,7 @@ pub(crate) async fn collect(endpoints: &[String]) -> anyhow::Result<Vec<MemberRo
                 Err(err @ etcd::Error::WrongIdentity { .. }) => {
                     ("foreign".to_owned(), None, Some(err.to_string()))
                 }
-                Err(err) => (
-                    "unknown".to_owned(),
-                    None,
-                    Some(format!("{:#}", anyhow::Error::from(err))),
-                ),
+                Err(err) => ("unknown".to_owned(), None, Some(crate::error_chain(err))),
             };
             MemberRow {
                 name: member
@@ -371,7 +502,7 @@ pub(crate) async fn collect(endpoints: &[String]) -> anyhow::Result<Vec<MemberRo
         )),
         client_url: Some(endpoint),
     }));
-    Ok(rows)
+    Ok((rows, list, probes))
 }
 
 /// The cluster's client URLs in `format` (`etcdctl`, `patroni` or `json`): members that
@@ -433,8 +564,30 @@ pub(crate) fn endpoints_text(rows: &[MemberRow], format: &str) -> anyhow::Result
     })
 }
 
+/// `status` for people: the table, what the cluster can lose, what keeps it from full
+/// strength, and each member's error.
+pub(crate) fn status_text(view: &StatusView) -> String {
+    let mut out = table(&view.members);
+    out.push_str(&format!(
+        "fault tolerance: {}\n",
+        view.fault_tolerance.describe()
+    ));
+    for line in &view.shown.degraded {
+        out.push_str(&format!("degraded: {line}\n"));
+    }
+    if !view.shown.degraded.is_empty() {
+        out.push_str(&format!("(from {})\n", view.shown.conditions_from));
+    }
+    for row in &view.members {
+        if let Some(error) = &row.error {
+            out.push_str(&format!("{}: {error}\n", row.name));
+        }
+    }
+    out
+}
+
 /// A fixed-width table, one member per line.
-pub(crate) fn table(rows: &[MemberRow]) -> String {
+fn table(rows: &[MemberRow]) -> String {
     let dash = || "-".to_owned();
     let mut lines = vec![
         [
@@ -475,20 +628,6 @@ pub(crate) fn table(rows: &[MemberRow]) -> String {
             .collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
-    }
-    let voters: Vec<&MemberRow> = rows
-        .iter()
-        .filter(|r| r.role == "leader" || r.role == "follower")
-        .collect();
-    let tolerance = etcd_pilot_core::FaultTolerance::of(
-        voters.len(),
-        voters.iter().filter(|r| r.health == "healthy").count(),
-    );
-    out.push_str(&format!("fault tolerance: {}\n", tolerance.describe()));
-    for row in rows {
-        if let Some(error) = &row.error {
-            out.push_str(&format!("{}: {error}\n", row.name));
-        }
     }
     out
 }

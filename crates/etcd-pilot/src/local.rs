@@ -74,7 +74,6 @@ struct LocalMember {
     client_url: String,
 }
 
-/// The client URLs of the `local up` cluster in `dir`, from its peers file.
 /// How often `local up` clusters back up.
 const LOCAL_BACKUP_INTERVAL: &str = "1m";
 
@@ -110,6 +109,7 @@ pub(crate) fn member_config(dir: &Path) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("no member config (mN/pilot.toml) in {}", dir.display()))
 }
 
+/// The client URLs of the `local up` cluster in `dir`, from its peers file.
 pub(crate) fn client_urls(dir: &Path) -> anyhow::Result<Vec<String>> {
     let path = dir.join("peers.toml");
     let peers = config::read_peers_file(&path, ADMIN_PORT).with_context(|| {
@@ -314,7 +314,8 @@ pub(crate) struct AddArgs {
     dir: PathBuf,
 }
 
-/// `local add`: a new node (next free name and address) in the peers file, and its pilot.
+/// `local add`: a new node in the peers file (the next free name, the lowest free address),
+/// and its pilot.
 pub(crate) async fn add(args: AddArgs) -> anyhow::Result<()> {
     let dir = absolute(&args.dir)?;
     let mut members = listed(&dir)?.with_context(|| {
@@ -335,17 +336,39 @@ pub(crate) async fn add(args: AddArgs) -> anyhow::Result<()> {
         .first()
         .and_then(|(_, ip)| ip.rsplit_once('.').map(|(subnet, _)| subnet.to_owned()))
         .context("cannot tell the cluster's subnet from its peers file")?;
-    let (name, ip) = (format!("m{next}"), format!("{subnet}.{next}"));
+    // The lowest address no listed member holds: a lost member's, so that clients
+    // configured with the original endpoints reach the cluster again after turnover. (The
+    // new node waits until the coordinator has removed the lost member that held it.)
+    let host = (1..=250u8)
+        .find(|i| !members.iter().any(|(_, ip)| *ip == format!("{subnet}.{i}")))
+        .context("no free address left in the subnet")?;
+    let (name, ip) = (format!("m{next}"), format!("{subnet}.{host}"));
     let member = write_member(&dir, &name, &ip, &etcd_bin)?;
     members.push((name.clone(), ip));
     write_peers(&dir, &members)?;
     let exe = std::env::current_exe().context("find the etcd-pilot executable")?;
     // Not killed when this command exits: the running `local up` stops it on Ctrl-C.
     spawn_pilot(&exe, &member, false)?;
+    let lost = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            e.file_name() != name.as_str() && e.path().join("pilot.toml").is_file() && {
+                std::fs::read_to_string(e.path().join("pilot.toml"))
+                    .is_ok_and(|t| t.contains(&format!("client_url = \"{}\"", member.client_url)))
+            }
+        });
     output::print(&format!(
-        "added {name} ({}); its pilot joins it as a learner and the coordinator promotes it\n\
-         watch: etcd-pilot status --dir {}; log: {}",
+        "added {name} ({}){}; its pilot joins it as a learner and the coordinator promotes \
+         it\nwatch: etcd-pilot status --dir {}; log: {}",
         member.client_url,
+        if lost {
+            ", the address of a lost member: it joins once the coordinator has removed that \
+             member (timers.remove_after)"
+        } else {
+            ""
+        },
         dir.display(),
         member.log_path.display()
     ));

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use etcd_pilot_core::condition::{self, Condition};
 use etcd_pilot_core::plan::{self, Action, Plan, Policy};
 use etcd_pilot_core::{ClusterId, Health, Identity, MemberId, MemberName};
 use tokio::sync::watch;
@@ -76,6 +77,8 @@ pub(crate) struct Reconciler {
     coordinator: Option<Coordinator>,
     unlisted_since: HashMap<MemberId, Instant>,
     pending_since: HashMap<MemberId, Instant>,
+    /// Since when each member that is not healthy has been seen so.
+    down_since: HashMap<MemberId, Instant>,
     /// Instances the lifecycle hook says are terminating (empty without a hook).
     terminating: Terminating,
     /// DNS records of the healthy voters, published while coordinator (if configured).
@@ -121,6 +124,7 @@ impl Reconciler {
             coordinator: None,
             unlisted_since: HashMap::new(),
             pending_since: HashMap::new(),
+            down_since: HashMap::new(),
             terminating: Terminating::default(),
             dns: None,
         }
@@ -158,9 +162,12 @@ impl Reconciler {
             None => self.pool.leader_member_list(&endpoints[1..]).await,
         };
         let Some((list, probes)) = found else {
-            self.publish_plan(&Plan::Wait {
-                reason: "no member answers with a leader".to_owned(),
-            });
+            self.publish_plan(
+                &Plan::Wait {
+                    reason: "no member answers with a leader".to_owned(),
+                },
+                Vec::new(),
+            );
             return Outcome::Continue;
         };
         if let Some(identity) = identity {
@@ -246,12 +253,20 @@ impl Reconciler {
                 self.pending_since.remove(&member.id);
                 None
             };
+            let health = probe.as_ref().map_or(Health::Unknown, |s| s.health());
+            let down_for = if health == Health::Healthy && problem.is_none() {
+                self.down_since.remove(&member.id);
+                None
+            } else {
+                Some(now - *self.down_since.entry(member.id).or_insert(now))
+            };
             members.push(plan::ObservedMember {
                 member: member.clone(),
-                health: probe.as_ref().map_or(Health::Unknown, |s| s.health()),
+                health,
                 raft_index: probe.as_ref().ok().map(|s| s.raft_index),
                 unlisted_for,
                 pending_for,
+                down_for,
                 data_unusable: fault.is_some_and(|f| f.data_unusable.is_some()),
                 terminating: member
                     .name
@@ -263,6 +278,7 @@ impl Reconciler {
         let ids: Vec<MemberId> = list.members.iter().map(|m| m.id).collect();
         self.unlisted_since.retain(|id, _| ids.contains(id));
         self.pending_since.retain(|id, _| ids.contains(id));
+        self.down_since.retain(|id, _| ids.contains(id));
         for health in [Health::Healthy, Health::Unhealthy, Health::Unknown] {
             let n = members.iter().filter(|m| m.health == health).count();
             self.metrics
@@ -273,17 +289,7 @@ impl Reconciler {
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
 
-        let voters: Vec<&plan::ObservedMember> = members
-            .iter()
-            .filter(|m| m.member.is_started() && !m.member.is_learner)
-            .collect();
-        let tolerance = etcd_pilot_core::FaultTolerance::of(
-            voters.len(),
-            voters
-                .iter()
-                .filter(|m| m.health == Health::Healthy)
-                .count(),
-        );
+        let tolerance = condition::fault_tolerance(&members);
         self.metrics.fault_tolerance.set(
             tolerance
                 .can_lose
@@ -297,15 +303,17 @@ impl Reconciler {
             discovery,
         };
         let plan = plan::plan(&observed, &self.policy);
+        let conditions = condition::conditions(&observed, &self.policy);
         let my_id = identity.and_then(|i| i.member_id);
         self.maintain_role(
             leader.is_some() && leader == my_id,
             list.cluster_id,
             local,
             &plan,
+            &conditions,
         )
         .await;
-        self.publish_plan(&plan);
+        self.publish_plan(&plan, conditions);
         if let (Some(coordinator), Plan::Act { action, reason }) = (&self.coordinator, &plan) {
             let (token, client) = (coordinator.token, coordinator.client.clone());
             self.execute(&client, token, action, reason, &observed)
@@ -359,6 +367,7 @@ impl Reconciler {
         cluster_id: ClusterId,
         local: &str,
         plan: &Plan,
+        conditions: &[Condition],
     ) {
         if let Some(coordinator) = &mut self.coordinator {
             let (next, reason) = plan_summary(plan);
@@ -368,11 +377,22 @@ impl Reconciler {
                 "next": next,
                 "reason": reason,
                 "at": now_rfc3339(),
+                "conditions": conditions,
             })
             .to_string();
-            let due = coordinator.last_record.as_ref().is_none_or(|(at, last)| {
-                at.elapsed() >= RECORD_EVERY || *last != format!("{next}{reason}")
-            });
+            // Rewritten when what it says changes (not its ages: a reader ages them from
+            // `at`), and every RECORD_EVERY as a heartbeat.
+            let shape = format!(
+                "{next}{reason}{:?}",
+                conditions
+                    .iter()
+                    .map(|c| (std::mem::discriminant(c), c.member()))
+                    .collect::<Vec<_>>()
+            );
+            let due = coordinator
+                .last_record
+                .as_ref()
+                .is_none_or(|(at, last)| at.elapsed() >= RECORD_EVERY || *last != shape);
             let mut keep = true;
             if due {
                 match coordinator
@@ -380,9 +400,7 @@ impl Reconciler {
                     .put_fenced(COORDINATOR_KEY, coordinator.token, PLAN_KEY, &record)
                     .await
                 {
-                    Ok(true) => {
-                        coordinator.last_record = Some((Instant::now(), format!("{next}{reason}")))
-                    }
+                    Ok(true) => coordinator.last_record = Some((Instant::now(), shape)),
                     Ok(false) => {
                         tracing::warn!(
                             fencing_token = coordinator.token,
@@ -553,7 +571,7 @@ impl Reconciler {
         });
     }
 
-    fn publish_plan(&self, plan: &Plan) {
+    fn publish_plan(&self, plan: &Plan, conditions: Vec<Condition>) {
         let (next, reason) = plan_summary(plan);
         let coordinator = self.coordinator.as_ref().map(|c| c.token);
         self.status.send_modify(|s| {
@@ -563,6 +581,7 @@ impl Reconciler {
                 coordinator: coordinator.is_some(),
                 fencing_token: coordinator,
                 at: now_rfc3339(),
+                conditions,
             });
         });
     }

@@ -68,6 +68,8 @@ pub(crate) struct PlanStatus {
     pub(crate) fencing_token: Option<i64>,
     /// When it was computed (RFC 3339).
     pub(crate) at: String,
+    /// What keeps the cluster from full strength, each with its cause and age as of `at`.
+    pub(crate) conditions: Vec<etcd_pilot_core::condition::Condition>,
 }
 
 /// The last membership change this pilot executed as coordinator.

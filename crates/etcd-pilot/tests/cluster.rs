@@ -439,11 +439,17 @@ async fn a_cluster_bootstrapped_again_with_the_same_members_is_a_new_cluster() {
 }
 
 /// A listed voter killed (pilot and etcd): `plan`, `status`, `/v1/status` and the metric say
-/// the cluster cannot lose another member, and name the unreachable one; back to one when it
-/// returns.
+/// the cluster cannot lose another member, and name the unreachable one with its age; back to
+/// one when it returns. Then the node is lost for good and replaced: the member awaiting
+/// removal is shown with the time left of `remove_after`, until the replacement brings the
+/// cluster back to full strength.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_voter_is_shown_as_no_fault_tolerance_left() {
-    let Some(mut cluster) = common::running(80, 3, Version::V35).await else {
+    let env = [(
+        "ETCD_PILOT_TIMERS_REMOVE_AFTER".to_owned(),
+        "20s".to_owned(),
+    )];
+    let Some(mut cluster) = common::running_with(80, 3, Version::V35, "", &env).await else {
         return;
     };
     let endpoints = cluster.endpoints().join(",");
@@ -456,23 +462,55 @@ async fn a_lost_voter_is_shown_as_no_fault_tolerance_left() {
         );
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
-    assert_eq!(plan(&cluster)["fault_tolerance"]["can_lose"], 1);
+    let condition = |view: &serde_json::Value, kind: &str, member: &str| {
+        view["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["kind"] == kind && c["member"] == member)
+            .cloned()
+    };
+    let first = plan(&cluster);
+    assert_eq!(first["fault_tolerance"]["can_lose"], 1, "{first}");
+    assert_eq!(first["conditions"], serde_json::json!([]), "{first}");
     cluster.kill(2);
+    // The age comes from the coordinator, which has watched m3 since it stopped answering.
     let view = eventually(
-        "plan to show no tolerance left",
-        Duration::from_secs(30),
+        "plan to show no tolerance left and m3 down for a while",
+        Duration::from_secs(40),
         || {
             let view = plan(&cluster);
-            async move { (view["fault_tolerance"]["can_lose"] == 0).then_some(view) }
+            let aged = condition(&view, "voter_down", "m3")
+                .is_some_and(|c| c["for_secs"].as_u64().is_some_and(|s| s >= 3));
+            async move { (view["fault_tolerance"]["can_lose"] == 0 && aged).then_some(view) }
         },
     )
     .await;
     let degraded = view["degraded"].to_string();
-    assert!(degraded.contains("m3: voter does not answer"), "{view}");
+    assert!(
+        degraded.contains("m3: voter does not answer for "),
+        "{view}"
+    );
+    assert!(
+        degraded.contains("kept, because discovery lists it"),
+        "{view}"
+    );
+    assert!(
+        view["conditions_from"]
+            .as_str()
+            .unwrap()
+            .starts_with("the coordinator's record"),
+        "{view}"
+    );
+    assert_ne!(view["plan"]["next"], "converged", "{view}");
     let text = cluster.cli(&["plan", "--endpoints", &endpoints]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
         text.contains("tolerance:    cannot lose any member: 2 of 3 voters healthy, quorum 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("degraded:     m3: voter does not answer for "),
         "{text}"
     );
     let status = cluster.cli(&["status", "--endpoints", &endpoints]);
@@ -481,12 +519,26 @@ async fn a_lost_voter_is_shown_as_no_fault_tolerance_left() {
         status.contains("fault tolerance: cannot lose any member"),
         "{status}"
     );
+    assert!(
+        status.contains("degraded: m3: voter does not answer for "),
+        "{status}"
+    );
+    let json = cluster.cli(&["status", "--json", "--endpoints", &endpoints]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["fault_tolerance"]["can_lose"], 0, "{json}");
+    assert_eq!(json["members"].as_array().unwrap().len(), 3, "{json}");
     let pilot = eventually("the pilot to see it", Duration::from_secs(30), || async {
         let s = cluster.pilot_status(0).await?;
         (s["fault_tolerance"]["can_lose"] == 0).then_some(s)
     })
     .await;
     assert_eq!(pilot["fault_tolerance"]["healthy"], 2);
+    assert!(
+        pilot["plan"]["conditions"]
+            .to_string()
+            .contains("voter_down"),
+        "{pilot}"
+    );
     let metrics = cluster.nodes[0].metrics().await;
     assert!(
         metrics.contains("etcd_pilot_fault_tolerance 0"),
@@ -496,7 +548,47 @@ async fn a_lost_voter_is_shown_as_no_fault_tolerance_left() {
     cluster.start(2);
     eventually("tolerance back to one", Duration::from_secs(60), || {
         let view = plan(&cluster);
-        async move { (view["fault_tolerance"]["can_lose"] == 1).then_some(()) }
+        async move {
+            (view["fault_tolerance"]["can_lose"] == 1
+                && view["conditions"] == serde_json::json!([]))
+            .then_some(())
+        }
+    })
+    .await;
+
+    // Lost for good and replaced: m3 waits out remove_after, shown with the time left.
+    cluster.lose(2);
+    let view = eventually(
+        "m3 shown as awaiting removal",
+        Duration::from_secs(30),
+        || {
+            let view = plan(&cluster);
+            let waiting = condition(&view, "awaiting_removal", "m3").is_some_and(|c| {
+                c["removal_in_secs"]
+                    .as_u64()
+                    .is_some_and(|left| (1..=20).contains(&left))
+            });
+            async move { waiting.then_some(view) }
+        },
+    )
+    .await;
+    assert!(
+        view["degraded"].to_string().contains("(remove_after)"),
+        "{view}"
+    );
+    let new = cluster.add_node();
+    cluster.write_peers(&[0, 1, new]);
+    cluster.start(new);
+    cluster
+        .wait_voters(&[0, 1, new], Duration::from_secs(90))
+        .await;
+    eventually("full strength again", Duration::from_secs(30), || {
+        let view = plan(&cluster);
+        async move {
+            (view["fault_tolerance"]["can_lose"] == 1
+                && view["conditions"] == serde_json::json!([]))
+            .then_some(())
+        }
     })
     .await;
 }

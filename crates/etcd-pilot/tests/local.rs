@@ -214,10 +214,12 @@ async fn local_up_with_a_closed_stdout_still_stops_its_cluster_on_ctrl_c() {
     }
 }
 
-/// After `local lose m1`, the commands that take `--dir` use a member that is still listed
-/// (m1's folder stays behind with its log, its config naming a node that is gone).
+/// Every original member lost and replaced, one at a time, with `local lose` and `local add`:
+/// the `--dir` commands keep working through a member still listed, each new node takes over
+/// the lost one's address (so the original endpoints reach the cluster again), and no
+/// acknowledged write is lost.
 #[tokio::test(flavor = "multi_thread")]
-async fn dir_commands_use_a_listed_member_after_the_first_is_lost() {
+async fn dir_commands_and_addresses_survive_the_turnover_of_every_member() {
     let Some(etcd) = etcd_bin(Version::V35) else {
         return;
     };
@@ -230,6 +232,9 @@ async fn dir_commands_use_a_listed_member_after_the_first_is_lost() {
         .arg(&dir)
         .arg("--etcd-bin")
         .arg(&etcd)
+        // Inherited by every pilot, those `local add` starts too: a short wait before a lost
+        // member is removed keeps the test short.
+        .env("ETCD_PILOT_TIMERS_REMOVE_AFTER", "3s")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(Stdio::null())
@@ -246,41 +251,128 @@ async fn dir_commands_use_a_listed_member_after_the_first_is_lost() {
             .args(args)
             .arg("--dir")
             .arg(&dir)
+            .env("ETCD_PILOT_TIMERS_REMOVE_AFTER", "3s")
             .output()
             .unwrap()
     };
-    let lost = run(&["local", "lose", "m1"]);
-    assert!(
-        lost.status.success(),
-        "{}",
-        String::from_utf8_lossy(&lost.stderr)
-    );
-    for args in [&["backup", "list"][..], &["status"][..], &["plan"][..]] {
+    let ok = |args: &[&str]| {
         let output = run(args);
         assert!(
             output.status.success(),
             "{args:?}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let address = |i: u8| format!("http://127.0.81.{i}:2379");
+    let original_ids = [
+        common::member_id(&address(1)).await,
+        common::member_id(&address(2)).await,
+        common::member_id(&address(3)).await,
+    ];
+    let mut written = Vec::new();
+    for (round, (lost, new)) in [("m1", "m4"), ("m2", "m5"), ("m3", "m6")]
+        .iter()
+        .enumerate()
+    {
+        let key = format!("before-losing-{lost}");
+        put(&address(if round == 0 { 2 } else { 1 }), &key, "kept").await;
+        written.push(key);
+        ok(&["local", "lose", lost]);
+        // A lost first member never breaks the --dir commands.
+        for args in [&["backup", "list"][..], &["status"][..], &["plan"][..]] {
+            ok(args);
+        }
+        if round == 0 {
+            // m2 and m3 answer first; m1, a member until the coordinator removes it, comes
+            // last or is gone.
+            let listed = ok(&["endpoints"]);
+            assert!(
+                listed.starts_with(&format!("{},{}", address(2), address(3))),
+                "{listed}"
+            );
+            let patroni = ok(&["endpoints", "--format", "patroni"]);
+            assert!(
+                patroni.starts_with("etcd3:\n  hosts: 127.0.81.2:2379,127.0.81.3:2379"),
+                "{patroni}"
+            );
+        }
+        let added = ok(&["local", "add"]);
+        let host = round + 1;
+        assert!(
+            added.contains(&format!(
+                "added {new} (http://127.0.81.{host}:2379), the address of a lost member"
+            )),
+            "{added}"
+        );
+        eventually(
+            &format!("{new} a healthy voter and the cluster at full strength"),
+            Duration::from_secs(90),
+            || {
+                let status = run(&["status", "--json"]);
+                async move {
+                    let view: serde_json::Value = serde_json::from_slice(&status.stdout).ok()?;
+                    let members = view["members"].as_array()?;
+                    let voter = |m: &serde_json::Value| {
+                        (m["role"] == "leader" || m["role"] == "follower")
+                            && m["health"] == "healthy"
+                    };
+                    (members.len() == 3
+                        && members.iter().all(voter)
+                        && members.iter().any(|m| m["name"] == *new)
+                        && view["fault_tolerance"]["can_lose"] == 1)
+                        .then_some(())
+                }
+            },
+        )
+        .await;
     }
-    // The cluster's endpoints: m2 and m3 answer first; m1, still a member until the
-    // coordinator removes it, comes last or is gone.
-    let listed = run(&["endpoints"]);
-    let listed = String::from_utf8_lossy(&listed.stdout).trim().to_owned();
+    // Every original member is gone; the original addresses answer, as new members.
+    for (i, old) in original_ids.iter().enumerate() {
+        let id = common::member_id(&address(u8::try_from(i).unwrap() + 1)).await;
+        assert_ne!(id, *old, "the new node answers on {}", address(1));
+    }
+    for key in &written {
+        assert_eq!(
+            get(&address(1), key).await.as_deref(),
+            Some("kept"),
+            "{key}"
+        );
+    }
+    ok(&["backup", "list"]);
+    let status = ok(&["status"]);
     assert!(
-        listed.starts_with("http://127.0.81.2:2379,http://127.0.81.3:2379"),
-        "{listed}"
+        status.contains("fault tolerance: can lose 1 more member"),
+        "{status}"
     );
-    let patroni =
-        String::from_utf8_lossy(&run(&["endpoints", "--format", "patroni"]).stdout).into_owned();
-    assert!(
-        patroni.starts_with("etcd3:\n  hosts: 127.0.81.2:2379,127.0.81.3:2379"),
-        "{patroni}"
-    );
-    // m1's etcd and pilot are gone; the rest stop on Ctrl-C.
+    let json = ok(&["endpoints", "--format", "json"]);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    let mut names: Vec<&str> = listed.iter().filter_map(|m| m["name"].as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["m4", "m5", "m6"], "{json}");
+    // The same from a node's config (its etcd and the peers its discovery lists).
+    let by_config = Command::new(pilot_bin())
+        .args(["endpoints", "--format", "json", "--config"])
+        .arg(dir.join("m5/pilot.toml"))
+        .output()
+        .unwrap();
+    assert!(by_config.status.success(), "{by_config:?}");
+    let by_config: Vec<serde_json::Value> = serde_json::from_slice(&by_config.stdout).unwrap();
+    assert_eq!(by_config.len(), 3, "{by_config:?}");
+    // Ctrl-C stops the pilots `local add` started, and their etcd.
+    let pids: Vec<u32> = (4..=6)
+        .filter_map(|i| {
+            let text = std::fs::read_to_string(dir.join(format!("m{i}/data/etcd.pid"))).ok()?;
+            text.lines().next()?.parse().ok()
+        })
+        .collect();
+    assert_eq!(pids.len(), 3, "every new member has a running etcd");
     common::signal(child.0.id(), libc::SIGINT);
     let status = common::wait_child(&mut child.0, Duration::from_secs(60)).expect("local up stops");
     assert!(status.success());
+    for pid in pids {
+        assert!(!common::alive(pid), "etcd {pid} still running");
+    }
 }
 
 /// The README's tour: m3's pilot stopped and started again by hand; Ctrl-C stops it too

@@ -513,9 +513,22 @@ fn peer_url_taken_by_another_member_waits_with_the_fix() {
     check(
         "empty",
         "",
-        "c7 m2#2 m3#3 m9#9@m1",
+        "c7 m2#2@m1 m3#3",
         expect![[
-            r#"Wait { reason: "peer URL http://m1:2380 is registered to member m9 (9); remove that member (etcdctl member remove 9) or give this node another peer URL" }"#
+            r#"Wait { reason: "peer URL http://m1:2380 is registered to member m2 (2); remove that member (etcdctl member remove 2) or give this node another peer URL" }"#
+        ]],
+    );
+}
+
+#[test]
+fn a_node_taking_over_a_lost_member_s_address_waits_for_its_removal() {
+    // m1 took over the address of m0, whom discovery no longer lists.
+    check(
+        "empty",
+        "",
+        "c7 m2#2 m3#3 m0#9@m1",
+        expect![[
+            r#"Wait { reason: "peer URL http://m1:2380 is still registered to member m0 (9), which discovery no longer lists: the coordinator removes it after timers.remove_after, then this node joins" }"#
         ]],
     );
 }

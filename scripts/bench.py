@@ -254,17 +254,21 @@ def main():
         replace_times = []
         env = dict(os.environ, ETCD_PILOT_TIMERS_REMOVE_AFTER=f"{REMOVE_AFTER}s",
                    ETCD_PILOT_TIMERS_RESTART_STABLE_AFTER=f"{STABLE_AFTER}s")
-        alive = [1, 2, 3]
+        # (member number, address): `local add` gives the new node the lost one's address.
+        alive = [(i, f"{PILOT_SUBNET}.{i}") for i in (1, 2, 3)]
         for run in range(args.runs):
-            lost = alive.pop(0)
+            lost, _ = alive.pop(0)
             start = time.monotonic()
             subprocess.run([args.pilot, "local", "lose", f"m{lost}", "--dir", pilot.dir],
                            check=True, capture_output=True, env=env)
             added = subprocess.run([args.pilot, "local", "add", "--dir", pilot.dir],
                                    check=True, capture_output=True, text=True, env=env).stdout
-            new = int(added.split()[1][1:])
-            alive.append(new)
-            alive_ips = [f"{PILOT_SUBNET}.{i}" for i in alive]
+            # "added m4 (http://127.0.40.1:2379)..."
+            words = added.split()
+            new = int(words[1][1:])
+            new_ip = words[2].strip("(),").split("//")[1].split(":")[0]
+            alive.append((new, new_ip))
+            alive_ips = [ip for _, ip in alive]
             while not full_strength(alive_ips, f"m{lost}"):
                 if time.monotonic() - start > 120:
                     raise RuntimeError(f"not back to full strength after 120 s (lost m{lost}, added m{new})")

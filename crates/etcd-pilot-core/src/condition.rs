@@ -63,6 +63,8 @@ pub enum Condition {
         member: String,
         /// A voter (an initial member that never came up) or a learner being added.
         voter: bool,
+        /// Why, when its pilot says (it cannot run etcd).
+        cause: Option<String>,
         /// For how long.
         for_secs: Option<u64>,
         /// Time left before it is removed as stalled.
@@ -126,7 +128,8 @@ pub fn conditions(observed: &Observed, policy: &Policy) -> Vec<Condition> {
             Condition::NotStarted {
                 member,
                 voter: !m.member.is_learner,
-                for_secs: m.pending_for.map(secs),
+                cause: m.problem.clone(),
+                for_secs: m.pending_for.or(m.down_for).map(secs),
                 removed_in_secs: removed_in(m),
             }
         } else if m.member.is_learner {
@@ -245,6 +248,39 @@ impl Condition {
         self
     }
 
+    /// The same condition without its ages and countdowns: what it says, not how long.
+    pub fn timeless(mut self) -> Self {
+        match &mut self {
+            Condition::VoterDown { for_secs, .. } => *for_secs = None,
+            Condition::AwaitingRemoval {
+                unlisted_secs,
+                removal_in_secs,
+                ..
+            } => {
+                *unlisted_secs = 0;
+                *removal_in_secs = 0;
+            }
+            Condition::NotStarted {
+                for_secs,
+                removed_in_secs,
+                ..
+            }
+            | Condition::LearnerCatchingUp {
+                for_secs,
+                removed_in_secs,
+                ..
+            } => {
+                *for_secs = None;
+                *removed_in_secs = None;
+            }
+            Condition::QuorumLost { .. }
+            | Condition::Terminating { .. }
+            | Condition::DataUnusable { .. }
+            | Condition::NotJoined { .. } => {}
+        }
+        self
+    }
+
     /// In words, for `plan` and `status`: the member, the cause, its age, and what happens
     /// next.
     pub fn describe(&self) -> String {
@@ -296,12 +332,16 @@ impl Condition {
             Condition::NotStarted {
                 member,
                 voter,
+                cause,
                 for_secs,
                 removed_in_secs,
             } => format!(
-                "{member}: {} whose etcd has not started yet{}{}",
+                "{member}: {} whose etcd has not started yet{}{}{}",
                 if *voter { "a voter" } else { "a learner" },
                 age(*for_secs),
+                cause
+                    .as_ref()
+                    .map_or_else(String::new, |cause| format!(" ({cause})")),
                 removed_in_secs
                     .map_or_else(String::new, |s| format!(" (removed as stalled in {s} s)"))
             ),

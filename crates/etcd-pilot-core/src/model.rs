@@ -167,7 +167,8 @@ pub fn quorum(n_voters: usize) -> usize {
 /// How many voters the cluster can still lose and keep its quorum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultTolerance {
-    /// Started voting members.
+    /// Voting members (the core's `condition::fault_tolerance` counts an initial member that
+    /// never started too, as raft does).
     pub voters: usize,
     /// Those that answer healthy.
     pub healthy: usize,

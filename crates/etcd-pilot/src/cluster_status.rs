@@ -76,6 +76,9 @@ pub(crate) struct Shown {
 /// rewrites it at least every 5 s).
 const RECORD_FRESH: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// How far ahead of this machine's clock a record's time may be and still be aged.
+const CLOCK_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The coordinator's records, as read from one member.
 struct Records {
     coordinator: Option<String>,
@@ -150,6 +153,7 @@ fn live_observed(
                     }
                 )),
                 Ok(_) => None,
+                Err(err @ etcd::Error::WrongIdentity { .. }) => Some(err.to_string()),
                 Err(err) if member.is_started() => Some(format!("does not answer: {err}")),
                 Err(_) => None,
             },
@@ -168,11 +172,25 @@ fn live_observed(
 fn shown(live: &plan::Observed, record: Option<&serde_json::Value>, now: SystemTime) -> Shown {
     let from_record = record.and_then(|record| {
         let at = humantime::parse_rfc3339(record.get("at")?.as_str()?).ok()?;
+        // A record from the future is a clock we cannot trust to age it.
+        if at
+            .duration_since(now)
+            .is_ok_and(|ahead| ahead > CLOCK_SLACK)
+        {
+            return None;
+        }
         let age = now.duration_since(at).unwrap_or_default();
         let conditions: Vec<Condition> =
             serde_json::from_value(record.get("conditions")?.clone()).ok()?;
-        (age <= RECORD_FRESH).then(|| {
-            let by = record.get("by").and_then(|b| b.as_str()).unwrap_or("?");
+        // Its writer must still answer healthy: a dead coordinator's last record says
+        // nothing of its own loss.
+        let by = record.get("by")?.as_str()?;
+        let writer_answers = live.members.iter().any(|m| {
+            m.member.name.as_ref().is_some_and(|n| n.as_str() == by)
+                && m.health == etcd_pilot_core::Health::Healthy
+                && m.problem.is_none()
+        });
+        (age <= RECORD_FRESH && writer_answers).then(|| {
             (
                 conditions
                     .into_iter()
@@ -225,8 +243,17 @@ pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
         .filter(|(_, probe)| probe.is_ok())
         .filter_map(|(m, _)| m.client_urls.first().cloned())
         .collect();
-    let fault_tolerance = Some(condition::fault_tolerance(&live.members));
-    match records(&answering, &options).await {
+    let tolerance = condition::fault_tolerance(&live.members);
+    let fault_tolerance = Some(tolerance);
+    // Without a quorum the records cannot be read (each read would time out).
+    let read = if tolerance.can_lose.is_some() {
+        records(&answering, &options)
+            .await
+            .map_err(|err| format!("{:#}", anyhow::Error::from(err)))
+    } else {
+        Err("the cluster has lost its quorum, and the records are read through it".to_owned())
+    };
+    match read {
         Ok(mut records) => {
             already_done(&mut records.plan, records.last_change.as_ref());
             let coordinator_answers = records
@@ -250,7 +277,7 @@ pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
             coordinator_answers: None,
             plan: None,
             last_change: None,
-            records_error: Some(format!("{:#}", anyhow::Error::from(err))),
+            records_error: Some(err),
             fault_tolerance,
             shown: shown(&live, None, SystemTime::now()),
         }),
@@ -398,13 +425,19 @@ pub(crate) async fn status(endpoints: &[String]) -> anyhow::Result<StatusView> {
         .filter(|(_, probe)| probe.is_ok())
         .filter_map(|(m, _)| m.client_urls.first().cloned())
         .collect();
-    let record = records(&answering, &options())
-        .await
-        .ok()
-        .and_then(|r| r.plan);
+    let fault_tolerance = condition::fault_tolerance(&live.members);
+    // Without a quorum the records cannot be read (each read would time out).
+    let record = if fault_tolerance.can_lose.is_some() {
+        records(&answering, &options())
+            .await
+            .ok()
+            .and_then(|r| r.plan)
+    } else {
+        None
+    };
     Ok(StatusView {
         members,
-        fault_tolerance: condition::fault_tolerance(&live.members),
+        fault_tolerance,
         shown: shown(&live, record.as_ref(), SystemTime::now()),
     })
 }
@@ -648,6 +681,69 @@ fn human_bytes(bytes: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// m1 healthy, m2 healthy, m3 does not answer (as a live probe sees them).
+    fn live() -> plan::Observed {
+        let member = |id: u64, healthy: bool| plan::ObservedMember {
+            member: etcd_pilot_core::Member {
+                id: etcd_pilot_core::MemberId(id),
+                name: Some(etcd_pilot_core::MemberName::new(format!("m{id}")).unwrap()),
+                peer_urls: vec![format!("http://m{id}:2380")],
+                client_urls: vec![format!("http://m{id}:2379")],
+                is_learner: false,
+            },
+            health: if healthy {
+                etcd_pilot_core::Health::Healthy
+            } else {
+                etcd_pilot_core::Health::Unknown
+            },
+            raft_index: healthy.then_some(10),
+            unlisted_for: None,
+            pending_for: None,
+            down_for: None,
+            data_unusable: false,
+            terminating: false,
+            problem: (!healthy).then(|| "does not answer: refused".to_owned()),
+        };
+        plan::Observed {
+            members: vec![member(1, true), member(2, true), member(3, false)],
+            leader: Some(etcd_pilot_core::MemberId(1)),
+            discovery: plan::Discovery::Failed {
+                error: "not asked".to_owned(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_fresh_record_of_a_live_coordinator_is_shown_aged_otherwise_the_live_probe() {
+        let now = humantime::parse_rfc3339("2026-11-30T05:00:10Z").unwrap();
+        let record = |by: &str, at: &str| {
+            serde_json::json!({"by": by, "at": at, "conditions": [
+                {"kind": "voter_down", "member": "m3", "cause": "does not answer", "for_secs": 40, "listed": true}
+            ]})
+        };
+        let fresh = shown(&live(), Some(&record("m1", "2026-11-30T05:00:04Z")), now);
+        assert_eq!(
+            fresh.degraded,
+            ["m3: voter does not answer for 46 s; kept, because discovery lists it"]
+        );
+        assert!(fresh.conditions_from.contains("m1, 6 s old"), "{fresh:?}");
+        // Too old, written by a member that does not answer, or from the future: the live
+        // probe (no ages, nothing said of discovery).
+        for record in [
+            record("m1", "2026-11-30T04:59:50Z"),
+            record("m3", "2026-11-30T05:00:04Z"),
+            record("m1", "2026-11-30T05:01:00Z"),
+        ] {
+            let said = shown(&live(), Some(&record), now);
+            assert_eq!(
+                said.degraded,
+                ["m3: voter does not answer: refused"],
+                "{record}"
+            );
+            assert!(said.conditions_from.starts_with("a live probe"));
+        }
+    }
 
     #[test]
     fn a_plan_record_older_than_its_finished_change_is_not_shown_as_next() {

@@ -150,7 +150,14 @@ pub(crate) async fn up(
         () = cancel.cancelled() => Err(anyhow::anyhow!("interrupted before the cluster was ready")),
     };
     // On failure the caller prints the error, after the cluster has stopped.
-    if outcome.is_ok() {
+    if let Ok(degraded) = &outcome {
+        if !degraded.is_empty() {
+            output::error(&format!(
+                "not every member came up; the cluster runs without them (`etcd-pilot plan --dir {}` follows them):\n  {}",
+                dir.display(),
+                degraded.join("\n  ")
+            ));
+        }
         output::print(&format!(
             "cluster ready in {:.2}s\n\nclient endpoints: {}\ntry:\n  etcdctl --endpoints={} put greeting hello\n  etcdctl --endpoints={} get greeting\n  etcd-pilot status --dir {}\n  etcd-pilot backup list --dir {}\n\nbackups every {LOCAL_BACKUP_INTERVAL} into {}/backups\nCtrl-C stops the cluster; `local up` again restarts it with its data.",
             started.elapsed().as_secs_f64(),
@@ -172,7 +179,7 @@ pub(crate) async fn up(
         let _ = std::fs::remove_file(&member.pid_path);
     }
     output::print("stopped");
-    outcome
+    outcome.map(|_| ())
 }
 
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
@@ -340,7 +347,10 @@ pub(crate) async fn add(args: AddArgs) -> anyhow::Result<()> {
     // configured with the original endpoints reach the cluster again after turnover. (The
     // new node waits until the coordinator has removed the lost member that held it.)
     let host = (1..=250u8)
-        .find(|i| !members.iter().any(|(_, ip)| *ip == format!("{subnet}.{i}")))
+        .find(|i| {
+            let ip = format!("{subnet}.{i}");
+            !members.iter().any(|(_, listed)| *listed == ip) && ports_free(&ip)
+        })
         .context("no free address left in the subnet")?;
     let (name, ip) = (format!("m{next}"), format!("{subnet}.{host}"));
     let member = write_member(&dir, &name, &ip, &etcd_bin)?;
@@ -405,18 +415,14 @@ pub(crate) async fn lose(args: LoseArgs) -> anyhow::Result<()> {
         );
     }
     let member_dir = dir.join(&args.name);
-    for pid_file in [
-        member_dir.join("pilot.pid"),
-        member_dir.join("data").join("etcd.pid"),
-    ] {
-        if let Some(pid) = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|t| t.lines().next().and_then(|l| l.parse::<u32>().ok()))
-        {
-            process::signal(pid, Signal::SIGKILL)?;
-            while process::alive(pid) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+    // Its pilot first (whoever started it), so that it does not restart its etcd.
+    for pid in [running_pilot(&member_dir), running_etcd(&member_dir)]
+        .into_iter()
+        .flatten()
+    {
+        process::signal(pid, Signal::SIGKILL)?;
+        while process::alive(pid) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
     let data = member_dir.join("data");
@@ -431,6 +437,15 @@ pub(crate) async fn lose(args: LoseArgs) -> anyhow::Result<()> {
         args.name
     ));
     Ok(())
+}
+
+/// Whether nothing listens on `ip`'s etcd and admin ports (a process left running on a lost
+/// member's address keeps it from being reused).
+fn ports_free(ip: &str) -> bool {
+    [2379, 2380, ADMIN_PORT].iter().all(|port| {
+        ip.parse::<std::net::IpAddr>()
+            .is_ok_and(|addr| std::net::TcpListener::bind((addr, *port)).is_ok())
+    })
 }
 
 /// The etcd binary the cluster in `dir` runs, from a member's config.
@@ -457,18 +472,26 @@ fn etcd_bin_of(dir: &Path) -> anyhow::Result<PathBuf> {
     )
 }
 
-/// Waits until every member is a healthy voter; fails if a pilot exits meanwhile.
+/// How long `local up` waits for the last members once a healthy quorum answers, before it
+/// reports them and lets the cluster run without them.
+const STRAGGLER_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until every running member is a healthy voter, or until a healthy quorum has waited
+/// [`STRAGGLER_WAIT`] for the rest: then returns what keeps the others out (`plan`'s degraded
+/// lines), and the cluster runs without them. A pilot that exits is reported and the others
+/// keep running. Fails only when no healthy quorum answers within 120 s.
 async fn wait_ready(
     endpoints: &[String],
     members: &[LocalMember],
     children: &mut [tokio::process::Child],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<String>> {
     let pool = etcd::Pool::new(ClientOptions {
         timeout: Duration::from_secs(1),
         credentials: None,
     });
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut exited = vec![false; members.len()];
+    let mut quorum_since: Option<Instant> = None;
     loop {
         // A member that cannot start is reported; the others keep running (the cluster
         // may well have its quorum without it).
@@ -495,24 +518,35 @@ async fn wait_ready(
             );
         }
         if let Some(list) = pool.agreed_member_list(endpoints).await {
-            let voters = list
+            let probes = pool.probe_members(&list).await;
+            let healthy_voters = list
                 .members
                 .iter()
-                .filter(|m| m.is_started() && !m.is_learner)
+                .zip(&probes)
+                .filter(|(m, p)| {
+                    m.is_started()
+                        && !m.is_learner
+                        && p.as_ref()
+                            .is_ok_and(|s| s.health() == etcd_pilot_core::Health::Healthy)
+                })
                 .count();
-            if voters >= running {
-                let probes = pool.probe_members(&list).await;
-                if probes.iter().all(|p| {
-                    p.as_ref()
-                        .is_ok_and(|s| s.health() == etcd_pilot_core::Health::Healthy)
-                }) {
-                    return Ok(());
+            let voters = list.members.iter().filter(|m| !m.is_learner).count();
+            if healthy_voters >= running && healthy_voters == list.members.len() {
+                return Ok(Vec::new());
+            }
+            if healthy_voters >= etcd_pilot_core::model::quorum(voters) {
+                let since = *quorum_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= STRAGGLER_WAIT {
+                    let view = crate::cluster_status::status(endpoints).await?;
+                    return Ok(view.shown.degraded);
                 }
+            } else {
+                quorum_since = None;
             }
         }
         if Instant::now() > deadline {
             anyhow::bail!(
-                "the cluster is not healthy after 120 s; see {}/m*/pilot.log and `etcd-pilot status --endpoints {}`",
+                "no healthy quorum after 120 s; see {}/m*/pilot.log and `etcd-pilot status --endpoints {}`",
                 members
                     .first()
                     .and_then(|m| m.log_path.parent()?.parent())
@@ -580,28 +614,9 @@ async fn stop_dir_pilots(dir: &Path, why: &str) {
         // The pid `local up`/`local add` wrote when spawning it: stale once we are done here
         // (`local lose` would signal it).
         let _ = std::fs::remove_file(entry.path().join("pilot.pid"));
-        let config = entry.path().join("pilot.toml");
-        let pid_file = entry.path().join("data").join("pilot.pid");
-        let Some(pid) = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|t| t.trim().parse::<u32>().ok())
-        else {
+        let Some(pid) = running_pilot(&entry.path()) else {
             continue;
         };
-        let args = process::cmdline(pid);
-        // A pilot started by hand may name its config relative to its own working dir.
-        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
-        let ours = args.iter().any(|a| a == "agent")
-            && args.iter().any(|a| {
-                let path = cwd.join(a);
-                path == config
-                    || path
-                        .canonicalize()
-                        .is_ok_and(|p| Some(p) == config.canonicalize().ok())
-            });
-        if !ours || !process::alive(pid) {
-            continue;
-        }
         output::print(&format!(
             "stopping the pilot of {} (pid {pid}) {why}",
             entry.file_name().to_string_lossy()
@@ -615,6 +630,52 @@ async fn stop_dir_pilots(dir: &Path, why: &str) {
             let _ = process::signal(pid, Signal::SIGKILL);
         }
     }
+}
+
+/// The pid of the pilot running for the member folder `member_dir`, whoever started it: the
+/// pid the agent recorded beside its data (or `local up` when spawning it), if that process
+/// is alive and is `etcd-pilot agent` with this member's config (a reused pid is not).
+fn running_pilot(member_dir: &Path) -> Option<u32> {
+    let config = member_dir.join("pilot.toml");
+    [
+        member_dir.join("data").join("pilot.pid"),
+        member_dir.join("pilot.pid"),
+    ]
+    .iter()
+    .filter_map(|file| {
+        std::fs::read_to_string(file)
+            .ok()?
+            .trim()
+            .parse::<u32>()
+            .ok()
+    })
+    .find(|pid| {
+        let args = process::cmdline(*pid);
+        // A pilot started by hand may name its config relative to its own working dir.
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+        process::alive(*pid)
+            && args.iter().any(|a| a == "agent")
+            && args.iter().any(|a| {
+                let path = cwd.join(a);
+                path == config
+                    || path
+                        .canonicalize()
+                        .is_ok_and(|p| Some(p) == config.canonicalize().ok())
+            })
+    })
+}
+
+/// The pid of the etcd running on the member folder `member_dir`'s data, if alive.
+fn running_etcd(member_dir: &Path) -> Option<u32> {
+    let data = member_dir.join("data").join("etcd");
+    let pid = std::fs::read_to_string(member_dir.join("data").join("etcd.pid"))
+        .ok()?
+        .lines()
+        .next()?
+        .parse::<u32>()
+        .ok()?;
+    let flag = format!("--data-dir={}", data.display());
+    (process::alive(pid) && process::cmdline(pid).contains(&flag)).then_some(pid)
 }
 
 fn tail(path: &Path, n: usize) -> String {

@@ -187,7 +187,7 @@ impl Metrics {
         let fault_tolerance = gauge(
             &mut registry,
             "fault_tolerance",
-            "Healthy voters the cluster can lose and keep its quorum (-1: quorum lost)",
+            "Healthy voters the cluster can lose and keep its quorum (-1: quorum lost, or no leader seen from this pilot)",
         );
         let metrics = Self {
             fault_tolerance,

@@ -162,6 +162,9 @@ impl Reconciler {
             None => self.pool.leader_member_list(&endpoints[1..]).await,
         };
         let Some((list, probes)) = found else {
+            // Nothing known of the cluster's strength, except that this pilot sees no leader.
+            self.metrics.fault_tolerance.set(-1);
+            self.status.send_modify(|s| s.fault_tolerance = None);
             self.publish_plan(
                 &Plan::Wait {
                     reason: "no member answers with a leader".to_owned(),
@@ -386,7 +389,7 @@ impl Reconciler {
                 "{next}{reason}{:?}",
                 conditions
                     .iter()
-                    .map(|c| (std::mem::discriminant(c), c.member()))
+                    .map(|c| c.clone().timeless())
                     .collect::<Vec<_>>()
             );
             let due = coordinator

@@ -375,6 +375,77 @@ async fn dir_commands_and_addresses_survive_the_turnover_of_every_member() {
     }
 }
 
+/// One member that cannot start (another process holds its client port) never makes
+/// `local up` stop the others: once the other two have served for a while, it reports that
+/// member with the reason and runs without it; when the port is free, the member comes back.
+#[tokio::test(flavor = "multi_thread")]
+async fn local_up_runs_without_a_member_that_cannot_start_and_says_why() {
+    let Some(etcd) = etcd_bin(Version::V35) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let out = tmp.path().join("out.txt");
+    let err = tmp.path().join("err.txt");
+    // Not etcd: a listener on m3's client address, so m3's etcd cannot bind it.
+    let blocker = std::net::TcpListener::bind("127.0.84.3:2379").unwrap();
+    let child = Command::new(pilot_bin())
+        .args(["local", "up", "--members", "3", "--subnet", "127.0.84"])
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--etcd-bin")
+        .arg(&etcd)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = Stopped(child);
+    eventually(
+        "the cluster ready without m3",
+        Duration::from_secs(150),
+        || async {
+            let text = std::fs::read_to_string(&out).ok()?;
+            text.contains("Ctrl-C stops the cluster").then_some(())
+        },
+    )
+    .await;
+    let said = std::fs::read_to_string(&err).unwrap();
+    assert!(said.contains("not every member came up"), "{said}");
+    assert!(
+        said.contains("m3: a voter whose etcd has not started yet")
+            && said.contains("(cannot run etcd: "),
+        "{said}"
+    );
+    assert!(
+        matches!(child.0.try_wait(), Ok(None)),
+        "local up keeps running"
+    );
+    put("http://127.0.84.1:2379", "without-m3", "written").await;
+    // The port free again: m3's pilot, still retrying, brings it up.
+    drop(blocker);
+    eventually("m3 back", Duration::from_secs(120), || {
+        let status = Command::new(pilot_bin())
+            .args(["status", "--json", "--dir"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        async move {
+            let view: serde_json::Value = serde_json::from_slice(&status.stdout).ok()?;
+            let members = view["members"].as_array()?;
+            (members.len() == 3 && members.iter().all(|m| m["health"] == "healthy")).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        get("http://127.0.84.3:2379", "without-m3").await.as_deref(),
+        Some("written")
+    );
+    common::signal(child.0.id(), libc::SIGINT);
+    let status = common::wait_child(&mut child.0, Duration::from_secs(60)).expect("local up stops");
+    assert!(status.success());
+}
+
 /// The README's tour: m3's pilot stopped and started again by hand; Ctrl-C stops it too
 /// (with its etcd), and the next `local up` brings all three members back.
 #[tokio::test(flavor = "multi_thread")]

@@ -30,6 +30,7 @@ fn each_degraded_state_is_named_with_its_cause_and_age() {
             "a b c d",
         ),
         ("a#1:leader b#2 c#3 d#4:unstarted:pending=3", "a b c d"),
+        ("a#1:leader b#2 c#3:unstarted:cannotrun", "a b c"),
         ("a#1:leader b#2", "a b c"),
         ("a#1:leader b#2 c#3:terminating", "a b c"),
         ("a#1:leader b#2 c#3:unhealthy:unusable", "a b c"),
@@ -81,6 +82,12 @@ fn each_degraded_state_is_named_with_its_cause_and_age() {
                 "a#1:leader b#2 c#3 d#4:unstarted:pending=3 / a b c d",
                 [
                     "member 4: a voter whose etcd has not started yet for 3 s (removed as stalled in 297 s)",
+                ],
+            ),
+            (
+                "a#1:leader b#2 c#3:unstarted:cannotrun / a b c",
+                [
+                    "member 3: a voter whose etcd has not started yet (cannot run etcd: bad flag)",
                 ],
             ),
             (
@@ -170,6 +177,14 @@ proptest! {
         let lost = FaultTolerance::of(voters.len(), healthy).can_lose.is_none();
         let said = conditions(&observed, &Policy::default());
         prop_assert_eq!(lost, matches!(said.first(), Some(Condition::QuorumLost { .. })));
+    }
+
+    /// Ageing never changes what a condition says, only how long.
+    #[test]
+    fn ageing_keeps_the_timeless_part(observed in arb_observed(), a in 0u64..400) {
+        for c in conditions(&observed, &Policy::default()) {
+            prop_assert_eq!(c.clone().aged(a).timeless(), c.timeless());
+        }
     }
 
     /// Ageing in two steps is ageing once by the sum; countdowns stop at 0.

@@ -159,7 +159,7 @@ async fn config_endpoints(path: &std::path::Path) -> anyhow::Result<Vec<String>>
         }
         Err(err) => output::error(&format!(
             "warning: discovery did not answer ({}); asking {} only",
-            crate::error_chain(&err),
+            crate::error::error_chain(&err),
             endpoints[0]
         )),
     }

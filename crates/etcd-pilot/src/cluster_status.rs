@@ -53,6 +53,9 @@ pub(crate) struct PlanView {
     pub(crate) last_change: Option<serde_json::Value>,
     /// Why the records could not be read (no quorum, for one), if so.
     pub(crate) records_error: Option<String>,
+    /// Why the plan record no longer says what the coordinator does, if it does not: its
+    /// writer does not answer, or it is older than a live coordinator rewrites it.
+    pub(crate) plan_stale: Option<String>,
     /// What the cluster can lose now, from the members' own answers (not the record).
     pub(crate) fault_tolerance: Option<etcd_pilot_core::FaultTolerance>,
     /// What keeps the cluster from full strength, with causes and ages ([`Shown`]).
@@ -203,8 +206,8 @@ fn shown(live: &plan::Observed, record: Option<&serde_json::Value>, now: SystemT
     let (conditions, from) = from_record.unwrap_or_else(|| {
         (
             condition::conditions(live, &plan::Policy::default()),
-            "a live probe of the members (no fresh coordinator record: ages and discovery \
-             unknown)"
+            "a live probe of the members; no fresh coordinator record, so ages and \
+             discovery are unknown"
                 .to_owned(),
         )
     });
@@ -260,6 +263,10 @@ pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
                 .coordinator
                 .as_ref()
                 .map(|name| healthy_names.iter().any(|h| h == name));
+            let plan_stale = records
+                .plan
+                .as_ref()
+                .and_then(|plan| stale(plan, &healthy_names, SystemTime::now()));
             Ok(PlanView {
                 coordinator: records.coordinator,
                 coordinator_lease: records.lease,
@@ -268,6 +275,7 @@ pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
                 plan: records.plan,
                 last_change: records.last_change,
                 records_error: None,
+                plan_stale,
                 fault_tolerance,
             })
         }
@@ -278,10 +286,31 @@ pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
             plan: None,
             last_change: None,
             records_error: Some(err),
+            plan_stale: None,
             fault_tolerance,
             shown: shown(&live, None, SystemTime::now()),
         }),
     }
+}
+
+/// Why `plan` (a plan record) no longer says what the coordinator does, if so: its writer
+/// does not answer healthy, or it has not been rewritten for longer than a live coordinator
+/// lets pass.
+fn stale(plan: &serde_json::Value, healthy: &[String], now: SystemTime) -> Option<String> {
+    let by = plan.get("by").and_then(|b| b.as_str()).unwrap_or("?");
+    if !healthy.iter().any(|h| h == by) {
+        return Some(format!(
+            "written by {by}, which does not answer; the next coordinator plans again"
+        ));
+    }
+    let at = humantime::parse_rfc3339(plan.get("at")?.as_str()?).ok()?;
+    let age = now.duration_since(at).ok()?;
+    (age > RECORD_FRESH).then(|| {
+        format!(
+            "written {} s ago by {by}, which rewrites it every few seconds while it coordinates",
+            age.as_secs()
+        )
+    })
 }
 
 /// A plan record written before the change it names was made: the change is done, so the
@@ -390,9 +419,20 @@ pub(crate) fn plan_text(view: &PlanView) -> String {
             "records:      the coordinator's records cannot be read: {err}\n"
         ));
     }
-    out.push_str(&format!("next:         {}\n", field(&view.plan, "next")));
+    out.push_str(&format!(
+        "next:         {}{}\n",
+        field(&view.plan, "next"),
+        if view.plan_stale.is_some() {
+            " (stale record, see below)"
+        } else {
+            ""
+        }
+    ));
     out.push_str(&format!("why:          {}\n", field(&view.plan, "reason")));
     out.push_str(&format!("planned at:   {}\n", field(&view.plan, "at")));
+    if let Some(stale) = &view.plan_stale {
+        out.push_str(&format!("stale:        {stale}\n"));
+    }
     if view.last_change.is_some() {
         out.push_str(&format!(
             "last change:  {} {} ({}, {})\n",
@@ -500,7 +540,11 @@ async fn gather(endpoints: &[String]) -> anyhow::Result<Gathered> {
                 Err(err @ etcd::Error::WrongIdentity { .. }) => {
                     ("foreign".to_owned(), None, Some(err.to_string()))
                 }
-                Err(err) => ("unknown".to_owned(), None, Some(crate::error_chain(err))),
+                Err(err) => (
+                    "unknown".to_owned(),
+                    None,
+                    Some(crate::error::error_chain(err)),
+                ),
             };
             MemberRow {
                 name: member
@@ -712,6 +756,28 @@ mod tests {
                 error: "not asked".to_owned(),
             },
         }
+    }
+
+    #[test]
+    fn a_plan_record_is_stale_when_its_writer_is_silent_or_it_is_old() {
+        let now = humantime::parse_rfc3339("2026-11-30T05:00:30Z").unwrap();
+        let healthy = ["m1".to_owned(), "m2".to_owned()];
+        let record =
+            |by: &str, at: &str| serde_json::json!({"by": by, "at": at, "next": "converged"});
+        assert_eq!(
+            stale(&record("m1", "2026-11-30T05:00:25Z"), &healthy, now),
+            None
+        );
+        assert!(
+            stale(&record("m3", "2026-11-30T05:00:25Z"), &healthy, now)
+                .unwrap()
+                .starts_with("written by m3, which does not answer")
+        );
+        assert!(
+            stale(&record("m1", "2026-11-30T05:00:05Z"), &healthy, now)
+                .unwrap()
+                .starts_with("written 25 s ago by m1")
+        );
     }
 
     #[test]

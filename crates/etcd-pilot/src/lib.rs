@@ -13,6 +13,7 @@ mod datadir;
 mod deploy;
 mod discovery;
 mod dns;
+mod error;
 mod etcd;
 mod local;
 mod metrics;
@@ -30,21 +31,6 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::state::{Phase, PilotStatus};
-
-/// An error and its causes on one line, as `{:#}` prints an `anyhow::Error`; a cause whose
-/// text an earlier part already holds (the AWS SDK repeats them) is left out.
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut parts: Vec<String> = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(next) = source {
-        let text = next.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = next.source();
-    }
-    parts.join(": ")
-}
 
 /// Runs the daemon until `cancel`: admin API first, then the pilot; on cancel the pilot stops
 /// etcd (after moving leadership away) and the admin API stops last, so `/healthz` reports

@@ -93,7 +93,7 @@ fn plan_summary(plan: &Plan) -> (String, String) {
     match plan {
         Plan::Converged => (
             "converged".to_owned(),
-            "membership matches discovery".to_owned(),
+            "membership matches discovery and every member is a healthy voter".to_owned(),
         ),
         Plan::Wait { reason } => ("wait".to_owned(), reason.clone()),
         Plan::Act { action, reason } => (action.kind().to_owned(), reason.clone()),
@@ -226,7 +226,7 @@ impl Reconciler {
         let discovery = match &peers {
             Ok(peers) => plan::Discovery::Listed(peers.clone()),
             Err(err) => plan::Discovery::Failed {
-                error: crate::error_chain(err),
+                error: crate::error::error_chain(err),
             },
         };
         let mut members = Vec::new();
@@ -550,7 +550,7 @@ impl Reconciler {
             }
             Err(err) => {
                 // Expected now and then (a learner not caught up yet); the plan is retried.
-                let why = crate::error_chain(err);
+                let why = crate::error::error_chain(err);
                 tracing::info!(kind = action.kind(), %member, "membership change failed, will re-plan: {why}");
                 why
             }

@@ -617,6 +617,15 @@ async fn plan_says_when_the_coordinator_does_not_answer() {
         "{text}"
     );
     assert!(text.contains("lease renewed"), "{text}");
+    eventually(
+        "the coordinator's first plan record",
+        Duration::from_secs(30),
+        || {
+            let text = plan(&cluster);
+            async move { text.contains("next:         converged").then_some(()) }
+        },
+    )
+    .await;
     cluster.kill(coordinator);
     let text = eventually(
         "plan to say the coordinator does not answer",
@@ -632,6 +641,14 @@ async fn plan_says_when_the_coordinator_does_not_answer() {
     .await;
     assert!(
         text.contains(&format!("unknown: {old} holds the role")),
+        "{text}"
+    );
+    // Its last plan record is not shown as what happens next.
+    assert!(text.contains("(stale record, see below)"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "stale:        written by {old}, which does not answer"
+        )),
         "{text}"
     );
     eventually("a new coordinator", Duration::from_secs(60), || {

@@ -149,7 +149,7 @@ impl Consumer {
             .send()
             .await
             .map(|out| out.messages().to_vec())
-            .map_err(|err| crate::error_chain(&err))
+            .map_err(|err| crate::error::error_chain(&err))
     }
 
     async fn take(
@@ -281,13 +281,13 @@ impl Consumer {
                         // The group no longer waits (completed elsewhere, timed out): nothing
                         // to hold any more.
                         Err(err) if err.code() == Some("ValidationError") => {
-                            tracing::info!(instance = %id, "the group no longer waits on this termination: {}", crate::error_chain(&err));
+                            tracing::info!(instance = %id, "the group no longer waits on this termination: {}", crate::error::error_chain(&err));
                             done.push(id.clone());
                             continue;
                         }
                         Err(err) => self.error(format!(
                             "heartbeat for {id} failed: {}",
-                            crate::error_chain(&err)
+                            crate::error::error_chain(&err)
                         )),
                     }
                     let visibility =
@@ -304,7 +304,7 @@ impl Consumer {
                         {
                             tracing::debug!(
                                 "cannot extend the message's visibility: {}",
-                                crate::error_chain(&err)
+                                crate::error::error_chain(&err)
                             );
                         }
                     }
@@ -329,13 +329,13 @@ impl Consumer {
                         }
                         // The group no longer waits (completed before, or timed out).
                         Err(err) if err.code() == Some("ValidationError") => {
-                            tracing::info!(instance = %id, "the group no longer waits on this termination: {}", crate::error_chain(&err));
+                            tracing::info!(instance = %id, "the group no longer waits on this termination: {}", crate::error::error_chain(&err));
                             true
                         }
                         Err(err) => {
                             self.error(format!(
                                 "completing the termination of {id} failed, will retry: {}",
-                                crate::error_chain(&err)
+                                crate::error::error_chain(&err)
                             ));
                             false
                         }
@@ -383,7 +383,7 @@ impl Consumer {
             Err(err) => {
                 self.error(format!(
                     "cannot find the address of terminating instance {id}: {}",
-                    crate::error_chain(&err)
+                    crate::error::error_chain(&err)
                 ));
                 None
             }
@@ -420,7 +420,7 @@ impl Consumer {
             // It comes back after its visibility timeout and is handled again (idempotent).
             tracing::warn!(
                 "cannot delete a lifecycle message: {}",
-                crate::error_chain(&err)
+                crate::error::error_chain(&err)
             );
         }
     }

@@ -94,7 +94,7 @@ pub(crate) async fn find_identity(sources: &mut Sources) -> Result<(), config::E
                     key: keys,
                     problem: format!(
                         "unset, and the instance metadata does not answer {path}: {}",
-                        crate::error_chain(&err)
+                        crate::error::error_chain(&err)
                     ),
                     fix: "run on an EC2 instance that allows IMDSv2 (hop limit 2 inside a \
                           container), or set name, etcd.peer_url, etcd.client_url and \

@@ -87,7 +87,7 @@ impl AutoscalingGroups {
     async fn region(&self, clients: &RegionClients) -> Result<RegionAnswer> {
         let failed = |what: &str, err: &(dyn std::error::Error + 'static)| Error::Aws {
             region: clients.region.clone(),
-            message: format!("{what}: {}", crate::error_chain(err)),
+            message: format!("{what}: {}", crate::error::error_chain(err)),
         };
         let mut ids = Vec::new();
         let mut leaving_ids = Vec::new();

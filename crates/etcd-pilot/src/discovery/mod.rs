@@ -114,7 +114,7 @@ impl Provider {
                     d.last_success = Some(now.clone());
                 }
                 Err(err) => {
-                    let message = crate::error_chain(err);
+                    let message = crate::error::error_chain(err);
                     if d.error.as_ref() != Some(&message) {
                         tracing::warn!("discovery failed, keeping the previous view: {message}");
                     }

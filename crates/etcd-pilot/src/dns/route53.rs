@@ -86,7 +86,7 @@ impl Publisher for Route53 {
             let page = request
                 .send()
                 .await
-                .map_err(|err| anyhow::anyhow!(crate::error_chain(&err)))
+                .map_err(|err| anyhow::anyhow!(crate::error::error_chain(&err)))
                 .with_context(|| format!("list the record sets of hosted zone {}", self.zone_id))?;
             for set in page.resource_record_sets() {
                 let name = dns::normalize(set.name());
@@ -152,7 +152,7 @@ impl Publisher for Route53 {
             .change_batch(batch.build()?)
             .send()
             .await
-            .map_err(|err| anyhow::anyhow!(crate::error_chain(&err)))
+            .map_err(|err| anyhow::anyhow!(crate::error::error_chain(&err)))
             .with_context(|| format!("change the record sets of hosted zone {}", self.zone_id))?;
         Ok(())
     }

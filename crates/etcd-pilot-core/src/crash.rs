@@ -55,6 +55,31 @@ impl Crash {
     }
 }
 
+/// How many crashes in a row that etcd blamed on its data make the data unusable (the member
+/// is then removed and rejoins from an empty disk): enough that a one-off is never taken for
+/// damage.
+pub const UNUSABLE_AFTER_FAILURES: u32 = 5;
+
+/// What the pilot reports about an etcd that keeps crashing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The data is unusable: enough crashes in a row on damaged data.
+    DataUnusable,
+    /// etcd cannot run, for a reason that is not (yet) its data's: the member and its data
+    /// are left as they are.
+    CannotRun,
+}
+
+/// The verdict on a crash loop whose last crash is `last`, after `damaged_in_a_row`
+/// consecutive crashes that etcd blamed on its data.
+pub fn verdict(last: &Crash, damaged_in_a_row: u32) -> Verdict {
+    if last.is_unusable_data() && damaged_in_a_row >= UNUSABLE_AFTER_FAILURES {
+        Verdict::DataUnusable
+    } else {
+        Verdict::CannotRun
+    }
+}
+
 /// Causes that are never the data's fault, even when they surface inside a WAL or backend
 /// error ("failed to open WAL: ... no space left on device"). Checked first, in any line.
 /// Most of etcd's startup errors reach its log as one fatal line, `"msg":"discovery failed"`

@@ -188,6 +188,23 @@ fn describe(member: &ObservedMember) -> String {
     }
 }
 
+/// Who takes leadership over from `leaving`: the first other voter that answers healthy and
+/// is `eligible`, in member-list order. The plan moves leadership away from a member it is
+/// about to remove; a pilot that shuts down moves it away from its own.
+pub fn successor(
+    members: &[ObservedMember],
+    leaving: MemberId,
+    eligible: impl Fn(&ObservedMember) -> bool,
+) -> Option<&ObservedMember> {
+    members.iter().find(|m| {
+        m.member.id != leaving
+            && m.member.is_started()
+            && !m.member.is_learner
+            && m.health == Health::Healthy
+            && eligible(m)
+    })
+}
+
 /// Decides the next membership change. Pure: same input, same output.
 pub fn plan(observed: &Observed, policy: &Policy) -> Plan {
     let members = &observed.members;
@@ -341,12 +358,7 @@ pub fn plan(observed: &Observed, policy: &Policy) -> Plan {
             continue;
         }
         if observed.leader == Some(target.member.id) {
-            let successor = members.iter().find(|m| {
-                m.member.id != target.member.id
-                    && !m.member.is_learner
-                    && m.health == Health::Healthy
-                    && staying(m)
-            });
+            let successor = successor(members, target.member.id, staying);
             match successor {
                 Some(successor) => {
                     return Plan::Act {

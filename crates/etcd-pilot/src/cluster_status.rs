@@ -10,6 +10,10 @@ use etcd_pilot_core::condition::{self, Condition};
 use etcd_pilot_core::plan;
 
 use crate::etcd::{self, ClientOptions};
+use crate::peer_api::PeerApi;
+use crate::records::{
+    self, COORDINATOR_KEY, INTENT_KEY, Intent, IntentState, PLAN_KEY, PlanRecord,
+};
 
 /// One member, as `status` prints it.
 #[derive(Debug, Serialize)]
@@ -48,9 +52,9 @@ pub(crate) struct PlanView {
     /// the role until its lease expires.
     pub(crate) coordinator_answers: Option<bool>,
     /// Its last plan record (next, reason, fencing token, time), as it wrote it.
-    pub(crate) plan: Option<serde_json::Value>,
+    pub(crate) plan: Option<PlanRecord>,
     /// The last membership change it recorded, and its state.
-    pub(crate) last_change: Option<serde_json::Value>,
+    pub(crate) last_change: Option<Intent>,
     /// Why the records could not be read (no quorum, for one), if so.
     pub(crate) records_error: Option<String>,
     /// Why the plan record no longer says what the coordinator does, if it does not: its
@@ -85,8 +89,8 @@ const CLOCK_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
 /// The coordinator's records, as read from one member.
 struct Records {
     coordinator: Option<String>,
-    plan: Option<serde_json::Value>,
-    last_change: Option<serde_json::Value>,
+    plan: Option<PlanRecord>,
+    last_change: Option<Intent>,
     lease: Option<(i64, i64)>,
 }
 
@@ -99,23 +103,20 @@ async fn records(members: &[String], options: &ClientOptions) -> Result<Records,
     for endpoint in members {
         let result = async {
             let client = crate::etcd::Etcd::connect_one(endpoint, options).await?;
-            let coordinator = client.get(crate::reconcile::COORDINATOR_KEY).await?;
-            let plan = client.get(crate::reconcile::PLAN_KEY).await?;
-            let intent = client.get(crate::reconcile::INTENT_KEY).await?;
-            let lease = client
-                .key_lease(crate::reconcile::COORDINATOR_KEY)
-                .await
-                .unwrap_or(None);
+            let coordinator = client.get(COORDINATOR_KEY).await?;
+            let plan = client.get(PLAN_KEY).await?;
+            let intent = client.get(INTENT_KEY).await?;
+            let lease = client.key_lease(COORDINATOR_KEY).await.unwrap_or(None);
             Ok::<_, crate::etcd::Error>((coordinator, plan, intent, lease))
         }
         .await;
         match result {
             Ok((coordinator, plan, intent, lease)) => {
-                let parse = |text: Option<String>| text.and_then(|t| serde_json::from_str(&t).ok());
+                // A record this pilot cannot read (another version's) is shown as absent.
                 return Ok(Records {
                     coordinator,
-                    plan: parse(plan),
-                    last_change: parse(intent),
+                    plan: plan.and_then(|t| records::decode(PLAN_KEY, &t).ok()),
+                    last_change: intent.and_then(|t| records::decode(INTENT_KEY, &t).ok()),
                     lease,
                 });
             }
@@ -172,9 +173,9 @@ fn live_observed(
 }
 
 /// What to show of `live` and the coordinator's plan record, at `now`.
-fn shown(live: &plan::Observed, record: Option<&serde_json::Value>, now: SystemTime) -> Shown {
+fn shown(live: &plan::Observed, record: Option<&PlanRecord>, now: SystemTime) -> Shown {
     let from_record = record.and_then(|record| {
-        let at = humantime::parse_rfc3339(record.get("at")?.as_str()?).ok()?;
+        let at = humantime::parse_rfc3339(&record.at).ok()?;
         // A record from the future is a clock we cannot trust to age it.
         if at
             .duration_since(now)
@@ -183,11 +184,10 @@ fn shown(live: &plan::Observed, record: Option<&serde_json::Value>, now: SystemT
             return None;
         }
         let age = now.duration_since(at).unwrap_or_default();
-        let conditions: Vec<Condition> =
-            serde_json::from_value(record.get("conditions")?.clone()).ok()?;
+        let conditions = record.conditions.clone();
         // Its writer must still answer healthy: a dead coordinator's last record says
         // nothing of its own loss.
-        let by = record.get("by")?.as_str()?;
+        let by = record.by.as_str();
         let writer_answers = live.members.iter().any(|m| {
             m.member.name.as_ref().is_some_and(|n| n.as_str() == by)
                 && m.health == etcd_pilot_core::Health::Healthy
@@ -296,14 +296,14 @@ pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
 /// Why `plan` (a plan record) no longer says what the coordinator does, if so: its writer
 /// does not answer healthy, or it has not been rewritten for longer than a live coordinator
 /// lets pass.
-fn stale(plan: &serde_json::Value, healthy: &[String], now: SystemTime) -> Option<String> {
-    let by = plan.get("by").and_then(|b| b.as_str()).unwrap_or("?");
+fn stale(plan: &PlanRecord, healthy: &[String], now: SystemTime) -> Option<String> {
+    let by = plan.by.as_str();
     if !healthy.iter().any(|h| h == by) {
         return Some(format!(
             "written by {by}, which does not answer; the next coordinator plans again"
         ));
     }
-    let at = humantime::parse_rfc3339(plan.get("at")?.as_str()?).ok()?;
+    let at = humantime::parse_rfc3339(&plan.at).ok()?;
     let age = now.duration_since(at).ok()?;
     (age > RECORD_FRESH).then(|| {
         format!(
@@ -315,23 +315,17 @@ fn stale(plan: &serde_json::Value, healthy: &[String], now: SystemTime) -> Optio
 
 /// A plan record written before the change it names was made: the change is done, so the
 /// next step is whatever the coordinator plans next, not that change again.
-fn already_done(plan: &mut Option<serde_json::Value>, last: Option<&serde_json::Value>) {
+fn already_done(plan: &mut Option<PlanRecord>, last: Option<&Intent>) {
     let (Some(plan), Some(last)) = (plan.as_mut(), last) else {
         return;
     };
-    let text =
-        |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
     // RFC 3339 times of one format compare as text.
-    if text(last, "state") == "done"
-        && text(last, "kind") == text(plan, "next")
-        && text(last, "at") >= text(plan, "at")
-    {
-        plan["next"] = serde_json::Value::String("re-planning".to_owned());
-        plan["reason"] = serde_json::Value::String(format!(
+    if last.state == IntentState::Done && last.kind == plan.next && last.at >= plan.at {
+        plan.next = "re-planning".to_owned();
+        plan.reason = format!(
             "the last change ({} {}) is done; the coordinator plans again within a second",
-            text(last, "kind"),
-            text(last, "member")
-        ));
+            last.kind, last.member
+        );
     }
 }
 
@@ -339,10 +333,7 @@ fn already_done(plan: &mut Option<serde_json::Value>, last: Option<&serde_json::
 /// they are doing and why: with no etcd answering, that is the plan (waiting for peers,
 /// restoring a backup, refusing to create an empty cluster).
 async fn pilot_reasons(endpoints: &[String]) -> String {
-    let Ok(http) = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(2))
-        .build()
-    else {
+    let Ok(peers) = PeerApi::new(std::time::Duration::from_secs(2)) else {
         return String::new();
     };
     let mut out = String::new();
@@ -353,16 +344,13 @@ async fn pilot_reasons(endpoints: &[String]) -> String {
         else {
             continue;
         };
-        let admin = format!("http://{host}:{}/v1/status", crate::config::ADMIN_PORT);
-        let Ok(response) = http.get(&admin).send().await else {
-            continue;
-        };
-        if let Ok(status) = response.json::<serde_json::Value>().await {
+        let admin = format!("http://{host}:{}", crate::config::ADMIN_PORT);
+        if let Some(status) = peers.status(&admin).await {
             out.push_str(&format!(
                 "\n  pilot {} ({host}): {}: {}",
-                status["name"].as_str().unwrap_or("?"),
-                status["phase"].as_str().unwrap_or("?"),
-                status["reason"].as_str().unwrap_or("?")
+                status.name.as_deref().unwrap_or("?"),
+                status.phase.as_deref().unwrap_or("?"),
+                status.reason.as_deref().unwrap_or("?")
             ));
         }
     }
@@ -375,12 +363,7 @@ async fn pilot_reasons(endpoints: &[String]) -> String {
 
 /// The plan for people.
 pub(crate) fn plan_text(view: &PlanView) -> String {
-    let field = |value: &Option<serde_json::Value>, key: &str| {
-        value.as_ref().and_then(|v| v.get(key)).map_or_else(
-            || "-".to_owned(),
-            |v| v.as_str().map_or_else(|| v.to_string(), str::to_owned),
-        )
-    };
+    let plan = |f: fn(&PlanRecord) -> String| view.plan.as_ref().map_or_else(|| "-".to_owned(), f);
     let mut out = String::new();
     match &view.coordinator {
         Some(name) if view.coordinator_answers == Some(false) => out.push_str(&format!(
@@ -391,7 +374,7 @@ pub(crate) fn plan_text(view: &PlanView) -> String {
         )),
         Some(name) => out.push_str(&format!(
             "coordinator:  {name} (fencing token {}{})\n",
-            field(&view.plan, "fencing_token"),
+            plan(|p| p.fencing_token.to_string()),
             view.coordinator_lease.map_or_else(String::new, |(left, granted)| format!(
                 ", lease renewed {} s ago",
                 (granted - left).max(0)
@@ -421,25 +404,25 @@ pub(crate) fn plan_text(view: &PlanView) -> String {
     }
     out.push_str(&format!(
         "next:         {}{}\n",
-        field(&view.plan, "next"),
+        plan(|p| p.next.clone()),
         if view.plan_stale.is_some() {
             " (stale record, see below)"
         } else {
             ""
         }
     ));
-    out.push_str(&format!("why:          {}\n", field(&view.plan, "reason")));
-    out.push_str(&format!("planned at:   {}\n", field(&view.plan, "at")));
+    out.push_str(&format!("why:          {}\n", plan(|p| p.reason.clone())));
+    out.push_str(&format!("planned at:   {}\n", plan(|p| p.at.clone())));
     if let Some(stale) = &view.plan_stale {
         out.push_str(&format!("stale:        {stale}\n"));
     }
-    if view.last_change.is_some() {
+    if let Some(last) = &view.last_change {
         out.push_str(&format!(
             "last change:  {} {} ({}, {})\n",
-            field(&view.last_change, "kind"),
-            field(&view.last_change, "member"),
-            field(&view.last_change, "state"),
-            field(&view.last_change, "at")
+            last.kind,
+            last.member,
+            last.state.as_str(),
+            last.at
         ));
     }
     out
@@ -726,6 +709,30 @@ fn human_bytes(bytes: i64) -> String {
 mod tests {
     use super::*;
 
+    fn record(by: &str, at: &str, next: &str) -> PlanRecord {
+        PlanRecord {
+            by: by.to_owned(),
+            fencing_token: 3,
+            next: next.to_owned(),
+            reason: "m4 caught up".to_owned(),
+            at: at.to_owned(),
+            conditions: Vec::new(),
+        }
+    }
+
+    fn intent(state: IntentState, at: &str) -> Intent {
+        Intent {
+            kind: "promote_learner".to_owned(),
+            member: "m4".to_owned(),
+            member_id: "a0".to_owned(),
+            reason: "caught up".to_owned(),
+            by: "m1".to_owned(),
+            fencing_token: 3,
+            state,
+            at: at.to_owned(),
+        }
+    }
+
     /// m1 healthy, m2 healthy, m3 does not answer (as a live probe sees them).
     fn live() -> plan::Observed {
         let member = |id: u64, healthy: bool| plan::ObservedMember {
@@ -762,8 +769,7 @@ mod tests {
     fn a_plan_record_is_stale_when_its_writer_is_silent_or_it_is_old() {
         let now = humantime::parse_rfc3339("2026-11-30T05:00:30Z").unwrap();
         let healthy = ["m1".to_owned(), "m2".to_owned()];
-        let record =
-            |by: &str, at: &str| serde_json::json!({"by": by, "at": at, "next": "converged"});
+        let record = |by: &str, at: &str| record(by, at, "converged");
         assert_eq!(
             stale(&record("m1", "2026-11-30T05:00:25Z"), &healthy, now),
             None
@@ -783,10 +789,14 @@ mod tests {
     #[test]
     fn a_fresh_record_of_a_live_coordinator_is_shown_aged_otherwise_the_live_probe() {
         let now = humantime::parse_rfc3339("2026-11-30T05:00:10Z").unwrap();
-        let record = |by: &str, at: &str| {
-            serde_json::json!({"by": by, "at": at, "conditions": [
-                {"kind": "voter_down", "member": "m3", "cause": "does not answer", "for_secs": 40, "listed": true}
-            ]})
+        let record = |by: &str, at: &str| PlanRecord {
+            conditions: vec![Condition::VoterDown {
+                member: "m3".to_owned(),
+                cause: "does not answer".to_owned(),
+                for_secs: Some(40),
+                listed: Some(true),
+            }],
+            ..record(by, at, "wait")
         };
         let fresh = shown(&live(), Some(&record("m1", "2026-11-30T05:00:04Z")), now);
         assert_eq!(
@@ -805,7 +815,7 @@ mod tests {
             assert_eq!(
                 said.degraded,
                 ["m3: voter does not answer: refused"],
-                "{record}"
+                "{record:?}"
             );
             assert!(said.conditions_from.starts_with("a live probe"));
         }
@@ -813,19 +823,13 @@ mod tests {
 
     #[test]
     fn a_plan_record_older_than_its_finished_change_is_not_shown_as_next() {
-        let plan = |next: &str, at: &str| {
-            Some(serde_json::json!({"next": next, "reason": "m4 caught up", "at": at}))
-        };
-        let done = serde_json::json!({"kind": "promote_learner", "member": "m4", "state": "done", "at": "2026-11-30T02:00:05Z"});
+        let plan = |next: &str, at: &str| Some(record("m1", at, next));
+        let done = intent(IntentState::Done, "2026-11-30T02:00:05Z");
         let mut stale = plan("promote_learner", "2026-11-30T02:00:04Z");
         already_done(&mut stale, Some(&done));
-        assert_eq!(stale.as_ref().unwrap()["next"], "re-planning");
-        assert!(
-            stale.unwrap()["reason"]
-                .as_str()
-                .unwrap()
-                .contains("promote_learner m4")
-        );
+        let stale = stale.unwrap();
+        assert_eq!(stale.next, "re-planning");
+        assert!(stale.reason.contains("promote_learner m4"), "{stale:?}");
         // A newer record, another kind, or a change still running: shown as written.
         for (mut record, last) in [
             (
@@ -835,7 +839,7 @@ mod tests {
             (plan("wait", "2026-11-30T02:00:04Z"), done.clone()),
             (
                 plan("promote_learner", "2026-11-30T02:00:04Z"),
-                serde_json::json!({"kind": "promote_learner", "state": "started", "at": "2026-11-30T02:00:05Z"}),
+                intent(IntentState::Started, "2026-11-30T02:00:05Z"),
             ),
         ] {
             let before = record.clone();

@@ -9,18 +9,22 @@ mod backup;
 pub mod cli;
 mod cluster_status;
 mod config;
+mod coordinator;
 mod datadir;
 mod deploy;
 mod discovery;
 mod dns;
 mod error;
 mod etcd;
+mod lifecycle;
 mod local;
 mod metrics;
 mod output;
+mod peer_api;
 mod pilot;
 mod process;
 mod reconcile;
+mod records;
 mod state;
 mod supervisor;
 
@@ -74,6 +78,9 @@ pub(crate) async fn run_agent(config: Config, cancel: CancellationToken) -> anyh
         admin_cancel.clone(),
     ));
 
+    // The coordinator role: the pilot's reconciler holds it; backups and the lifecycle hook
+    // act only while it does.
+    let (role_tx, role_rx) = watch::channel(coordinator::Role::Member);
     let backups = backup::Backups::open(&config).context("open the backup store (backup.url)")?;
     let schedule = backups.clone().map(|backups| {
         let options = etcd::ClientOptions {
@@ -88,12 +95,14 @@ pub(crate) async fn run_agent(config: Config, cancel: CancellationToken) -> anyh
             scratch: datadir::DataDir::new(&config.data_dir).drill_scratch(),
             status: status_tx.clone(),
             metrics: metrics.clone(),
+            role: role_rx.clone(),
         };
         tokio::spawn(schedule.run(cancel.clone()))
     });
-    let terminating = aws::lifecycle::Terminating::default();
+    // The instances the lifecycle hook holds, for the reconcile step (none without a hook).
+    let (terminating_tx, terminating) = watch::channel(std::collections::BTreeSet::new());
     let lifecycle = config.lifecycle.clone().map(|lifecycle| {
-        let consumer = aws::lifecycle::Consumer {
+        let consumer = lifecycle::Consumer {
             config: lifecycle,
             client_url: config::url_string(&config.etcd.client_url),
             options: etcd::ClientOptions {
@@ -101,7 +110,8 @@ pub(crate) async fn run_agent(config: Config, cancel: CancellationToken) -> anyh
                 credentials: config.etcd.credentials.clone(),
             },
             status: status_tx.clone(),
-            terminating: terminating.clone(),
+            terminating: terminating_tx,
+            role: role_rx.clone(),
         };
         tokio::spawn(consumer.run(cancel.clone()))
     });
@@ -109,6 +119,7 @@ pub(crate) async fn run_agent(config: Config, cancel: CancellationToken) -> anyh
         config,
         backups,
         terminating,
+        role_tx,
         status_tx.clone(),
         metrics.clone(),
     ) {

@@ -1,40 +1,31 @@
 //! The reconcile loop's step, run by every pilot while its etcd runs: observe the cluster,
-//! compute the core's `plan`, publish it, and, on the coordinator only, execute at most one
-//! action under the fence.
+//! compute the core's `plan` and conditions, publish them, and, on the coordinator only,
+//! execute at most one action.
 //!
-//! The coordinator is the pilot next to the etcd leader. It holds [`COORDINATOR_KEY`] under a
-//! lease; the key's create revision is its fencing token, and every cluster-wide write it makes
-//! is a txn that compares that revision, so a deposed coordinator's writes fail. Each
-//! membership call is preceded by a fenced write of the intent ([`INTENT_KEY`]) and followed
-//! by one of its outcome. This module does not decide what to change (the core does) and does
-//! not speak the etcd API itself (`etcd.rs` does).
+//! The coordinator is the pilot next to the etcd leader; `coordinator.rs` takes and keeps the
+//! role and makes its fenced writes. Each membership call is preceded by a fenced write of the
+//! intent and followed by one of its outcome (`records::Intent`). This module does not decide
+//! what to change (the core does) and does not speak the etcd API itself (`etcd.rs` does).
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
 
 use etcd_pilot_core::condition::{self, Condition};
 use etcd_pilot_core::plan::{self, Action, Plan, Policy};
-use etcd_pilot_core::{ClusterId, Health, Identity, MemberId, MemberName};
+use etcd_pilot_core::timers;
+use etcd_pilot_core::{Health, Identity, MemberId, MemberName};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
-use crate::aws::lifecycle::Terminating;
+use crate::coordinator::{Fenced, Seat};
 use crate::discovery::{Discovery as _, Provider};
 use crate::dns::Records;
-use crate::etcd::{self, ClientOptions, Created, Etcd, Lease};
+use crate::etcd::{self, ClientOptions, Etcd};
+use crate::lifecycle::Terminating;
 use crate::metrics::{HealthLabel, KindLabel, Metrics};
-use crate::state::{ActionStatus, MemberFaults, PilotStatus, PlanStatus};
-
-/// Held under the coordinator's lease; its value is the coordinator's name.
-pub(crate) const COORDINATOR_KEY: &str = "/etcd-pilot/coordinator";
-/// The coordinator's last plan, written under the fence; read by `etcd-pilot plan`.
-pub(crate) const PLAN_KEY: &str = "/etcd-pilot/coordinator/plan";
-/// The membership change in flight (or the last one) and its state.
-pub(crate) const INTENT_KEY: &str = "/etcd-pilot/coordinator/intent";
-
-/// How often the coordinator rewrites an unchanged plan record: the heartbeat that lets
-/// `etcd-pilot plan` tell a live record from a stale one.
-const RECORD_EVERY: Duration = Duration::from_secs(5);
+use crate::peer_api::{PeerApi, PeerStatus};
+use crate::records::{self, Intent, IntentState, PlanRecord};
+use crate::state::{ActionStatus, PilotStatus, PlanStatus};
 
 /// What a step found about this node itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,40 +44,27 @@ pub(crate) enum Outcome {
     Recheck,
 }
 
-/// The role of coordinator, while held.
-struct Coordinator {
-    lease: Lease,
-    token: i64,
-    client: Etcd,
-    last_record: Option<(Instant, String)>,
-}
-
 pub(crate) struct Reconciler {
     name: MemberName,
     /// This node's peer URL, to find its member before etcd has started it.
     peer_url: String,
-    options: ClientOptions,
     /// Connections to every member, kept between steps.
     pool: etcd::Pool,
     /// For peer pilots' `/v1/status`; every request has a timeout.
-    http: reqwest::Client,
+    peers: PeerApi,
     policy: Policy,
-    lease_ttl: Duration,
     status: watch::Sender<PilotStatus>,
     metrics: Metrics,
-    coordinator: Option<Coordinator>,
-    unlisted_since: HashMap<MemberId, Instant>,
-    pending_since: HashMap<MemberId, Instant>,
-    /// Since when each member that is not healthy has been seen so.
-    down_since: HashMap<MemberId, Instant>,
-    /// Instances the lifecycle hook says are terminating (empty without a hook).
-    terminating: Terminating,
+    /// The coordinator role: taken when the local member leads.
+    seat: Seat,
+    /// How long each member has been unlisted, a learner, not healthy.
+    timers: timers::Timers,
+    /// The origin of the monotonic time the timers are given.
+    started: Instant,
+    /// Instances the lifecycle hook says are terminating (none without a hook).
+    terminating: Option<Terminating>,
     /// DNS records of the healthy voters, published while coordinator (if configured).
     dns: Option<Records>,
-}
-
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
 fn plan_summary(plan: &Plan) -> (String, String) {
@@ -105,34 +83,31 @@ impl Reconciler {
     pub(crate) fn new(
         me: etcd_pilot_core::Peer,
         options: ClientOptions,
-        http: reqwest::Client,
+        peers: PeerApi,
         policy: Policy,
-        lease_ttl: Duration,
+        seat: Seat,
         status: watch::Sender<PilotStatus>,
         metrics: Metrics,
     ) -> Self {
         Self {
             name: me.name,
             peer_url: me.peer_url,
-            pool: etcd::Pool::new(options.clone()),
-            options,
-            http,
+            pool: etcd::Pool::new(options),
+            peers,
             policy,
-            lease_ttl,
             status,
             metrics,
-            coordinator: None,
-            unlisted_since: HashMap::new(),
-            pending_since: HashMap::new(),
-            down_since: HashMap::new(),
-            terminating: Terminating::default(),
+            seat,
+            timers: timers::Timers::default(),
+            started: Instant::now(),
+            terminating: None,
             dns: None,
         }
     }
 
     /// Marks the members of the instances in `terminating` for removal now.
     pub(crate) fn with_terminating(mut self, terminating: Terminating) -> Self {
-        self.terminating = terminating;
+        self.terminating = Some(terminating);
         self
     }
 
@@ -145,6 +120,22 @@ impl Reconciler {
     /// One step: observe, plan, and (as coordinator) act once. `identity` is this node's
     /// member, from its marker; `local` its client URL.
     pub(crate) async fn step(
+        &mut self,
+        identity: Option<&Identity>,
+        local: &str,
+        discovery: &Provider,
+    ) -> Outcome {
+        // Every line of the step says so, and under which fencing token it acted.
+        let span = tracing::info_span!("reconcile", fencing_token = tracing::field::Empty);
+        if let Some((token, _)) = self.seat.held() {
+            span.record("fencing_token", token);
+        }
+        self.observe_and_act(identity, local, discovery)
+            .instrument(span)
+            .await
+    }
+
+    async fn observe_and_act(
         &mut self,
         identity: Option<&Identity>,
         local: &str,
@@ -222,7 +213,6 @@ impl Reconciler {
             Err(_) => HashMap::new(),
         };
         let leader = probes.iter().flatten().find_map(|s| s.leader);
-        let now = Instant::now();
         let discovery = match &peers {
             Ok(peers) => plan::Discovery::Listed(peers.clone()),
             Err(err) => plan::Discovery::Failed {
@@ -240,48 +230,41 @@ impl Reconciler {
                     .and_then(|f| f.cannot_run.as_ref())
                     .map(|reason| format!("cannot run etcd: {reason}")),
             };
-            let unlisted = match &discovery {
-                plan::Discovery::Listed(peers) => !plan::is_listed(member, peers),
-                plan::Discovery::Failed { .. } => false,
-            };
-            let unlisted_for = if unlisted {
-                Some(now - *self.unlisted_since.entry(member.id).or_insert(now))
-            } else {
-                self.unlisted_since.remove(&member.id);
-                None
-            };
-            let pending_for = if member.is_learner {
-                Some(now - *self.pending_since.entry(member.id).or_insert(now))
-            } else {
-                self.pending_since.remove(&member.id);
-                None
-            };
-            let health = probe.as_ref().map_or(Health::Unknown, |s| s.health());
-            let down_for = if health == Health::Healthy && problem.is_none() {
-                self.down_since.remove(&member.id);
-                None
-            } else {
-                Some(now - *self.down_since.entry(member.id).or_insert(now))
-            };
             members.push(plan::ObservedMember {
                 member: member.clone(),
-                health,
+                health: probe.as_ref().map_or(Health::Unknown, |s| s.health()),
                 raft_index: probe.as_ref().ok().map(|s| s.raft_index),
-                unlisted_for,
-                pending_for,
-                down_for,
+                unlisted_for: None,
+                pending_for: None,
+                down_for: None,
                 data_unusable: fault.is_some_and(|f| f.data_unusable.is_some()),
-                terminating: member
-                    .name
-                    .as_ref()
-                    .is_some_and(|n| self.terminating.contains(n.as_str())),
+                terminating: member.name.as_ref().is_some_and(|n| {
+                    self.terminating
+                        .as_ref()
+                        .is_some_and(|t| t.borrow().contains(n.as_str()))
+                }),
                 problem,
             });
         }
-        let ids: Vec<MemberId> = list.members.iter().map(|m| m.id).collect();
-        self.unlisted_since.retain(|id, _| ids.contains(id));
-        self.pending_since.retain(|id, _| ids.contains(id));
-        self.down_since.retain(|id, _| ids.contains(id));
+        // How long each has been unlisted, a learner, not healthy (the core keeps the books).
+        let seen: Vec<timers::Seen> = members
+            .iter()
+            .map(|m| timers::Seen {
+                id: m.member.id,
+                unlisted: match &discovery {
+                    plan::Discovery::Listed(peers) => !plan::is_listed(&m.member, peers),
+                    plan::Discovery::Failed { .. } => false,
+                },
+                pending: m.member.is_learner,
+                down: m.health != Health::Healthy || m.problem.is_some(),
+            })
+            .collect();
+        let ages = self.timers.observe(self.started.elapsed(), &seen);
+        for (member, age) in members.iter_mut().zip(ages) {
+            member.unlisted_for = age.unlisted_for;
+            member.pending_for = age.pending_for;
+            member.down_for = age.down_for;
+        }
         for health in [Health::Healthy, Health::Unhealthy, Health::Unknown] {
             let n = members.iter().filter(|m| m.health == health).count();
             self.metrics
@@ -308,22 +291,41 @@ impl Reconciler {
         let plan = plan::plan(&observed, &self.policy);
         let conditions = condition::conditions(&observed, &self.policy);
         let my_id = identity.and_then(|i| i.member_id);
-        self.maintain_role(
-            leader.is_some() && leader == my_id,
-            list.cluster_id,
-            local,
-            &plan,
-            &conditions,
-        )
-        .await;
+        let (next, reason) = plan_summary(&plan);
+        // What the record says without its ages: it is rewritten when that changes.
+        let shape = format!(
+            "{next}{reason}{:?}",
+            conditions
+                .iter()
+                .map(|c| c.clone().timeless())
+                .collect::<Vec<_>>()
+        );
+        let record = |fencing_token| PlanRecord {
+            by: self.name.to_string(),
+            fencing_token,
+            next,
+            reason,
+            at: records::now_rfc3339(),
+            conditions: conditions.clone(),
+        };
+        self.seat
+            .maintain(
+                leader.is_some() && leader == my_id,
+                list.cluster_id,
+                local,
+                record,
+                shape,
+            )
+            .await;
         self.publish_plan(&plan, conditions);
-        if let (Some(coordinator), Plan::Act { action, reason }) = (&self.coordinator, &plan) {
-            let (token, client) = (coordinator.token, coordinator.client.clone());
+        if let (Some((token, client)), Plan::Act { action, reason }) = (self.seat.held(), &plan) {
+            let span = tracing::info_span!("membership_change", kind = action.kind());
             self.execute(&client, token, action, reason, &observed)
+                .instrument(span)
                 .await;
         }
         if let Some(dns) = &mut self.dns {
-            if self.coordinator.is_some() {
+            if self.seat.held().is_some() {
                 dns.publish(&crate::dns::published(&observed.members)).await;
             } else {
                 dns.forget();
@@ -340,7 +342,7 @@ impl Reconciler {
         members: &[etcd_pilot_core::Member],
         probes: &[etcd::Result<etcd::EndpointStatus>],
         peers: &[etcd_pilot_core::Peer],
-    ) -> HashMap<MemberId, MemberFaults> {
+    ) -> HashMap<MemberId, PeerStatus> {
         let mut set = tokio::task::JoinSet::new();
         for (member, probe) in members.iter().zip(probes) {
             if probe.as_ref().is_ok_and(|s| s.health() == Health::Healthy) {
@@ -349,131 +351,10 @@ impl Reconciler {
             let Some(peer) = peers.iter().find(|p| Some(&p.name) == member.name.as_ref()) else {
                 continue;
             };
-            let (url, http, id) = (
-                format!("{}/v1/status", peer.admin_url),
-                self.http.clone(),
-                member.id,
-            );
-            set.spawn(async move {
-                let faults: MemberFaults = http.get(url).send().await.ok()?.json().await.ok()?;
-                Some((id, faults))
-            });
+            let (admin_url, api, id) = (peer.admin_url.clone(), self.peers.clone(), member.id);
+            set.spawn(async move { Some((id, api.status(&admin_url).await?)) });
         }
         set.join_all().await.into_iter().flatten().collect()
-    }
-
-    /// Keeps, takes or gives up the coordinator role. The fence is checked first: a
-    /// coordinator that was paused writes its record, finds it rejected, and steps down.
-    async fn maintain_role(
-        &mut self,
-        leads: bool,
-        cluster_id: ClusterId,
-        local: &str,
-        plan: &Plan,
-        conditions: &[Condition],
-    ) {
-        if let Some(coordinator) = &mut self.coordinator {
-            let (next, reason) = plan_summary(plan);
-            let record = serde_json::json!({
-                "by": self.name.as_str(),
-                "fencing_token": coordinator.token,
-                "next": next,
-                "reason": reason,
-                "at": now_rfc3339(),
-                "conditions": conditions,
-            })
-            .to_string();
-            // Rewritten when what it says changes (not its ages: a reader ages them from
-            // `at`), and every RECORD_EVERY as a heartbeat.
-            let shape = format!(
-                "{next}{reason}{:?}",
-                conditions
-                    .iter()
-                    .map(|c| c.clone().timeless())
-                    .collect::<Vec<_>>()
-            );
-            let due = coordinator
-                .last_record
-                .as_ref()
-                .is_none_or(|(at, last)| at.elapsed() >= RECORD_EVERY || *last != shape);
-            let mut keep = true;
-            if due {
-                match coordinator
-                    .client
-                    .put_fenced(COORDINATOR_KEY, coordinator.token, PLAN_KEY, &record)
-                    .await
-                {
-                    Ok(true) => coordinator.last_record = Some((Instant::now(), shape)),
-                    Ok(false) => {
-                        tracing::warn!(
-                            fencing_token = coordinator.token,
-                            "fenced write rejected: another pilot holds the coordinator role now; stepping down"
-                        );
-                        keep = false;
-                    }
-                    Err(err) => tracing::warn!("cannot write the plan record: {err:#}"),
-                }
-            }
-            if keep && let Err(err) = coordinator.lease.refresh().await {
-                tracing::warn!("coordinator lease lost, stepping down: {err:#}");
-                keep = false;
-            }
-            if keep && !leads {
-                tracing::info!("the local member no longer leads; giving up the coordinator role");
-                if let Err(err) = coordinator.client.revoke_lease(coordinator.lease.id).await {
-                    tracing::debug!("cannot revoke the coordinator lease, it will expire: {err:#}");
-                }
-                keep = false;
-            }
-            if !keep {
-                self.coordinator = None;
-                self.metrics.coordinator.set(0);
-            }
-            return;
-        }
-        if !leads {
-            return;
-        }
-        match self.acquire(local).await {
-            Ok(Some(coordinator)) => {
-                tracing::info!(fencing_token = coordinator.token, %cluster_id, "became the coordinator");
-                self.metrics.coordinator.set(1);
-                self.coordinator = Some(coordinator);
-            }
-            Ok(None) => {}
-            Err(err) => tracing::debug!("cannot take the coordinator role: {err:#}"),
-        }
-    }
-
-    async fn acquire(&self, local: &str) -> anyhow::Result<Option<Coordinator>> {
-        let client = Etcd::connect_one(local, &self.options).await?;
-        let lease = client.grant_lease(self.lease_ttl).await?;
-        match client
-            .create_if_absent(COORDINATOR_KEY, self.name.as_str(), lease.id)
-            .await?
-        {
-            Created::Created { revision } => {
-                if let Ok(Some(intent)) = client.get(INTENT_KEY).await
-                    && intent.contains("\"state\":\"started\"")
-                {
-                    tracing::warn!(
-                        %intent,
-                        "the previous coordinator left a change unfinished; planning afresh from the live cluster"
-                    );
-                }
-                Ok(Some(Coordinator {
-                    lease,
-                    token: revision,
-                    client,
-                    last_record: None,
-                }))
-            }
-            Created::Exists { value, .. } => {
-                tracing::debug!(holder = %value, "the coordinator role is held by another pilot");
-                let _ = client.revoke_lease(lease.id).await;
-                Ok(None)
-            }
-        }
     }
 
     /// Executes one action: fenced intent, the call, fenced outcome.
@@ -498,31 +379,23 @@ impl Reconciler {
                 (name, *id)
             }
         };
-        let intent = |state: &str| {
-            serde_json::json!({
-                "kind": action.kind(),
-                "member": member,
-                "member_id": target.to_string(),
-                "reason": reason,
-                "by": self.name.as_str(),
-                "fencing_token": token,
-                "state": state,
-                "at": now_rfc3339(),
-            })
-            .to_string()
+        let intent = |state| Intent {
+            kind: action.kind().to_owned(),
+            member: member.clone(),
+            member_id: target.to_string(),
+            reason: reason.to_owned(),
+            by: self.name.to_string(),
+            fencing_token: token,
+            state,
+            at: records::now_rfc3339(),
         };
-        match client
-            .put_fenced(COORDINATOR_KEY, token, INTENT_KEY, &intent("started"))
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
+        match self.seat.write_intent(&intent(IntentState::Started)).await {
+            Fenced::Written => {}
+            Fenced::Deposed => {
                 tracing::warn!("fenced intent rejected: no longer the coordinator; stepping down");
-                self.coordinator = None;
-                self.metrics.coordinator.set(0);
                 return;
             }
-            Err(err) => {
+            Fenced::Failed(err) => {
                 tracing::warn!("cannot record the intent, not acting: {err:#}");
                 return;
             }
@@ -555,46 +428,45 @@ impl Reconciler {
                 why
             }
         };
-        let state = if result.is_ok() { "done" } else { "failed" };
-        if let Ok(false) = client
-            .put_fenced(COORDINATOR_KEY, token, INTENT_KEY, &intent(state))
-            .await
-        {
-            tracing::warn!("fenced outcome rejected: no longer the coordinator; stepping down");
-            self.coordinator = None;
-            self.metrics.coordinator.set(0);
+        let state = if result.is_ok() {
+            IntentState::Done
+        } else {
+            IntentState::Failed
+        };
+        match self.seat.write_intent(&intent(state)).await {
+            Fenced::Written => {}
+            Fenced::Deposed => {
+                tracing::warn!("fenced outcome rejected: no longer the coordinator; stepping down");
+            }
+            Fenced::Failed(err) => tracing::warn!("cannot record the outcome: {err:#}"),
         }
         self.status.send_modify(|s| {
             s.last_action = Some(ActionStatus {
                 kind: action.kind().to_owned(),
                 member: member.clone(),
                 outcome,
-                at: now_rfc3339(),
+                at: records::now_rfc3339(),
             });
         });
     }
 
     fn publish_plan(&self, plan: &Plan, conditions: Vec<Condition>) {
         let (next, reason) = plan_summary(plan);
-        let coordinator = self.coordinator.as_ref().map(|c| c.token);
+        let coordinator = self.seat.held().map(|(token, _)| token);
         self.status.send_modify(|s| {
             s.plan = Some(PlanStatus {
                 next,
                 reason,
                 coordinator: coordinator.is_some(),
                 fencing_token: coordinator,
-                at: now_rfc3339(),
+                at: records::now_rfc3339(),
                 conditions,
             });
         });
     }
 
-    /// Gives up the role at shutdown, so the next coordinator need not wait for the lease.
+    /// Gives up the coordinator role (at shutdown, or when etcd stops).
     pub(crate) async fn resign(&mut self) {
-        if let Some(coordinator) = self.coordinator.take() {
-            let _ = coordinator.client.revoke_lease(coordinator.lease.id).await;
-            self.metrics.coordinator.set(0);
-            tracing::info!("gave up the coordinator role");
-        }
+        self.seat.resign().await;
     }
 }

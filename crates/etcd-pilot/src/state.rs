@@ -3,7 +3,7 @@
 //! The pilot writes it into a `watch` channel; the admin API only reads snapshots of it.
 
 use etcd_pilot_core::start::PilotReport;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// What the pilot is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -113,16 +113,6 @@ pub(crate) struct LifecycleStatus {
     /// The last instance whose termination the pilot let continue, and when.
     pub(crate) last_completed: Option<String>,
     pub(crate) last_error: Option<String>,
-}
-
-/// The part of a peer's `/v1/status` the coordinator reads about a member that is not
-/// healthy: what its pilot says is wrong. Unknown fields are ignored (it is a view).
-#[derive(Clone, Debug, Default, Deserialize)]
-pub(crate) struct MemberFaults {
-    /// [`PilotStatus::data_unusable`].
-    pub(crate) data_unusable: Option<String>,
-    /// [`PilotStatus::cannot_run`].
-    pub(crate) cannot_run: Option<String>,
 }
 
 /// Everything `/v1/status` serves.

@@ -7,7 +7,8 @@
 //! unusable data, or cannot run). The pilot may ask for an etcd that stopped answering to be
 //! restarted (liveness); that too is a crash, never one of the data.
 //! A pid file in the data dir lets a restarted pilot stop an etcd its previous life left behind.
-//! It does not decide how etcd is configured: the caller passes the complete argument list.
+//! etcd's command line is built here too (`etcd_args`, from the config and the start
+//! decision's `StartMode`); how etcd should start is the start decision's, not this module's.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,6 +21,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{Config, url_string};
+use crate::datadir::DataDir;
 use crate::metrics::Metrics;
 use crate::process;
 
@@ -357,6 +360,63 @@ async fn forward_output(stream: impl AsyncRead + Unpin, member: String, kept: Li
             _ => tracing::info!(target: "etcd_output", member = %member, "{line}"),
         }
     }
+}
+
+/// How etcd is started, from the start decision.
+#[derive(Clone, Debug)]
+pub(crate) enum StartMode {
+    /// On existing data (a WAL exists): etcd ignores the `--initial-*` flags, and should the
+    /// WAL be gone after all, `existing` with this member list makes it fail, never bootstrap.
+    Restart { initial_cluster: String },
+    /// A new cluster.
+    New {
+        initial_cluster: String,
+        token: String,
+    },
+    /// Joining a live cluster whose member list already has our entry.
+    Existing { initial_cluster: String },
+}
+
+/// etcd's flags for `mode`.
+pub(crate) fn etcd_args(config: &Config, data: &DataDir, mode: &StartMode) -> Vec<String> {
+    let mut args = vec![
+        format!("--name={}", config.name),
+        format!("--data-dir={}", data.etcd_dir().display()),
+        format!(
+            "--listen-peer-urls={}",
+            url_string(&config.etcd.listen_peer_url)
+        ),
+        format!(
+            "--initial-advertise-peer-urls={}",
+            url_string(&config.etcd.peer_url)
+        ),
+        format!(
+            "--listen-client-urls={}",
+            url_string(&config.etcd.listen_client_url)
+        ),
+        format!(
+            "--advertise-client-urls={}",
+            url_string(&config.etcd.client_url)
+        ),
+        "--logger=zap".to_owned(),
+        "--log-outputs=stderr".to_owned(),
+    ];
+    match mode {
+        StartMode::New {
+            initial_cluster,
+            token,
+        } => {
+            args.push(format!("--initial-cluster={initial_cluster}"));
+            args.push("--initial-cluster-state=new".to_owned());
+            args.push(format!("--initial-cluster-token={token}"));
+        }
+        StartMode::Existing { initial_cluster } | StartMode::Restart { initial_cluster } => {
+            args.push(format!("--initial-cluster={initial_cluster}"));
+            args.push("--initial-cluster-state=existing".to_owned());
+        }
+    }
+    args.extend(config.etcd.extra_args.iter().cloned());
+    args
 }
 
 #[cfg(test)]

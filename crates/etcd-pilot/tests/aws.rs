@@ -382,7 +382,12 @@ async fn a_discovery_outage_changes_nothing_and_says_discovery_is_stale() {
     cluster
         .wait_voters(&[0, 1, 2], Duration::from_secs(5))
         .await;
-    let coordinator = cluster.coordinator().await.expect("one coordinator");
+    // Each step waits for AWS to time out meanwhile, so the coordinator's lease can lapse
+    // between two steps and the role is briefly nobody's: wait for it to be held.
+    let coordinator = eventually("one coordinator", Duration::from_secs(30), || {
+        cluster.coordinator()
+    })
+    .await;
     let plan = &cluster.pilot_status(coordinator).await.unwrap()["plan"];
     assert!(
         plan["reason"]

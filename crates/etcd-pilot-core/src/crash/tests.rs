@@ -166,3 +166,26 @@ fn long_lines_are_cut_at_a_character_boundary() {
     assert!(crash.reason().len() <= MAX_REASON + 3, "{}", crash.reason());
     assert!(crash.reason().ends_with("..."));
 }
+
+#[test]
+fn data_is_unusable_only_after_enough_damaged_crashes_in_a_row() {
+    let damaged = Crash::UnusableData {
+        reason: "wal: crc mismatch".into(),
+    };
+    let flag = Crash::CannotRun {
+        reason: "unknown flag".into(),
+    };
+    assert_eq!(
+        verdict(&damaged, UNUSABLE_AFTER_FAILURES - 1),
+        Verdict::CannotRun
+    );
+    assert_eq!(
+        verdict(&damaged, UNUSABLE_AFTER_FAILURES),
+        Verdict::DataUnusable
+    );
+    // The last crash decides what kind it is: a run of damage ended by another cause is not.
+    assert_eq!(
+        verdict(&flag, UNUSABLE_AFTER_FAILURES + 3),
+        Verdict::CannotRun
+    );
+}

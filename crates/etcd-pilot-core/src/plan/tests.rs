@@ -703,3 +703,19 @@ proptest! {
         prop_assert_eq!(sim.members.len(), n - dead);
     }
 }
+
+#[test]
+fn leadership_goes_to_the_first_other_healthy_voter() {
+    let observed = observed(
+        "a#1:leader b#2:learner c#3:unknown d#4:unstarted e#5 f#6",
+        "a b c d e f",
+    );
+    let pick = |leaving: u64, eligible: &dyn Fn(&ObservedMember) -> bool| {
+        successor(&observed.members, MemberId(leaving), eligible).map(|m| m.member.id.0)
+    };
+    // Not the learner, not the silent voter, not the unstarted one.
+    assert_eq!(pick(1, &|_| true), Some(5));
+    assert_eq!(pick(5, &|_| true), Some(1));
+    assert_eq!(pick(1, &|m| m.member.id != MemberId(5)), Some(6));
+    assert_eq!(pick(1, &|_| false), None);
+}

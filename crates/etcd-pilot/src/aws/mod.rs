@@ -6,8 +6,6 @@
 //! `AWS_ACCESS_KEY_ID`..., the instance profile); the metadata endpoint from
 //! `AWS_EC2_METADATA_SERVICE_ENDPOINT` when set.
 
-pub(crate) mod lifecycle;
-
 use std::sync::OnceLock;
 use std::time::Duration;
 

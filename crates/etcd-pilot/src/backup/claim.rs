@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::store::{ClaimState, Ended, LatestClaim, RestoreClaim, Store};
+use crate::peer_api::{Answer, PeerApi};
 
 /// One pilot's side of the restore claims of its store.
 pub(crate) struct Claims {
@@ -358,13 +359,11 @@ pub(crate) async fn release(
         ));
     }
     if !latest.claim.admin_url.is_empty() {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()?;
-        let url = format!("{}/v1/status", latest.claim.admin_url.trim_end_matches('/'));
-        if let Ok(response) = http.get(&url).send().await {
-            let answer: serde_json::Value = response.json().await.unwrap_or_default();
-            if answer["name"] == holder.as_str() || answer.is_null() {
+        let peers = PeerApi::new(Duration::from_secs(5))?;
+        if let Answer::Answered(status) = peers.probe(&latest.claim.admin_url).await {
+            // The holder itself, or something that is not a pilot we can read: alive.
+            let alive = status.is_none_or(|s| s.name.as_deref() == Some(holder.as_str()));
+            if alive {
                 anyhow::bail!(
                     "the holder of restore claim {}, pilot {holder}, answers at {}: it is alive \
                      (restoring, or running the restored cluster). Stop it first, or wait",

@@ -17,7 +17,6 @@ mod take;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use anyhow::Context as _;
 use etcd_pilot_core::backup::{self as choice, DrillFault, Verification};
 use etcd_pilot_core::start::{RestoreSource, StoreView};
 use etcd_pilot_core::{ClusterId, Identity, MemberName};
@@ -30,10 +29,7 @@ pub(crate) use store::{ClusterRecord, Manifest, Store, StoreOptions};
 use crate::config::{BackupConfig, Config};
 use crate::datadir::{DataDir, Scratch};
 use crate::etcd::Etcd;
-
-/// The key in etcd holding the lineage of the data: every cluster it was restored through.
-/// It travels inside snapshots, so a restored cluster knows where it came from.
-pub(crate) const LINEAGE_KEY: &str = "/etcd-pilot/cluster/lineage";
+use crate::records::{LINEAGE_KEY, format_lineage, parse_lineage};
 
 /// A progress bar on stderr for the CLI; invisible in the daemon.
 #[derive(Clone)]
@@ -369,21 +365,4 @@ pub(crate) fn fault_of(err: &anyhow::Error) -> DrillFault {
     err.chain()
         .find_map(|cause| cause.downcast_ref::<Faulted>().map(|f| f.fault))
         .unwrap_or(DrillFault::Environment)
-}
-
-pub(crate) fn parse_lineage(text: &str) -> anyhow::Result<Vec<ClusterId>> {
-    let ids: Vec<String> =
-        serde_json::from_str(text).with_context(|| format!("parse {LINEAGE_KEY}"))?;
-    ids.iter()
-        .map(|id| {
-            u64::from_str_radix(id, 16)
-                .map(ClusterId)
-                .with_context(|| format!("parse {LINEAGE_KEY}: {id:?} is not a cluster id"))
-        })
-        .collect()
-}
-
-fn format_lineage(lineage: &[ClusterId]) -> String {
-    serde_json::to_string(&lineage.iter().map(ToString::to_string).collect::<Vec<_>>())
-        .unwrap_or_default()
 }

@@ -16,11 +16,13 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::{Backups, Progress};
+use crate::coordinator::Role;
 use crate::etcd::{ClientOptions, Etcd};
 use crate::metrics::{KindLabel, Metrics};
-use crate::state::{Phase, PilotStatus};
+use crate::state::PilotStatus;
 
 /// What `/v1/status` says about backups.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -76,6 +78,8 @@ pub(crate) struct Schedule {
     pub(crate) scratch: PathBuf,
     pub(crate) status: watch::Sender<PilotStatus>,
     pub(crate) metrics: Metrics,
+    /// Backups are taken, drilled and pruned only while this pilot coordinates.
+    pub(crate) role: watch::Receiver<Role>,
 }
 
 impl Schedule {
@@ -100,10 +104,7 @@ impl Schedule {
                 () = tokio::time::sleep(tick) => {}
                 () = cancel.cancelled() => return,
             }
-            let acting = {
-                let s = status.borrow();
-                s.phase == Phase::Running && s.plan.as_ref().is_some_and(|p| p.coordinator)
-            };
+            let acting = self.role.borrow().is_coordinator();
             if !acting {
                 listing = None;
                 continue;
@@ -218,6 +219,7 @@ impl Schedule {
             scratch,
             status,
             metrics,
+            role: _,
         } = self;
         match listing.as_mut() {
             None => *listing = Some((Instant::now(), backups.list().await?)),
@@ -238,8 +240,12 @@ impl Schedule {
         }
         if choice::backup_due(newest, backups.config.interval, SystemTime::now()) {
             let started = Instant::now();
-            let (etcd, source) = backup_source(client_url, member, options).await?;
-            let manifest = backups.take(&etcd, &source, &Progress::hidden()).await?;
+            let manifest = async {
+                let (etcd, source) = backup_source(client_url, member, options).await?;
+                backups.take(&etcd, &source, &Progress::hidden()).await
+            }
+            .instrument(tracing::info_span!("backup"))
+            .await?;
             let seconds = started.elapsed().as_secs_f64();
             tracing::info!(
                 id = %manifest.id,
@@ -282,7 +288,11 @@ impl Schedule {
             if let Some(id) = target
                 && !waiting
             {
-                match backups.verify(&id, scratch, &Progress::hidden()).await {
+                let progress = Progress::hidden();
+                let drill = backups
+                    .verify(&id, scratch, &progress)
+                    .instrument(tracing::info_span!("drill", backup = %id));
+                match drill.await {
                     Ok((manifest, report)) => {
                         tracing::info!(id = %id, keys = report.key_count, seconds = report.duration.as_secs_f64(), "restore drill passed");
                         metrics

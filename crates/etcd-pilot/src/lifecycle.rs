@@ -2,9 +2,9 @@
 //!
 //! The autoscaling group holds a terminating instance in `Terminating:Wait` and posts a
 //! message to an SQS queue. The coordinator's [`Consumer`] long-polls the queue, reads each
-//! message (core `lifecycle::read`), and adds the instance to the [`Terminating`] set; the
-//! reconcile step marks that member terminating, and the plan removes it as soon as the quorum
-//! allows (leadership moved first). Once the member list no longer has it, the consumer calls
+//! message (core `lifecycle::read`), and sends the instances it holds to the reconcile step
+//! ([`Terminating`]), which marks their members terminating; the plan removes each as soon as
+//! the quorum allows (leadership moved first). Once the member list no longer has it, the consumer calls
 //! `CompleteLifecycleAction` (CONTINUE) and deletes the message; meanwhile it sends heartbeats
 //! and keeps the message hidden. A pilot that loses the coordinator role makes its messages
 //! visible again at once, so the next coordinator takes them over; a message that arrives
@@ -15,7 +15,6 @@
 //! or not yet started, carries the instance's name or peer URL.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_autoscaling::error::ProvideErrorMetadata as _;
@@ -26,28 +25,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aws;
 use crate::config::LifecycleConfig;
+use crate::coordinator::Role;
 use crate::etcd::{ClientOptions, Etcd};
 use crate::state::PilotStatus;
 
-/// The instances whose members must go now, shared with the reconcile step.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Terminating(Arc<Mutex<BTreeSet<String>>>);
-
-impl Terminating {
-    pub(crate) fn contains(&self, name: &str) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(name)
-    }
-
-    fn set(&self, names: BTreeSet<String>) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = names;
-    }
-}
+/// The instances whose members must go now, as the reconcile step receives them (empty
+/// without a hook).
+pub(crate) type Terminating = watch::Receiver<BTreeSet<String>>;
 
 /// How long one receive waits for a message (SQS long polling)...
 const WAIT: Duration = Duration::from_secs(5);
@@ -75,7 +59,10 @@ pub(crate) struct Consumer {
     pub(crate) client_url: String,
     pub(crate) options: ClientOptions,
     pub(crate) status: watch::Sender<PilotStatus>,
-    pub(crate) terminating: Terminating,
+    /// Sends the instances held, for the reconcile step.
+    pub(crate) terminating: watch::Sender<BTreeSet<String>>,
+    /// Messages are taken only while this pilot coordinates.
+    pub(crate) role: watch::Receiver<Role>,
 }
 
 struct Clients {
@@ -100,12 +87,7 @@ impl Consumer {
         // Messages left for their owners, logged once each (bounded).
         let mut left: BTreeSet<String> = BTreeSet::new();
         loop {
-            let coordinator = self
-                .status
-                .borrow()
-                .plan
-                .as_ref()
-                .is_some_and(|p| p.coordinator);
+            let coordinator = self.role.borrow().is_coordinator();
             if !coordinator {
                 if !held.is_empty() {
                     self.release(&clients, &mut held).await;
@@ -427,7 +409,7 @@ impl Consumer {
 
     fn publish(&self, held: &BTreeMap<String, Held>) {
         let names: BTreeSet<String> = held.keys().cloned().collect();
-        self.terminating.set(names.clone());
+        self.terminating.send_replace(names.clone());
         self.status.send_if_modified(|s| {
             let pending: Vec<String> = names.into_iter().collect();
             let changed = s.lifecycle.pending != pending;

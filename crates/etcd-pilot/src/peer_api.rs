@@ -1,0 +1,79 @@
+//! The typed client of another pilot's admin API (`admin.rs` serves it): what a starting
+//! pilot asks its peers (`/v1/bootstrap`), what the coordinator asks the pilot of a member that
+//! is not healthy, what `plan` asks when no etcd answers, and whether the holder of a restore
+//! claim is alive (`/v1/status`). Every place that asks another pilot goes through it, and
+//! every request has the client's timeout.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use etcd_pilot_core::start::PilotReport;
+use serde::Deserialize;
+
+/// The part of a peer's `/v1/status` other pilots and the CLI read. Unknown fields are
+/// ignored and missing ones are `None` (it is a view, and the peer may run another version).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct PeerStatus {
+    pub(crate) name: Option<String>,
+    pub(crate) phase: Option<String>,
+    pub(crate) reason: Option<String>,
+    /// Set when etcd cannot run on its data (`PilotStatus::data_unusable`).
+    pub(crate) data_unusable: Option<String>,
+    /// Set while etcd keeps failing for a reason that is not its data's
+    /// (`PilotStatus::cannot_run`).
+    pub(crate) cannot_run: Option<String>,
+}
+
+/// What answered at a peer's admin address.
+pub(crate) enum Answer {
+    /// Nothing (refused, timed out).
+    Silent,
+    /// Something answered HTTP: its status, if it is a pilot's.
+    Answered(Option<PeerStatus>),
+}
+
+/// A client of peer pilots.
+#[derive(Clone)]
+pub(crate) struct PeerApi {
+    http: reqwest::Client,
+}
+
+impl PeerApi {
+    /// Each request (connect included) gives up after `timeout`.
+    pub(crate) fn new(timeout: Duration) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .context("build the HTTP client for peer pilots")?;
+        Ok(Self { http })
+    }
+
+    /// `/v1/bootstrap`: what the peer says it holds; `Unknown` when it does not answer.
+    pub(crate) async fn report(&self, admin_url: &str) -> PilotReport {
+        let url = format!("{}/v1/bootstrap", admin_url.trim_end_matches('/'));
+        match self.http.get(url).send().await {
+            Ok(response) if response.status().is_success() => {
+                response.json().await.unwrap_or(PilotReport::Unknown)
+            }
+            _ => PilotReport::Unknown,
+        }
+    }
+
+    /// `/v1/status`, when a pilot answers it.
+    pub(crate) async fn status(&self, admin_url: &str) -> Option<PeerStatus> {
+        match self.probe(admin_url).await {
+            Answer::Answered(status) => status,
+            Answer::Silent => None,
+        }
+    }
+
+    /// Whether anything answers `/v1/status` at `admin_url`, and what.
+    pub(crate) async fn probe(&self, admin_url: &str) -> Answer {
+        let url = format!("{}/v1/status", admin_url.trim_end_matches('/'));
+        match self.http.get(url).send().await {
+            Ok(response) => Answer::Answered(response.json().await.ok()),
+            Err(_) => Answer::Silent,
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! One pilot's life: observe, decide how to start (core `start::decide`), take that step,
+//! repeat until etcd runs; then keep watching the local member (identity and formed markers,
+//! published status) and run the reconcile step (`reconcile.rs`) each interval, until
+//! shutdown, when leadership is moved away before etcd is stopped, or until the member is
+//! removed, when the pilot stops etcd and starts over.
+//!
+//! Every step re-observes: joining is a series of small idempotent steps, so a pilot killed
+//! between any two of them resumes correctly. This module executes decisions; it does not
+//! make them (the core does) and it does not speak the etcd API itself (`etcd.rs` does).
+
+mod running;
+mod starting;
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use etcd_pilot_core::crash;
+use etcd_pilot_core::plan::{self, Policy};
+use etcd_pilot_core::start::{
+    self, ClusterView, Decision, JoinStep, LiveCluster, LocalData, ObservedMember, PeerReport,
+    PilotReport, RestoreSource, StoreView,
+};
+use etcd_pilot_core::supervise::RestartPolicy;
+use etcd_pilot_core::{Health, Identity, Peer, model};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::backup::claim::Acquired;
+use crate::backup::{self, Backups, Manifest, Progress};
+use crate::config::{Config, url_string};
+use crate::coordinator::{Role, Seat};
+use crate::datadir::DataDir;
+use crate::discovery::{Discovery as _, Provider};
+use crate::dns::Records;
+use crate::etcd::{self, ClientOptions, EndpointStatus, Etcd};
+use crate::lifecycle::Terminating;
+use crate::metrics::Metrics;
+use crate::peer_api::PeerApi;
+use crate::reconcile::{Outcome, Reconciler};
+use crate::records::{self, FORMED_KEY};
+use crate::state::{MemberState, Phase, PilotStatus};
+use crate::supervisor::{ChildStatus, EtcdCommand, StartMode, Supervisor, etcd_args};
+
+pub(crate) struct Pilot {
+    config: Config,
+    data: DataDir,
+    discovery: Provider,
+    options: ClientOptions,
+    /// Connections to the peers' etcd, kept between observations.
+    pool: etcd::Pool,
+    /// For calls to peer pilots; every request times out after `timers.pilot_call_timeout`.
+    peers: PeerApi,
+    status: watch::Sender<PilotStatus>,
+    metrics: Metrics,
+    /// The backup store, if configured: what it says decides restores after total loss.
+    backups: Option<Backups>,
+    /// The store's last answer, when it came, and the manifests it read: the start loop
+    /// polls fast, the store is asked at most once per observe interval, and a manifest
+    /// already read is not read again.
+    store_view: std::sync::Mutex<Option<(tokio::time::Instant, StoreView, Vec<Manifest>)>>,
+    /// Instances the lifecycle hook says are terminating.
+    terminating: Terminating,
+    /// The restore claims of the backup store.
+    claims: Option<backup::claim::Claims>,
+    /// The coordinator role, published for the tasks that act only on the coordinator.
+    role: watch::Sender<Role>,
+}
+
+impl Pilot {
+    pub(crate) fn new(
+        config: Config,
+        backups: Option<Backups>,
+        terminating: Terminating,
+        role: watch::Sender<Role>,
+        status: watch::Sender<PilotStatus>,
+        metrics: Metrics,
+    ) -> anyhow::Result<Self> {
+        let data = DataDir::new(&config.data_dir);
+        let discovery = Provider::from_config(&config, status.clone());
+        let options = ClientOptions {
+            timeout: config.timers.etcd_call_timeout,
+            credentials: config.etcd.credentials.clone(),
+        };
+        let peers = PeerApi::new(config.timers.pilot_call_timeout)?;
+        let claims = backups.as_ref().map(|b| {
+            backup::claim::Claims::new(
+                b.store.clone(),
+                config.name.to_string(),
+                backup::claim::admin_url(&config),
+                config.restore.claim_timeout,
+            )
+        });
+        Ok(Self {
+            claims,
+            config,
+            data,
+            discovery,
+            pool: etcd::Pool::new(options.clone()),
+            options,
+            peers,
+            status,
+            metrics,
+            backups,
+            store_view: std::sync::Mutex::new(None),
+            terminating,
+            role,
+        })
+    }
+
+    /// Runs until `cancel`; returns once etcd has stopped. If the cluster removes this
+    /// node's member while it runs, stops etcd and starts over (quarantine, then rejoin when
+    /// discovery lists the node).
+    pub(crate) async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
+        self.data.create()?;
+        self.prune_quarantine();
+        let mut reconciler = Reconciler::new(
+            self.config.me(),
+            self.options.clone(),
+            self.peers.clone(),
+            Policy {
+                remove_after: self.config.timers.remove_after,
+                learner_timeout: self.config.timers.learner_timeout,
+                ..Policy::default()
+            },
+            Seat::new(
+                self.config.name.clone(),
+                self.options.clone(),
+                self.config.timers.coordinator_lease,
+                self.metrics.clone(),
+                self.role.clone(),
+            ),
+            self.status.clone(),
+            self.metrics.clone(),
+        )
+        .with_terminating(self.terminating.clone())
+        .with_dns(
+            self.config
+                .dns
+                .clone()
+                .map(|dns| Records::new(dns, self.status.clone())),
+        );
+        loop {
+            let Some(mode) = self.decide_start(&cancel).await? else {
+                self.set_phase(Phase::Stopping, "shutting down before etcd started");
+                return Ok(());
+            };
+            let start_over = self.run_etcd(mode, &mut reconciler, &cancel).await?;
+            if !start_over {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Starts etcd in `mode` and watches it until `cancel` (`false`) or until the start
+    /// decision must be made again (`true`: the member was removed, or the data belongs to
+    /// another cluster); stops etcd either way.
+    async fn run_etcd(
+        &self,
+        mode: StartMode,
+        reconciler: &mut Reconciler,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<bool> {
+        if let StartMode::New {
+            initial_cluster,
+            token,
+        } = &mode
+        {
+            self.status.send_modify(|s| {
+                s.report = PilotReport::Bootstrapping {
+                    initial_cluster: initial_cluster.clone(),
+                    token: token.clone(),
+                }
+            });
+        }
+        if !matches!(mode, StartMode::Restart { .. }) {
+            // Claim the data dir before etcd writes into it, so a crash right after start
+            // leaves data we recognise as ours.
+            self.data.write_identity(&Identity {
+                name: self.config.name.clone(),
+                cluster_id: None,
+                member_id: None,
+            })?;
+        }
+
+        let (child_tx, child_rx) = watch::channel(ChildStatus::NotStarted);
+        let (unresponsive_tx, unresponsive_rx) = tokio::sync::mpsc::channel(1);
+        let supervisor = Supervisor {
+            command: EtcdCommand {
+                bin: self.config.etcd.bin.clone(),
+                args: etcd_args(&self.config, &self.data, &mode),
+                member: self.config.name.to_string(),
+                pid_file: self.data.pid_file(),
+            },
+            policy: RestartPolicy {
+                initial_backoff: self.config.timers.restart_initial_backoff,
+                max_backoff: self.config.timers.restart_max_backoff,
+                stable_after: self.config.timers.restart_stable_after,
+                jitter: 0.2,
+            },
+            stop_grace: self.config.timers.stop_grace,
+            status: child_tx,
+            metrics: self.metrics.clone(),
+            unresponsive: unresponsive_rx,
+        };
+        let supervisor_cancel = CancellationToken::new();
+        let supervisor_task = tokio::spawn(supervisor.run(supervisor_cancel.clone()));
+        let liveness_task = tokio::spawn(running::liveness(
+            self.pool.clone(),
+            url_string(&self.config.etcd.client_url),
+            child_rx.clone(),
+            unresponsive_tx,
+            self.config.timers.liveness_timeout,
+            supervisor_cancel.clone(),
+        ));
+        self.set_phase(Phase::Running, "etcd started; waiting for it to answer");
+
+        let outcome = self.watch_member(child_rx, reconciler, cancel).await;
+        let start_over = !matches!(outcome, Outcome::Continue);
+
+        reconciler.resign().await;
+        if start_over {
+            tracing::warn!("stopping etcd and starting over");
+            self.set_phase(
+                Phase::Starting,
+                "this member was removed, or its data belongs to another cluster; starting over",
+            );
+        } else {
+            self.set_phase(Phase::Stopping, "shutting down");
+            tracing::info!("shutdown: moving leadership away if this member leads");
+            if let Err(err) = self.hand_over_leadership().await {
+                tracing::warn!(
+                    "cannot move leadership before stopping, etcd will hand it over itself: {err:#}"
+                );
+            }
+            tracing::info!("shutdown: stopping etcd");
+        }
+        supervisor_cancel.cancel();
+        supervisor_task.await.context("join supervisor")??;
+        liveness_task.await.context("join liveness")?;
+        self.metrics.etcd_up.set(0);
+        tracing::info!("etcd stopped");
+        if let Outcome::Quarantine { reason } = outcome {
+            // Once: the data goes aside, and the start decision sees an empty disk and joins.
+            let folder = self.data.quarantine(&reason, SystemTime::now())?;
+            self.prune_quarantine();
+            tracing::warn!(folder = %folder.display(), "quarantined local data: {reason}");
+        }
+        Ok(start_over)
+    }
+
+    /// If the local member leads, moves leadership to a healthy voter.
+    async fn hand_over_leadership(&self) -> anyhow::Result<()> {
+        let local = url_string(&self.config.etcd.client_url);
+        let status = etcd::probe(&local, &self.options).await?;
+        if status.leader != Some(status.member_id) {
+            return Ok(());
+        }
+        // A transfer takes an election round or two: allow more than a plain call.
+        let handover = ClientOptions {
+            timeout: self.options.timeout.max(Duration::from_secs(5)),
+            ..self.options.clone()
+        };
+        let client = Etcd::connect_one(&local, &handover).await?;
+        let list = client.member_list().await?;
+        let probes = self.pool.probe_members(&list).await;
+        let members: Vec<plan::ObservedMember> = list
+            .members
+            .iter()
+            .zip(&probes)
+            .map(|(member, probe)| plan::ObservedMember {
+                member: member.clone(),
+                health: probe.as_ref().map_or(Health::Unknown, |s| s.health()),
+                raft_index: probe.as_ref().ok().map(|s| s.raft_index),
+                unlisted_for: None,
+                pending_for: None,
+                down_for: None,
+                data_unusable: false,
+                terminating: false,
+                problem: None,
+            })
+            .collect();
+        let Some(successor) = plan::successor(&members, status.member_id, |_| true) else {
+            anyhow::bail!("no other healthy voter to take over");
+        };
+        client.move_leader(successor.member.id).await?;
+        tracing::info!(to = %successor.member.id, "moved leadership");
+        Ok(())
+    }
+
+    /// Quarantine retention, after each quarantine and at start: shown in `/v1/status` and the
+    /// metrics. A failure is logged; it never stops the pilot.
+    fn prune_quarantine(&self) {
+        let q = &self.config.quarantine;
+        match self.data.prune_quarantine(q.keep, q.max_bytes) {
+            Ok(report) => {
+                for name in &report.deleted {
+                    tracing::warn!(
+                        copy = %name,
+                        keep = q.keep,
+                        max_bytes = report.max_bytes,
+                        "deleted an old quarantined copy of etcd data (quarantine retention)"
+                    );
+                }
+                self.metrics
+                    .quarantine_copies
+                    .set(i64::try_from(report.kept.len()).unwrap_or(i64::MAX));
+                self.metrics
+                    .quarantine_bytes
+                    .set(i64::try_from(report.bytes).unwrap_or(i64::MAX));
+                self.status.send_modify(|s| s.quarantine = report);
+            }
+            Err(err) => tracing::warn!("quarantine retention failed: {err:#}"),
+        }
+    }
+
+    fn set_phase(&self, phase: Phase, reason: &str) {
+        self.metrics.set_state(phase.as_str());
+        self.status.send_modify(|s| {
+            s.phase = phase;
+            s.reason = reason.to_owned();
+        });
+    }
+}

@@ -1,0 +1,149 @@
+//! Every record the pilots keep in etcd: its key and its type. Writers and readers go through
+//! these types (serde), never through ad-hoc JSON; a field added later gets a default so that
+//! a record written by an older pilot still reads.
+
+use anyhow::Context as _;
+use etcd_pilot_core::ClusterId;
+use etcd_pilot_core::condition::Condition;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Held under the coordinator's lease; its value is the coordinator's name, its create
+/// revision the fencing token.
+pub(crate) const COORDINATOR_KEY: &str = "/etcd-pilot/coordinator";
+/// The coordinator's last plan ([`PlanRecord`]), written under the fence.
+pub(crate) const PLAN_KEY: &str = "/etcd-pilot/coordinator/plan";
+/// The membership change in flight, or the last one ([`Intent`]), written under the fence.
+pub(crate) const INTENT_KEY: &str = "/etcd-pilot/coordinator/intent";
+/// Written once, when a cluster first forms ([`Formed`]).
+pub(crate) const FORMED_KEY: &str = "/etcd-pilot/cluster/formed";
+/// The lineage of the data: every cluster it was restored through, oldest first, itself last
+/// (a JSON list of hex ids; see [`parse_lineage`]). It travels inside snapshots, so a restored
+/// cluster knows where it came from.
+pub(crate) const LINEAGE_KEY: &str = "/etcd-pilot/cluster/lineage";
+
+/// The coordinator's plan, as `etcd-pilot plan` reads it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct PlanRecord {
+    /// The coordinator that wrote it.
+    pub(crate) by: String,
+    pub(crate) fencing_token: i64,
+    /// `converged`, `wait` or the action's kind.
+    pub(crate) next: String,
+    pub(crate) reason: String,
+    /// When it was written (RFC 3339, seconds).
+    pub(crate) at: String,
+    /// What keeps the cluster from full strength, with ages as of `at`.
+    #[serde(default)]
+    pub(crate) conditions: Vec<Condition>,
+}
+
+/// Where a membership change stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum IntentState {
+    /// Recorded before the call: a coordinator that finds it so after taking the role knows
+    /// its predecessor may have stopped midway.
+    Started,
+    Done,
+    Failed,
+}
+
+impl IntentState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            IntentState::Started => "started",
+            IntentState::Done => "done",
+            IntentState::Failed => "failed",
+        }
+    }
+}
+
+/// A membership change, recorded before and after the call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Intent {
+    /// The action's kind (`remove_unlisted`, `promote_learner`, ...).
+    pub(crate) kind: String,
+    /// The member's name, or its id before it has one.
+    pub(crate) member: String,
+    pub(crate) member_id: String,
+    pub(crate) reason: String,
+    pub(crate) by: String,
+    pub(crate) fencing_token: i64,
+    pub(crate) state: IntentState,
+    /// When this state was recorded (RFC 3339, seconds).
+    pub(crate) at: String,
+}
+
+/// The first formation of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Formed {
+    pub(crate) cluster_id: String,
+    pub(crate) by: String,
+    pub(crate) at: String,
+}
+
+/// A record as its value in etcd.
+pub(crate) fn encode<T: Serialize>(record: &T) -> String {
+    // Plain structs of strings and numbers: serialising cannot fail.
+    serde_json::to_string(record).unwrap_or_default()
+}
+
+/// The record stored at `key`.
+pub(crate) fn decode<T: DeserializeOwned>(key: &str, text: &str) -> anyhow::Result<T> {
+    serde_json::from_str(text).with_context(|| format!("parse the record at {key}"))
+}
+
+/// The lineage stored at [`LINEAGE_KEY`].
+pub(crate) fn parse_lineage(text: &str) -> anyhow::Result<Vec<ClusterId>> {
+    let ids: Vec<String> = decode(LINEAGE_KEY, text)?;
+    ids.iter()
+        .map(|id| {
+            u64::from_str_radix(id, 16)
+                .map(ClusterId)
+                .with_context(|| format!("parse {LINEAGE_KEY}: {id:?} is not a cluster id"))
+        })
+        .collect()
+}
+
+/// A lineage as its value at [`LINEAGE_KEY`].
+pub(crate) fn format_lineage(lineage: &[ClusterId]) -> String {
+    encode(&lineage.iter().map(ToString::to_string).collect::<Vec<_>>())
+}
+
+/// Now, as records write it.
+pub(crate) fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_read_back_what_was_written_and_older_plan_records_still_read() {
+        let intent = Intent {
+            kind: "promote_learner".to_owned(),
+            member: "m4".to_owned(),
+            member_id: "a0".to_owned(),
+            reason: "caught up".to_owned(),
+            by: "m1".to_owned(),
+            fencing_token: 7,
+            state: IntentState::Started,
+            at: "2026-11-30T05:00:00Z".to_owned(),
+        };
+        let text = encode(&intent);
+        assert!(text.contains("\"state\":\"started\""), "{text}");
+        assert_eq!(decode::<Intent>(INTENT_KEY, &text).unwrap(), intent);
+        // Written before plan records carried conditions.
+        let old = r#"{"by":"m1","fencing_token":3,"next":"converged","reason":"r","at":"2026-11-30T05:00:00Z"}"#;
+        let plan: PlanRecord = decode(PLAN_KEY, old).unwrap();
+        assert!(plan.conditions.is_empty());
+        let lineage = [ClusterId(0xab), ClusterId(0x12)];
+        assert_eq!(
+            parse_lineage(&format_lineage(&lineage)).unwrap(),
+            lineage.to_vec()
+        );
+        assert!(parse_lineage("[\"zz\"]").is_err());
+    }
+}

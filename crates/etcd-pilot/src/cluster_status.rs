@@ -184,7 +184,7 @@ fn shown(live: &plan::Observed, record: Option<&PlanRecord>, now: SystemTime) ->
             return None;
         }
         let age = now.duration_since(at).unwrap_or_default();
-        let conditions = record.conditions.clone();
+        let conditions = record.conditions.clone()?;
         // Its writer must still answer healthy: a dead coordinator's last record says
         // nothing of its own loss.
         let by = record.by.as_str();
@@ -716,7 +716,7 @@ mod tests {
             next: next.to_owned(),
             reason: "m4 caught up".to_owned(),
             at: at.to_owned(),
-            conditions: Vec::new(),
+            conditions: None,
         }
     }
 
@@ -790,12 +790,12 @@ mod tests {
     fn a_fresh_record_of_a_live_coordinator_is_shown_aged_otherwise_the_live_probe() {
         let now = humantime::parse_rfc3339("2026-11-30T05:00:10Z").unwrap();
         let record = |by: &str, at: &str| PlanRecord {
-            conditions: vec![Condition::VoterDown {
+            conditions: Some(vec![Condition::VoterDown {
                 member: "m3".to_owned(),
                 cause: "does not answer".to_owned(),
                 for_secs: Some(40),
                 listed: Some(true),
-            }],
+            }]),
             ..record(by, at, "wait")
         };
         let fresh = shown(&live(), Some(&record("m1", "2026-11-30T05:00:04Z")), now);

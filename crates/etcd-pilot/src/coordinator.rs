@@ -226,11 +226,12 @@ impl Seat {
     /// Gives up the role (at shutdown, or when etcd stops), so the next coordinator need not
     /// wait for the lease.
     pub(crate) async fn resign(&mut self) {
+        // The tasks that act on the role stop first; the lease goes after.
+        self.metrics.coordinator.set(0);
+        self.role.send_replace(Role::Member);
         if let Some(held) = self.held.take() {
             let _ = held.client.revoke_lease(held.lease.id).await;
             tracing::info!("gave up the coordinator role");
         }
-        self.metrics.coordinator.set(0);
-        self.role.send_replace(Role::Member);
     }
 }

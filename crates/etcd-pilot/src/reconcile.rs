@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use etcd_pilot_core::condition::{self, Condition};
 use etcd_pilot_core::plan::{self, Action, Plan, Policy};
 use etcd_pilot_core::timers;
-use etcd_pilot_core::{Health, Identity, MemberId, MemberName};
+use etcd_pilot_core::{ClusterId, Health, Identity, MemberId, MemberName};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument as _;
@@ -141,6 +141,24 @@ impl Reconciler {
         local: &str,
         discovery: &Provider,
     ) -> Outcome {
+        let (observed, cluster_id) = match self.observe(identity, local, discovery).await {
+            Ok(found) => found,
+            Err(outcome) => return outcome,
+        };
+        self.publish_strength(&observed.members);
+        self.act(&observed, cluster_id, identity, local).await;
+        Outcome::Continue
+    }
+
+    /// The cluster as the leader sees it, with what discovery, the members' pilots and the
+    /// timers add; or what this node must do about itself first (`Err`). With no leader in
+    /// sight, the plan says so and the step ends (`Err(Continue)`).
+    async fn observe(
+        &mut self,
+        identity: Option<&Identity>,
+        local: &str,
+        discovery: &Provider,
+    ) -> Result<(plan::Observed, ClusterId), Outcome> {
         let peers = discovery.peers().await;
         let mut endpoints = vec![local.to_owned()];
         if let Ok(peers) = &peers {
@@ -162,14 +180,14 @@ impl Reconciler {
                 },
                 Vec::new(),
             );
-            return Outcome::Continue;
+            return Err(Outcome::Continue);
         };
         if let Some(identity) = identity {
             if let Some(cluster_id) = identity.cluster_id
                 && cluster_id != list.cluster_id
             {
                 tracing::warn!(local = %cluster_id, live = %list.cluster_id, "the cluster answering is not the local data's");
-                return Outcome::Recheck;
+                return Err(Outcome::Recheck);
             }
             // Before etcd first answered, the marker has no member id: find the member by
             // name or peer URL instead.
@@ -179,7 +197,7 @@ impl Reconciler {
             };
             if !list.members.iter().any(|m| ours(&m)) {
                 tracing::warn!("the cluster no longer lists this member: it may have been removed");
-                return Outcome::Recheck;
+                return Err(Outcome::Recheck);
             }
         }
         // Listed peers that are not members of the cluster we see: if most of the other
@@ -204,7 +222,7 @@ impl Reconciler {
                     .count();
                 if foreign * 2 > n_others {
                     tracing::warn!(cluster_id = %list.cluster_id, foreign, "most listed peers answer as another cluster");
-                    return Outcome::Recheck;
+                    return Err(Outcome::Recheck);
                 }
             }
         }
@@ -265,6 +283,18 @@ impl Reconciler {
             member.pending_for = age.pending_for;
             member.down_for = age.down_for;
         }
+        Ok((
+            plan::Observed {
+                members,
+                leader,
+                discovery,
+            },
+            list.cluster_id,
+        ))
+    }
+
+    /// Members by health, and what the cluster can lose, into the metrics and `/v1/status`.
+    fn publish_strength(&self, members: &[plan::ObservedMember]) {
         for health in [Health::Healthy, Health::Unhealthy, Health::Unknown] {
             let n = members.iter().filter(|m| m.health == health).count();
             self.metrics
@@ -275,7 +305,7 @@ impl Reconciler {
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
 
-        let tolerance = condition::fault_tolerance(&members);
+        let tolerance = condition::fault_tolerance(members);
         self.metrics.fault_tolerance.set(
             tolerance
                 .can_lose
@@ -283,13 +313,20 @@ impl Reconciler {
         );
         self.status
             .send_modify(|s| s.fault_tolerance = Some(tolerance));
-        let observed = plan::Observed {
-            members,
-            leader,
-            discovery,
-        };
-        let plan = plan::plan(&observed, &self.policy);
-        let conditions = condition::conditions(&observed, &self.policy);
+    }
+
+    /// The core's plan and conditions for `observed`: published, recorded and (on the
+    /// coordinator) acted on.
+    async fn act(
+        &mut self,
+        observed: &plan::Observed,
+        cluster_id: ClusterId,
+        identity: Option<&Identity>,
+        local: &str,
+    ) {
+        let leader = observed.leader;
+        let plan = plan::plan(observed, &self.policy);
+        let conditions = condition::conditions(observed, &self.policy);
         let my_id = identity.and_then(|i| i.member_id);
         let (next, reason) = plan_summary(&plan);
         // What the record says without its ages: it is rewritten when that changes.
@@ -306,12 +343,12 @@ impl Reconciler {
             next,
             reason,
             at: records::now_rfc3339(),
-            conditions: conditions.clone(),
+            conditions: Some(conditions.clone()),
         };
         self.seat
             .maintain(
                 leader.is_some() && leader == my_id,
-                list.cluster_id,
+                cluster_id,
                 local,
                 record,
                 shape,
@@ -320,7 +357,7 @@ impl Reconciler {
         self.publish_plan(&plan, conditions);
         if let (Some((token, client)), Plan::Act { action, reason }) = (self.seat.held(), &plan) {
             let span = tracing::info_span!("membership_change", kind = action.kind());
-            self.execute(&client, token, action, reason, &observed)
+            self.execute(&client, token, action, reason, observed)
                 .instrument(span)
                 .await;
         }
@@ -331,7 +368,6 @@ impl Reconciler {
                 dns.forget();
             }
         }
-        Outcome::Continue
     }
 
     /// What the pilots of members that are not healthy say is wrong with them (data

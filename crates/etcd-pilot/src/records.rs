@@ -33,9 +33,21 @@ pub(crate) struct PlanRecord {
     pub(crate) reason: String,
     /// When it was written (RFC 3339, seconds).
     pub(crate) at: String,
-    /// What keeps the cluster from full strength, with ages as of `at`.
-    #[serde(default)]
-    pub(crate) conditions: Vec<Condition>,
+    /// What keeps the cluster from full strength, with ages as of `at`. `None` in a record
+    /// of a pilot that did not write them, or one whose conditions this pilot cannot read (a
+    /// newer kind): readers then probe the members themselves.
+    #[serde(default, deserialize_with = "lenient")]
+    pub(crate) conditions: Option<Vec<Condition>>,
+}
+
+/// `T`, or `None` when the value does not read as one (rather than failing the record).
+fn lenient<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).ok())
 }
 
 /// Where a membership change stands.
@@ -138,7 +150,11 @@ mod tests {
         // Written before plan records carried conditions.
         let old = r#"{"by":"m1","fencing_token":3,"next":"converged","reason":"r","at":"2026-11-30T05:00:00Z"}"#;
         let plan: PlanRecord = decode(PLAN_KEY, old).unwrap();
-        assert!(plan.conditions.is_empty());
+        assert_eq!(plan.conditions, None);
+        // Conditions of a kind this pilot does not know: the rest of the record still reads.
+        let newer = r#"{"by":"m1","fencing_token":3,"next":"wait","reason":"r","at":"2026-11-30T05:00:00Z","conditions":[{"kind":"from_the_future"}]}"#;
+        let plan: PlanRecord = decode(PLAN_KEY, newer).unwrap();
+        assert_eq!((plan.next.as_str(), plan.conditions), ("wait", None));
         let lineage = [ClusterId(0xab), ClusterId(0x12)];
         assert_eq!(
             parse_lineage(&format_lineage(&lineage)).unwrap(),

@@ -295,8 +295,15 @@ impl Args for Overrides {
     }
 }
 
-/// Entry point of the binary.
-pub fn main() -> ExitCode {
+/// The daemon, as the wiring root runs it.
+pub(crate) type Agent =
+    fn(
+        Config,
+        CancellationToken,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>;
+
+/// Parses the command line and runs it; `agent` runs the daemon.
+pub(crate) fn main(agent: Agent) -> ExitCode {
     // Failpoints named in FAILPOINTS (crash tests only; compiled in with `--features failpoints`).
     let _failpoints = fail::FailScenario::setup();
     let cli = match Cli::try_parse() {
@@ -349,8 +356,8 @@ pub fn main() -> ExitCode {
             };
             runtime.block_on(async {
                 let cancel = CancellationToken::new();
-                crate::cancel_on_signals(cancel.clone())?;
-                crate::run_agent(config, cancel).await
+                crate::signals::cancel_on_signals(cancel.clone())?;
+                agent(config, cancel).await
             })
         }
         Commands::Config {
@@ -377,7 +384,7 @@ pub fn main() -> ExitCode {
             };
             runtime.block_on(async {
                 let cancel = CancellationToken::new();
-                crate::cancel_on_signals(cancel.clone())?;
+                crate::signals::cancel_on_signals(cancel.clone())?;
                 local::up(args, etcd_bin, cancel).await
             })
         }

@@ -1,12 +1,14 @@
 //! etcd-pilot: runs beside etcd on every node and keeps the cluster formed, joined and running.
 //!
-//! `main` parses the command line and calls into `cli::main`; the daemon's wiring lives in
-//! `run_agent`: signals, the admin API, and the pilot, with an ordered shutdown.
+//! The wiring root, and only that: `main` hands the command line to `cli`, which runs the
+//! daemon through `run_agent`: it builds the admin API, the coordinator role channel, the
+//! backup schedule, the lifecycle consumer and the pilot, and shuts them down in order. No
+//! module imports this one.
 
 mod admin;
 mod aws;
 mod backup;
-pub mod cli;
+mod cli;
 mod cluster_status;
 mod config;
 mod coordinator;
@@ -25,6 +27,7 @@ mod pilot;
 mod process;
 mod reconcile;
 mod records;
+mod signals;
 mod state;
 mod supervisor;
 
@@ -36,10 +39,15 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::state::{Phase, PilotStatus};
 
+/// Entry point of the binary: the command line, with the daemon wired here.
+pub fn main() -> std::process::ExitCode {
+    cli::main(|config, cancel| Box::pin(run_agent(config, cancel)))
+}
+
 /// Runs the daemon until `cancel`: admin API first, then the pilot; on cancel the pilot stops
 /// etcd (after moving leadership away) and the admin API stops last, so `/healthz` reports
 /// draining meanwhile.
-pub(crate) async fn run_agent(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+async fn run_agent(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
     tracing::info!(
         name = %config.name,
         data_dir = %config.data_dir.display(),
@@ -152,26 +160,4 @@ pub(crate) async fn run_agent(config: Config, cancel: CancellationToken) -> anyh
     }
     tracing::info!("shutdown complete");
     result
-}
-
-/// Cancels `cancel` on the first SIGTERM or SIGINT; exits at once on the second.
-pub(crate) fn cancel_on_signals(cancel: CancellationToken) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
-    tokio::spawn(async move {
-        // Cancel-safe: signal streams may be polled again.
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        }
-        cancel.cancel();
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        tracing::warn!("second signal: exiting at once");
-        std::process::exit(130);
-    });
-    Ok(())
 }

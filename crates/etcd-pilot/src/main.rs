@@ -3,5 +3,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    etcd_pilot::cli::main()
+    etcd_pilot::main()
 }

@@ -60,6 +60,24 @@ pub struct ObservedMember {
     pub problem: Option<String>,
 }
 
+impl ObservedMember {
+    /// `member` as one probe saw it: its health and raft index when it answered (`Unknown`
+    /// otherwise), and nothing else known yet (no timers, no fault, no problem).
+    pub fn probed(member: Member, answer: Option<(Health, u64)>) -> Self {
+        Self {
+            member,
+            health: answer.map_or(Health::Unknown, |(health, _)| health),
+            raft_index: answer.map(|(_, index)| index),
+            unlisted_for: None,
+            pending_for: None,
+            down_for: None,
+            data_unusable: false,
+            terminating: false,
+            problem: None,
+        }
+    }
+}
+
 /// The knobs of [`plan`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {

@@ -137,16 +137,6 @@ fn live_observed(
         .iter()
         .zip(probes)
         .map(|(member, probe)| plan::ObservedMember {
-            member: member.clone(),
-            health: probe
-                .as_ref()
-                .map_or(etcd_pilot_core::Health::Unknown, |s| s.health()),
-            raft_index: probe.as_ref().ok().map(|s| s.raft_index),
-            unlisted_for: None,
-            pending_for: None,
-            down_for: None,
-            data_unusable: false,
-            terminating: false,
             problem: match probe {
                 Ok(status) if status.health() != etcd_pilot_core::Health::Healthy => Some(format!(
                     "answers but is not healthy ({})",
@@ -161,6 +151,10 @@ fn live_observed(
                 Err(err) if member.is_started() => Some(format!("does not answer: {err}")),
                 Err(_) => None,
             },
+            ..plan::ObservedMember::probed(
+                member.clone(),
+                probe.as_ref().ok().map(|s| (s.health(), s.raft_index)),
+            )
         })
         .collect();
     plan::Observed {
@@ -170,6 +164,19 @@ fn live_observed(
             error: "not asked by this command".to_owned(),
         },
     }
+}
+
+/// The client URLs of the members that answered their probe: where the records are read.
+fn answering(
+    list: &etcd::MemberList,
+    probes: &[etcd::Result<etcd::EndpointStatus>],
+) -> Vec<String> {
+    list.members
+        .iter()
+        .zip(probes)
+        .filter(|(_, probe)| probe.is_ok())
+        .filter_map(|(m, _)| m.client_urls.first().cloned())
+        .collect()
 }
 
 /// What to show of `live` and the coordinator's plan record, at `now`.
@@ -239,13 +246,7 @@ pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
         .filter(|m| m.health == etcd_pilot_core::Health::Healthy && m.problem.is_none())
         .filter_map(|m| m.member.name.as_ref().map(ToString::to_string))
         .collect();
-    let answering: Vec<String> = list
-        .members
-        .iter()
-        .zip(&probes)
-        .filter(|(_, probe)| probe.is_ok())
-        .filter_map(|(m, _)| m.client_urls.first().cloned())
-        .collect();
+    let answering = answering(&list, &probes);
     let tolerance = condition::fault_tolerance(&live.members);
     let fault_tolerance = Some(tolerance);
     // Without a quorum the records cannot be read (each read would time out).
@@ -441,13 +442,7 @@ pub(crate) struct StatusView {
 pub(crate) async fn status(endpoints: &[String]) -> anyhow::Result<StatusView> {
     let (members, list, probes) = gather(endpoints).await?;
     let live = live_observed(&list, &probes);
-    let answering: Vec<String> = list
-        .members
-        .iter()
-        .zip(&probes)
-        .filter(|(_, probe)| probe.is_ok())
-        .filter_map(|(m, _)| m.client_urls.first().cloned())
-        .collect();
+    let answering = answering(&list, &probes);
     let fault_tolerance = condition::fault_tolerance(&live.members);
     // Without a quorum the records cannot be read (each read would time out).
     let record = if fault_tolerance.can_lose.is_some() {

@@ -249,12 +249,6 @@ impl Reconciler {
                     .map(|reason| format!("cannot run etcd: {reason}")),
             };
             members.push(plan::ObservedMember {
-                member: member.clone(),
-                health: probe.as_ref().map_or(Health::Unknown, |s| s.health()),
-                raft_index: probe.as_ref().ok().map(|s| s.raft_index),
-                unlisted_for: None,
-                pending_for: None,
-                down_for: None,
                 data_unusable: fault.is_some_and(|f| f.data_unusable.is_some()),
                 terminating: member.name.as_ref().is_some_and(|n| {
                     self.terminating
@@ -262,6 +256,10 @@ impl Reconciler {
                         .is_some_and(|t| t.borrow().contains(n.as_str()))
                 }),
                 problem,
+                ..plan::ObservedMember::probed(
+                    member.clone(),
+                    probe.as_ref().ok().map(|s| (s.health(), s.raft_index)),
+                )
             });
         }
         // How long each has been unlisted, a learner, not healthy (the core keeps the books).

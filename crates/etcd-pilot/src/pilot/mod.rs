@@ -268,16 +268,11 @@ impl Pilot {
             .members
             .iter()
             .zip(&probes)
-            .map(|(member, probe)| plan::ObservedMember {
-                member: member.clone(),
-                health: probe.as_ref().map_or(Health::Unknown, |s| s.health()),
-                raft_index: probe.as_ref().ok().map(|s| s.raft_index),
-                unlisted_for: None,
-                pending_for: None,
-                down_for: None,
-                data_unusable: false,
-                terminating: false,
-                problem: None,
+            .map(|(member, probe)| {
+                plan::ObservedMember::probed(
+                    member.clone(),
+                    probe.as_ref().ok().map(|s| (s.health(), s.raft_index)),
+                )
             })
             .collect();
         let Some(successor) = plan::successor(&members, status.member_id, |_| true) else {

@@ -545,14 +545,15 @@ async fn a_lost_voter_is_shown_as_no_fault_tolerance_left() {
         "{metrics}"
     );
 
+    // Full strength: can lose one again, and nothing degraded.
+    let full_strength = |view: serde_json::Value| {
+        (view["fault_tolerance"]["can_lose"] == 1 && view["conditions"] == serde_json::json!([]))
+            .then_some(())
+    };
     cluster.start(2);
     eventually("tolerance back to one", Duration::from_secs(60), || {
-        let view = plan(&cluster);
-        async move {
-            (view["fault_tolerance"]["can_lose"] == 1
-                && view["conditions"] == serde_json::json!([]))
-            .then_some(())
-        }
+        let done = full_strength(plan(&cluster));
+        async move { done }
     })
     .await;
 
@@ -583,12 +584,8 @@ async fn a_lost_voter_is_shown_as_no_fault_tolerance_left() {
         .wait_voters(&[0, 1, new], Duration::from_secs(90))
         .await;
     eventually("full strength again", Duration::from_secs(30), || {
-        let view = plan(&cluster);
-        async move {
-            (view["fault_tolerance"]["can_lose"] == 1
-                && view["conditions"] == serde_json::json!([]))
-            .then_some(())
-        }
+        let done = full_strength(plan(&cluster));
+        async move { done }
     })
     .await;
 }

@@ -27,23 +27,16 @@ pub(crate) fn observed(members: &str, discovery: &str) -> Observed {
             let mut parts = word.split(':');
             let (name, id) = parts.next().unwrap().split_once('#').unwrap();
             let id = MemberId(id.parse().unwrap());
-            let mut m = ObservedMember {
-                member: Member {
+            let mut m = ObservedMember::probed(
+                Member {
                     id,
                     name: Some(MemberName::new(name).unwrap()),
                     peer_urls: vec![peer(name).peer_url],
                     client_urls: vec![peer(name).client_url],
                     is_learner: false,
                 },
-                health: Health::Healthy,
-                raft_index: Some(100),
-                unlisted_for: None,
-                pending_for: None,
-                down_for: None,
-                data_unusable: false,
-                terminating: false,
-                problem: None,
-            };
+                Some((Health::Healthy, 100)),
+            );
             for part in parts {
                 match part.split_once('=') {
                     Some(("i", v)) => m.raft_index = Some(v.parse().unwrap()),

@@ -410,7 +410,8 @@ fn decide_join(me: &Peer, expected: &[Peer], leaving: &[Peer], live: &LiveCluste
                     format!(
                         "peer URL {} is still registered to member {other} ({}), which \
                          discovery no longer lists: the coordinator removes it after \
-                         timers.remove_after, then this node joins",
+                         timers.remove_after (once the quorum and the mass-removal guard \
+                         allow), then this node joins",
                         me.peer_url, entry.member.id
                     )
                 } else {

@@ -415,15 +415,13 @@ pub(crate) async fn lose(args: LoseArgs) -> anyhow::Result<()> {
         );
     }
     let member_dir = dir.join(&args.name);
-    // Its pilot first (whoever started it), so that it does not restart its etcd.
-    for pid in [running_pilot(&member_dir), running_etcd(&member_dir)]
-        .into_iter()
-        .flatten()
-    {
-        process::signal(pid, Signal::SIGKILL)?;
-        while process::alive(pid) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    // Its pilot first (whoever started it), so that it does not restart its etcd; then the
+    // etcd it left, read only once the pilot is gone (it may have started a new one).
+    if let Some(pid) = running_pilot(&member_dir) {
+        kill_and_wait(pid).await?;
+    }
+    if let Some(pid) = running_etcd(&member_dir) {
+        kill_and_wait(pid).await?;
     }
     let data = member_dir.join("data");
     if data.exists() {
@@ -436,6 +434,14 @@ pub(crate) async fn lose(args: LoseArgs) -> anyhow::Result<()> {
          coordinator removes its member after timers.remove_after",
         args.name
     ));
+    Ok(())
+}
+
+async fn kill_and_wait(pid: u32) -> anyhow::Result<()> {
+    process::signal(pid, Signal::SIGKILL)?;
+    while process::alive(pid) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok(())
 }
 
@@ -674,8 +680,16 @@ fn running_etcd(member_dir: &Path) -> Option<u32> {
         .next()?
         .parse::<u32>()
         .ok()?;
-    let flag = format!("--data-dir={}", data.display());
-    (process::alive(pid) && process::cmdline(pid).contains(&flag)).then_some(pid)
+    // However the dir was spelled (relative, `./`, a symlink) when the pilot started it.
+    let ours = process::cmdline(pid).iter().any(|arg| {
+        arg.strip_prefix("--data-dir=").is_some_and(|dir| {
+            Path::new(dir) == data
+                || Path::new(dir)
+                    .canonicalize()
+                    .is_ok_and(|d| Some(d) == data.canonicalize().ok())
+        })
+    });
+    (process::alive(pid) && ours).then_some(pid)
 }
 
 fn tail(path: &Path, n: usize) -> String {

@@ -528,7 +528,7 @@ fn a_node_taking_over_a_lost_member_s_address_waits_for_its_removal() {
         "",
         "c7 m2#2 m3#3 m0#9@m1",
         expect![[
-            r#"Wait { reason: "peer URL http://m1:2380 is still registered to member m0 (9), which discovery no longer lists: the coordinator removes it after timers.remove_after, then this node joins" }"#
+            r#"Wait { reason: "peer URL http://m1:2380 is still registered to member m0 (9), which discovery no longer lists: the coordinator removes it after timers.remove_after (once the quorum and the mass-removal guard allow), then this node joins" }"#
         ]],
     );
 }

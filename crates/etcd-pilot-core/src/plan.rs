@@ -89,13 +89,17 @@ pub struct Policy {
     pub learner_catch_up: f64,
 }
 
-impl Default for Policy {
-    fn default() -> Self {
-        Self {
-            remove_after: Duration::from_secs(30),
-            learner_timeout: Duration::from_secs(300),
-            learner_catch_up: 0.9,
-        }
+/// The share of the leader's raft index a learner must reach to be promoted: close enough
+/// that the promotion does not stall writes while it catches up the rest.
+pub const LEARNER_CATCH_UP: f64 = 0.9;
+
+/// The policy the core's tests plan with (the shell builds its policy from the config).
+#[cfg(test)]
+pub(crate) fn test_policy() -> Policy {
+    Policy {
+        remove_after: Duration::from_secs(30),
+        learner_timeout: Duration::from_secs(300),
+        learner_catch_up: LEARNER_CATCH_UP,
     }
 }
 

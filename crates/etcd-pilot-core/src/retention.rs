@@ -35,17 +35,6 @@ pub struct RetentionPolicy {
     pub weekly: Duration,
 }
 
-impl Default for RetentionPolicy {
-    fn default() -> Self {
-        Self {
-            keep_all: Duration::from_secs(3600),
-            hourly: Duration::from_secs(24 * 3600),
-            daily: Duration::from_secs(7 * 24 * 3600),
-            weekly: Duration::from_secs(31 * 24 * 3600),
-        }
-    }
-}
-
 const HOUR: u64 = 3600;
 const DAY: u64 = 24 * HOUR;
 const WEEK: u64 = 7 * DAY;
@@ -116,6 +105,16 @@ mod tests {
     use super::*;
 
     /// "Now" in the tests: 2026-11-22T12:00:00Z, a Sunday at noon.
+    /// The tiers of the shell's defaults (1h, 1 day, 7 days, 31 days).
+    fn policy() -> RetentionPolicy {
+        RetentionPolicy {
+            keep_all: Duration::from_secs(HOUR),
+            hourly: Duration::from_secs(DAY),
+            daily: Duration::from_secs(7 * DAY),
+            weekly: Duration::from_secs(31 * DAY),
+        }
+    }
+
     fn now() -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_795_348_800)
     }
@@ -146,7 +145,7 @@ mod tests {
 
     #[track_caller]
     fn check(spec: &str, expect: Expect) {
-        let gone = expired(&backups(spec), &RetentionPolicy::default(), now());
+        let gone = expired(&backups(spec), &policy(), now());
         expect.assert_eq(&gone.join(" "));
     }
 
@@ -189,7 +188,7 @@ mod tests {
             created: now() + Duration::from_secs(3600),
             verified: false,
         });
-        assert!(!expired(&list, &RetentionPolicy::default(), now()).contains(&"future".to_owned()));
+        assert!(!expired(&list, &policy(), now()).contains(&"future".to_owned()));
     }
 
     fn arb_backups() -> impl Strategy<Value = Vec<BackupMeta>> {
@@ -209,7 +208,7 @@ mod tests {
     proptest! {
         #[test]
         fn the_newest_and_the_newest_verified_always_survive(list in arb_backups()) {
-            let gone = expired(&list, &RetentionPolicy::default(), now());
+            let gone = expired(&list, &policy(), now());
             let newest = list.iter().max_by(|a, b| (a.created, &a.key).cmp(&(b.created, &b.key)));
             let newest_verified = list.iter().filter(|b| b.verified)
                 .max_by(|a, b| (a.created, &a.key).cmp(&(b.created, &b.key)));
@@ -220,7 +219,7 @@ mod tests {
 
         #[test]
         fn nothing_from_the_last_hour_is_deleted(list in arb_backups()) {
-            let gone = expired(&list, &RetentionPolicy::default(), now());
+            let gone = expired(&list, &policy(), now());
             for backup in &list {
                 if now().duration_since(backup.created).unwrap() < Duration::from_secs(HOUR) {
                     prop_assert!(!gone.contains(&backup.key));
@@ -230,9 +229,9 @@ mod tests {
 
         #[test]
         fn applying_retention_twice_deletes_nothing_more(list in arb_backups()) {
-            let gone = expired(&list, &RetentionPolicy::default(), now());
+            let gone = expired(&list, &policy(), now());
             let kept: Vec<BackupMeta> = list.into_iter().filter(|b| !gone.contains(&b.key)).collect();
-            prop_assert!(expired(&kept, &RetentionPolicy::default(), now()).is_empty());
+            prop_assert!(expired(&kept, &policy(), now()).is_empty());
         }
     }
 }

@@ -20,16 +20,9 @@ pub struct RestartPolicy {
     pub jitter: f64,
 }
 
-impl Default for RestartPolicy {
-    fn default() -> Self {
-        Self {
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(30),
-            stable_after: Duration::from_secs(60),
-            jitter: 0.2,
-        }
-    }
-}
+/// The share by which each restart delay is varied, so that members that crashed together
+/// do not restart in step.
+pub const RESTART_JITTER: f64 = 0.2;
 
 /// Where the child's lifecycle is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

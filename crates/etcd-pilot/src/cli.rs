@@ -284,7 +284,14 @@ impl Args for Overrides {
                 Arg::new(key.name)
                     .long(config::flag(key.name))
                     .value_name("VALUE")
-                    .help(format!("{} [env: {}]", key.help, config::env_var(key.name)))
+                    .help(match key.default {
+                        Some(default) => format!(
+                            "{} [default: {default}] [env: {}]",
+                            key.help,
+                            config::env_var(key.name)
+                        ),
+                        None => format!("{} [env: {}]", key.help, config::env_var(key.name)),
+                    })
                     .help_heading("Configuration (overrides the file and the environment)"),
             )
         })

@@ -212,7 +212,7 @@ fn shown(live: &plan::Observed, record: Option<&PlanRecord>, now: SystemTime) ->
     });
     let (conditions, from) = from_record.unwrap_or_else(|| {
         (
-            condition::conditions(live, &plan::Policy::default()),
+            condition::conditions(live, &crate::config::Timers::default().plan_policy()),
             "a live probe of the members; no fresh coordinator record, so ages and \
              discovery are unknown"
                 .to_owned(),

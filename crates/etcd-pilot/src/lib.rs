@@ -1,9 +1,11 @@
 //! etcd-pilot: runs beside etcd on every node and keeps the cluster formed, joined and running.
 //!
 //! The wiring root, and only that: `main` hands the command line to `cli`, which runs the
-//! daemon through `run_agent`: it builds the admin API, the coordinator role channel, the
-//! backup schedule, the lifecycle consumer and the pilot, and shuts them down in order. No
-//! module imports this one.
+//! daemon through `run_agent`: it builds the admin API, the etcd client options and pool, the
+//! peer-pilot client, the discovery provider, the coordinator role channel and seat, the
+//! reconciler with its DNS records, the backup store, claims and schedule, the lifecycle
+//! consumer and the pilot, hands each its parts, and shuts them down in order. No module
+//! imports this one.
 
 mod admin;
 mod aws;
@@ -57,6 +59,14 @@ async fn run_agent(config: Config, cancel: CancellationToken) -> anyhow::Result<
         "configuration loaded"
     );
     let metrics = Metrics::new();
+    // One set of etcd client options, the peer-pilot client and this
+    // member's client URL for every task.
+    let options = etcd::ClientOptions {
+        timeout: config.timers.etcd_call_timeout,
+        credentials: config.etcd.credentials.clone(),
+    };
+    let peers = peer_api::PeerApi::new(config.timers.pilot_call_timeout)?;
+    let client_url = config::url_string(&config.etcd.client_url);
     let (status_tx, status_rx) = watch::channel(PilotStatus::new(
         config.name.as_str(),
         etcd_pilot_core::start::PilotReport::Unknown,
@@ -90,16 +100,20 @@ async fn run_agent(config: Config, cancel: CancellationToken) -> anyhow::Result<
     // act only while it does.
     let (role_tx, role_rx) = watch::channel(coordinator::Role::Member);
     let backups = backup::Backups::open(&config).context("open the backup store (backup.url)")?;
+    let claims = backups.as_ref().map(|b| {
+        backup::claim::Claims::new(
+            b.store.clone(),
+            config.name.to_string(),
+            backup::claim::admin_url(&config),
+            config.restore.claim_timeout,
+        )
+    });
     let schedule = backups.clone().map(|backups| {
-        let options = etcd::ClientOptions {
-            timeout: config.timers.etcd_call_timeout,
-            credentials: config.etcd.credentials.clone(),
-        };
         let schedule = backup::Schedule {
             backups,
             member: config.name.to_string(),
-            client_url: config::url_string(&config.etcd.client_url),
-            options,
+            client_url: client_url.clone(),
+            options: options.clone(),
             scratch: datadir::DataDir::new(&config.data_dir).drill_scratch(),
             status: status_tx.clone(),
             metrics: metrics.clone(),
@@ -112,28 +126,49 @@ async fn run_agent(config: Config, cancel: CancellationToken) -> anyhow::Result<
     let lifecycle = config.lifecycle.clone().map(|lifecycle| {
         let consumer = lifecycle::Consumer {
             config: lifecycle,
-            client_url: config::url_string(&config.etcd.client_url),
-            options: etcd::ClientOptions {
-                timeout: config.timers.etcd_call_timeout,
-                credentials: config.etcd.credentials.clone(),
-            },
+            client_url: client_url.clone(),
+            options: options.clone(),
             status: status_tx.clone(),
             terminating: terminating_tx,
             role: role_rx.clone(),
         };
         tokio::spawn(consumer.run(cancel.clone()))
     });
-    let result = match pilot::Pilot::new(
-        config,
-        backups,
-        terminating,
-        role_tx,
+    let reconciler = reconcile::Reconciler::new(
+        config.me(),
+        options.clone(),
+        peers.clone(),
+        config.timers.plan_policy(),
+        coordinator::Seat::new(
+            config.name.clone(),
+            options.clone(),
+            config.timers.coordinator_lease,
+            metrics.clone(),
+            role_tx,
+        ),
         status_tx.clone(),
         metrics.clone(),
-    ) {
-        Ok(pilot) => pilot.run(cancel.clone()).await,
-        Err(err) => Err(err),
+    )
+    .with_terminating(terminating)
+    .with_dns(
+        config
+            .dns
+            .clone()
+            .map(|dns| dns::Records::new(dns, status_tx.clone())),
+    );
+    let parts = pilot::Parts {
+        discovery: discovery::Provider::from_config(&config, status_tx.clone()),
+        pool: etcd::Pool::new(options.clone()),
+        options,
+        peers,
+        backups,
+        claims,
+        status: status_tx.clone(),
+        metrics: metrics.clone(),
     };
+    let result = pilot::Pilot::new(config, parts)
+        .run(reconciler, cancel.clone())
+        .await;
     cancel.cancel();
     if let Some(schedule) = schedule
         && let Err(err) = schedule.await

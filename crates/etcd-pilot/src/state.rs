@@ -145,7 +145,7 @@ pub(crate) struct PilotStatus {
     pub(crate) fault_tolerance: Option<etcd_pilot_core::FaultTolerance>,
     pub(crate) last_action: Option<ActionStatus>,
     /// Backups, when a store is configured.
-    pub(crate) backup: crate::backup::BackupStatus,
+    pub(crate) backup: BackupStatus,
     pub(crate) discovery: DiscoveryStatus,
     pub(crate) dns: DnsStatus,
     pub(crate) lifecycle: LifecycleStatus,
@@ -197,11 +197,45 @@ impl PilotStatus {
             plan: None,
             fault_tolerance: None,
             last_action: None,
-            backup: crate::backup::BackupStatus::default(),
+            backup: BackupStatus::default(),
             discovery: DiscoveryStatus::default(),
             dns: DnsStatus::default(),
             lifecycle: LifecycleStatus::default(),
             quarantine: crate::datadir::QuarantineReport::default(),
         }
     }
+}
+
+/// What `/v1/status` says about backups.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct BackupStatus {
+    /// The store's URL.
+    pub(crate) store: String,
+    /// The newest backup this pilot took: id, time, sizes.
+    pub(crate) last_backup: Option<LastBackup>,
+    /// The newest backup this pilot verified.
+    pub(crate) last_verified: Option<String>,
+    /// The last error of a backup, drill or retention step; cleared by the next success.
+    pub(crate) last_error: Option<String>,
+    pub(crate) last_error_at: Option<String>,
+    /// A backup whose drills failed for reasons outside it: it stays unverified and is
+    /// drilled again at `next_attempt`.
+    pub(crate) drill_retry: Option<DrillRetry>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct DrillRetry {
+    pub(crate) backup: String,
+    pub(crate) attempts: u32,
+    pub(crate) error: String,
+    pub(crate) next_attempt: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct LastBackup {
+    pub(crate) id: String,
+    pub(crate) created: String,
+    pub(crate) db_size: u64,
+    pub(crate) compressed_size: u64,
+    pub(crate) duration_ms: u64,
 }

@@ -8,7 +8,7 @@ use crate::plan::tests::{arb_observed, observed};
 use crate::plan::{Plan, plan};
 
 fn said(members: &str, discovery: &str) -> Vec<String> {
-    conditions(&observed(members, discovery), &Policy::default())
+    conditions(&observed(members, discovery), &crate::plan::test_policy())
         .iter()
         .map(Condition::describe)
         .collect()
@@ -125,7 +125,7 @@ fn a_record_read_later_shows_older_ages_and_shorter_countdowns() {
         "a#1:leader b#2 c#3:unknown:down=12:gone=12 d#4:learner:pending=299",
         "a b d",
     );
-    let later: Vec<String> = conditions(&observed, &Policy::default())
+    let later: Vec<String> = conditions(&observed, &crate::plan::test_policy())
         .into_iter()
         .map(|c| c.aged(20).describe())
         .collect();
@@ -149,8 +149,8 @@ proptest! {
     /// `plan` says converged exactly when discovery answered and nothing is degraded.
     #[test]
     fn converged_exactly_when_nothing_is_degraded(observed in arb_observed()) {
-        let said = conditions(&observed, &Policy::default());
-        let converged = plan(&observed, &Policy::default()) == Plan::Converged;
+        let said = conditions(&observed, &crate::plan::test_policy());
+        let converged = plan(&observed, &crate::plan::test_policy()) == Plan::Converged;
         let listed = matches!(observed.discovery, Discovery::Listed(_));
         prop_assert_eq!(converged, listed && said.is_empty(), "{:?}", said);
     }
@@ -159,7 +159,7 @@ proptest! {
     /// and no other member has one.
     #[test]
     fn every_member_short_of_a_healthy_voter_has_one_condition(observed in arb_observed()) {
-        let said = conditions(&observed, &Policy::default());
+        let said = conditions(&observed, &crate::plan::test_policy());
         for m in &observed.members {
             let label = label(m);
             let count = said.iter().filter(|c| is_member_condition(c) && c.member() == Some(&label)).count();
@@ -175,14 +175,14 @@ proptest! {
         let voters: Vec<_> = observed.members.iter().filter(|m| !m.member.is_learner).collect();
         let healthy = voters.iter().filter(|m| m.member.is_started() && is_healthy(m)).count();
         let lost = FaultTolerance::of(voters.len(), healthy).can_lose.is_none();
-        let said = conditions(&observed, &Policy::default());
+        let said = conditions(&observed, &crate::plan::test_policy());
         prop_assert_eq!(lost, matches!(said.first(), Some(Condition::QuorumLost { .. })));
     }
 
     /// Ageing never changes what a condition says, only how long.
     #[test]
     fn ageing_keeps_the_timeless_part(observed in arb_observed(), a in 0u64..400) {
-        for c in conditions(&observed, &Policy::default()) {
+        for c in conditions(&observed, &crate::plan::test_policy()) {
             prop_assert_eq!(c.clone().aged(a).timeless(), c.timeless());
         }
     }
@@ -190,7 +190,7 @@ proptest! {
     /// Ageing in two steps is ageing once by the sum; countdowns stop at 0.
     #[test]
     fn ageing_adds_up(observed in arb_observed(), a in 0u64..400, b in 0u64..400) {
-        for c in conditions(&observed, &Policy::default()) {
+        for c in conditions(&observed, &crate::plan::test_policy()) {
             prop_assert_eq!(c.clone().aged(a).aged(b), c.clone().aged(a + b));
         }
     }

@@ -95,7 +95,7 @@ pub(crate) fn observed(members: &str, discovery: &str) -> Observed {
 
 #[track_caller]
 fn check(members: &str, discovery: &str, expect: Expect) {
-    let plan = plan(&observed(members, discovery), &Policy::default());
+    let plan = plan(&observed(members, discovery), &crate::plan::test_policy());
     expect.assert_eq(&format!("{plan:?}"));
 }
 
@@ -543,7 +543,7 @@ pub(crate) fn arb_observed() -> impl Strategy<Value = Observed> {
 proptest! {
     #[test]
     fn no_plan_drops_below_a_healthy_quorum(observed in arb_observed()) {
-        if let Plan::Act { action: Action::RemoveMember { id, .. }, .. } = plan(&observed, &Policy::default()) {
+        if let Plan::Act { action: Action::RemoveMember { id, .. }, .. } = plan(&observed, &crate::plan::test_policy()) {
             let target = observed.members.iter().find(|m| m.member.id == id).unwrap();
             if !target.member.is_learner {
                 let voters: Vec<_> = observed.members.iter()
@@ -559,7 +559,7 @@ proptest! {
     fn never_more_than_one_change_in_flight(observed in arb_observed()) {
         let pending: Vec<MemberId> = observed.members.iter()
             .filter(|m| m.member.is_learner).map(|m| m.member.id).collect();
-        if let Plan::Act { action, .. } = plan(&observed, &Policy::default())
+        if let Plan::Act { action, .. } = plan(&observed, &crate::plan::test_policy())
             && action.changes_membership()
             && !pending.is_empty()
         {
@@ -574,7 +574,7 @@ proptest! {
 
     #[test]
     fn never_removes_a_listed_member_for_unreachability(observed in arb_observed()) {
-        if let Plan::Act { action: Action::RemoveMember { id, kind }, .. } = plan(&observed, &Policy::default()) {
+        if let Plan::Act { action: Action::RemoveMember { id, kind }, .. } = plan(&observed, &crate::plan::test_policy()) {
             let target = observed.members.iter().find(|m| m.member.id == id).unwrap();
             if target.terminating {
                 prop_assert!(
@@ -599,7 +599,7 @@ proptest! {
 
     #[test]
     fn never_removes_the_leader_directly(observed in arb_observed()) {
-        if let Plan::Act { action: Action::RemoveMember { id, .. }, .. } = plan(&observed, &Policy::default()) {
+        if let Plan::Act { action: Action::RemoveMember { id, .. }, .. } = plan(&observed, &crate::plan::test_policy()) {
             let target = observed.members.iter().find(|m| m.member.id == id).unwrap();
             if !target.member.is_learner {
                 prop_assert_ne!(Some(id), observed.leader);
@@ -643,7 +643,7 @@ proptest! {
                     .find(|m| m.health == Health::Healthy).map(|m| m.member.id);
             }
             for _ in 0..2 * n {
-                match plan(&sim, &Policy::default()) {
+                match plan(&sim, &crate::plan::test_policy()) {
                     Plan::Act { action: Action::RemoveMember { id, .. }, .. } => {
                         sim.members.retain(|m| m.member.id != id);
                     }
@@ -659,7 +659,7 @@ proptest! {
     fn the_mass_removal_guard_holds_when_half_or_more_is_unlisted(observed in arb_observed()) {
         // A joining learner that left discovery again is not a member the guard protects.
         if let (Plan::Act { action: Action::RemoveMember { kind: RemovalKind::Unlisted, id }, .. },
-                Discovery::Listed(peers)) = (plan(&observed, &Policy::default()), &observed.discovery)
+                Discovery::Listed(peers)) = (plan(&observed, &crate::plan::test_policy()), &observed.discovery)
             && observed.members.iter().any(|m| m.member.id == id && !m.member.is_learner)
         {
             let members: Vec<_> = observed.members.iter().filter(|m| !m.terminating).collect();
@@ -686,7 +686,7 @@ proptest! {
         let mut sim = observed(&members, &listed);
         sim.leader = Some(MemberId(1));
         for _ in 0..dead {
-            match plan(&sim, &Policy::default()) {
+            match plan(&sim, &crate::plan::test_policy()) {
                 Plan::Act { action: Action::RemoveMember { id, .. }, .. } => {
                     sim.members.retain(|m| m.member.id != id);
                 }

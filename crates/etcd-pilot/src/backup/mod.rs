@@ -23,8 +23,8 @@ use etcd_pilot_core::{ClusterId, Identity, MemberName};
 
 use restore::RestoreTarget;
 pub(crate) use restore::RestoreTool;
-pub(crate) use schedule::{BackupStatus, Schedule};
-pub(crate) use store::{ClusterRecord, Manifest, Store, StoreOptions};
+pub(crate) use schedule::Schedule;
+pub(crate) use store::{ClusterRecord, Manifest, Store};
 
 use crate::config::{BackupConfig, Config};
 use crate::datadir::{DataDir, Scratch};

@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcd_pilot_core::backup as choice;
 use etcd_pilot_core::retention::{self, BackupMeta};
-use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -22,32 +21,7 @@ use super::{Backups, Progress};
 use crate::coordinator::Role;
 use crate::etcd::{ClientOptions, Etcd};
 use crate::metrics::{KindLabel, Metrics};
-use crate::state::PilotStatus;
-
-/// What `/v1/status` says about backups.
-#[derive(Clone, Debug, Default, Serialize)]
-pub(crate) struct BackupStatus {
-    /// The store's URL.
-    pub(crate) store: String,
-    /// The newest backup this pilot took: id, time, sizes.
-    pub(crate) last_backup: Option<LastBackup>,
-    /// The newest backup this pilot verified.
-    pub(crate) last_verified: Option<String>,
-    /// The last error of a backup, drill or retention step; cleared by the next success.
-    pub(crate) last_error: Option<String>,
-    pub(crate) last_error_at: Option<String>,
-    /// A backup whose drills failed for reasons outside it: it stays unverified and is
-    /// drilled again at `next_attempt`.
-    pub(crate) drill_retry: Option<DrillRetry>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub(crate) struct DrillRetry {
-    pub(crate) backup: String,
-    pub(crate) attempts: u32,
-    pub(crate) error: String,
-    pub(crate) next_attempt: String,
-}
+use crate::state::{DrillRetry, LastBackup, PilotStatus};
 
 /// Drills of one backup that failed for reasons outside it, kept in memory (a new
 /// coordinator starts over: one more drill, sooner).
@@ -55,15 +29,6 @@ struct Retry {
     backup: String,
     attempts: u32,
     next: Instant,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub(crate) struct LastBackup {
-    pub(crate) id: String,
-    pub(crate) created: String,
-    pub(crate) db_size: u64,
-    pub(crate) compressed_size: u64,
-    pub(crate) duration_ms: u64,
 }
 
 /// The coordinator's backup schedule on one pilot.

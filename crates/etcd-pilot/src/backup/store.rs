@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::config::{StoreConfig, StoreUrl};
 use anyhow::Context as _;
 use etcd_pilot_core::ClusterId;
 use etcd_pilot_core::backup::{BackupSummary, Verification};
@@ -27,7 +28,6 @@ use object_store::{
     WriteMultipart,
 };
 use serde::{Deserialize, Serialize};
-use url::Url;
 
 /// The manifest format written by this version.
 pub(crate) const MANIFEST_FORMAT: u32 = 1;
@@ -155,17 +155,6 @@ pub(crate) struct LatestClaim {
     pub(crate) state: ClaimState,
 }
 
-/// How to reach the store; from `backup.*` in the config.
-#[derive(Clone, Debug)]
-pub(crate) struct StoreOptions {
-    pub(crate) url: Url,
-    /// S3 endpoint of an S3-compatible service (`AWS_ENDPOINT_URL` is honoured too).
-    pub(crate) s3_endpoint: Option<String>,
-    pub(crate) s3_region: Option<String>,
-    /// Timeout of every request.
-    pub(crate) timeout: Duration,
-}
-
 /// A backup store for one cluster name.
 #[derive(Clone, Debug)]
 pub(crate) struct Store {
@@ -186,7 +175,7 @@ const PARALLEL_PARTS: usize = 2;
 
 impl Store {
     /// Opens the store at `options.url` for `cluster_name`. Nothing is contacted yet.
-    pub(crate) fn open(options: &StoreOptions, cluster_name: &str) -> anyhow::Result<Self> {
+    pub(crate) fn open(options: &StoreConfig, cluster_name: &str) -> anyhow::Result<Self> {
         let url = &options.url;
         let client = ClientOptions::new()
             .with_timeout(options.timeout)
@@ -196,27 +185,20 @@ impl Store {
             retry_timeout: options.timeout * 2,
             ..Default::default()
         };
-        let (inner, prefix): (Arc<dyn ObjectStore>, Path) = match url.scheme() {
-            "file" => {
-                let dir = url
-                    .to_file_path()
-                    .map_err(|()| anyhow::anyhow!("{url} is not a local path"))?;
-                std::fs::create_dir_all(&dir)
+        let (inner, prefix): (Arc<dyn ObjectStore>, Path) = match url {
+            StoreUrl::File { dir, .. } => {
+                std::fs::create_dir_all(dir)
                     .with_context(|| format!("create backup folder {}", dir.display()))?;
-                let local = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                let local = object_store::local::LocalFileSystem::new_with_prefix(dir)
                     .with_context(|| format!("open backup folder {}", dir.display()))?;
                 (Arc::new(local), Path::default())
             }
-            "s3" => {
+            StoreUrl::S3(url) => {
                 let mut builder = object_store::aws::AmazonS3Builder::from_env()
                     .with_url(url.as_str())
                     .with_client_options(client.clone())
                     .with_retry(retry);
-                let endpoint = options
-                    .s3_endpoint
-                    .clone()
-                    .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
-                if let Some(endpoint) = endpoint {
+                if let Some(endpoint) = &options.s3_endpoint {
                     builder = builder
                         .with_allow_http(endpoint.starts_with("http://"))
                         .with_endpoint(endpoint);
@@ -226,23 +208,20 @@ impl Store {
                 }
                 (Arc::new(builder.build()?), Path::from(url.path()))
             }
-            "gs" => {
+            StoreUrl::Gcs(url) => {
                 let builder = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_url(url.as_str())
                     .with_client_options(client.clone())
                     .with_retry(retry);
                 (Arc::new(builder.build()?), Path::from(url.path()))
             }
-            "az" | "azure" | "abfs" | "abfss" => {
+            StoreUrl::Azure(url) => {
                 let builder = object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_url(url.as_str())
                     .with_client_options(client)
                     .with_retry(retry);
                 (Arc::new(builder.build()?), Path::from(url.path()))
             }
-            other => anyhow::bail!(
-                "backup store scheme {other:?} is not supported: use file://, s3://, gs:// or az://"
-            ),
         };
         let mut root: Vec<String> = prefix.parts().map(|p| p.as_ref().to_owned()).collect();
         root.push(cluster_name.to_owned());

@@ -1,11 +1,10 @@
 //! The AWS parts of the configuration: the `aws` discovery provider, DNS records
 //! (`[dns]`), and the termination lifecycle hook (`[lifecycle]`).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{Error, RawDiscovery, RawDns, RawLifecycle, boolean, duration, error};
-use crate::config::DiscoveryConfig;
+use super::validate::Reader;
+use super::{DiscoveryConfig, Error, error};
 
 /// Which address of an instance its peers reach it on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,7 +61,7 @@ pub(crate) struct LifecycleConfig {
     pub(crate) peer_port: u16,
 }
 
-fn list(value: Option<&String>) -> Vec<String> {
+fn list(value: Option<&str>) -> Vec<String> {
     value
         .map(|v| {
             v.split(',')
@@ -75,19 +74,11 @@ fn list(value: Option<&String>) -> Vec<String> {
 }
 
 pub(super) fn discovery(
-    raw: &RawDiscovery,
+    r: &mut Reader,
     [peer_port, client_port]: [Option<u16>; 2],
     admin_port: u16,
-    values: &mut BTreeMap<&'static str, String>,
 ) -> Result<AwsDiscovery, Error> {
-    if raw.peers.is_some() || raw.peers_file.is_some() {
-        return Err(error(
-            "discovery.peers",
-            "a peer list is set, but the aws provider finds the peers itself",
-            "remove discovery.peers / discovery.peers_file, or use provider = \"static\"",
-        ));
-    }
-    let groups = list(raw.aws_groups.as_ref());
+    let groups = list(r.given("discovery.aws_groups"));
     if groups.is_empty() {
         return Err(error(
             "discovery.aws_groups",
@@ -95,7 +86,7 @@ pub(super) fn discovery(
             "set discovery.aws_groups = \"my-etcd-group\" (comma-separated for several)",
         ));
     }
-    let regions = list(raw.aws_regions.as_ref());
+    let regions = list(r.given("discovery.aws_regions"));
     if regions.is_empty() {
         return Err(error(
             "discovery.aws_regions",
@@ -103,7 +94,7 @@ pub(super) fn discovery(
             "set discovery.aws_regions = \"us-east-1\" (comma-separated for several)",
         ));
     }
-    let address = match raw.aws_address.as_deref().unwrap_or("private_ip") {
+    let address = match r.text("discovery.aws_address").unwrap_or_default().as_str() {
         "private_ip" => AddressKind::PrivateIp,
         "public_ip" => AddressKind::PublicIp,
         "private_dns" => AddressKind::PrivateDns,
@@ -115,13 +106,7 @@ pub(super) fn discovery(
             ));
         }
     };
-    values.insert(
-        "discovery.aws_address",
-        raw.aws_address
-            .clone()
-            .unwrap_or_else(|| "private_ip".into()),
-    );
-    let timeout = duration(&raw.aws_timeout, "discovery.aws_timeout", "5s", values)?;
+    let timeout = r.duration("discovery.aws_timeout")?;
     let (Some(peer_port), Some(client_port)) = (peer_port, client_port) else {
         return Err(error(
             "etcd.peer_url",
@@ -140,11 +125,8 @@ pub(super) fn discovery(
     })
 }
 
-pub(super) fn dns(
-    raw: &RawDns,
-    values: &mut BTreeMap<&'static str, String>,
-) -> Result<Option<DnsConfig>, Error> {
-    match raw.provider.as_deref().unwrap_or("none") {
+pub(super) fn dns(r: &mut Reader) -> Result<Option<DnsConfig>, Error> {
+    match r.text("dns.provider").unwrap_or_default().as_str() {
         "none" => return Ok(None),
         "route53" => {}
         other => {
@@ -155,10 +137,10 @@ pub(super) fn dns(
             ));
         }
     }
-    let zone_id = raw
-        .zone_id
-        .clone()
+    let zone_id = r
+        .given("dns.zone_id")
         .filter(|z| !z.is_empty())
+        .map(str::to_owned)
         .ok_or_else(|| {
             error(
                 "dns.zone_id",
@@ -166,10 +148,9 @@ pub(super) fn dns(
                 "set dns.zone_id = \"Z0123456789ABCDEFGHIJ\" (aws route53 list-hosted-zones)",
             )
         })?;
-    let domain = raw
-        .domain
-        .clone()
-        .map(|d| etcd_pilot_core::dns::normalize(&d))
+    let domain = r
+        .given("dns.domain")
+        .map(etcd_pilot_core::dns::normalize)
         .filter(|d| d.contains('.') && !d.contains(char::is_whitespace))
         .ok_or_else(|| {
             error(
@@ -178,20 +159,15 @@ pub(super) fn dns(
                 "set dns.domain = \"etcd.example.com\", a name inside the zone",
             )
         })?;
-    let ttl_text = raw.ttl.clone().unwrap_or_else(|| "60".to_owned());
-    values.insert("dns.ttl", ttl_text.clone());
-    let ttl = ttl_text
-        .parse::<u32>()
-        .ok()
-        .filter(|t| (1..=86_400).contains(t))
-        .ok_or_else(|| {
-            error(
-                "dns.ttl",
-                format!("{ttl_text:?} is not a number of seconds from 1 to 86400"),
-                "use 60 (the default): clients then see a replaced member within a minute",
-            )
-        })?;
-    let legacy_srv = boolean(&raw.legacy_srv, "dns.legacy_srv", false, values)?;
+    let ttl = r
+        .number(
+            "dns.ttl",
+            |t: &u32| (1..=86_400).contains(t),
+            "is not a number of seconds from 1 to 86400",
+            "use 60 (the default): clients then see a replaced member within a minute",
+        )?
+        .unwrap_or_default();
+    let legacy_srv = r.boolean("dns.legacy_srv")?;
     Ok(Some(DnsConfig {
         zone_id,
         zone: etcd_pilot_core::dns::Zone {
@@ -203,17 +179,11 @@ pub(super) fn dns(
 }
 
 pub(super) fn lifecycle(
-    raw: &RawLifecycle,
+    r: &mut Reader,
     discovery: &DiscoveryConfig,
-    values: &mut BTreeMap<&'static str, String>,
 ) -> Result<Option<LifecycleConfig>, Error> {
-    let heartbeat_interval = duration(
-        &raw.heartbeat_interval,
-        "lifecycle.heartbeat_interval",
-        "30s",
-        values,
-    )?;
-    let Some(queue_url) = raw.queue_url.clone() else {
+    let heartbeat_interval = r.duration("lifecycle.heartbeat_interval")?;
+    let Some(queue_url) = r.given("lifecycle.queue_url").map(str::to_owned) else {
         return Ok(None);
     };
     let DiscoveryConfig::Aws(aws) = discovery else {
@@ -230,9 +200,9 @@ pub(super) fn lifecycle(
             "use the queue's URL, https://sqs.REGION.amazonaws.com/ACCOUNT/NAME",
         ));
     }
-    let region = raw
-        .region
-        .clone()
+    let region = r
+        .given("lifecycle.region")
+        .map(str::to_owned)
         .or_else(|| aws.regions.first().cloned())
         .unwrap_or_default();
     Ok(Some(LifecycleConfig {

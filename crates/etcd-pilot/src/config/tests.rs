@@ -150,14 +150,106 @@ fn secrets_never_reach_debug_output() {
 fn every_key_has_an_env_var_and_a_flag_derived_from_its_name() {
     assert_eq!(env_var("etcd.peer_url"), "ETCD_PILOT_ETCD_PEER_URL");
     assert_eq!(flag("etcd.peer_url"), "etcd-peer-url");
-    let mut raw = RawConfig::default();
+    // Every key can be written in the file, in its variable and as its flag, and is read
+    // from each (`peek` sees what validation sees).
     for key in KEYS {
-        assert!(
-            raw.slot(key.name).is_some(),
-            "{} has no slot in RawConfig",
-            key.name
-        );
+        let (section, name) = key.name.split_once('.').unwrap_or(("", key.name));
+        let file = if section.is_empty() {
+            format!("{name} = \"x\"\n")
+        } else {
+            format!("[{section}]\n{name} = \"x\"\n")
+        };
+        let given = sources(&file, &[], &[]);
+        assert_eq!(given.peek(key.name).as_deref(), Some("x"), "{}", key.name);
+        let given = sources("", &[(&env_var(key.name), "y")], &[]);
+        assert_eq!(given.peek(key.name).as_deref(), Some("y"), "{}", key.name);
+        let given = sources("", &[], &[(key.name, "z")]);
+        assert_eq!(given.peek(key.name).as_deref(), Some("z"), "{}", key.name);
     }
+}
+
+#[test]
+fn every_default_in_the_key_table_is_valid() {
+    // The base config with nothing else set takes every default; one that did not parse
+    // would refuse it.
+    let config = Config::load(&sources(BASE, &[], &[])).unwrap();
+    for key in KEYS {
+        if let Some(default) = key.default
+            && config.origins[key.name] == Origin::Default
+            && let Some(value) = config.values.get(key.name)
+        {
+            assert_eq!(value, default, "{}", key.name);
+        }
+    }
+    assert_eq!(config.timers.remove_after, Timers::default().remove_after);
+    assert_eq!(
+        config.timers.plan_policy().remove_after,
+        Duration::from_secs(30)
+    );
+}
+
+#[test]
+fn an_unknown_key_names_its_line_and_the_key_it_resembles() {
+    check_error(
+        &BASE.replace("[etcd]\n", "[etcd]\npeer_ulr = \"x\"\n"),
+        &[],
+        expect_test::expect![[r#"
+            invalid configuration: file /etc/etcd-pilot.toml: unknown field `etcd.peer_ulr` (line 4)
+              fix: correct the file (did you mean `etcd.peer_url`?); docs/config.md lists every key"#]],
+    );
+    check_error(
+        &format!("{BASE}\n[timers]\nstop_grace = [\"1s\"]\n"),
+        &[],
+        expect_test::expect![[r#"
+            invalid configuration: timers.stop_grace: an array where a string, number or boolean belongs
+              fix: write a single value, such as "2s", 3 or true"#]],
+    );
+}
+
+#[test]
+fn aws_endpoint_url_sets_the_s3_endpoint_below_every_source_of_ours() {
+    let file = format!("{BASE}\n[backup]\nurl = \"s3://bucket/prefix\"\n");
+    let config = Config::load(&sources(
+        &file,
+        &[("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")],
+        &[],
+    ))
+    .unwrap();
+    let store = config.backup.store.as_ref().unwrap();
+    assert_eq!(store.s3_endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+    assert!(matches!(store.url, StoreUrl::S3(_)));
+    assert_eq!(
+        config.origins["backup.s3_endpoint"],
+        Origin::Env("AWS_ENDPOINT_URL".into())
+    );
+    let config = Config::load(&sources(
+        &format!("{file}s3_endpoint = \"http://127.0.0.2:9000\"\n"),
+        &[("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")],
+        &[],
+    ))
+    .unwrap();
+    let store = config.backup.store.unwrap();
+    assert_eq!(store.s3_endpoint.as_deref(), Some("http://127.0.0.2:9000"));
+    let err = Config::load(&sources(
+        &format!("{BASE}\n[backup]\nurl = \"ftp://host/x\"\n"),
+        &[],
+        &[],
+    ))
+    .unwrap_err();
+    assert_eq!(err.key, "backup.url");
+    let config = Config::load(&sources(
+        &format!("{BASE}\n[backup]\nurl = \"file:///srv/backups\"\n"),
+        &[],
+        &[],
+    ))
+    .unwrap();
+    assert_eq!(
+        config.backup.store.unwrap().url,
+        StoreUrl::File {
+            url: Url::parse("file:///srv/backups").unwrap(),
+            dir: PathBuf::from("/srv/backups"),
+        }
+    );
 }
 
 const AWS: &str =
@@ -322,4 +414,59 @@ fn data_dir_is_an_absolute_folder_of_its_own_and_cluster_name_a_plain_name() {
             .to_string();
         assert!(err.contains("cluster_name:"), "{bad}: {err}");
     }
+}
+
+/// The keys `docs/config.md` writes in its TOML examples (commented out or not).
+fn documented_keys() -> std::collections::BTreeSet<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/config.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut keys = std::collections::BTreeSet::new();
+    let mut section = String::new();
+    let mut in_toml = false;
+    for line in text.lines() {
+        if line.starts_with("```") {
+            in_toml = line == "```toml";
+            continue;
+        }
+        if !in_toml {
+            continue;
+        }
+        let line = line.trim_start_matches('#').trim_start();
+        if let Some(rest) = line.strip_prefix('[') {
+            section = rest.split(']').next().unwrap_or_default().to_owned();
+            continue;
+        }
+        let Some((name, _)) = line.split_once('=') else {
+            continue;
+        };
+        let name = name.trim();
+        if !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            keys.insert(if section.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{section}.{name}")
+            });
+        }
+    }
+    keys
+}
+
+#[test]
+fn docs_config_md_names_every_key_and_no_other() {
+    let documented = documented_keys();
+    let known: std::collections::BTreeSet<String> = KEYS
+        .iter()
+        .chain(super::keys::LISTS)
+        .map(|k| k.name.to_owned())
+        .collect();
+    let missing: Vec<_> = known.difference(&documented).collect();
+    let unknown: Vec<_> = documented.difference(&known).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "docs/config.md leaves out {missing:?} and names keys that do not exist: {unknown:?}"
+    );
 }

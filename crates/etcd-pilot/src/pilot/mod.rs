@@ -9,18 +9,17 @@
 //! make them (the core does) and it does not speak the etcd API itself (`etcd.rs` does).
 
 mod running;
-mod starting;
+mod start;
 
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use etcd_pilot_core::crash;
-use etcd_pilot_core::plan::{self, Policy};
+use etcd_pilot_core::plan;
 use etcd_pilot_core::start::{
-    self, ClusterView, Decision, JoinStep, LiveCluster, LocalData, ObservedMember, PeerReport,
-    PilotReport, RestoreSource, StoreView,
+    self as decision, ClusterView, Decision, JoinStep, LiveCluster, LocalData, ObservedMember,
+    PeerReport, PilotReport, RestoreSource, StoreView,
 };
-use etcd_pilot_core::supervise::RestartPolicy;
 use etcd_pilot_core::{Health, Identity, Peer, model};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -29,12 +28,9 @@ use tokio_util::sync::CancellationToken;
 use crate::backup::claim::Acquired;
 use crate::backup::{self, Backups, Manifest, Progress};
 use crate::config::{Config, url_string};
-use crate::coordinator::{Role, Seat};
 use crate::datadir::DataDir;
 use crate::discovery::{Discovery as _, Provider};
-use crate::dns::Records;
 use crate::etcd::{self, ClientOptions, EndpointStatus, Etcd};
-use crate::lifecycle::Terminating;
 use crate::metrics::Metrics;
 use crate::peer_api::PeerApi;
 use crate::reconcile::{Outcome, Reconciler};
@@ -59,87 +55,60 @@ pub(crate) struct Pilot {
     /// polls fast, the store is asked at most once per observe interval, and a manifest
     /// already read is not read again.
     store_view: std::sync::Mutex<Option<(tokio::time::Instant, StoreView, Vec<Manifest>)>>,
-    /// Instances the lifecycle hook says are terminating.
-    terminating: Terminating,
     /// The restore claims of the backup store.
     claims: Option<backup::claim::Claims>,
-    /// The coordinator role, published for the tasks that act only on the coordinator.
-    role: watch::Sender<Role>,
+}
+
+/// What the wiring root (`lib.rs`) hands a pilot: everything it talks to, built once.
+pub(crate) struct Parts {
+    pub(crate) discovery: Provider,
+    pub(crate) options: ClientOptions,
+    pub(crate) pool: etcd::Pool,
+    pub(crate) peers: PeerApi,
+    pub(crate) backups: Option<Backups>,
+    pub(crate) claims: Option<backup::claim::Claims>,
+    pub(crate) status: watch::Sender<PilotStatus>,
+    pub(crate) metrics: Metrics,
 }
 
 impl Pilot {
-    pub(crate) fn new(
-        config: Config,
-        backups: Option<Backups>,
-        terminating: Terminating,
-        role: watch::Sender<Role>,
-        status: watch::Sender<PilotStatus>,
-        metrics: Metrics,
-    ) -> anyhow::Result<Self> {
-        let data = DataDir::new(&config.data_dir);
-        let discovery = Provider::from_config(&config, status.clone());
-        let options = ClientOptions {
-            timeout: config.timers.etcd_call_timeout,
-            credentials: config.etcd.credentials.clone(),
-        };
-        let peers = PeerApi::new(config.timers.pilot_call_timeout)?;
-        let claims = backups.as_ref().map(|b| {
-            backup::claim::Claims::new(
-                b.store.clone(),
-                config.name.to_string(),
-                backup::claim::admin_url(&config),
-                config.restore.claim_timeout,
-            )
-        });
-        Ok(Self {
-            claims,
-            config,
-            data,
+    pub(crate) fn new(config: Config, parts: Parts) -> Self {
+        let Parts {
             discovery,
-            pool: etcd::Pool::new(options.clone()),
             options,
+            pool,
+            peers,
+            backups,
+            claims,
+            status,
+            metrics,
+        } = parts;
+        Self {
+            data: DataDir::new(&config.data_dir),
+            config,
+            discovery,
+            options,
+            pool,
             peers,
             status,
             metrics,
             backups,
             store_view: std::sync::Mutex::new(None),
-            terminating,
-            role,
-        })
+            claims,
+        }
     }
 
     /// Runs until `cancel`; returns once etcd has stopped. If the cluster removes this
     /// node's member while it runs, stops etcd and starts over (quarantine, then rejoin when
-    /// discovery lists the node).
-    pub(crate) async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
+    /// discovery lists the node). `reconciler` is the coordinator's step, run each interval
+    /// while etcd runs.
+    pub(crate) async fn run(
+        self,
+        mut reconciler: Reconciler,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<()> {
         self.data.create()?;
         self.prune_quarantine();
-        let mut reconciler = Reconciler::new(
-            self.config.me(),
-            self.options.clone(),
-            self.peers.clone(),
-            Policy {
-                remove_after: self.config.timers.remove_after,
-                learner_timeout: self.config.timers.learner_timeout,
-                ..Policy::default()
-            },
-            Seat::new(
-                self.config.name.clone(),
-                self.options.clone(),
-                self.config.timers.coordinator_lease,
-                self.metrics.clone(),
-                self.role.clone(),
-            ),
-            self.status.clone(),
-            self.metrics.clone(),
-        )
-        .with_terminating(self.terminating.clone())
-        .with_dns(
-            self.config
-                .dns
-                .clone()
-                .map(|dns| Records::new(dns, self.status.clone())),
-        );
         loop {
             let Some(mode) = self.decide_start(&cancel).await? else {
                 self.set_phase(Phase::Stopping, "shutting down before etcd started");
@@ -192,12 +161,7 @@ impl Pilot {
                 member: self.config.name.to_string(),
                 pid_file: self.data.pid_file(),
             },
-            policy: RestartPolicy {
-                initial_backoff: self.config.timers.restart_initial_backoff,
-                max_backoff: self.config.timers.restart_max_backoff,
-                stable_after: self.config.timers.restart_stable_after,
-                jitter: 0.2,
-            },
+            policy: self.config.timers.restart_policy(),
             stop_grace: self.config.timers.stop_grace,
             status: child_tx,
             metrics: self.metrics.clone(),

@@ -91,7 +91,7 @@ impl Pilot {
                     match self
                         .observe_start()
                         .await
-                        .map(|observed| start::decide(&observed, &self.config.cluster_name))
+                        .map(|observed| decision::decide(&observed, &self.config.cluster_name))
                     {
                         Ok(Decision::Quarantine { reason }) => {
                             return Outcome::Quarantine { reason };

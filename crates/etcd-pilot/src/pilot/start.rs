@@ -29,7 +29,7 @@ impl Pilot {
                             .filter_map(|m| m.member.client_urls.first().cloned())
                             .collect();
                     }
-                    start::decide(&observed, &self.config.cluster_name)
+                    decision::decide(&observed, &self.config.cluster_name)
                 }
                 Err(err) => Decision::Wait {
                     reason: format!("cannot observe the cluster: {err:#}"),
@@ -203,7 +203,7 @@ impl Pilot {
     }
 
     /// Everything the start decision needs, gathered concurrently with timeouts.
-    pub(super) async fn observe_start(&self) -> anyhow::Result<start::Observed> {
+    pub(super) async fn observe_start(&self) -> anyhow::Result<decision::Observed> {
         let local = self.data.local_data()?;
         let census = match self.discovery.census().await {
             Ok(census) => census,
@@ -251,7 +251,7 @@ impl Pilot {
         } else {
             StoreView::NotConfigured
         };
-        Ok(start::Observed {
+        Ok(decision::Observed {
             me: self.config.me(),
             expected,
             leaving: census.leaving,

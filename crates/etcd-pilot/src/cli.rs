@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Arg, ArgMatches, Args, FromArgMatches, Parser, Subcommand, ValueEnum};
+use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, KEYS, Sources};
@@ -309,6 +310,26 @@ pub(crate) type Agent =
         CancellationToken,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>;
 
+/// Why a command failed, which decides its exit code.
+enum Failure {
+    /// Bad configuration or arguments (exit 64): the message names the key and the fix.
+    Usage(String),
+    /// Anything else (exit 1).
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(err: anyhow::Error) -> Self {
+        Failure::Runtime(err)
+    }
+}
+
+impl From<config::Error> for Failure {
+    fn from(err: config::Error) -> Self {
+        Failure::Usage(err.to_string())
+    }
+}
+
 /// Parses the command line and runs it; `agent` runs the daemon.
 pub(crate) fn main(agent: Agent) -> ExitCode {
     // Failpoints named in FAILPOINTS (crash tests only; compiled in with `--features failpoints`).
@@ -321,17 +342,8 @@ pub(crate) fn main(agent: Agent) -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let quiet = matches!(
-        cli.command,
-        Commands::Status(_)
-            | Commands::Plan(_)
-            | Commands::Endpoints(_)
-            | Commands::Config { .. }
-            | Commands::Backup { .. }
-            | Commands::Restore { .. }
-            | Commands::Aws { .. }
-            | Commands::SystemdUnit
-    );
+    // Commands that print an answer log only warnings; the daemons log their work.
+    let quiet = !matches!(cli.command, Commands::Agent { .. } | Commands::Local { .. });
     init_tracing(
         cli.log_format,
         if quiet {
@@ -340,7 +352,6 @@ pub(crate) fn main(agent: Agent) -> ExitCode {
             "info,etcd_output=warn"
         },
     );
-
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -352,111 +363,64 @@ pub(crate) fn main(agent: Agent) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result: anyhow::Result<()> = match cli.command {
+    match run(cli.command, &runtime, agent) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            output::error(&message);
+            ExitCode::from(EX_USAGE)
+        }
+        Err(Failure::Runtime(err)) => {
+            output::error(&format!("{err:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one command to its end.
+fn run(command: Commands, runtime: &Runtime, agent: Agent) -> Result<(), Failure> {
+    match command {
         Commands::Agent { config, overrides } => {
-            let config = match load_config(&runtime, &config, &overrides) {
-                Ok(config) => config,
-                Err(err) => {
-                    output::error(&err.to_string());
-                    return ExitCode::from(EX_USAGE);
-                }
-            };
-            runtime.block_on(async {
-                let cancel = CancellationToken::new();
-                crate::signals::cancel_on_signals(cancel.clone())?;
-                agent(config, cancel).await
-            })
+            let config = load_config(runtime, &config, &overrides)?;
+            until_signalled(runtime, |cancel| agent(config, cancel))
         }
         Commands::Config {
             command: ConfigCommand::Show { config, overrides },
-        } => match load_config(&runtime, &config, &overrides) {
-            Ok(config) => {
-                output::print(&config.show());
-                Ok(())
-            }
-            Err(err) => {
-                output::error(&err.to_string());
-                return ExitCode::from(EX_USAGE);
-            }
-        },
+        } => {
+            output::print(&load_config(runtime, &config, &overrides)?.show());
+            Ok(())
+        }
         Commands::Local {
             command: LocalCommand::Up(args),
         } => {
-            let etcd_bin = match args.validate() {
-                Ok(bin) => bin,
-                Err(err) => {
-                    output::error(&format!("{err:#}"));
-                    return ExitCode::from(EX_USAGE);
-                }
-            };
-            runtime.block_on(async {
-                let cancel = CancellationToken::new();
-                crate::signals::cancel_on_signals(cancel.clone())?;
-                local::up(args, etcd_bin, cancel).await
-            })
+            let etcd_bin = args
+                .validate()
+                .map_err(|err| Failure::Usage(format!("{err:#}")))?;
+            until_signalled(runtime, |cancel| local::up(args, etcd_bin, cancel))
         }
         Commands::Local {
             command: LocalCommand::Add(args),
-        } => runtime.block_on(local::add(args)),
+        } => Ok(runtime.block_on(local::add(args))?),
         Commands::Local {
             command: LocalCommand::Lose(args),
-        } => runtime.block_on(local::lose(args)),
-        Commands::Backup { command } => {
-            let node = match &command {
-                BackupCommand::Now { node, .. }
-                | BackupCommand::List { node, .. }
-                | BackupCommand::Verify { node, .. }
-                | BackupCommand::Delete { node, .. } => node,
-            };
-            let config = match node.load(&runtime) {
-                Ok(config) => config,
-                Err(message) => {
-                    output::error(&message);
-                    return ExitCode::from(EX_USAGE);
-                }
-            };
-            runtime.block_on(async {
-                let text = match &command {
-                    BackupCommand::Now { endpoint, .. } => {
-                        backup::commands::now(&config, endpoint.clone()).await?
-                    }
-                    BackupCommand::List { json, .. } => {
-                        backup::commands::list(&config, *json).await?
-                    }
-                    BackupCommand::Verify { id, .. } => {
-                        backup::commands::verify(&config, id.as_deref()).await?
-                    }
-                    BackupCommand::Delete { id, .. } => {
-                        backup::commands::delete(&config, id).await?
-                    }
-                };
-                output::print(&text);
-                Ok(())
-            })
-        }
+        } => Ok(runtime.block_on(local::lose(args))?),
+        Commands::Backup { command } => backup_command(runtime, &command),
         Commands::Restore {
             from,
             force,
             release_claim,
             node,
         } => {
-            let config = match node.load(&runtime) {
-                Ok(config) => config,
-                Err(message) => {
-                    output::error(&message);
-                    return ExitCode::from(EX_USAGE);
-                }
-            };
-            runtime.block_on(async {
-                let text = match from {
+            let config = node.load(runtime).map_err(Failure::Usage)?;
+            let text = runtime.block_on(async {
+                match from {
                     Some(from) if !release_claim => {
-                        backup::commands::restore(&config, &from, force).await?
+                        backup::commands::restore(&config, &from, force).await
                     }
-                    _ => backup::commands::release_claim(&config).await?,
-                };
-                output::print(&text);
-                Ok(())
-            })
+                    _ => backup::commands::release_claim(&config).await,
+                }
+            })?;
+            output::print(&text);
+            Ok(())
         }
         Commands::Aws {
             command: AwsCommand::Template,
@@ -468,17 +432,17 @@ pub(crate) fn main(agent: Agent) -> ExitCode {
             output::print(crate::deploy::SYSTEMD_UNIT);
             Ok(())
         }
-        Commands::Plan(args) => runtime.block_on(async {
+        Commands::Plan(args) => Ok(runtime.block_on(async {
             let (endpoints, json) = args.endpoints().await?;
             let view = cluster_status::plan(&endpoints).await?;
-            if json {
-                output::print(&serde_json::to_string_pretty(&view)?);
+            output::print(&if json {
+                serde_json::to_string_pretty(&view)?
             } else {
-                output::print(&cluster_status::plan_text(&view));
-            }
-            Ok(())
-        }),
-        Commands::Endpoints(args) => runtime.block_on(async {
+                cluster_status::plan_text(&view)
+            });
+            anyhow::Ok(())
+        })?),
+        Commands::Endpoints(args) => Ok(runtime.block_on(async {
             let format = if args.cluster.json {
                 "json".to_owned()
             } else {
@@ -487,32 +451,65 @@ pub(crate) fn main(agent: Agent) -> ExitCode {
             let (endpoints, _) = args.cluster.endpoints().await?;
             let rows = cluster_status::collect(&endpoints).await?;
             output::print(&cluster_status::endpoints_text(&rows, &format)?);
-            Ok(())
-        }),
-        Commands::Status(args) => runtime.block_on(async {
+            anyhow::Ok(())
+        })?),
+        Commands::Status(args) => Ok(runtime.block_on(async {
             let (endpoints, json) = args.endpoints().await?;
             let view = cluster_status::status(&endpoints).await?;
-            if json {
-                output::print(&serde_json::to_string_pretty(&view)?);
+            output::print(&if json {
+                serde_json::to_string_pretty(&view)?
             } else {
-                output::print(&cluster_status::status_text(&view));
-            }
-            Ok(())
-        }),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            output::error(&format!("{err:#}"));
-            ExitCode::FAILURE
-        }
+                cluster_status::status_text(&view)
+            });
+            anyhow::Ok(())
+        })?),
     }
+}
+
+/// Runs `task` until it ends; SIGINT and SIGTERM cancel it (it then shuts down in order).
+fn until_signalled<F>(
+    runtime: &Runtime,
+    task: impl FnOnce(CancellationToken) -> F,
+) -> Result<(), Failure>
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    Ok(runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        crate::signals::cancel_on_signals(cancel.clone())?;
+        task(cancel).await
+    })?)
+}
+
+/// `backup now|list|verify|delete`.
+fn backup_command(runtime: &Runtime, command: &BackupCommand) -> Result<(), Failure> {
+    let node = match command {
+        BackupCommand::Now { node, .. }
+        | BackupCommand::List { node, .. }
+        | BackupCommand::Verify { node, .. }
+        | BackupCommand::Delete { node, .. } => node,
+    };
+    let config = node.load(runtime).map_err(Failure::Usage)?;
+    let text = runtime.block_on(async {
+        match command {
+            BackupCommand::Now { endpoint, .. } => {
+                backup::commands::now(&config, endpoint.clone()).await
+            }
+            BackupCommand::List { json, .. } => backup::commands::list(&config, *json).await,
+            BackupCommand::Verify { id, .. } => {
+                backup::commands::verify(&config, id.as_deref()).await
+            }
+            BackupCommand::Delete { id, .. } => backup::commands::delete(&config, id).await,
+        }
+    })?;
+    output::print(&text);
+    Ok(())
 }
 
 /// Reads the sources, fills in what this machine says about itself (an AWS instance's
 /// identity from its metadata, when the `aws` provider leaves it unset), and validates.
 fn load_config(
-    runtime: &tokio::runtime::Runtime,
+    runtime: &Runtime,
     path: &Option<PathBuf>,
     overrides: &Overrides,
 ) -> Result<Config, config::Error> {

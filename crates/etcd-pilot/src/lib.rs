@@ -71,30 +71,7 @@ async fn run_agent(config: Config, cancel: CancellationToken) -> anyhow::Result<
         config.name.as_str(),
         etcd_pilot_core::start::PilotReport::Unknown,
     ));
-    let listener = tokio::net::TcpListener::bind(config.admin.listen)
-        .await
-        .with_context(|| format!("bind admin API on {} (admin.listen)", config.admin.listen))?;
-    tracing::info!(listen = %config.admin.listen, "admin API listening");
-    // Its own pid beside its data, for whoever must stop it (`local up` stops every pilot of
-    // its dir, whoever started it). Written after the admin port is ours: a second pilot on
-    // the same config fails above and never overwrites it.
-    let pid_file = datadir::DataDir::new(&config.data_dir).pilot_pid_file();
-    if let Err(err) = datadir::DataDir::new(&config.data_dir)
-        .create()
-        .and_then(|()| {
-            std::fs::write(&pid_file, format!("{}\n", std::process::id()))
-                .with_context(|| format!("write {}", pid_file.display()))
-        })
-    {
-        tracing::warn!("cannot record the pilot's pid: {err:#}");
-    }
-    let admin_cancel = CancellationToken::new();
-    let admin = tokio::spawn(admin::serve(
-        listener,
-        status_rx,
-        metrics.clone(),
-        admin_cancel.clone(),
-    ));
+    let admin = Admin::start(&config, status_rx, metrics.clone()).await?;
 
     // The coordinator role: the pilot's reconciler holds it; backups and the lifecycle hook
     // act only while it does.
@@ -181,18 +158,62 @@ async fn run_agent(config: Config, cancel: CancellationToken) -> anyhow::Result<
         tracing::warn!("lifecycle hook task failed: {err:#}");
     }
     status_tx.send_modify(|s| s.phase = Phase::Stopping);
-    tracing::info!("shutdown: stopping admin API");
-    admin_cancel.cancel();
-    match admin.await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::warn!("admin API ended with an error: {err:#}"),
-        Err(err) => tracing::warn!("admin API task failed: {err:#}"),
-    }
-    if std::fs::read_to_string(&pid_file)
-        .is_ok_and(|text| text.trim() == std::process::id().to_string())
-    {
-        let _ = std::fs::remove_file(&pid_file);
-    }
+    admin.stop().await;
     tracing::info!("shutdown complete");
     result
+}
+
+/// The admin API's task and the pilot's pid file, which live longer than everything else.
+struct Admin {
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    cancel: CancellationToken,
+    pid_file: std::path::PathBuf,
+}
+
+impl Admin {
+    /// Binds `admin.listen`, serves the API, and records the pilot's pid.
+    async fn start(
+        config: &Config,
+        status: watch::Receiver<PilotStatus>,
+        metrics: Metrics,
+    ) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(config.admin.listen)
+            .await
+            .with_context(|| format!("bind admin API on {} (admin.listen)", config.admin.listen))?;
+        tracing::info!(listen = %config.admin.listen, "admin API listening");
+        // Its own pid beside its data, for whoever must stop it (`local up` stops every pilot
+        // of its dir, whoever started it). Written after the admin port is ours: a second
+        // pilot on the same config fails above and never overwrites it.
+        let data = datadir::DataDir::new(&config.data_dir);
+        let pid_file = data.pilot_pid_file();
+        if let Err(err) = data.create().and_then(|()| {
+            std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+                .with_context(|| format!("write {}", pid_file.display()))
+        }) {
+            tracing::warn!("cannot record the pilot's pid: {err:#}");
+        }
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(admin::serve(listener, status, metrics, cancel.clone()));
+        Ok(Self {
+            task,
+            cancel,
+            pid_file,
+        })
+    }
+
+    /// Stops the API and removes the pid file if it is still this process's.
+    async fn stop(self) {
+        tracing::info!("shutdown: stopping admin API");
+        self.cancel.cancel();
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!("admin API ended with an error: {err:#}"),
+            Err(err) => tracing::warn!("admin API task failed: {err:#}"),
+        }
+        if std::fs::read_to_string(&self.pid_file)
+            .is_ok_and(|text| text.trim() == std::process::id().to_string())
+        {
+            let _ = std::fs::remove_file(&self.pid_file);
+        }
+    }
 }

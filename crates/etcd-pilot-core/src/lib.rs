@@ -5,7 +5,7 @@
 //! crash means its data is unusable or only that etcd cannot run (`crash`).
 //! It also decides the coordinator's membership changes (`plan`), which backups retention
 //! lets go (`retention`) and which quarantined copies (`quarantine`), which backup to restore or verify and when one is due (`backup`), which DNS
-//! records to publish (`dns`), what keeps the cluster from full strength (`condition`), how long each member has been unlisted, pending or down (`timers`), and what an autoscaling lifecycle message asks (`lifecycle`).
+//! records to publish (`dns`), what keeps the cluster from full strength (`condition`), how long each member has been unlisted, pending or down (`timers`), what an autoscaling lifecycle message asks (`lifecycle`), and whether a lost quorum is reseeded and from which survivor (`reseed`).
 //! It does no IO, reads no clock and draws no random numbers: the caller observes the
 //! world, passes it in as plain values, and executes what comes back.
 //! It does not own how the world is observed or how actions are executed; that is the
@@ -19,6 +19,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod plan;
 pub mod quarantine;
+pub mod reseed;
 pub mod retention;
 pub mod start;
 pub mod supervise;

@@ -177,14 +177,7 @@ impl Schedule {
         retry: &mut Option<Retry>,
     ) -> anyhow::Result<()> {
         let Self {
-            backups,
-            member,
-            client_url,
-            options,
-            scratch,
-            status,
-            metrics,
-            role: _,
+            backups, metrics, ..
         } = self;
         match listing.as_mut() {
             None => *listing = Some((Instant::now(), backups.list().await?)),
@@ -204,122 +197,160 @@ impl Schedule {
                 .set(unix_secs(verified.created_at()));
         }
         if choice::backup_due(newest, backups.config.interval, SystemTime::now()) {
-            let started = Instant::now();
-            let manifest = async {
-                let (etcd, source) = backup_source(client_url, member, options).await?;
-                backups.take(&etcd, &source, &Progress::hidden()).await
-            }
-            .instrument(tracing::info_span!("backup"))
-            .await?;
-            let seconds = started.elapsed().as_secs_f64();
-            tracing::info!(
-                id = %manifest.id,
-                revision = manifest.revision,
-                db_size = manifest.db_size,
-                compressed_size = manifest.compressed_size,
-                seconds,
-                "backup taken"
-            );
-            metrics
-                .backup_last_success
-                .set(unix_secs(manifest.created_at()));
-            metrics
-                .backup_db_size
-                .set(i64::try_from(manifest.db_size).unwrap_or(i64::MAX));
-            metrics
-                .backup_compressed_size
-                .set(i64::try_from(manifest.compressed_size).unwrap_or(i64::MAX));
-            metrics
-                .backup_duration_ms
-                .set(i64::try_from(manifest.duration_ms).unwrap_or(i64::MAX));
-            status.send_modify(|s| {
-                s.backup.last_backup = Some(LastBackup {
-                    id: manifest.id.clone(),
-                    created: manifest.created.clone(),
-                    db_size: manifest.db_size,
-                    compressed_size: manifest.compressed_size,
-                    duration_ms: manifest.duration_ms,
-                });
-                s.backup.last_error = None;
-            });
+            let manifest = self.take_backup().await?;
             manifests.push(manifest);
         }
         if backups.config.drill {
-            let summaries: Vec<_> = manifests.iter().map(super::Manifest::summary).collect();
-            let target = choice::drill_target(&summaries).map(|t| t.id.clone());
-            let waiting = retry
-                .as_ref()
-                .is_some_and(|r| Some(&r.backup) == target.as_ref() && Instant::now() < r.next);
-            if let Some(id) = target
-                && !waiting
-            {
-                let progress = Progress::hidden();
-                let drill = backups
-                    .verify(&id, scratch, &progress)
-                    .instrument(tracing::info_span!("drill", backup = %id));
-                match drill.await {
-                    Ok((manifest, report)) => {
-                        tracing::info!(id = %id, keys = report.key_count, seconds = report.duration.as_secs_f64(), "restore drill passed");
-                        metrics
-                            .backup_last_verified
-                            .set(unix_secs(manifest.created_at()));
-                        metrics
-                            .drill_duration_ms
-                            .set(i64::try_from(report.duration.as_millis()).unwrap_or(i64::MAX));
-                        *retry = None;
-                        status.send_modify(|s| {
-                            s.backup.last_verified = Some(id.clone());
-                            s.backup.last_error = None;
-                            s.backup.drill_retry = None;
-                        });
-                        if let Some(m) = manifests.iter_mut().find(|m| m.id == id) {
-                            *m = manifest;
-                        }
+            self.drill_next(manifests, retry).await?;
+        }
+        self.apply_retention(manifests).await
+    }
+
+    /// Takes a backup now, from the best source, and reports it.
+    async fn take_backup(&self) -> anyhow::Result<super::Manifest> {
+        let Self {
+            backups,
+            member,
+            client_url,
+            options,
+            status,
+            metrics,
+            ..
+        } = self;
+        let started = Instant::now();
+        let manifest = async {
+            let (etcd, source) = backup_source(client_url, member, options).await?;
+            backups.take(&etcd, &source, &Progress::hidden()).await
+        }
+        .instrument(tracing::info_span!("backup"))
+        .await?;
+        let seconds = started.elapsed().as_secs_f64();
+        tracing::info!(
+            id = %manifest.id,
+            revision = manifest.revision,
+            db_size = manifest.db_size,
+            compressed_size = manifest.compressed_size,
+            seconds,
+            "backup taken"
+        );
+        metrics
+            .backup_last_success
+            .set(unix_secs(manifest.created_at()));
+        metrics
+            .backup_db_size
+            .set(i64::try_from(manifest.db_size).unwrap_or(i64::MAX));
+        metrics
+            .backup_compressed_size
+            .set(i64::try_from(manifest.compressed_size).unwrap_or(i64::MAX));
+        metrics
+            .backup_duration_ms
+            .set(i64::try_from(manifest.duration_ms).unwrap_or(i64::MAX));
+        status.send_modify(|s| {
+            s.backup.last_backup = Some(LastBackup {
+                id: manifest.id.clone(),
+                created: manifest.created.clone(),
+                db_size: manifest.db_size,
+                compressed_size: manifest.compressed_size,
+                duration_ms: manifest.duration_ms,
+            });
+            s.backup.last_error = None;
+        });
+        Ok(manifest)
+    }
+
+    /// Drills the newest undrilled backup, unless it waits out a retry.
+    async fn drill_next(
+        &self,
+        manifests: &mut [super::Manifest],
+        retry: &mut Option<Retry>,
+    ) -> anyhow::Result<()> {
+        let Self {
+            backups,
+            scratch,
+            status,
+            metrics,
+            ..
+        } = self;
+        let summaries: Vec<_> = manifests.iter().map(super::Manifest::summary).collect();
+        let target = choice::drill_target(&summaries).map(|t| t.id.clone());
+        let waiting = retry
+            .as_ref()
+            .is_some_and(|r| Some(&r.backup) == target.as_ref() && Instant::now() < r.next);
+        if let Some(id) = target
+            && !waiting
+        {
+            let progress = Progress::hidden();
+            let drill = backups
+                .verify(&id, scratch, &progress)
+                .instrument(tracing::info_span!("drill", backup = %id));
+            match drill.await {
+                Ok((manifest, report)) => {
+                    tracing::info!(id = %id, keys = report.key_count, seconds = report.duration.as_secs_f64(), "restore drill passed");
+                    metrics
+                        .backup_last_verified
+                        .set(unix_secs(manifest.created_at()));
+                    metrics
+                        .drill_duration_ms
+                        .set(i64::try_from(report.duration.as_millis()).unwrap_or(i64::MAX));
+                    *retry = None;
+                    status.send_modify(|s| {
+                        s.backup.last_verified = Some(id.clone());
+                        s.backup.last_error = None;
+                        s.backup.drill_retry = None;
+                    });
+                    if let Some(m) = manifests.iter_mut().find(|m| m.id == id) {
+                        *m = manifest;
                     }
-                    Err(err) => {
-                        let fault = super::fault_of(&err);
-                        metrics
-                            .drill_errors
-                            .get_or_create(&KindLabel {
-                                kind: fault_label(fault).to_owned(),
-                            })
-                            .inc();
-                        if choice::drill_fault_fails_the_backup(fault) {
-                            *retry = None;
-                            status.send_modify(|s| s.backup.drill_retry = None);
-                            // Recorded in the manifest: read it again next step.
-                            return Err(err);
-                        }
-                        let attempts = match retry.as_ref() {
-                            Some(r) if r.backup == id => r.attempts + 1,
-                            _ => 1,
-                        };
-                        let wait = choice::drill_retry_after(attempts, backups.config.drill_retry);
-                        let message = format!("{err:#}");
-                        tracing::warn!(attempts, retry_in = ?wait, "{message}");
-                        *retry = Some(Retry {
+                }
+                Err(err) => {
+                    let fault = super::fault_of(&err);
+                    metrics
+                        .drill_errors
+                        .get_or_create(&KindLabel {
+                            kind: fault_label(fault).to_owned(),
+                        })
+                        .inc();
+                    if choice::drill_fault_fails_the_backup(fault) {
+                        *retry = None;
+                        status.send_modify(|s| s.backup.drill_retry = None);
+                        // Recorded in the manifest: read it again next step.
+                        return Err(err);
+                    }
+                    let attempts = match retry.as_ref() {
+                        Some(r) if r.backup == id => r.attempts + 1,
+                        _ => 1,
+                    };
+                    let wait = choice::drill_retry_after(attempts, backups.config.drill_retry);
+                    let message = format!("{err:#}");
+                    tracing::warn!(attempts, retry_in = ?wait, "{message}");
+                    *retry = Some(Retry {
+                        backup: id.clone(),
+                        attempts,
+                        next: Instant::now() + wait,
+                    });
+                    metrics.backup_failures.inc();
+                    status.send_modify(|s| {
+                        s.backup.drill_retry = Some(DrillRetry {
                             backup: id.clone(),
                             attempts,
-                            next: Instant::now() + wait,
+                            error: message.clone(),
+                            next_attempt: humantime::format_rfc3339_seconds(
+                                SystemTime::now() + wait,
+                            )
+                            .to_string(),
                         });
-                        metrics.backup_failures.inc();
-                        status.send_modify(|s| {
-                            s.backup.drill_retry = Some(DrillRetry {
-                                backup: id.clone(),
-                                attempts,
-                                error: message.clone(),
-                                next_attempt: humantime::format_rfc3339_seconds(
-                                    SystemTime::now() + wait,
-                                )
-                                .to_string(),
-                            });
-                            s.backup.last_error = Some(message);
-                            s.backup.last_error_at = Some(now_text());
-                        });
-                    }
+                        s.backup.last_error = Some(message);
+                        s.backup.last_error_at = Some(now_text());
+                    });
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Deletes what retention lets go.
+    async fn apply_retention(&self, manifests: &mut Vec<super::Manifest>) -> anyhow::Result<()> {
+        let backups = &self.backups;
         let metas: Vec<BackupMeta> = manifests
             .iter()
             .map(|m| BackupMeta {

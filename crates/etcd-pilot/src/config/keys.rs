@@ -173,6 +173,16 @@ impl Raw {
         let mut raw = Self::default();
         for (name, value) in table {
             match value {
+                // A section of its own, empty or not, must be one the table knows.
+                toml::Value::Table(section)
+                    if section.is_empty()
+                        && !KEYS
+                            .iter()
+                            .chain(LISTS)
+                            .any(|k| k.name.split_once('.').is_some_and(|(s, _)| s == name)) =>
+                {
+                    raw.set(&at, text, [name.as_str(), ""], toml::Value::Table(section))?;
+                }
                 toml::Value::Table(section) => {
                     for (inner, value) in section {
                         raw.set(&at, text, [name.as_str(), inner.as_str()], value)?;
@@ -195,7 +205,10 @@ impl Raw {
             [top, ""] => top.to_owned(),
             [section, inner] => format!("{section}.{inner}"),
         };
+        // `"etcd.bin" = ...` is one key with a dot in its name, not etcd.bin.
+        let quoted_dots = path.iter().any(|part| part.contains('.'));
         match name.as_str() {
+            _ if quoted_dots => {}
             "discovery.peers" => {
                 self.peers = Some(value.try_into().map_err(|err: toml::de::Error| {
                     error(
@@ -219,7 +232,7 @@ impl Raw {
             }
             _ => {}
         }
-        let Some(key) = find(&name) else {
+        let Some(key) = find(&name).filter(|_| !quoted_dots) else {
             let line = line_of(text, path)
                 .map(|line| format!(" (line {line})"))
                 .unwrap_or_default();

@@ -28,7 +28,11 @@ pub(crate) use keys::{KEYS, env_var, flag};
 pub(crate) use validate::{etcd_bin, read_peers_file, search_path};
 
 /// Environment variables with our prefix that are not configuration keys.
-const NON_CONFIG_ENV: &[&str] = &["ETCD_PILOT_LOG", "ETCD_PILOT_TARGET_DIR"];
+const NON_CONFIG_ENV: &[&str] = &[
+    "ETCD_PILOT_LOG",
+    "ETCD_PILOT_LOG_FORMAT",
+    "ETCD_PILOT_TARGET_DIR",
+];
 
 /// Where configuration comes from. Built by `main` from the process; by tests from literals.
 #[derive(Clone, Debug, Default)]

@@ -197,6 +197,13 @@ fn an_unknown_key_names_its_line_and_the_key_it_resembles() {
             invalid configuration: file /etc/etcd-pilot.toml: unknown field `etcd.peer_ulr` (line 4)
               fix: correct the file (did you mean `etcd.peer_url`?); docs/config.md lists every key"#]],
     );
+    for file in [
+        format!("{BASE}\n[tls]\n"),
+        format!("\"etcd.bin\" = \"/bin/sh\"\n{BASE}"),
+    ] {
+        let err = Config::load(&sources(&file, &[], &[])).expect_err(&file);
+        assert!(err.problem.starts_with("unknown field"), "{err}");
+    }
     check_error(
         &format!("{BASE}\n[timers]\nstop_grace = [\"1s\"]\n"),
         &[],

@@ -282,7 +282,7 @@ impl Wait {
         };
         match self {
             Wait::Grace { remaining_secs } => format!(
-                "quorum lost for less than timers.quorum_lost_after; considered in {remaining_secs} s"
+                "lost for less than timers.quorum_lost_after; looked at again in {remaining_secs} s"
             ),
             Wait::DiscoveryDown => {
                 "discovery does not answer, so who is gone for good is unknown".to_owned()
@@ -291,29 +291,26 @@ impl Wait {
                 "no voter answers: nothing to reseed from (restore a backup instead)".to_owned()
             }
             Wait::Partition { listed } => format!(
-                "{} unreachable but still listed by discovery: maybe alive behind a partition, \
-                 so never reseeded automatically (remove them from discovery, or `etcd-pilot \
-                 reseed --from` the best survivor)",
+                "{} still listed by discovery: maybe alive behind a partition, so never \
+                 reseeded automatically (take them out of discovery once they are gone for good)",
                 names(listed)
             ),
             Wait::Leaving {
                 names: leaving,
                 remaining_secs,
             } => format!(
-                "{} unreachable and unlisted for less than timers.remove_after; gone for good in \
+                "{} gone from discovery for less than timers.remove_after; gone for good in \
                  {remaining_secs} s",
                 names(leaving)
             ),
             Wait::SilentPilots { names: silent } => format!(
-                "the pilots of survivors {} do not answer; they must, to follow the reseed",
+                "the pilots of survivors {} do not answer; they must, to follow a reseed",
                 names(silent)
             ),
             Wait::BestIsLeaving { name } => {
                 format!("the best survivor {name} is leaving discovery; waiting until it is gone")
             }
-            Wait::ManualOnly => {
-                "reseed.auto is false: `etcd-pilot reseed --from NAME` reseeds".to_owned()
-            }
+            Wait::ManualOnly => "automatic reseeds are off".to_owned(),
         }
     }
 }

@@ -65,6 +65,17 @@ pub(crate) struct PlanView {
     /// What keeps the cluster from full strength, with causes and ages ([`Shown`]).
     #[serde(flatten)]
     pub(crate) shown: Shown,
+    /// Without a quorum: each answering pilot's view of the loss, read from its admin API.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) quorum: Vec<PilotQuorum>,
+}
+
+/// One pilot's view of a lost quorum.
+#[derive(Debug, Serialize)]
+pub(crate) struct PilotQuorum {
+    pub(crate) pilot: String,
+    #[serde(flatten)]
+    pub(crate) view: crate::peer_api::PeerQuorum,
 }
 
 /// The conditions `plan` and `status` show: the coordinator's, aged to now, while its record
@@ -278,9 +289,11 @@ pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
                 records_error: None,
                 plan_stale,
                 fault_tolerance,
+                quorum: Vec::new(),
             })
         }
         Err(err) => Ok(PlanView {
+            quorum: pilots_quorum(&list).await,
             coordinator: None,
             coordinator_lease: None,
             coordinator_answers: None,
@@ -292,6 +305,37 @@ pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
             shown: shown(&live, None, SystemTime::now()),
         }),
     }
+}
+
+/// What the pilots of `list`'s members say of a lost quorum (asked at each member's client
+/// host on the default admin port, concurrently).
+async fn pilots_quorum(list: &etcd::MemberList) -> Vec<PilotQuorum> {
+    let Ok(peers) = PeerApi::new(std::time::Duration::from_secs(2)) else {
+        return Vec::new();
+    };
+    let mut asks = tokio::task::JoinSet::new();
+    for member in &list.members {
+        let Some(host) = member
+            .client_urls
+            .first()
+            .and_then(|u| url::Url::parse(u).ok())
+            .and_then(|u| u.host_str().map(str::to_owned))
+        else {
+            continue;
+        };
+        let peers = peers.clone();
+        asks.spawn(async move {
+            let admin = format!("http://{host}:{}", crate::config::ADMIN_PORT);
+            let status = peers.status(&admin).await?;
+            Some(PilotQuorum {
+                pilot: status.name.unwrap_or(host),
+                view: *status.quorum?,
+            })
+        });
+    }
+    let mut views: Vec<PilotQuorum> = asks.join_all().await.into_iter().flatten().collect();
+    views.sort_by(|a, b| a.pilot.cmp(&b.pilot));
+    views
 }
 
 /// Why `plan` (a plan record) no longer says what the coordinator does, if so: its writer
@@ -401,6 +445,27 @@ pub(crate) fn plan_text(view: &PlanView) -> String {
     if let Some(err) = &view.records_error {
         out.push_str(&format!(
             "records:      the coordinator's records cannot be read: {err}\n"
+        ));
+    }
+    for pilot in &view.quorum {
+        let q = &pilot.view;
+        out.push_str(&format!(
+            "quorum:       {} says: {}\n",
+            pilot.pilot, q.verdict
+        ));
+        let survivors: Vec<String> = q
+            .survivors
+            .iter()
+            .map(|s| format!("{} (applied index {})", s.name, s.applied_index))
+            .collect();
+        out.push_str(&format!(
+            "              survivors: {}; lost for {} s\n",
+            if survivors.is_empty() {
+                "none".to_owned()
+            } else {
+                survivors.join(", ")
+            },
+            q.lost_for_secs
         ));
     }
     out.push_str(&format!(

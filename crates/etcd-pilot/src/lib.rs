@@ -3,7 +3,7 @@
 //! The wiring root, and only that: `main` hands the command line to `cli`, which runs the
 //! daemon through `run_agent`: it builds the admin API, the etcd client options and pool, the
 //! peer-pilot client, the discovery provider, the coordinator role channel and seat, the
-//! reconciler with its DNS records, the backup store, claims and schedule, the lifecycle
+//! reconciler with its DNS records, the quorum-loss watch, the backup store, claims and schedule, the lifecycle
 //! consumer and the pilot, hands each its parts, and shuts them down in order. No module
 //! imports this one.
 
@@ -27,6 +27,7 @@ mod output;
 mod peer_api;
 mod pilot;
 mod process;
+mod quorum;
 mod reconcile;
 mod records;
 mod signals;
@@ -143,8 +144,15 @@ async fn run_agent(config: Config, cancel: CancellationToken) -> anyhow::Result<
         status: status_tx.clone(),
         metrics: metrics.clone(),
     };
+    let quorum = quorum::QuorumWatch::new(
+        parts.pool.clone(),
+        parts.peers.clone(),
+        config.timers.reseed_policy(),
+        status_tx.clone(),
+        metrics.clone(),
+    );
     let result = pilot::Pilot::new(config, parts)
-        .run(reconciler, cancel.clone())
+        .run(reconciler, quorum, cancel.clone())
         .await;
     cancel.cancel();
     if let Some(schedule) = schedule

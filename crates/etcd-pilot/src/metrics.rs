@@ -31,6 +31,8 @@ pub(crate) struct Metrics {
     pub(crate) registry: Arc<Registry>,
     pub(crate) etcd_restarts: Counter,
     pub(crate) etcd_up: Gauge,
+    /// 1 while the quorum is lost, as this pilot sees it.
+    pub(crate) quorum_lost: Gauge,
     /// etcd crashes by verdict: `unusable_data`, `cannot_run`, `unresponsive`.
     pub(crate) etcd_crashes: Family<KindLabel, Counter>,
     /// 1 while etcd cannot run for a reason that is not its data's fault (see `/v1/status`).
@@ -184,12 +186,18 @@ impl Metrics {
             "quarantine_bytes",
             "Bytes the quarantined copies of etcd data take",
         );
+        let quorum_lost = gauge(
+            &mut registry,
+            "quorum_lost",
+            "1 while this pilot sees no leader and fewer than a quorum of voters answering for timers.quorum_lost_after",
+        );
         let fault_tolerance = gauge(
             &mut registry,
             "fault_tolerance",
             "Healthy voters the cluster can lose and keep its quorum (-1: quorum lost, or no leader seen from this pilot)",
         );
         let metrics = Self {
+            quorum_lost,
             fault_tolerance,
             quarantine_copies,
             quarantine_bytes,

@@ -22,6 +22,30 @@ pub(crate) struct PeerStatus {
     /// Set while etcd keeps failing for a reason that is not its data's
     /// (`PilotStatus::cannot_run`).
     pub(crate) cannot_run: Option<String>,
+    /// Set while the peer's etcd sees no leader (`PilotStatus::quorum`).
+    pub(crate) quorum: Option<Box<PeerQuorum>>,
+}
+
+/// A peer's view of a lost quorum (`state::QuorumStatus`), as `plan` shows it.
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
+pub(crate) struct PeerQuorum {
+    #[serde(default)]
+    pub(crate) lost: bool,
+    #[serde(default)]
+    pub(crate) lost_for_secs: u64,
+    #[serde(default)]
+    pub(crate) survivors: Vec<PeerSurvivor>,
+    #[serde(default)]
+    pub(crate) unreachable: Vec<String>,
+    pub(crate) seed: Option<PeerSurvivor>,
+    #[serde(default)]
+    pub(crate) verdict: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
+pub(crate) struct PeerSurvivor {
+    pub(crate) name: String,
+    pub(crate) applied_index: u64,
 }
 
 /// What answered at a peer's admin address.

@@ -151,6 +151,37 @@ pub(crate) struct PilotStatus {
     pub(crate) lifecycle: LifecycleStatus,
     /// The quarantined copies of etcd data kept, after quarantine retention.
     pub(crate) quarantine: crate::datadir::QuarantineReport,
+    /// Set while this pilot's etcd sees no leader: whether the quorum is lost, the survivors
+    /// and why a reseed waits (`quorum.rs`).
+    pub(crate) quorum: Option<QuorumStatus>,
+}
+
+/// What this pilot sees while its etcd has no leader.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct QuorumStatus {
+    /// No leader and fewer than a quorum of voters answering.
+    pub(crate) lost: bool,
+    /// Since when (RFC 3339), while lost.
+    pub(crate) lost_since: Option<String>,
+    pub(crate) lost_for_secs: u64,
+    /// The voters whose etcd answers, best first, with their applied raft index.
+    pub(crate) survivors: Vec<Survivor>,
+    /// The voters whose etcd does not answer.
+    pub(crate) unreachable: Vec<String>,
+    /// The highest applied index this pilot has seen in the cluster.
+    pub(crate) highest_seen: u64,
+    /// The survivor a reseed would start from, and the raft entries it lacks against
+    /// `highest_seen`, once nothing holds the reseed back.
+    pub(crate) seed: Option<Survivor>,
+    pub(crate) seed_behind: Option<u64>,
+    /// One line: what is lost and what the pilot waits for.
+    pub(crate) verdict: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Survivor {
+    pub(crate) name: String,
+    pub(crate) applied_index: u64,
 }
 
 /// An error that has not cleared yet: what failed, and since when.
@@ -202,6 +233,7 @@ impl PilotStatus {
             dns: DnsStatus::default(),
             lifecycle: LifecycleStatus::default(),
             quarantine: crate::datadir::QuarantineReport::default(),
+            quorum: None,
         }
     }
 }

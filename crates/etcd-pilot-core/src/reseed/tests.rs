@@ -79,17 +79,17 @@ fn quorum_loss_table() {
         (
             "m1:100 m2:- m3:-~60",
             60,
-            "wait: m2 unreachable but still listed",
+            "wait: m2 still listed by discovery",
         ),
         (
             "m1:100 m2:-~10 m3:-~60",
             60,
-            "wait: m2 unreachable and unlisted",
+            "wait: m2 gone from discovery for less",
         ),
         (
             "m1:90 m2:100 m3:- m4:-~99 m5:-~99",
             60,
-            "wait: m3 unreachable but still listed",
+            "wait: m3 still listed by discovery",
         ),
         (
             "m1:90 m2:100 m3:-~99 m4:-~99 m5:-~99",
@@ -125,7 +125,7 @@ fn quorum_loss_table() {
         ..policy()
     };
     let o = observed("m1:100 m2:-~60 m3:-~60", 60);
-    assert!(show(&decide(&o, &manual_only)).starts_with("wait: reseed.auto is false"));
+    assert!(show(&decide(&o, &manual_only)).starts_with("wait: automatic reseeds are off"));
     let mut o = observed("m1:80 m2:-~60 m3:-~60", 60);
     o.highest_seen = 100;
     assert_eq!(

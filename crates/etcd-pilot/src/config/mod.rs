@@ -213,6 +213,8 @@ pub(crate) struct Timers {
     pub(crate) remove_after: Duration,
     pub(crate) learner_timeout: Duration,
     pub(crate) coordinator_lease: Duration,
+    /// No leader and fewer than a quorum of voters answering this long is quorum loss.
+    pub(crate) quorum_lost_after: Duration,
 }
 
 /// Backups: where, how often, how they are checked and kept.
@@ -405,6 +407,16 @@ impl Timers {
             remove_after: self.remove_after,
             learner_timeout: self.learner_timeout,
             learner_catch_up: etcd_pilot_core::plan::LEARNER_CATCH_UP,
+        }
+    }
+
+    /// The core's quorum-loss policy. (`reseed.auto` arrives with the reseed procedure; until
+    /// then the verdict says what an automatic reseed would do.)
+    pub(crate) fn reseed_policy(&self) -> etcd_pilot_core::reseed::ReseedPolicy {
+        etcd_pilot_core::reseed::ReseedPolicy {
+            quorum_lost_after: self.quorum_lost_after,
+            remove_after: self.remove_after,
+            auto: true,
         }
     }
 

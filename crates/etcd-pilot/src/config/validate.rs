@@ -356,6 +356,7 @@ fn timers(r: &mut Reader) -> Result<Timers, Error> {
         remove_after: r.duration("timers.remove_after")?,
         learner_timeout: r.duration("timers.learner_timeout")?,
         coordinator_lease: r.duration("timers.coordinator_lease")?,
+        quorum_lost_after: r.duration("timers.quorum_lost_after")?,
     })
 }
 

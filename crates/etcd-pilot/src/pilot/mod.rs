@@ -33,6 +33,7 @@ use crate::discovery::{Discovery as _, Provider};
 use crate::etcd::{self, ClientOptions, EndpointStatus, Etcd};
 use crate::metrics::Metrics;
 use crate::peer_api::PeerApi;
+use crate::quorum::QuorumWatch;
 use crate::reconcile::{Outcome, Reconciler};
 use crate::records::{self, FORMED_KEY};
 use crate::state::{MemberState, Phase, PilotStatus};
@@ -100,11 +101,12 @@ impl Pilot {
 
     /// Runs until `cancel`; returns once etcd has stopped. If the cluster removes this
     /// node's member while it runs, stops etcd and starts over (quarantine, then rejoin when
-    /// discovery lists the node). `reconciler` is the coordinator's step, run each interval
-    /// while etcd runs.
+    /// discovery lists the node). `reconciler` (the coordinator's step) and `quorum` (the
+    /// quorum-loss watch) run each interval while etcd runs.
     pub(crate) async fn run(
         self,
         mut reconciler: Reconciler,
+        mut quorum: QuorumWatch,
         cancel: CancellationToken,
     ) -> anyhow::Result<()> {
         self.data.create()?;
@@ -114,7 +116,9 @@ impl Pilot {
                 self.set_phase(Phase::Stopping, "shutting down before etcd started");
                 return Ok(());
             };
-            let start_over = self.run_etcd(mode, &mut reconciler, &cancel).await?;
+            let start_over = self
+                .run_etcd(mode, &mut reconciler, &mut quorum, &cancel)
+                .await?;
             if !start_over {
                 return Ok(());
             }
@@ -128,6 +132,7 @@ impl Pilot {
         &self,
         mode: StartMode,
         reconciler: &mut Reconciler,
+        quorum: &mut QuorumWatch,
         cancel: &CancellationToken,
     ) -> anyhow::Result<bool> {
         if let StartMode::New {
@@ -179,7 +184,9 @@ impl Pilot {
         ));
         self.set_phase(Phase::Running, "etcd started; waiting for it to answer");
 
-        let outcome = self.watch_member(child_rx, reconciler, cancel).await;
+        let outcome = self
+            .watch_member(child_rx, reconciler, quorum, cancel)
+            .await;
         let start_over = !matches!(outcome, Outcome::Continue);
 
         reconciler.resign().await;

@@ -1,6 +1,7 @@
 //! While etcd runs: watch the member (its identity against the marker, the formed markers,
-//! the published status and crash verdicts), run the reconcile step each interval, and the
-//! liveness probe that restarts an etcd that stopped answering.
+//! the published status and crash verdicts), watch for quorum loss (`quorum.rs`) and run the
+//! reconcile step each interval, and the liveness probe that restarts an etcd that stopped
+//! answering.
 
 use super::*;
 
@@ -12,6 +13,7 @@ impl Pilot {
         &self,
         mut child: watch::Receiver<ChildStatus>,
         reconciler: &mut Reconciler,
+        quorum: &mut QuorumWatch,
         cancel: &CancellationToken,
     ) -> Outcome {
         let local = url_string(&self.config.etcd.client_url);
@@ -26,13 +28,14 @@ impl Pilot {
             self.publish_child(&child_status);
             // The pool keeps one connection to the local member while it works, so an idle
             // pilot does not reconnect every interval.
-            match self.pool.status(&local).await {
+            let answered = self.pool.status(&local).await;
+            match &answered {
                 Ok(status) => {
                     self.metrics.etcd_up.set(1);
                     // Only our own child's answer says anything about our data: while it is not
                     // running, whatever answers on the port is someone else.
                     let checked = if matches!(child_status, ChildStatus::Running { .. }) {
-                        self.check_identity(&status).await
+                        self.check_identity(status).await
                     } else {
                         Ok(None)
                     };
@@ -48,14 +51,14 @@ impl Pilot {
                     }
                     let healthy = status.health() == Health::Healthy;
                     if healthy && !status.is_learner && !formed_in_cluster {
-                        match self.mark_formed(&local, &status).await {
+                        match self.mark_formed(&local, status).await {
                             Ok(()) => formed_in_cluster = true,
                             Err(err) => tracing::warn!(
                                 "cannot record that the cluster formed, will retry: {err:#}"
                             ),
                         }
                     }
-                    self.publish_member(&status);
+                    self.publish_member(status);
                 }
                 Err(err) => {
                     self.metrics.etcd_up.set(0);
@@ -78,6 +81,9 @@ impl Pilot {
                     None
                 }
             };
+            quorum
+                .observe(answered.as_ref().ok(), &local, &self.discovery)
+                .await;
             // Not cancel-safe: a step may be executing a membership change, so it runs to
             // completion (every call in it has a timeout) before cancellation is looked at.
             let outcome = reconciler

@@ -6,9 +6,10 @@
 //! each has been absent from discovery for `remove_after` (an instance that left its group,
 //! a node a person took out of the peers list). A voter that does not answer but is still
 //! listed may be alive behind a partition: then nothing is reseeded automatically, ever.
-//! The seed is the survivor with the highest applied index (ties: the lowest name), so a
-//! reseed never loses more than the best survivor lacks, and every pilot that sees the same
-//! survivors picks the same seed. [`manual`] is the operator's `reseed --from`.
+//! The seed is the survivor with the highest committed raft index (ties: the lowest name),
+//! so a reseed never loses more than the best survivor lacks, and every pilot that sees the
+//! same survivors picks the same seed. An etcd that answers but is not a voter in this
+//! member's list blocks it too: this member's list may be stale while a quorum lives on. [`manual`] is the operator's `reseed --from`.
 
 use std::time::Duration;
 
@@ -40,8 +41,10 @@ pub struct Voter {
 /// What a voter's etcd says of itself without a quorum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VoterStatus {
-    /// The raft index it has applied: what a `--force-new-cluster` start keeps.
-    pub applied_index: u64,
+    /// Its committed raft index. Without a leader it does not move (the applied index still
+    /// climbs to it), so every pilot ranks the survivors alike; a `--force-new-cluster` start
+    /// keeps the entries up to the commit index its WAL recorded.
+    pub raft_index: u64,
     /// Whether it follows or is a leader.
     pub has_leader: bool,
 }
@@ -65,15 +68,19 @@ pub struct Observed {
     pub discovery_ok: bool,
     /// Seconds since a quorum was last seen; 0 when seen now.
     pub lost_for_secs: u64,
-    /// The highest applied index any pilot has seen in this cluster, for what a seed lacks.
+    /// The highest raft index this pilot has seen in this cluster, for what a seed lacks.
     pub highest_seen: u64,
+    /// etcds that answer but are not voters as this member knows them: a listed peer missing
+    /// from its member list, or a voter's address answering as another member. This
+    /// member's view of the cluster may be out of date (a quorum may live on without it).
+    pub strangers: Vec<String>,
 }
 
 /// A survivor chosen as the seed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Seed {
     pub name: MemberName,
-    pub applied_index: u64,
+    pub raft_index: u64,
     /// Raft entries the seed lacks against the highest index ever seen: the most a reseed
     /// from it can lose.
     pub behind: u64,
@@ -107,6 +114,8 @@ pub enum Wait {
     Grace { remaining_secs: u64 },
     /// Discovery did not answer: who is gone is unknown.
     DiscoveryDown,
+    /// etcds answer that this member's list does not have as voters.
+    Strangers { answering: Vec<String> },
     /// No voter answers: there is nothing to reseed from (a backup restores instead).
     NoSurvivor,
     /// Unreachable voters discovery still lists: maybe alive behind a partition. Never
@@ -139,7 +148,7 @@ pub fn quorum_held(voters: &[Voter]) -> bool {
 pub fn ranked(voters: &[Voter]) -> Vec<(MemberName, u64)> {
     let mut survivors: Vec<(MemberName, u64)> = voters
         .iter()
-        .filter_map(|v| v.status.map(|s| (v.name.clone(), s.applied_index)))
+        .filter_map(|v| v.status.map(|s| (v.name.clone(), s.raft_index)))
         .collect();
     survivors.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     survivors
@@ -153,11 +162,11 @@ fn unreachable(voters: &[Voter]) -> Vec<MemberName> {
         .collect()
 }
 
-fn seed(observed: &Observed, name: &MemberName, applied_index: u64) -> Seed {
+fn seed(observed: &Observed, name: &MemberName, raft_index: u64) -> Seed {
     Seed {
         name: name.clone(),
-        applied_index,
-        behind: observed.highest_seen.saturating_sub(applied_index),
+        raft_index,
+        behind: observed.highest_seen.saturating_sub(raft_index),
     }
 }
 
@@ -184,6 +193,11 @@ pub fn decide(observed: &Observed, policy: &ReseedPolicy) -> Verdict {
     }
     if !observed.discovery_ok {
         return lost(Wait::DiscoveryDown);
+    }
+    if !observed.strangers.is_empty() {
+        let mut answering = observed.strangers.clone();
+        answering.sort();
+        return lost(Wait::Strangers { answering });
     }
     let Some((best, best_index)) = survivors.first() else {
         return lost(Wait::NoSurvivor);
@@ -287,6 +301,11 @@ impl Wait {
             Wait::DiscoveryDown => {
                 "discovery does not answer, so who is gone for good is unknown".to_owned()
             }
+            Wait::Strangers { answering } => format!(
+                "{} answer but are not voters in this member's list: its view of the cluster \
+                 may be out of date, and a quorum may live on without it",
+                answering.join(", ")
+            ),
             Wait::NoSurvivor => {
                 "no voter answers: nothing to reseed from (restore a backup instead)".to_owned()
             }

@@ -456,7 +456,7 @@ pub(crate) fn plan_text(view: &PlanView) -> String {
         let survivors: Vec<String> = q
             .survivors
             .iter()
-            .map(|s| format!("{} (applied index {})", s.name, s.applied_index))
+            .map(|s| format!("{} (raft index {})", s.name, s.raft_index))
             .collect();
         out.push_str(&format!(
             "              survivors: {}; lost for {} s\n",

@@ -225,7 +225,47 @@ impl DataDir {
 
     /// Moves etcd's data and the identity marker into `quarantine/<time>/`, with the reason.
     /// Returns the folder.
-    pub(crate) fn quarantine(&self, reason: &str, now: SystemTime) -> anyhow::Result<PathBuf> {
+    /// Where a reseed in progress is recorded: written before etcd restarts alone, removed
+    /// once the reseed record is in etcd.
+    pub(crate) fn reseed_marker(&self) -> PathBuf {
+        self.root.join("reseed.json")
+    }
+
+    /// Records (atomically) a reseed in progress.
+    pub(crate) fn write_reseed(&self, record: &crate::records::Reseed) -> anyhow::Result<()> {
+        write_atomic(
+            &self.reseed_marker(),
+            crate::records::encode(record).as_bytes(),
+        )
+    }
+
+    /// The reseed in progress, if any.
+    pub(crate) fn reseed(&self) -> anyhow::Result<Option<crate::records::Reseed>> {
+        match std::fs::read_to_string(self.reseed_marker()) {
+            Ok(text) => Ok(Some(crate::records::decode("reseed.json", &text)?)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => {
+                Err(err).with_context(|| format!("read {}", self.reseed_marker().display()))
+            }
+        }
+    }
+
+    /// Copies etcd's data (and the identity marker) into a new quarantine folder, leaving
+    /// them in place: a copy kept (never deleted by the pilot but by quarantine retention)
+    /// before a step that rewrites the data, such as a reseed.
+    pub(crate) fn copy_aside(&self, reason: &str, now: SystemTime) -> anyhow::Result<PathBuf> {
+        let folder = self.new_quarantine_folder(now)?;
+        write_atomic(&folder.join("reason.txt"), format!("{reason}\n").as_bytes())?;
+        copy_tree(&self.etcd_dir(), &folder.join("etcd"))?;
+        if self.identity_path().exists() {
+            std::fs::copy(self.identity_path(), folder.join("identity.json"))
+                .with_context(|| format!("copy the identity marker into {}", folder.display()))?;
+        }
+        sync_dir(&folder)?;
+        Ok(folder)
+    }
+
+    fn new_quarantine_folder(&self, now: SystemTime) -> anyhow::Result<PathBuf> {
         let stamp = humantime::format_rfc3339_seconds(now)
             .to_string()
             .replace(':', "");
@@ -236,6 +276,11 @@ impl DataDir {
             folder = self.root.join("quarantine").join(format!("{stamp}-{n}"));
         }
         std::fs::create_dir_all(&folder).with_context(|| format!("create {}", folder.display()))?;
+        Ok(folder)
+    }
+
+    pub(crate) fn quarantine(&self, reason: &str, now: SystemTime) -> anyhow::Result<PathBuf> {
+        let folder = self.new_quarantine_folder(now)?;
         write_atomic(&folder.join("reason.txt"), format!("{reason}\n").as_bytes())?;
         for (from, name) in [
             (self.etcd_dir(), "etcd"),
@@ -482,6 +527,25 @@ fn size_of(path: &Path) -> u64 {
     std::fs::read_dir(path)
         .map(|entries| entries.flatten().map(|e| size_of(&e.path())).sum())
         .unwrap_or(0)
+}
+
+/// Copies the folder `from` to `to` (files, folders and their contents; each file synced).
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("create {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("read {}", from.display()))? {
+        let entry = entry.with_context(|| format!("read {}", from.display()))?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type()?.is_dir() {
+            copy_tree(&source, &target)?;
+        } else {
+            std::fs::copy(&source, &target)
+                .with_context(|| format!("copy {} to {}", source.display(), target.display()))?;
+            std::fs::File::open(&target)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("sync {}", target.display()))?;
+        }
+    }
+    sync_dir(to)
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

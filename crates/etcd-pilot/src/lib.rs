@@ -145,6 +145,7 @@ async fn run_agent(config: Config, cancel: CancellationToken) -> anyhow::Result<
         metrics: metrics.clone(),
     };
     let quorum = quorum::QuorumWatch::new(
+        config.name.clone(),
         parts.pool.clone(),
         parts.peers.clone(),
         config.timers.reseed_policy(),

@@ -30,6 +30,8 @@ pub(crate) struct HealthLabel {
 pub(crate) struct Metrics {
     pub(crate) registry: Arc<Registry>,
     pub(crate) etcd_restarts: Counter,
+    /// Reseeds this pilot's member seeded after quorum loss.
+    pub(crate) reseeds: Counter,
     pub(crate) etcd_up: Gauge,
     /// 1 while the quorum is lost, as this pilot sees it.
     pub(crate) quorum_lost: Gauge,
@@ -81,6 +83,12 @@ pub(crate) const STATES: &[&str] = &[
 impl Metrics {
     pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("etcd_pilot");
+        let reseeds = Counter::default();
+        registry.register(
+            "reseeds",
+            "Times this member seeded a new cluster after quorum loss (etcd --force-new-cluster on the best survivor)",
+            reseeds.clone(),
+        );
         let etcd_restarts = Counter::default();
         registry.register(
             "etcd_restarts",
@@ -197,6 +205,7 @@ impl Metrics {
             "Healthy voters the cluster can lose and keep its quorum (-1: quorum lost, or no leader seen from this pilot)",
         );
         let metrics = Self {
+            reseeds,
             quorum_lost,
             fault_tolerance,
             quarantine_copies,

@@ -45,7 +45,7 @@ pub(crate) struct PeerQuorum {
 #[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 pub(crate) struct PeerSurvivor {
     pub(crate) name: String,
-    pub(crate) applied_index: u64,
+    pub(crate) raft_index: u64,
 }
 
 /// What answered at a peer's admin address.

@@ -2,14 +2,16 @@
 //! asks every voter's etcd for its status (which needs no quorum) and every listed voter's
 //! pilot whether it answers, times how long the quorum has been lost and how long each voter
 //! has been absent from discovery, and takes the core's verdict (`reseed::decide`). The
-//! verdict is published in `/v1/status` (`quorum`) and as `etcd_pilot_quorum_lost`; this
-//! module observes and reports, it changes nothing.
+//! verdict is published in `/v1/status` (`quorum`) and as `etcd_pilot_quorum_lost`. When
+//! the verdict is a reseed from this member and every other listed survivor's pilot names
+//! the same seed ([`QuorumWatch::confirmed`]), the pilot carries it out (`pilot/`): this
+//! module only observes and decides.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use etcd_pilot_core::reseed::{self, Listing, ReseedPolicy, Verdict, Voter, VoterStatus};
-use etcd_pilot_core::{Member, MemberName};
+use etcd_pilot_core::{Member, MemberName, Peer};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -21,6 +23,8 @@ use crate::state::{PilotStatus, QuorumStatus, Survivor};
 
 /// The quorum watch of one pilot: the timers it keeps between observations.
 pub(crate) struct QuorumWatch {
+    /// This node's member name.
+    me: MemberName,
     pool: etcd::Pool,
     peers: PeerApi,
     policy: ReseedPolicy,
@@ -32,12 +36,16 @@ pub(crate) struct QuorumWatch {
     lost_since: Option<(Duration, SystemTime)>,
     /// Since when each voter has been absent from discovery.
     unlisted_since: BTreeMap<MemberName, Duration>,
-    /// The highest applied index seen in this cluster.
+    /// The highest raft index seen in this cluster.
     highest_seen: u64,
+    /// The admin URLs of the other listed survivors at the last observation: each must name
+    /// the same seed before a reseed.
+    confirmers: Vec<(MemberName, String)>,
 }
 
 impl QuorumWatch {
     pub(crate) fn new(
+        me: MemberName,
         pool: etcd::Pool,
         peers: PeerApi,
         policy: ReseedPolicy,
@@ -45,6 +53,7 @@ impl QuorumWatch {
         metrics: Metrics,
     ) -> Self {
         Self {
+            me,
             pool,
             peers,
             policy,
@@ -54,7 +63,35 @@ impl QuorumWatch {
             lost_since: None,
             unlisted_since: BTreeMap::new(),
             highest_seen: 0,
+            confirmers: Vec::new(),
         }
+    }
+
+    /// Whether every other listed survivor's pilot names `seed`, at the same raft index,
+    /// as the seed of its own verdict: the fence of a reseed. Survivors cannot agree through
+    /// etcd without a quorum; a pilot whose view differs (it still sees a voter this one
+    /// does not, or a better survivor) withholds its confirmation, and nothing happens.
+    pub(crate) async fn confirmed(&self, seed: &reseed::Seed) -> bool {
+        for (name, admin_url) in &self.confirmers {
+            let named = self
+                .peers
+                .status(admin_url)
+                .await
+                .and_then(|status| status.quorum)
+                .and_then(|quorum| quorum.seed);
+            match named {
+                Some(s) if s.name == seed.name.as_str() && s.raft_index == seed.raft_index => {}
+                other => {
+                    tracing::info!(
+                        survivor = %name,
+                        names = ?other.map(|s| (s.name, s.raft_index)),
+                        "a survivor does not confirm this seed yet"
+                    );
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// One observation; `local` is the local etcd's status, if it answered.
@@ -69,51 +106,82 @@ impl QuorumWatch {
             self.clear();
             return None;
         };
-        self.highest_seen = self.highest_seen.max(local.raft_applied_index);
+        self.highest_seen = self.highest_seen.max(local.raft_index);
         if local.leader.is_some() {
             self.clear();
             return Some(Verdict::Held);
         }
         let list = match self.pool.client(local_url).await {
             // Not linearizable: the local member answers from its own copy, without a quorum.
-            Ok(client) => match client.member_list().await {
-                Ok(list) => list,
-                Err(err) => {
-                    tracing::debug!("no leader, and no member list from the local etcd: {err:#}");
-                    return None;
-                }
-            },
+            Ok(client) => client.member_list().await.map_err(anyhow::Error::from),
+            Err(err) => Err(anyhow::Error::from(err)),
+        };
+        let list = match list {
+            Ok(list) => list,
             Err(err) => {
-                tracing::debug!("no leader, and the local etcd does not answer: {err:#}");
+                // Nothing is timed across a gap: absence must be seen without interruption.
+                tracing::debug!("no leader, and no member list from the local etcd: {err:#}");
+                self.clear();
                 return None;
             }
         };
         let voters = MemberList {
             cluster_id: list.cluster_id,
-            members: list.members.into_iter().filter(|m| !m.is_learner).collect(),
+            members: list
+                .members
+                .iter()
+                .filter(|m| !m.is_learner)
+                .cloned()
+                .collect(),
         };
         let probes = self.pool.probe_members(&voters).await;
-        let listed = discovery.peers().await;
+        // Who discovery lists, and who is leaving but still runs (an instance held in
+        // Terminating:Wait keeps its etcd): both count as present.
+        let census = match discovery.census().await {
+            Ok(census) => Some(census),
+            Err(err) => {
+                tracing::debug!("no leader, and discovery does not answer: {err}");
+                self.unlisted_since.clear();
+                None
+            }
+        };
+        let present: Vec<&Peer> = census
+            .iter()
+            .flat_map(|c| c.peers.iter().chain(&c.leaving))
+            .collect();
         let now = self.origin.elapsed();
         let mut seen = Vec::new();
+        let mut strangers = Vec::new();
+        self.confirmers.clear();
         for (member, probe) in voters.members.iter().zip(&probes) {
             let name = voter_name(member);
-            let peer = listed
-                .as_ref()
-                .ok()
-                .and_then(|peers| peers.iter().find(|p| p.name == name));
+            let peer = present.iter().find(|p| {
+                member.name.as_ref() == Some(&p.name) || member.peer_urls.contains(&p.peer_url)
+            });
             let status = probe.as_ref().ok().map(|s| VoterStatus {
-                applied_index: s.raft_applied_index,
+                raft_index: s.raft_index,
                 has_leader: s.leader.is_some(),
             });
-            if let Some(status) = status {
-                self.highest_seen = self.highest_seen.max(status.applied_index);
+            match status {
+                Some(status) => self.highest_seen = self.highest_seen.max(status.raft_index),
+                None => {
+                    // Its address may answer as another member (replaced on the same address).
+                    if let Some(url) = member.client_urls.first()
+                        && let Ok(other) = self.pool.status(url).await
+                    {
+                        strangers.push(format!("{url} (as member {:x})", other.member_id.0));
+                    }
+                }
             }
             let pilot_answers = match (peer, status) {
-                (Some(peer), Some(_)) => self.peers.status(&peer.admin_url).await.is_some(),
+                (Some(_), Some(_)) if name == self.me => true,
+                (Some(peer), Some(_)) => {
+                    self.confirmers.push((name.clone(), peer.admin_url.clone()));
+                    self.peers.status(&peer.admin_url).await.is_some()
+                }
                 _ => false,
             };
-            if listed.is_ok() {
+            if census.is_some() {
                 if peer.is_some() {
                     self.unlisted_since.remove(&name);
                 } else {
@@ -133,6 +201,16 @@ impl QuorumWatch {
                 listing,
             });
         }
+        // Listed peers this member's list does not have: if their etcd answers, a quorum may
+        // live on without this member (its list is stale).
+        for peer in &present {
+            let known = voters.members.iter().any(|m| {
+                m.name.as_ref() == Some(&peer.name) || m.peer_urls.contains(&peer.peer_url)
+            });
+            if !known && self.pool.status(&peer.client_url).await.is_ok() {
+                strangers.push(format!("{} at {}", peer.name, peer.client_url));
+            }
+        }
         self.unlisted_since
             .retain(|name, _| seen.iter().any(|v| &v.name == name));
         let lost = !reseed::quorum_held(&seen);
@@ -143,7 +221,8 @@ impl QuorumWatch {
         }
         let observed = reseed::Observed {
             voters: seen,
-            discovery_ok: listed.is_ok(),
+            discovery_ok: census.is_some(),
+            strangers,
             lost_for_secs: self
                 .lost_since
                 .map_or(0, |(since, _)| now.saturating_sub(since).as_secs()),
@@ -170,7 +249,8 @@ impl QuorumWatch {
                 reseed::ranked(&observed.voters),
                 Vec::new(),
                 None,
-                "no leader yet, but a quorum of voters answers: an election is under way"
+                "no leader seen, but a quorum of voters answers its status: etcd elects a \
+                 leader once they reach each other"
                     .to_owned(),
             ),
             Verdict::Lost {
@@ -196,12 +276,12 @@ impl QuorumWatch {
                 unreachable.clone(),
                 Some(seed.clone()),
                 format!(
-                    "quorum lost: {} do not answer and are gone from discovery; a reseed from \
-                     {} (applied index {}, {} entries behind the highest seen) is safe, but this \
-                     version does not reseed on its own",
+                    "quorum lost: {} do not answer and are gone from discovery; reseeding from \
+                     {} (raft index {}, {} entries behind the highest seen) once every listed \
+                     survivor's pilot names it",
                     names(unreachable),
                     seed.name,
-                    seed.applied_index,
+                    seed.raft_index,
                     seed.behind
                 ),
             ),
@@ -214,9 +294,9 @@ impl QuorumWatch {
             lost_for_secs: observed.lost_for_secs,
             survivors: survivors
                 .into_iter()
-                .map(|(name, applied_index)| Survivor {
+                .map(|(name, raft_index)| Survivor {
                     name: name.to_string(),
-                    applied_index,
+                    raft_index,
                 })
                 .collect(),
             unreachable: unreachable.iter().map(ToString::to_string).collect(),
@@ -224,7 +304,7 @@ impl QuorumWatch {
             seed_behind: seed.as_ref().map(|s| s.behind),
             seed: seed.map(|s| Survivor {
                 name: s.name.to_string(),
-                applied_index: s.applied_index,
+                raft_index: s.raft_index,
             }),
             verdict: text,
         };

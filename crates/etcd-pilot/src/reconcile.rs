@@ -42,6 +42,16 @@ pub(crate) enum Outcome {
     /// either, so the start decision, from what the peers' pilots say, tells whether the data
     /// goes aside; otherwise etcd keeps running.
     Recheck,
+    /// The quorum is lost for good and this member is the seed every listed survivor's pilot
+    /// names: stop etcd, copy its data aside and restart it alone (`quorum.rs`).
+    Reseed {
+        seed: etcd_pilot_core::reseed::Seed,
+        /// The survivors (best first) and the voters that were gone, for the record.
+        survivors: Vec<String>,
+        unreachable: Vec<String>,
+    },
+    /// A reseeded etcd leads alone: restart it without `--force-new-cluster`.
+    Reseeded,
 }
 
 pub(crate) struct Reconciler {

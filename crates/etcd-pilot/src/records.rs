@@ -95,6 +95,28 @@ pub(crate) struct Formed {
     pub(crate) at: String,
 }
 
+/// The last reseed after quorum loss, written by the seed's pilot once its etcd runs
+/// normally again.
+pub(crate) const RESEED_KEY: &str = "/etcd-pilot/cluster/reseed";
+
+/// A reseed: who seeded, when, from which raft index, and what it may have lost.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Reseed {
+    /// The seed's member name.
+    pub(crate) by: String,
+    /// When the seed restarted alone (RFC 3339).
+    pub(crate) at: String,
+    /// The seed's applied raft index: what the new cluster starts from.
+    pub(crate) raft_index: u64,
+    /// Raft entries the seed lacked against the highest index its pilot had seen.
+    pub(crate) behind: u64,
+    /// The other survivors (they rejoin with empty disks) and the voters that were gone.
+    pub(crate) survivors: Vec<String>,
+    pub(crate) unreachable: Vec<String>,
+    /// Where the seed's data was copied before the reseed.
+    pub(crate) copy: String,
+}
+
 /// A record as its value in etcd.
 pub(crate) fn encode<T: Serialize>(record: &T) -> String {
     // Plain structs of strings and numbers: serialising cannot fail.

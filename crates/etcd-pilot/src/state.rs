@@ -168,7 +168,7 @@ pub(crate) struct QuorumStatus {
     pub(crate) survivors: Vec<Survivor>,
     /// The voters whose etcd does not answer.
     pub(crate) unreachable: Vec<String>,
-    /// The highest applied index this pilot has seen in the cluster.
+    /// The highest raft index this pilot has seen in the cluster.
     pub(crate) highest_seen: u64,
     /// The survivor a reseed would start from, and the raft entries it lacks against
     /// `highest_seen`, once nothing holds the reseed back.
@@ -181,7 +181,7 @@ pub(crate) struct QuorumStatus {
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Survivor {
     pub(crate) name: String,
-    pub(crate) applied_index: u64,
+    pub(crate) raft_index: u64,
 }
 
 /// An error that has not cleared yet: what failed, and since when.

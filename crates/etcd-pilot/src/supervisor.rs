@@ -375,6 +375,10 @@ pub(crate) enum StartMode {
     },
     /// Joining a live cluster whose member list already has our entry.
     Existing { initial_cluster: String },
+    /// A reseed after quorum loss: etcd's `--force-new-cluster` on the existing data keeps
+    /// what this member applied and leaves it the only member. Run once, until it leads;
+    /// then etcd restarts normally (`Restart`), so a later crash never forces again.
+    ForceNewCluster { initial_cluster: String },
 }
 
 /// etcd's flags for `mode`.
@@ -413,6 +417,11 @@ pub(crate) fn etcd_args(config: &Config, data: &DataDir, mode: &StartMode) -> Ve
         StartMode::Existing { initial_cluster } | StartMode::Restart { initial_cluster } => {
             args.push(format!("--initial-cluster={initial_cluster}"));
             args.push("--initial-cluster-state=existing".to_owned());
+        }
+        StartMode::ForceNewCluster { initial_cluster } => {
+            args.push(format!("--initial-cluster={initial_cluster}"));
+            args.push("--initial-cluster-state=existing".to_owned());
+            args.push("--force-new-cluster".to_owned());
         }
     }
     args.extend(config.etcd.extra_args.iter().cloned());

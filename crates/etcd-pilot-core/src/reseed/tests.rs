@@ -32,7 +32,7 @@ fn voter(spec: &str) -> Voter {
     };
     let (n, index) = spec.split_once(':').unwrap();
     let status = (index != "-").then(|| VoterStatus {
-        applied_index: index.parse().unwrap(),
+        raft_index: index.parse().unwrap(),
         has_leader: leader,
     });
     Voter {
@@ -47,7 +47,7 @@ fn observed(specs: &str, lost_for_secs: u64) -> Observed {
     let voters: Vec<Voter> = specs.split_whitespace().map(voter).collect();
     let highest_seen = voters
         .iter()
-        .filter_map(|v| v.status.map(|s| s.applied_index))
+        .filter_map(|v| v.status.map(|s| s.raft_index))
         .max()
         .unwrap_or(0);
     Observed {
@@ -55,6 +55,7 @@ fn observed(specs: &str, lost_for_secs: u64) -> Observed {
         discovery_ok: true,
         lost_for_secs,
         highest_seen,
+        strangers: Vec::new(),
     }
 }
 
@@ -64,7 +65,7 @@ fn show(verdict: &Verdict) -> String {
         Verdict::Lost { why, .. } => format!("wait: {}", why.describe()),
         Verdict::Reseed { seed, .. } => format!(
             "reseed from {} at {} ({} behind)",
-            seed.name, seed.applied_index, seed.behind
+            seed.name, seed.raft_index, seed.behind
         ),
     }
 }
@@ -120,6 +121,9 @@ fn quorum_loss_table() {
     let mut o = observed("m1:100 m2:-~60 m3:-~60", 60);
     o.discovery_ok = false;
     assert!(show(&decide(&o, &policy())).starts_with("wait: discovery does not answer"));
+    let mut o = observed("m1:100 m2:-~60 m3:-~60", 60);
+    o.strangers = vec!["m4 at http://127.0.0.4:2379".to_owned()];
+    assert!(show(&decide(&o, &policy())).starts_with("wait: m4 at http://127.0.0.4:2379 answer"));
     let manual_only = ReseedPolicy {
         auto: false,
         ..policy()
@@ -146,7 +150,7 @@ fn manual_reseed_refuses_a_worse_survivor_without_force() {
         })
     );
     assert_eq!(manual(&o, &name("m1"), true).unwrap().behind, 10);
-    assert_eq!(manual(&o, &name("m2"), false).unwrap().applied_index, 100);
+    assert_eq!(manual(&o, &name("m2"), false).unwrap().raft_index, 100);
     assert_eq!(
         manual(&o, &name("m3"), true),
         Err(Refusal::NotASurvivor { name: name("m3") })
@@ -163,8 +167,8 @@ fn arb_voter(i: usize) -> impl Strategy<Value = Voter> {
     )
         .prop_map(move |(status, pilot, unlisted)| Voter {
             name: name(&format!("m{i}")),
-            status: status.map(|(applied_index, has_leader)| VoterStatus {
-                applied_index,
+            status: status.map(|(raft_index, has_leader)| VoterStatus {
+                raft_index,
                 has_leader,
             }),
             pilot_answers: pilot,
@@ -180,12 +184,13 @@ fn arb_observed() -> impl Strategy<Value = Observed> {
                 any::<bool>(),
                 0u64..60,
                 0u64..10,
+                proptest::bool::weighted(0.2),
             )
         })
-        .prop_map(|(voters, discovery_ok, lost_for_secs, extra)| {
+        .prop_map(|(voters, discovery_ok, lost_for_secs, extra, stranger)| {
             let highest = voters
                 .iter()
-                .filter_map(|v| v.status.map(|s| s.applied_index))
+                .filter_map(|v| v.status.map(|s| s.raft_index))
                 .max()
                 .unwrap_or(0);
             Observed {
@@ -193,6 +198,11 @@ fn arb_observed() -> impl Strategy<Value = Observed> {
                 discovery_ok,
                 lost_for_secs,
                 highest_seen: highest + extra,
+                strangers: if stranger {
+                    vec!["m9@127.0.0.9".to_owned()]
+                } else {
+                    Vec::new()
+                },
             }
         })
 }
@@ -206,6 +216,7 @@ proptest! {
         let policy = ReseedPolicy { auto, ..policy() };
         if let Verdict::Reseed { seed, .. } = decide(&o, &policy) {
             prop_assert!(auto && o.discovery_ok && o.lost_for_secs >= 30);
+            prop_assert!(o.strangers.is_empty(), "an etcd outside the list answers");
             prop_assert!(!quorum_held(&o.voters));
             for v in &o.voters {
                 match (v.status, v.listing) {
@@ -220,12 +231,12 @@ proptest! {
             // The seed answers, is listed, and no survivor applied more.
             let chosen = o.voters.iter().find(|v| v.name == seed.name).unwrap();
             prop_assert_eq!(chosen.listing, Listing::Listed);
-            let index = chosen.status.unwrap().applied_index;
-            prop_assert_eq!(seed.applied_index, index);
+            let index = chosen.status.unwrap().raft_index;
+            prop_assert_eq!(seed.raft_index, index);
             for v in &o.voters {
                 if let Some(s) = v.status {
-                    prop_assert!(s.applied_index < index
-                        || (s.applied_index == index && v.name >= seed.name));
+                    prop_assert!(s.raft_index < index
+                        || (s.raft_index == index && v.name >= seed.name));
                 }
             }
             prop_assert_eq!(seed.behind, o.highest_seen - index);
@@ -257,7 +268,7 @@ proptest! {
         }
         if let Ok(seed) = manual(&o, &from, force) {
             let best = ranked(&o.voters)[0].1;
-            prop_assert!(force || seed.applied_index == best);
+            prop_assert!(force || seed.raft_index == best);
         }
     }
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use etcd_pilot_core::crash;
 use etcd_pilot_core::plan;
+use etcd_pilot_core::reseed::Verdict;
 use etcd_pilot_core::start::{
     self as decision, ClusterView, Decision, JoinStep, LiveCluster, LocalData, ObservedMember,
     PeerReport, PilotReport, RestoreSource, StoreView,
@@ -38,6 +39,16 @@ use crate::reconcile::{Outcome, Reconciler};
 use crate::records::{self, FORMED_KEY};
 use crate::state::{MemberState, Phase, PilotStatus};
 use crate::supervisor::{ChildStatus, EtcdCommand, StartMode, Supervisor, etcd_args};
+
+/// What follows a run of etcd.
+enum After {
+    /// Shutdown: etcd has stopped.
+    Stop,
+    /// Take the start decision again.
+    Decide,
+    /// Start etcd in this mode next (a reseed).
+    Start(StartMode),
+}
 
 pub(crate) struct Pilot {
     config: Config,
@@ -111,30 +122,41 @@ impl Pilot {
     ) -> anyhow::Result<()> {
         self.data.create()?;
         self.prune_quarantine();
+        let mut next = None;
         loop {
-            let Some(mode) = self.decide_start(&cancel).await? else {
-                self.set_phase(Phase::Stopping, "shutting down before etcd started");
-                return Ok(());
+            let mode = match next.take() {
+                Some(mode) => mode,
+                None => match self.decide_start(&cancel).await? {
+                    Some(mode) => mode,
+                    None => {
+                        self.set_phase(Phase::Stopping, "shutting down before etcd started");
+                        return Ok(());
+                    }
+                },
             };
-            let start_over = self
+            match self
                 .run_etcd(mode, &mut reconciler, &mut quorum, &cancel)
-                .await?;
-            if !start_over {
-                return Ok(());
+                .await?
+            {
+                After::Stop => return Ok(()),
+                After::Decide => {}
+                After::Start(mode) => next = Some(mode),
             }
         }
     }
 
-    /// Starts etcd in `mode` and watches it until `cancel` (`false`) or until the start
-    /// decision must be made again (`true`: the member was removed, or the data belongs to
-    /// another cluster); stops etcd either way.
+    /// Starts etcd in `mode` and watches it until `cancel` (`Stop`), until the start decision
+    /// must be made again (`Decide`: the member was removed, or the data belongs to another
+    /// cluster, or a reseeded etcd leads alone), or until a reseed from this member
+    /// (`Start(ForceNewCluster)`); stops etcd in every case.
     async fn run_etcd(
         &self,
         mode: StartMode,
         reconciler: &mut Reconciler,
         quorum: &mut QuorumWatch,
         cancel: &CancellationToken,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<After> {
+        let forced = matches!(mode, StartMode::ForceNewCluster { .. });
         if let StartMode::New {
             initial_cluster,
             token,
@@ -147,7 +169,11 @@ impl Pilot {
                 }
             });
         }
-        if !matches!(mode, StartMode::Restart { .. }) {
+        // A forced start keeps the data's cluster and member ids: its marker stays.
+        if !matches!(
+            mode,
+            StartMode::Restart { .. } | StartMode::ForceNewCluster { .. }
+        ) {
             // Claim the data dir before etcd writes into it, so a crash right after start
             // leaves data we recognise as ours.
             self.data.write_identity(&Identity {
@@ -185,12 +211,26 @@ impl Pilot {
         self.set_phase(Phase::Running, "etcd started; waiting for it to answer");
 
         let outcome = self
-            .watch_member(child_rx, reconciler, quorum, cancel)
+            .watch_member(child_rx, reconciler, quorum, forced, cancel)
             .await;
         let start_over = !matches!(outcome, Outcome::Continue);
 
         reconciler.resign().await;
-        if start_over {
+        if let Outcome::Reseed { seed, .. } = &outcome {
+            tracing::warn!(
+                raft_index = seed.raft_index,
+                behind = seed.behind,
+                "the quorum is lost for good and every survivor names this member the seed: \
+                 stopping etcd to reseed"
+            );
+            self.set_phase(
+                Phase::Starting,
+                "reseeding after quorum loss: stopping etcd, copying its data aside",
+            );
+        } else if matches!(outcome, Outcome::Reseeded) {
+            tracing::info!("the reseeded member leads alone; restarting it normally");
+            self.set_phase(Phase::Starting, "reseeded; restarting etcd normally");
+        } else if start_over {
             tracing::warn!("stopping etcd and starting over");
             self.set_phase(
                 Phase::Starting,
@@ -211,13 +251,68 @@ impl Pilot {
         liveness_task.await.context("join liveness")?;
         self.metrics.etcd_up.set(0);
         tracing::info!("etcd stopped");
-        if let Outcome::Quarantine { reason } = outcome {
-            // Once: the data goes aside, and the start decision sees an empty disk and joins.
-            let folder = self.data.quarantine(&reason, SystemTime::now())?;
-            self.prune_quarantine();
-            tracing::warn!(folder = %folder.display(), "quarantined local data: {reason}");
+        match outcome {
+            Outcome::Quarantine { reason } => {
+                // Once: the data goes aside, and the start decision sees an empty disk and
+                // joins.
+                let folder = self.data.quarantine(&reason, SystemTime::now())?;
+                self.prune_quarantine();
+                tracing::warn!(folder = %folder.display(), "quarantined local data: {reason}");
+                Ok(After::Decide)
+            }
+            Outcome::Reseed {
+                seed,
+                survivors,
+                unreachable,
+            } => self
+                .prepare_reseed(&seed, survivors, unreachable)
+                .map(After::Start),
+            Outcome::Recheck | Outcome::Reseeded => Ok(After::Decide),
+            Outcome::Continue => Ok(After::Stop),
         }
-        Ok(start_over)
+    }
+
+    /// Before etcd restarts alone: the reseed recorded beside the data (so a pilot that dies
+    /// meanwhile finishes it), and the data copied aside, never deleted.
+    fn prepare_reseed(
+        &self,
+        seed: &etcd_pilot_core::reseed::Seed,
+        survivors: Vec<String>,
+        unreachable: Vec<String>,
+    ) -> anyhow::Result<StartMode> {
+        let now = SystemTime::now();
+        let reason = format!(
+            "reseed after quorum loss: this copy is the seed's data before etcd restarted alone \
+             (raft index {}; {} unreachable)",
+            seed.raft_index,
+            unreachable.join(", ")
+        );
+        let copy = self.data.copy_aside(&reason, now)?;
+        self.data.write_reseed(&records::Reseed {
+            by: self.config.name.to_string(),
+            at: humantime::format_rfc3339_seconds(now).to_string(),
+            raft_index: seed.raft_index,
+            behind: seed.behind,
+            survivors: survivors
+                .into_iter()
+                .filter(|s| s != self.config.name.as_str())
+                .collect(),
+            unreachable,
+            copy: copy.display().to_string(),
+        })?;
+        self.prune_quarantine();
+        tracing::warn!(copy = %copy.display(), "data copied aside; restarting etcd alone with --force-new-cluster");
+        self.set_phase(
+            Phase::Starting,
+            "reseeding after quorum loss: etcd restarts alone (--force-new-cluster)",
+        );
+        Ok(StartMode::ForceNewCluster {
+            initial_cluster: format!(
+                "{}={}",
+                self.config.name,
+                url_string(&self.config.etcd.peer_url)
+            ),
+        })
     }
 
     /// If the local member leads, moves leadership to a healthy voter.

@@ -14,8 +14,10 @@ impl Pilot {
         mut child: watch::Receiver<ChildStatus>,
         reconciler: &mut Reconciler,
         quorum: &mut QuorumWatch,
+        forced: bool,
         cancel: &CancellationToken,
     ) -> Outcome {
+        let mut reseed_pending = forced || self.data.reseed_marker().exists();
         let local = url_string(&self.config.etcd.client_url);
         let mut formed_in_cluster = false;
         let mut child_open = true;
@@ -81,9 +83,36 @@ impl Pilot {
                     None
                 }
             };
-            quorum
+            if let Ok(status) = &answered {
+                if forced && status.leader == Some(status.member_id) {
+                    // Alone and leading: restart without --force-new-cluster, so that no
+                    // later restart forces again.
+                    return Outcome::Reseeded;
+                }
+                if reseed_pending && !forced && status.health() == Health::Healthy {
+                    match self.finish_reseed(&local).await {
+                        Ok(()) => reseed_pending = false,
+                        Err(err) => tracing::warn!("cannot record the reseed yet: {err:#}"),
+                    }
+                }
+            }
+            let verdict = quorum
                 .observe(answered.as_ref().ok(), &local, &self.discovery)
                 .await;
+            if let Some(Verdict::Reseed {
+                seed,
+                survivors,
+                unreachable,
+            }) = verdict
+                && seed.name == self.config.name
+                && quorum.confirmed(&seed).await
+            {
+                return Outcome::Reseed {
+                    seed,
+                    survivors: survivors.into_iter().map(|(n, _)| n.to_string()).collect(),
+                    unreachable: unreachable.iter().map(ToString::to_string).collect(),
+                };
+            }
             // Not cancel-safe: a step may be executing a membership change, so it runs to
             // completion (every call in it has a timeout) before cancellation is looked at.
             let outcome = reconciler
@@ -108,7 +137,9 @@ impl Pilot {
                         Err(err) => tracing::debug!("cannot observe the cluster: {err:#}"),
                     }
                 }
-                Outcome::Quarantine { .. } => return outcome,
+                Outcome::Quarantine { .. } | Outcome::Reseed { .. } | Outcome::Reseeded => {
+                    return outcome;
+                }
             }
             // While the report still says "bootstrapping", look again soon: peers that restart
             // with an empty disk must learn that the cluster has formed as early as possible.
@@ -466,5 +497,30 @@ pub(super) async fn liveness(
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
             () = cancel.cancelled() => return,
         }
+    }
+}
+
+impl Pilot {
+    /// After a reseed, once etcd runs normally: the reseed record into etcd, the marker
+    /// removed, the metric counted.
+    async fn finish_reseed(&self, local: &str) -> anyhow::Result<()> {
+        let Some(record) = self.data.reseed()? else {
+            return Ok(());
+        };
+        self.pool
+            .client(local)
+            .await?
+            .put(records::RESEED_KEY, &records::encode(&record))
+            .await?;
+        std::fs::remove_file(self.data.reseed_marker())
+            .with_context(|| format!("remove {}", self.data.reseed_marker().display()))?;
+        self.metrics.reseeds.inc();
+        tracing::warn!(
+            raft_index = record.raft_index,
+            behind = record.behind,
+            copy = %record.copy,
+            "reseed complete: this member leads a cluster of its own data; the others join it"
+        );
+        Ok(())
     }
 }

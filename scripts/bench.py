@@ -11,6 +11,11 @@
 4. A node lost with its disk (`local lose`) and a new node added (`local add`): time until
    the cluster is back at full voting strength (3 healthy voters, the lost one removed),
    minus the configured remove_after (REMOVE_AFTER here).
+5. Quorum lost for good (`local lose` of 2 of 3): time until the survivor takes writes again,
+   minus the grace periods (quorum_lost_after, QUORUM_LOST_AFTER here, and remove_after, which
+   run together: the larger counts), against a person who kills the survivor and restarts it
+   with `--force-new-cluster` at once (the floor: etcd's own forced start); then two
+   `local add`: time until full voting strength again.
 
 Only loopback addresses are used: the pilot cluster on 127.0.40.0/24, the bare one on
 127.0.41.0/24. Every process started here is stopped by PID.
@@ -31,6 +36,7 @@ import urllib.request
 
 STABLE_AFTER = 3.0
 REMOVE_AFTER = 5.0
+QUORUM_LOST_AFTER = 2.0
 PILOT_SUBNET = "127.0.40"
 BARE_SUBNET = "127.0.41"
 
@@ -90,7 +96,8 @@ class PilotCluster:
 
     def start(self):
         env = dict(os.environ, ETCD_PILOT_TIMERS_RESTART_STABLE_AFTER=f"{STABLE_AFTER}s",
-                   ETCD_PILOT_TIMERS_REMOVE_AFTER=f"{REMOVE_AFTER}s")
+                   ETCD_PILOT_TIMERS_REMOVE_AFTER=f"{REMOVE_AFTER}s",
+                   ETCD_PILOT_TIMERS_QUORUM_LOST_AFTER=f"{QUORUM_LOST_AFTER}s")
         self.proc = subprocess.Popen(
             [self.pilot, "local", "up", "--members", "3", "--dir", self.dir,
              "--etcd-bin", self.etcd, "--subnet", PILOT_SUBNET],
@@ -165,6 +172,24 @@ def full_strength(ips_alive, lost_name):
     voters = [m for m in listed if m[3] and not m[2]]
     return (len(listed) == 3 and len(voters) == 3 and all(m[0] != lost_name for m in listed)
             and all(healthy(ip) for ip in ips_alive))
+
+
+def writable(ip):
+    body = json.dumps({"key": "YmVuY2g=", "value": "eA=="}).encode()
+    request = urllib.request.Request(f"http://{ip}:2379/v3/kv/put", data=body, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=1) as response:
+            return "header" in json.load(response)
+    except Exception:
+        return False
+
+
+def wait_writable(ip, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while not writable(ip):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{ip} does not take writes after {timeout:.0f} s")
+        time.sleep(0.05)
 
 
 def proc_stat(pid):
@@ -276,6 +301,40 @@ def main():
             replace_times.append(time.monotonic() - start - REMOVE_AFTER)
             print(f"replacement run {run + 1}: lost m{lost}, added m{new}: "
                   f"{replace_times[-1]:.2f}s beyond remove_after", flush=True)
+
+        # 5. Quorum lost for good: two of three lost with their disks.
+        survivor, survivor_ip = alive[0]
+        start = time.monotonic()
+        for lost, _ in alive[1:]:
+            subprocess.run([args.pilot, "local", "lose", f"m{lost}", "--dir", pilot.dir],
+                           check=True, capture_output=True, env=env)
+        wait_writable(survivor_ip)
+        reseed_time = time.monotonic() - start - max(QUORUM_LOST_AFTER, REMOVE_AFTER)
+        start = time.monotonic()
+        added_ips = [survivor_ip]
+        for _ in range(2):
+            added = subprocess.run([args.pilot, "local", "add", "--dir", pilot.dir],
+                                   check=True, capture_output=True, text=True, env=env).stdout
+            added_ips.append(added.split()[2].strip("(),").split("//")[1].split(":")[0])
+        while not full_strength(added_ips, "-"):
+            if time.monotonic() - start > 180:
+                raise RuntimeError("not back to full strength after 180 s after the reseed")
+            time.sleep(0.05)
+        regrow_time = time.monotonic() - start
+        # By hand: kill two members of the bare cluster, then the survivor, and restart it
+        # with --force-new-cluster at once.
+        for i in (2, 3):
+            bare.procs[i].kill()
+            bare.procs[i].wait()
+        start = time.monotonic()
+        bare.procs[1].kill()
+        bare.procs[1].wait()
+        bare.procs[1] = subprocess.Popen(bare.args(1) + ["--force-new-cluster"], stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        wait_writable(f"{BARE_SUBNET}.1")
+        by_hand_time = time.monotonic() - start
+        print(f"quorum loss: pilot {reseed_time:.2f}s beyond the grace periods, by hand {by_hand_time:.2f}s; "
+              f"then full strength in {regrow_time:.2f}s", flush=True)
     finally:
         pilot.stop()
         bare.stop()
@@ -294,6 +353,9 @@ def main():
          f"{pilot_cpu / etcd_cpu:.2f}" if etcd_cpu else "-", "< 0.5 %"),
         (f"node lost -> full strength - remove_after, median of {args.runs}", f"{med(replace_times):.2f} s",
          "30 s to minutes (older systems)", "-", "< 15 s"),
+        ("quorum lost (2 of 3 gone) -> writable - grace periods", f"{reseed_time:.2f} s",
+         f"{by_hand_time:.2f} s (--force-new-cluster by hand)", f"{reseed_time / by_hand_time:.2f}", "< 10 s"),
+        ("reseeded -> full strength (2 x local add)", f"{regrow_time:.2f} s", "-", "-", "-"),
     ]
     widths = [max(len(row[c]) for row in rows) for c in range(5)]
     print()

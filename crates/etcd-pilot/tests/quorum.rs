@@ -227,3 +227,67 @@ async fn the_survivor_reseeds_after_a_majority_is_gone_for_good_and_the_others_j
         assert_eq!(get(&m4_url, key).await.as_deref(), Some("x"), "{key}");
     }
 }
+
+/// Five voters, three lost with their disks. m2 lags (its etcd stopped while writes go on):
+/// m1 has the higher raft index, so m1 is the seed, and only once m2's pilot names it too.
+/// m2's data then belongs to a removed member: it is set aside and m2 joins the new cluster,
+/// with a new node, back to three voters holding every acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_survivors_the_one_with_more_data_seeds_and_the_other_joins_it() {
+    let extra = "quorum_lost_after = \"2s\"\n";
+    let Some(mut cluster) = common::running_with(87, 5, Version::V35, extra, &[]).await else {
+        return;
+    };
+    let m1 = cluster.nodes[0].client_url();
+    let writer = tokio::spawn(write_until_refused(m1.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let lagging = cluster.nodes[1].etcd_pid().unwrap();
+    common::signal(lagging, libc::SIGSTOP);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for i in 2..5 {
+        cluster.lose(i);
+    }
+    common::signal(lagging, libc::SIGCONT);
+    let acked = writer.await.unwrap();
+    assert!(acked.len() > 10, "the writer wrote {} keys", acked.len());
+
+    let record = eventually("a reseed record", Duration::from_secs(90), || async {
+        let mut client = connect(std::slice::from_ref(&m1)).await.ok()?;
+        let response = client.get("/etcd-pilot/cluster/reseed", None).await.ok()?;
+        let kv = response.kvs().first()?;
+        serde_json::from_slice::<serde_json::Value>(kv.value()).ok()
+    })
+    .await;
+    assert_eq!(record["by"], "m1", "{record}");
+    assert_eq!(record["survivors"], serde_json::json!(["m2"]), "{record}");
+    assert_eq!(
+        record["unreachable"],
+        serde_json::json!(["m3", "m4", "m5"]),
+        "{record}"
+    );
+    // m2 set its data aside and joins; a new node too.
+    let m6 = cluster.add_node();
+    cluster.write_peers(&[0, 1, m6]);
+    cluster.start(m6);
+    cluster
+        .wait_voters(&[0, 1, m6], Duration::from_secs(120))
+        .await;
+    let m2_quarantine = std::fs::read_dir(cluster.nodes[1].data_dir().join("quarantine"))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    assert!(m2_quarantine >= 1, "m2's old data was set aside");
+    let m2_log = cluster.nodes[1].log();
+    assert!(
+        !m2_log.contains("restarting etcd alone"),
+        "m2 never seeds:\n{m2_log}"
+    );
+    let mut missing = 0;
+    let m6_url = cluster.nodes[m6].client_url();
+    for key in &acked {
+        if get(&m6_url, key).await.is_none() {
+            missing += 1;
+        }
+    }
+    println!("acknowledged writes: {}, lost: {missing}", acked.len());
+    assert_eq!(missing, 0, "every write m1 acknowledged is kept");
+}

@@ -312,3 +312,61 @@ async fn a_drill_that_cannot_start_leaves_the_backup_unverified_and_the_next_pas
         "{metrics}"
     );
 }
+
+/// The seed's pilot dies in the middle of a reseed: with the data copied and the reseed
+/// recorded but etcd not yet forced, or while its forced etcd leads alone. Restarted, it
+/// completes the reseed once: one record, counted once, every acknowledged write kept.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_seed_that_crashes_mid_reseed_completes_it_on_restart() {
+    for (subnet, failpoint) in [(88, "reseed-before-force"), (89, "reseed-forced")] {
+        let extra = "quorum_lost_after = \"2s\"\n";
+        let env = [("FAILPOINTS".to_owned(), format!("{failpoint}=return"))];
+        let Some(mut cluster) = common::running_with(subnet, 3, Version::V35, extra, &env).await
+        else {
+            return;
+        };
+        let m1 = cluster.nodes[0].client_url();
+        for i in 0..30 {
+            common::put(&m1, &format!("k{i}"), "v").await;
+        }
+        cluster.lose(1);
+        cluster.lose(2);
+        let status = common::wait_child(
+            cluster.nodes[0].child.as_mut().unwrap(),
+            Duration::from_secs(90),
+        )
+        .expect("the seed's pilot crashes at the failpoint");
+        assert!(!status.success(), "{failpoint}");
+        cluster.nodes[0].child = None;
+        cluster.start_with_env(0, &[("FAILPOINTS", "")]);
+        let record = eventually("the reseed record", Duration::from_secs(90), || async {
+            let mut client = common::connect(std::slice::from_ref(&m1)).await.ok()?;
+            let response = client.get("/etcd-pilot/cluster/reseed", None).await.ok()?;
+            let kv = response.kvs().first()?;
+            serde_json::from_slice::<serde_json::Value>(kv.value()).ok()
+        })
+        .await;
+        assert_eq!(record["by"], "m1", "{failpoint}: {record}");
+        for i in 0..30 {
+            assert_eq!(
+                common::get(&m1, &format!("k{i}")).await.as_deref(),
+                Some("v"),
+                "{failpoint}"
+            );
+        }
+        let metrics = cluster.nodes[0].metrics().await;
+        assert!(
+            metrics.contains("etcd_pilot_reseeds_total 1"),
+            "{failpoint}: counted once"
+        );
+        assert!(
+            !cluster.nodes[0].data_dir().join("reseed.json").exists(),
+            "{failpoint}: the marker is gone once the record is written"
+        );
+        // Normal again: the next etcd start is not forced.
+        let log = cluster.nodes[0].log();
+        let forced = log.matches("--force-new-cluster\"").count();
+        assert!(forced >= 1, "{failpoint}: {log}");
+    }
+}

@@ -122,7 +122,7 @@ impl Pilot {
     ) -> anyhow::Result<()> {
         self.data.create()?;
         self.prune_quarantine();
-        let mut next = None;
+        let mut next = self.resume_reseed().await;
         loop {
             let mode = match next.take() {
                 Some(mode) => mode,
@@ -216,7 +216,28 @@ impl Pilot {
         let start_over = !matches!(outcome, Outcome::Continue);
 
         reconciler.resign().await;
-        if let Outcome::Reseed { seed, .. } = &outcome {
+        if let Outcome::Reseed {
+            seed,
+            survivors,
+            unreachable,
+        } = &outcome
+        {
+            // The decision is recorded before etcd stops: a survivor's etcd restarted
+            // without a quorum serves no client requests, so after a crash from here on
+            // only this record lets the pilot finish (`resume_reseed`).
+            self.data.write_reseed(&records::Reseed {
+                by: self.config.name.to_string(),
+                at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+                raft_index: seed.raft_index,
+                behind: seed.behind,
+                survivors: survivors
+                    .iter()
+                    .filter(|s| s.as_str() != self.config.name.as_str())
+                    .cloned()
+                    .collect(),
+                unreachable: unreachable.clone(),
+                copy: String::new(),
+            })?;
             tracing::warn!(
                 raft_index = seed.raft_index,
                 behind = seed.behind,
@@ -260,59 +281,100 @@ impl Pilot {
                 tracing::warn!(folder = %folder.display(), "quarantined local data: {reason}");
                 Ok(After::Decide)
             }
-            Outcome::Reseed {
-                seed,
-                survivors,
-                unreachable,
-            } => self
-                .prepare_reseed(&seed, survivors, unreachable)
-                .map(After::Start),
+            Outcome::Reseed { .. } => self.copy_before_reseed().map(After::Start),
             Outcome::Recheck | Outcome::Reseeded => Ok(After::Decide),
             Outcome::Continue => Ok(After::Stop),
         }
     }
 
-    /// Before etcd restarts alone: the reseed recorded beside the data (so a pilot that dies
-    /// meanwhile finishes it), and the data copied aside, never deleted.
-    fn prepare_reseed(
-        &self,
-        seed: &etcd_pilot_core::reseed::Seed,
-        survivors: Vec<String>,
-        unreachable: Vec<String>,
-    ) -> anyhow::Result<StartMode> {
-        let now = SystemTime::now();
-        let reason = format!(
-            "reseed after quorum loss: this copy is the seed's data before etcd restarted alone \
-             (raft index {}; {} unreachable)",
-            seed.raft_index,
-            unreachable.join(", ")
-        );
-        let copy = self.data.copy_aside(&reason, now)?;
-        self.data.write_reseed(&records::Reseed {
-            by: self.config.name.to_string(),
-            at: humantime::format_rfc3339_seconds(now).to_string(),
-            raft_index: seed.raft_index,
-            behind: seed.behind,
-            survivors: survivors
-                .into_iter()
-                .filter(|s| s != self.config.name.as_str())
+    /// A reseed this pilot decided before it stopped (`reseed.json` is there): it starts
+    /// etcd forced again, which completes it whether or not the forced start happened (on a
+    /// member that already stands alone it changes nothing). The decision stands unless
+    /// discovery lists one of the voters it found gone: then the reseed is abandoned and its
+    /// record removed. (A survivor's etcd that restarts without a quorum serves no client
+    /// requests, so the quorum watch could not decide again.)
+    async fn resume_reseed(&self) -> Option<StartMode> {
+        let record = match self.data.reseed() {
+            Ok(Some(record)) => record,
+            Ok(None) => return None,
+            Err(err) => {
+                tracing::error!("cannot read the reseed record beside the data: {err:#}");
+                return None;
+            }
+        };
+        let back: Vec<String> = match self.discovery.peers().await {
+            Ok(peers) => record
+                .unreachable
+                .iter()
+                .filter(|name| peers.iter().any(|p| p.name.as_str() == name.as_str()))
+                .cloned()
                 .collect(),
-            unreachable,
-            copy: copy.display().to_string(),
-        })?;
-        self.prune_quarantine();
-        tracing::warn!(copy = %copy.display(), "data copied aside; restarting etcd alone with --force-new-cluster");
-        self.set_phase(
-            Phase::Starting,
-            "reseeding after quorum loss: etcd restarts alone (--force-new-cluster)",
+            Err(err) => {
+                tracing::warn!("a reseed was under way, but discovery does not answer: {err}");
+                return None;
+            }
+        };
+        if !back.is_empty() {
+            tracing::warn!(
+                listed = ?back,
+                "a reseed was under way, but discovery lists voters it found gone: abandoning it"
+            );
+            if let Err(err) = std::fs::remove_file(self.data.reseed_marker()) {
+                tracing::error!("cannot remove the abandoned reseed record: {err}");
+            }
+            return None;
+        }
+        tracing::warn!(
+            raft_index = record.raft_index,
+            "completing the reseed decided before this pilot stopped"
         );
-        Ok(StartMode::ForceNewCluster {
+        match self.copy_before_reseed() {
+            Ok(mode) => Some(mode),
+            Err(err) => {
+                tracing::error!("cannot complete the reseed: {err:#}");
+                None
+            }
+        }
+    }
+
+    fn force_new_cluster(&self) -> StartMode {
+        StartMode::ForceNewCluster {
             initial_cluster: format!(
                 "{}={}",
                 self.config.name,
                 url_string(&self.config.etcd.peer_url)
             ),
-        })
+        }
+    }
+
+    /// Before etcd restarts alone (etcd stopped, the reseed recorded beside the data): the
+    /// data copied aside once, never deleted by the pilot, and the copy's folder recorded.
+    fn copy_before_reseed(&self) -> anyhow::Result<StartMode> {
+        let Some(mut record) = self.data.reseed()? else {
+            anyhow::bail!("the reseed record beside the data is gone");
+        };
+        if record.copy.is_empty() || !std::path::Path::new(&record.copy).is_dir() {
+            let reason = format!(
+                "reseed after quorum loss: this copy is the seed's data before etcd restarted \
+                 alone (raft index {}; {} unreachable)",
+                record.raft_index,
+                record.unreachable.join(", ")
+            );
+            let copy = self.data.copy_aside(&reason, SystemTime::now())?;
+            record.copy = copy.display().to_string();
+            self.data.write_reseed(&record)?;
+            self.prune_quarantine();
+            tracing::warn!(copy = %copy.display(), "data copied aside");
+        }
+        // Crash test: the pilot dies with the data copied and the reseed recorded, before
+        // etcd restarts alone.
+        fail::fail_point!("reseed-before-force", |_| std::process::abort());
+        tracing::warn!("restarting etcd alone with --force-new-cluster");
+        self.set_phase(
+            Phase::Starting,
+            "reseeding after quorum loss: etcd restarts alone (--force-new-cluster)",
+        );
+        Ok(self.force_new_cluster())
     }
 
     /// If the local member leads, moves leadership to a healthy voter.

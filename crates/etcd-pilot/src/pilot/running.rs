@@ -85,6 +85,8 @@ impl Pilot {
             };
             if let Ok(status) = &answered {
                 if forced && status.leader == Some(status.member_id) {
+                    // Crash test: the pilot dies while its forced etcd leads alone.
+                    fail::fail_point!("reseed-forced", |_| std::process::abort());
                     // Alone and leading: restart without --force-new-cluster, so that no
                     // later restart forces again.
                     return Outcome::Reseeded;

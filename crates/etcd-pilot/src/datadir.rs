@@ -286,6 +286,7 @@ impl DataDir {
             (self.etcd_dir(), "etcd"),
             (self.identity_path(), "identity.json"),
             (self.restored_path(), "restored"),
+            (self.reseed_marker(), "reseed.json"),
         ] {
             if from.exists() {
                 std::fs::rename(&from, folder.join(name)).with_context(|| {

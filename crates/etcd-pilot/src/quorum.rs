@@ -3,7 +3,7 @@
 //! pilot whether it answers, times how long the quorum has been lost and how long each voter
 //! has been absent from discovery, and takes the core's verdict (`reseed::decide`). The
 //! verdict is published in `/v1/status` (`quorum`) and as `etcd_pilot_quorum_lost`. When
-//! the verdict is a reseed from this member and every other listed survivor's pilot names
+//! the verdict is a reseed from this member and every other survivor's pilot names
 //! the same seed ([`QuorumWatch::confirmed`]), the pilot carries it out (`pilot/`): this
 //! module only observes and decides.
 
@@ -38,9 +38,11 @@ pub(crate) struct QuorumWatch {
     unlisted_since: BTreeMap<MemberName, Duration>,
     /// The highest raft index seen in this cluster.
     highest_seen: u64,
-    /// The admin URLs of the other listed survivors at the last observation: each must name
-    /// the same seed before a reseed.
+    /// The other survivors at the last observation, with their admin URLs (empty when
+    /// discovery does not list them): each must name the same seed before a reseed.
     confirmers: Vec<(MemberName, String)>,
+    /// Every voter's client URL at the last observation.
+    voter_urls: Vec<String>,
 }
 
 impl QuorumWatch {
@@ -64,15 +66,28 @@ impl QuorumWatch {
             unlisted_since: BTreeMap::new(),
             highest_seen: 0,
             confirmers: Vec::new(),
+            voter_urls: Vec::new(),
         }
     }
 
-    /// Whether every other listed survivor's pilot names `seed`, at the same raft index,
+    /// Every voter's client URL at the last observation.
+    pub(crate) fn voter_urls(&self) -> Vec<String> {
+        self.voter_urls.clone()
+    }
+
+    /// Whether every other survivor's pilot names `seed`, at the same raft index,
     /// as the seed of its own verdict: the fence of a reseed. Survivors cannot agree through
     /// etcd without a quorum; a pilot whose view differs (it still sees a voter this one
     /// does not, or a better survivor) withholds its confirmation, and nothing happens.
     pub(crate) async fn confirmed(&self, seed: &reseed::Seed) -> bool {
         for (name, admin_url) in &self.confirmers {
+            if admin_url.is_empty() {
+                tracing::info!(
+                    survivor = %name,
+                    "a survivor discovery does not list cannot confirm this seed"
+                );
+                return false;
+            }
             let named = self
                 .peers
                 .status(admin_url)
@@ -135,6 +150,11 @@ impl QuorumWatch {
                 .collect(),
         };
         let probes = self.pool.probe_members(&voters).await;
+        self.voter_urls = voters
+            .members
+            .iter()
+            .filter_map(|m| m.client_urls.first().cloned())
+            .collect();
         // Who discovery lists, and who is leaving but still runs (an instance held in
         // Terminating:Wait keeps its etcd): both count as present.
         let census = match discovery.census().await {
@@ -173,12 +193,18 @@ impl QuorumWatch {
                     }
                 }
             }
+            // Every other survivor must confirm a seed, listed or not (one this pilot's
+            // discovery does not list may see what this one does not); without an admin
+            // URL it cannot.
+            if status.is_some() && name != self.me {
+                self.confirmers.push((
+                    name.clone(),
+                    peer.map(|p| p.admin_url.clone()).unwrap_or_default(),
+                ));
+            }
             let pilot_answers = match (peer, status) {
                 (Some(_), Some(_)) if name == self.me => true,
-                (Some(peer), Some(_)) => {
-                    self.confirmers.push((name.clone(), peer.admin_url.clone()));
-                    self.peers.status(&peer.admin_url).await.is_some()
-                }
+                (Some(peer), Some(_)) => self.peers.status(&peer.admin_url).await.is_some(),
                 _ => false,
             };
             if census.is_some() {
@@ -204,7 +230,8 @@ impl QuorumWatch {
         // Listed peers this member's list does not have: if their etcd answers, a quorum may
         // live on without this member (its list is stale).
         for peer in &present {
-            let known = voters.members.iter().any(|m| {
+            // Learners count as known: a listed learner that answers is no stranger.
+            let known = list.members.iter().any(|m| {
                 m.name.as_ref() == Some(&peer.name) || m.peer_urls.contains(&peer.peer_url)
             });
             if !known && self.pool.status(&peer.client_url).await.is_ok() {

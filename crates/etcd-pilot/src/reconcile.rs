@@ -49,6 +49,8 @@ pub(crate) enum Outcome {
         /// The survivors (best first) and the voters that were gone, for the record.
         survivors: Vec<String>,
         unreachable: Vec<String>,
+        /// Every voter's client URL.
+        members: Vec<String>,
     },
     /// A reseeded etcd leads alone: restart it without `--force-new-cluster`.
     Reseeded,

@@ -115,6 +115,14 @@ pub(crate) struct Reseed {
     pub(crate) unreachable: Vec<String>,
     /// Where the seed's data was copied before the reseed.
     pub(crate) copy: String,
+    /// The client URLs of every voter at the decision: a pilot resuming the reseed after a
+    /// crash asks them whether a quorum lives after all.
+    #[serde(default)]
+    pub(crate) members: Vec<String>,
+    /// Set just before etcd starts forced: only then is the reseed done once etcd runs, and
+    /// only then is it recorded in etcd.
+    #[serde(default)]
+    pub(crate) forced: bool,
 }
 
 /// A record as its value in etcd.

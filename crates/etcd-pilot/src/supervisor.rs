@@ -296,7 +296,13 @@ impl Supervisor {
 /// Stops an etcd that an earlier life of this pilot started and did not stop (the pilot was
 /// killed with SIGKILL): it holds the ports and the data dir's lock.
 async fn stop_leftover(command: &EtcdCommand, grace: Duration) {
-    let Ok(text) = std::fs::read_to_string(&command.pid_file) else {
+    stop_leftover_at(&command.pid_file, grace).await;
+}
+
+/// [`stop_leftover`] by the pid file alone, for a pilot that must stop such an etcd before
+/// it starts one (a reseed resumed after a crash copies the data of a stopped etcd).
+pub(crate) async fn stop_leftover_at(pid_file: &std::path::Path, grace: Duration) {
+    let Ok(text) = std::fs::read_to_string(pid_file) else {
         return;
     };
     let mut lines = text.lines();

@@ -370,3 +370,57 @@ async fn a_seed_that_crashes_mid_reseed_completes_it_on_restart() {
         assert!(forced >= 1, "{failpoint}: {log}");
     }
 }
+
+/// A seed's pilot crashes right after deciding a reseed, and the voters it found gone are
+/// back in discovery before it restarts: the reseed is abandoned, its record dropped, etcd
+/// restarts normally and the old cluster is whole again with every write.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reseed_decided_before_a_crash_is_abandoned_when_the_lost_voters_return() {
+    let extra = "quorum_lost_after = \"2s\"\n";
+    let env = [(
+        "FAILPOINTS".to_owned(),
+        "reseed-before-force=return".to_owned(),
+    )];
+    let Some(mut cluster) = common::running_with(90, 3, Version::V35, extra, &env).await else {
+        return;
+    };
+    let m1 = cluster.nodes[0].client_url();
+    for i in 0..30 {
+        common::put(&m1, &format!("k{i}"), "v").await;
+    }
+    cluster.kill(1);
+    cluster.kill(2);
+    cluster.write_peers(&[0]);
+    let status = common::wait_child(
+        cluster.nodes[0].child.as_mut().unwrap(),
+        Duration::from_secs(90),
+    )
+    .expect("the seed's pilot crashes at the failpoint");
+    assert!(!status.success());
+    cluster.nodes[0].child = None;
+    assert!(cluster.nodes[0].data_dir().join("reseed.json").exists());
+
+    cluster.write_peers(&[0, 1, 2]);
+    for i in 0..3 {
+        cluster.start_with_env(i, &[("FAILPOINTS", "")]);
+    }
+    cluster
+        .wait_voters(&[0, 1, 2], Duration::from_secs(90))
+        .await;
+    let log = cluster.nodes[0].log();
+    assert!(
+        log.contains("discovery lists m2, m3 again: abandoning it"),
+        "{log}"
+    );
+    assert!(!cluster.nodes[0].data_dir().join("reseed.json").exists());
+    assert_eq!(common::get(&m1, "/etcd-pilot/cluster/reseed").await, None);
+    for i in 0..30 {
+        assert_eq!(
+            common::get(&cluster.nodes[2].client_url(), &format!("k{i}"))
+                .await
+                .as_deref(),
+            Some("v")
+        );
+    }
+}

@@ -122,7 +122,7 @@ impl Pilot {
     ) -> anyhow::Result<()> {
         self.data.create()?;
         self.prune_quarantine();
-        let mut next = self.resume_reseed().await;
+        let mut next = self.resume_reseed(&cancel).await;
         loop {
             let mode = match next.take() {
                 Some(mode) => mode,
@@ -220,6 +220,7 @@ impl Pilot {
             seed,
             survivors,
             unreachable,
+            members,
         } = &outcome
         {
             // The decision is recorded before etcd stops: a survivor's etcd restarted
@@ -237,6 +238,8 @@ impl Pilot {
                     .collect(),
                 unreachable: unreachable.clone(),
                 copy: String::new(),
+                members: members.clone(),
+                forced: false,
             })?;
             tracing::warn!(
                 raft_index = seed.raft_index,
@@ -287,13 +290,14 @@ impl Pilot {
         }
     }
 
-    /// A reseed this pilot decided before it stopped (`reseed.json` is there): it starts
-    /// etcd forced again, which completes it whether or not the forced start happened (on a
-    /// member that already stands alone it changes nothing). The decision stands unless
-    /// discovery lists one of the voters it found gone: then the reseed is abandoned and its
-    /// record removed. (A survivor's etcd that restarts without a quorum serves no client
-    /// requests, so the quorum watch could not decide again.)
-    async fn resume_reseed(&self) -> Option<StartMode> {
+    /// A reseed this pilot decided before it stopped (`reseed.json` is there). etcd started
+    /// forced again completes it whether or not the forced start happened (on a member that
+    /// already stands alone it changes nothing); a survivor's etcd restarted without a quorum
+    /// serves no client requests, so the quorum watch could not decide again. The decision is
+    /// abandoned (and its record dropped) when the data is no longer usable, when discovery
+    /// lists a voter it found gone, or when any etcd among the voters of the decision and the
+    /// listed peers answers with a leader: a quorum lives after all.
+    async fn resume_reseed(&self, cancel: &CancellationToken) -> Option<StartMode> {
         let record = match self.data.reseed() {
             Ok(Some(record)) => record,
             Ok(None) => return None,
@@ -302,27 +306,58 @@ impl Pilot {
                 return None;
             }
         };
-        let back: Vec<String> = match self.discovery.peers().await {
-            Ok(peers) => record
-                .unreachable
-                .iter()
-                .filter(|name| peers.iter().any(|p| p.name.as_str() == name.as_str()))
-                .cloned()
-                .collect(),
-            Err(err) => {
-                tracing::warn!("a reseed was under way, but discovery does not answer: {err}");
-                return None;
-            }
-        };
-        if !back.is_empty() {
-            tracing::warn!(
-                listed = ?back,
-                "a reseed was under way, but discovery lists voters it found gone: abandoning it"
-            );
+        let abandon = |why: String| {
+            tracing::warn!("a reseed was under way, but {why}: abandoning it");
             if let Err(err) = std::fs::remove_file(self.data.reseed_marker()) {
                 tracing::error!("cannot remove the abandoned reseed record: {err}");
             }
+        };
+        if !matches!(self.data.local_data(), Ok(LocalData::Data { .. })) {
+            abandon("the data beside it is gone or unusable".to_owned());
             return None;
+        }
+        // An etcd an earlier life left running is stopped first: the copy is of stopped data.
+        crate::supervisor::stop_leftover_at(&self.data.pid_file(), self.config.timers.stop_grace)
+            .await;
+        let census = loop {
+            match self.discovery.census().await {
+                Ok(census) => break census,
+                Err(err) => {
+                    tracing::warn!("a reseed is under way; waiting for discovery: {err}");
+                    tokio::select! {
+                        () = tokio::time::sleep(self.config.timers.observe_interval) => {}
+                        () = cancel.cancelled() => return None,
+                    }
+                }
+            }
+        };
+        let present = census.peers.iter().chain(&census.leaving);
+        let back: Vec<&str> = present
+            .clone()
+            .filter(|p| record.unreachable.iter().any(|u| u == p.name.as_str()))
+            .map(|p| p.name.as_str())
+            .collect();
+        if !back.is_empty() {
+            abandon(format!("discovery lists {} again", back.join(", ")));
+            return None;
+        }
+        let own = url_string(&self.config.etcd.client_url);
+        let mut urls: Vec<String> = record
+            .members
+            .iter()
+            .cloned()
+            .chain(present.map(|p| p.client_url.clone()))
+            .filter(|u| *u != own)
+            .collect();
+        urls.sort();
+        urls.dedup();
+        for url in &urls {
+            if let Ok(status) = self.pool.status(url).await
+                && status.leader.is_some()
+            {
+                abandon(format!("the etcd at {url} answers with a leader"));
+                return None;
+            }
         }
         tracing::warn!(
             raft_index = record.raft_index,
@@ -353,7 +388,11 @@ impl Pilot {
         let Some(mut record) = self.data.reseed()? else {
             anyhow::bail!("the reseed record beside the data is gone");
         };
-        if record.copy.is_empty() || !std::path::Path::new(&record.copy).is_dir() {
+        // Copied once, before the first forced start: after it the data is no longer what it
+        // was, and is not copied as if it were.
+        if !record.forced
+            && (record.copy.is_empty() || !std::path::Path::new(&record.copy).is_dir())
+        {
             let reason = format!(
                 "reseed after quorum loss: this copy is the seed's data before etcd restarted \
                  alone (raft index {}; {} unreachable)",
@@ -366,6 +405,8 @@ impl Pilot {
             self.prune_quarantine();
             tracing::warn!(copy = %copy.display(), "data copied aside");
         }
+        record.forced = true;
+        self.data.write_reseed(&record)?;
         // Crash test: the pilot dies with the data copied and the reseed recorded, before
         // etcd restarts alone.
         fail::fail_point!("reseed-before-force", |_| std::process::abort());

@@ -17,7 +17,10 @@ impl Pilot {
         forced: bool,
         cancel: &CancellationToken,
     ) -> Outcome {
-        let mut reseed_pending = forced || self.data.reseed_marker().exists();
+        // After a reseed, the record to write into etcd once it runs normally. The marker is
+        // taken off the disk first: a pilot that dies before writing the record loses only the
+        // record, never starts etcd forced again.
+        let mut reseed_done = if forced { None } else { self.take_reseed() };
         let local = url_string(&self.config.etcd.client_url);
         let mut formed_in_cluster = false;
         let mut child_open = true;
@@ -91,9 +94,11 @@ impl Pilot {
                     // later restart forces again.
                     return Outcome::Reseeded;
                 }
-                if reseed_pending && !forced && status.health() == Health::Healthy {
-                    match self.finish_reseed(&local).await {
-                        Ok(()) => reseed_pending = false,
+                if let Some(record) = &reseed_done
+                    && status.health() == Health::Healthy
+                {
+                    match self.record_reseed(&local, record).await {
+                        Ok(()) => reseed_done = None,
                         Err(err) => tracing::warn!("cannot record the reseed yet: {err:#}"),
                     }
                 }
@@ -106,6 +111,7 @@ impl Pilot {
                 survivors,
                 unreachable,
             }) = verdict
+                && !forced
                 && seed.name == self.config.name
                 && quorum.confirmed(&seed).await
             {
@@ -113,7 +119,16 @@ impl Pilot {
                     seed,
                     survivors: survivors.into_iter().map(|(n, _)| n.to_string()).collect(),
                     unreachable: unreachable.iter().map(ToString::to_string).collect(),
+                    members: quorum.voter_urls(),
                 };
+            }
+            if forced {
+                // A forced etcd makes no membership change: it restarts normally first.
+                tokio::select! {
+                    () = tokio::time::sleep(self.config.timers.observe_interval) => {}
+                    () = cancel.cancelled() => return Outcome::Continue,
+                }
+                continue;
             }
             // Not cancel-safe: a step may be executing a membership change, so it runs to
             // completion (every call in it has a timeout) before cancellation is looked at.
@@ -503,19 +518,37 @@ pub(super) async fn liveness(
 }
 
 impl Pilot {
-    /// After a reseed, once etcd runs normally: the reseed record into etcd, the marker
-    /// removed, the metric counted.
-    async fn finish_reseed(&self, local: &str) -> anyhow::Result<()> {
-        let Some(record) = self.data.reseed()? else {
-            return Ok(());
+    /// The reseed marker, taken off the disk: the record to write when the reseed was done
+    /// (etcd started forced); a marker of a reseed that never got that far is dropped.
+    fn take_reseed(&self) -> Option<records::Reseed> {
+        let record = match self.data.reseed() {
+            Ok(record) => record?,
+            Err(err) => {
+                tracing::error!("cannot read the reseed record beside the data: {err:#}");
+                return None;
+            }
         };
+        if let Err(err) = std::fs::remove_file(self.data.reseed_marker()) {
+            tracing::error!(
+                "cannot remove {}: {err}",
+                self.data.reseed_marker().display()
+            );
+            return None;
+        }
+        if !record.forced {
+            tracing::warn!("a reseed was decided but never carried out; dropping its record");
+            return None;
+        }
+        Some(record)
+    }
+
+    /// After a reseed, once etcd runs normally: the reseed record into etcd, counted.
+    async fn record_reseed(&self, local: &str, record: &records::Reseed) -> anyhow::Result<()> {
         self.pool
             .client(local)
             .await?
-            .put(records::RESEED_KEY, &records::encode(&record))
+            .put(records::RESEED_KEY, &records::encode(record))
             .await?;
-        std::fs::remove_file(self.data.reseed_marker())
-            .with_context(|| format!("remove {}", self.data.reseed_marker().display()))?;
         self.metrics.reseeds.inc();
         tracing::warn!(
             raft_index = record.raft_index,

@@ -225,8 +225,9 @@ impl Pilot {
         {
             // The decision is recorded before etcd stops: a survivor's etcd restarted
             // without a quorum serves no client requests, so after a crash from here on
-            // only this record lets the pilot finish (`resume_reseed`).
-            self.data.write_reseed(&records::Reseed {
+            // only this record lets the pilot finish (`resume_reseed`). Should it fail, etcd
+            // is still stopped in order below, and the reseed then stops for want of it.
+            let recorded = self.data.write_reseed(&records::Reseed {
                 by: self.config.name.to_string(),
                 at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
                 raft_index: seed.raft_index,
@@ -240,7 +241,10 @@ impl Pilot {
                 copy: String::new(),
                 members: members.clone(),
                 forced: false,
-            })?;
+            });
+            if let Err(err) = recorded {
+                tracing::error!("cannot record the reseed beside the data: {err:#}");
+            }
             tracing::warn!(
                 raft_index = seed.raft_index,
                 behind = seed.behind,

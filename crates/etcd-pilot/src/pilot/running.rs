@@ -86,41 +86,11 @@ impl Pilot {
                     None
                 }
             };
-            if let Ok(status) = &answered {
-                if forced && status.leader == Some(status.member_id) {
-                    // Crash test: the pilot dies while its forced etcd leads alone.
-                    fail::fail_point!("reseed-forced", |_| std::process::abort());
-                    // Alone and leading: restart without --force-new-cluster, so that no
-                    // later restart forces again.
-                    return Outcome::Reseeded;
-                }
-                if let Some(record) = &reseed_done
-                    && status.health() == Health::Healthy
-                {
-                    match self.record_reseed(&local, record).await {
-                        Ok(()) => reseed_done = None,
-                        Err(err) => tracing::warn!("cannot record the reseed yet: {err:#}"),
-                    }
-                }
-            }
-            let verdict = quorum
-                .observe(answered.as_ref().ok(), &local, &self.discovery)
-                .await;
-            if let Some(Verdict::Reseed {
-                seed,
-                survivors,
-                unreachable,
-            }) = verdict
-                && !forced
-                && seed.name == self.config.name
-                && quorum.confirmed(&seed).await
+            if let Some(outcome) = self
+                .reseed_step(&answered, &local, quorum, forced, &mut reseed_done)
+                .await
             {
-                return Outcome::Reseed {
-                    seed,
-                    survivors: survivors.into_iter().map(|(n, _)| n.to_string()).collect(),
-                    unreachable: unreachable.iter().map(ToString::to_string).collect(),
-                    members: quorum.voter_urls(),
-                };
+                return outcome;
             }
             if forced {
                 // A forced etcd makes no membership change: it restarts normally first.
@@ -518,6 +488,56 @@ pub(super) async fn liveness(
 }
 
 impl Pilot {
+    /// The quorum watch's turn, and the reseed's: a forced etcd that leads alone restarts
+    /// normally (`Reseeded`); a done reseed is recorded once etcd is healthy; a verdict that
+    /// names this member the seed, confirmed by every other survivor, starts one (`Reseed`).
+    async fn reseed_step(
+        &self,
+        answered: &Result<EndpointStatus, etcd::Error>,
+        local: &str,
+        quorum: &mut QuorumWatch,
+        forced: bool,
+        reseed_done: &mut Option<records::Reseed>,
+    ) -> Option<Outcome> {
+        if let Ok(status) = answered {
+            if forced && status.leader == Some(status.member_id) {
+                // Crash test: the pilot dies while its forced etcd leads alone.
+                fail::fail_point!("reseed-forced", |_| std::process::abort());
+                // Alone and leading: restart without --force-new-cluster, so that no later
+                // restart forces again.
+                return Some(Outcome::Reseeded);
+            }
+            if let Some(record) = reseed_done.as_ref()
+                && status.health() == Health::Healthy
+            {
+                match self.record_reseed(local, record).await {
+                    Ok(()) => *reseed_done = None,
+                    Err(err) => tracing::warn!("cannot record the reseed yet: {err:#}"),
+                }
+            }
+        }
+        let verdict = quorum
+            .observe(answered.as_ref().ok(), local, &self.discovery)
+            .await;
+        if let Some(Verdict::Reseed {
+            seed,
+            survivors,
+            unreachable,
+        }) = verdict
+            && !forced
+            && seed.name == self.config.name
+            && quorum.confirmed(&seed).await
+        {
+            return Some(Outcome::Reseed {
+                seed,
+                survivors: survivors.into_iter().map(|(n, _)| n.to_string()).collect(),
+                unreachable: unreachable.iter().map(ToString::to_string).collect(),
+                members: quorum.voter_urls(),
+            });
+        }
+        None
+    }
+
     /// The reseed marker, taken off the disk: the record to write when the reseed was done
     /// (etcd started forced); a marker of a reseed that never got that far is dropped.
     fn take_reseed(&self) -> Option<records::Reseed> {

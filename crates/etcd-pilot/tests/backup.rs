@@ -279,10 +279,13 @@ async fn a_store_outage_leaves_etcd_alone_and_backups_resume() {
     let Some(mut s3) = S3::start(Kind::Seaweed, 21480, dir.path()).await else {
         return;
     };
-    // Retention keeps every backup for 6 s only, then the newest per hour: old ones go.
+    // Retention keeps every backup for 6 s only, and its hourly, daily and weekly tiers
+    // reach back 1 s: old ones go, even when the run crosses an hour (the first backup would
+    // otherwise stay as its hour's newest).
     let extra = s3.backup_config(
         "outage",
-        "interval = \"2s\"\ntimeout = \"3s\"\ndrill = false\nkeep_all = \"6s\"",
+        "interval = \"2s\"\ntimeout = \"3s\"\ndrill = false\nkeep_all = \"6s\"\n\
+         keep_hourly = \"1s\"\nkeep_daily = \"1s\"\nkeep_weekly = \"1s\"",
     );
     let Some(cluster) = common::running_with(45, 3, Version::V35, &extra, &S3::env()).await else {
         return;

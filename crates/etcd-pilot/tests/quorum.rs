@@ -135,6 +135,28 @@ async fn write_until_refused(endpoint: String) -> Vec<String> {
     acked
 }
 
+/// Samples the cluster id every endpoint answers with, every 100 ms, until `stop` is set;
+/// returns every distinct id seen.
+async fn sample_cluster_ids(
+    endpoints: Vec<String>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::collections::BTreeSet<u64> {
+    let mut seen = std::collections::BTreeSet::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        for endpoint in &endpoints {
+            if let Ok(mut client) = connect(std::slice::from_ref(endpoint)).await
+                && let Ok(Ok(status)) =
+                    tokio::time::timeout(Duration::from_secs(1), client.status()).await
+                && let Some(header) = status.header()
+            {
+                seen.insert(header.cluster_id());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen
+}
+
 /// A majority is lost for good: m2 with its disk, m3 stopped; both dropped from discovery.
 /// The survivor m1 reseeds: it copies its data aside, restarts alone with
 /// `--force-new-cluster`, then normally, records the reseed and is writable with every write
@@ -147,6 +169,13 @@ async fn the_survivor_reseeds_after_a_majority_is_gone_for_good_and_the_others_j
         return;
     };
     let m1 = cluster.nodes[0].client_url();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = tokio::spawn(sample_cluster_ids(
+        (0..4)
+            .map(|i| format!("http://127.0.86.{}:2379", i + 1))
+            .collect(),
+        stop.clone(),
+    ));
     let writer = tokio::spawn(write_until_refused(m1.clone()));
     tokio::time::sleep(Duration::from_secs(1)).await;
     cluster.lose(1);
@@ -226,6 +255,11 @@ async fn the_survivor_reseeds_after_a_majority_is_gone_for_good_and_the_others_j
     for key in acked.iter().step_by(7) {
         assert_eq!(get(&m4_url, key).await.as_deref(), Some("x"), "{key}");
     }
+    // One cluster throughout: the reseed keeps the cluster id, and no member ever answered
+    // as a cluster of its own.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ids = sampler.await.unwrap();
+    assert_eq!(ids.len(), 1, "cluster ids seen: {ids:x?}");
 }
 
 /// Five voters, three lost with their disks. m2 lags (its etcd stopped while writes go on):

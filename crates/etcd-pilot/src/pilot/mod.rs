@@ -298,7 +298,8 @@ impl Pilot {
     /// forced again completes it whether or not the forced start happened (on a member that
     /// already stands alone it changes nothing); a survivor's etcd restarted without a quorum
     /// serves no client requests, so the quorum watch could not decide again. The decision is
-    /// abandoned (and its record dropped) when the data is no longer usable, when discovery
+    /// abandoned (and its record dropped), unless etcd may already have started forced, when
+    /// the data is no longer usable, when discovery
     /// lists a voter it found gone, or when any etcd among the voters of the decision and the
     /// listed peers answers with a leader: a quorum lives after all.
     async fn resume_reseed(&self, cancel: &CancellationToken) -> Option<StartMode> {
@@ -316,6 +317,27 @@ impl Pilot {
                 tracing::error!("cannot remove the abandoned reseed record: {err}");
             }
         };
+        if record.forced {
+            // etcd may already have started forced: the data no longer belongs to the old
+            // cluster, and abandoning now would run it as a second cluster with the same id.
+            // Finishing is the only way on (forcing again changes nothing).
+            crate::supervisor::stop_leftover_at(
+                &self.data.pid_file(),
+                self.config.timers.stop_grace,
+            )
+            .await;
+            tracing::warn!(
+                raft_index = record.raft_index,
+                "completing the reseed whose forced start may have happened before this pilot stopped"
+            );
+            return match self.copy_before_reseed() {
+                Ok(mode) => Some(mode),
+                Err(err) => {
+                    tracing::error!("cannot complete the reseed: {err:#}");
+                    None
+                }
+            };
+        }
         if !matches!(self.data.local_data(), Ok(LocalData::Data { .. })) {
             abandon("the data beside it is gone or unusable".to_owned());
             return None;
@@ -409,11 +431,11 @@ impl Pilot {
             self.prune_quarantine();
             tracing::warn!(copy = %copy.display(), "data copied aside");
         }
-        record.forced = true;
-        self.data.write_reseed(&record)?;
         // Crash test: the pilot dies with the data copied and the reseed recorded, before
         // etcd restarts alone.
         fail::fail_point!("reseed-before-force", |_| std::process::abort());
+        record.forced = true;
+        self.data.write_reseed(&record)?;
         tracing::warn!("restarting etcd alone with --force-new-cluster");
         self.set_phase(
             Phase::Starting,

@@ -255,6 +255,9 @@ pub enum Refusal {
     QuorumHeld,
     /// The named member is not a voter whose etcd answers.
     NotASurvivor { name: MemberName },
+    /// Addresses answer that are not voters in the survivors' list: a quorum may live on
+    /// without them; `--force` reseeds anyway.
+    Strangers { answering: Vec<String> },
     /// Another survivor has applied more; `--force` takes the named one anyway.
     NotTheBest {
         best: MemberName,
@@ -264,10 +267,16 @@ pub enum Refusal {
 }
 
 /// The operator's reseed from `from`: refused while a quorum holds, from a member that does
-/// not answer, or (without `force`) from a survivor another one is ahead of.
+/// not answer, or (without `force`) from a survivor another one is ahead of or while
+/// addresses answer that are not in the survivors' list.
 pub fn manual(observed: &Observed, from: &MemberName, force: bool) -> Result<Seed, Refusal> {
     if quorum_held(&observed.voters) {
         return Err(Refusal::QuorumHeld);
+    }
+    if !observed.strangers.is_empty() && !force {
+        let mut answering = observed.strangers.clone();
+        answering.sort();
+        return Err(Refusal::Strangers { answering });
     }
     let survivors = ranked(&observed.voters);
     let Some((_, index)) = survivors.iter().find(|(name, _)| name == from) else {
@@ -282,6 +291,82 @@ pub fn manual(observed: &Observed, from: &MemberName, force: bool) -> Result<See
         });
     }
     Ok(seed(observed, from, *index))
+}
+
+/// The newest reseed claim of a cluster in the backup store, as a pilot reads it (the store
+/// keeps numbered claims, each made by a conditional create: of two pilots creating the same
+/// generation, one wins).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimView {
+    pub generation: u64,
+    /// The node that holds it.
+    pub holder: String,
+    /// The reseed it was taken for is done (or was abandoned, or an operator ended it).
+    pub ended: bool,
+}
+
+/// What a pilot about to reseed does with the store's claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimStep {
+    /// Create this generation; go on only if the create wins.
+    Create { generation: u64 },
+    /// It is this node's already (a reseed it started before it restarted): go on.
+    Held { generation: u64 },
+    /// Another node holds an open claim: it reseeds (or died reseeding). Nothing happens
+    /// until it ends the claim or an operator takes it over (`reseed --force`).
+    Wait { holder: String, generation: u64 },
+}
+
+/// The claim step of `me` given the newest claim: a new generation after an ended one; an
+/// open one of another node is taken over only by an operator's forced reseed (`take_over`).
+/// No timeout takes a claim over: a holder that died may have started etcd alone already,
+/// and whether it did is written only on its own disk.
+pub fn claim_step(latest: Option<&ClaimView>, me: &str, take_over: bool) -> ClaimStep {
+    match latest {
+        None => ClaimStep::Create { generation: 1 },
+        Some(claim) if claim.ended => ClaimStep::Create {
+            generation: claim.generation + 1,
+        },
+        Some(claim) if claim.holder == me => ClaimStep::Held {
+            generation: claim.generation,
+        },
+        Some(claim) if take_over => ClaimStep::Create {
+            generation: claim.generation + 1,
+        },
+        Some(claim) => ClaimStep::Wait {
+            holder: claim.holder.clone(),
+            generation: claim.generation,
+        },
+    }
+}
+
+impl Refusal {
+    /// One line for the operator: why not, and what to do instead.
+    pub fn describe(&self) -> String {
+        match self {
+            Refusal::QuorumHeld => "a quorum of voters answers, or a voter sees a leader: the \
+                cluster is not lost, and a reseed would split it"
+                .to_owned(),
+            Refusal::NotASurvivor { name } => {
+                format!("{name} is not a voter whose etcd answers: it cannot be the seed")
+            }
+            Refusal::Strangers { answering } => format!(
+                "{} answer but are not voters in the survivors' list: a quorum may live on \
+                 without them, and a reseed would split the cluster; look first, then pass \
+                 --force",
+                answering.join(", ")
+            ),
+            Refusal::NotTheBest {
+                best,
+                best_index,
+                index,
+            } => format!(
+                "{best} has applied more (raft index {best_index} against {index}): reseeding \
+                 from the other would lose up to {} entries; reseed from {best}, or pass --force",
+                best_index - index
+            ),
+        }
+    }
 }
 
 impl Wait {

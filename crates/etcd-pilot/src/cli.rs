@@ -80,6 +80,24 @@ enum Commands {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// After quorum loss: reseed the cluster from the survivor NAME (its data, kept, becomes
+    /// the cluster; the other survivors join it). Shows the survivors and what would be lost,
+    /// and asks first.
+    Reseed {
+        /// The survivor to reseed from: by default only the one with the highest raft index.
+        #[arg(long)]
+        from: String,
+        /// Reseed from a survivor that is not the best (losing what the best has more), or
+        /// while addresses answer that the survivors do not list; takes over the store's
+        /// reseed claim of another node.
+        #[arg(long)]
+        force: bool,
+        /// Do not ask for confirmation (required when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
@@ -422,6 +440,23 @@ fn run(command: Commands, runtime: &Runtime, agent: Agent) -> Result<(), Failure
             output::print(&text);
             Ok(())
         }
+        Commands::Reseed {
+            from,
+            force,
+            yes,
+            cluster,
+        } => Ok(runtime.block_on(async {
+            let (endpoints, json) = cluster.endpoints().await?;
+            let request = crate::manual_reseed::Request {
+                from,
+                force,
+                yes,
+                json,
+            };
+            let text = crate::manual_reseed::run(&endpoints, &request).await?;
+            output::print(&text);
+            anyhow::Ok(())
+        })?),
         Commands::Aws {
             command: AwsCommand::Template,
         } => {

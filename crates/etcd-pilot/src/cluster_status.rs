@@ -34,7 +34,7 @@ pub(crate) struct MemberRow {
     pub(crate) error: Option<String>,
 }
 
-fn options() -> ClientOptions {
+pub(crate) fn options() -> ClientOptions {
     ClientOptions {
         timeout: std::time::Duration::from_secs(2),
         credentials: None,
@@ -309,7 +309,7 @@ pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
 
 /// What the pilots of `list`'s members say of a lost quorum (asked at each member's client
 /// host on the default admin port, concurrently).
-async fn pilots_quorum(list: &etcd::MemberList) -> Vec<PilotQuorum> {
+pub(crate) async fn pilots_quorum(list: &etcd::MemberList) -> Vec<PilotQuorum> {
     let Ok(peers) = PeerApi::new(std::time::Duration::from_secs(2)) else {
         return Vec::new();
     };
@@ -467,6 +467,9 @@ pub(crate) fn plan_text(view: &PlanView) -> String {
             },
             q.lost_for_secs
         ));
+        if let Some(manual) = &q.manual {
+            out.push_str(&format!("              operator: {manual}\n"));
+        }
     }
     out.push_str(&format!(
         "next:         {}{}\n",

@@ -22,6 +22,7 @@ mod error;
 mod etcd;
 mod lifecycle;
 mod local;
+mod manual_reseed;
 mod metrics;
 mod output;
 mod peer_api;
@@ -72,7 +73,9 @@ async fn run_agent(config: Config, cancel: CancellationToken) -> anyhow::Result<
         config.name.as_str(),
         etcd_pilot_core::start::PilotReport::Unknown,
     ));
-    let admin = Admin::start(&config, status_rx, metrics.clone()).await?;
+    // Operators' reseed orders: from the admin API to the quorum watch.
+    let orders = quorum::Orders::default();
+    let admin = Admin::start(&config, status_rx, metrics.clone(), orders.clone()).await?;
 
     // The coordinator role: the pilot's reconciler holds it; backups and the lifecycle hook
     // act only while it does.
@@ -148,9 +151,10 @@ async fn run_agent(config: Config, cancel: CancellationToken) -> anyhow::Result<
         config.name.clone(),
         parts.pool.clone(),
         parts.peers.clone(),
-        config.timers.reseed_policy(),
+        config.timers.reseed_policy(config.reseed_auto),
         status_tx.clone(),
         metrics.clone(),
+        orders,
     );
     let result = pilot::Pilot::new(config, parts)
         .run(reconciler, quorum, cancel.clone())
@@ -185,6 +189,7 @@ impl Admin {
         config: &Config,
         status: watch::Receiver<PilotStatus>,
         metrics: Metrics,
+        orders: quorum::Orders,
     ) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind(config.admin.listen)
             .await
@@ -202,7 +207,15 @@ impl Admin {
             tracing::warn!("cannot record the pilot's pid: {err:#}");
         }
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(admin::serve(listener, status, metrics, cancel.clone()));
+        let task = tokio::spawn(admin::serve(
+            listener,
+            admin::AppState {
+                status,
+                metrics,
+                orders,
+            },
+            cancel.clone(),
+        ));
         Ok(Self {
             task,
             cancel,

@@ -1,8 +1,8 @@
 //! The typed client of another pilot's admin API (`admin.rs` serves it): what a starting
 //! pilot asks its peers (`/v1/bootstrap`), what the coordinator asks the pilot of a member that
 //! is not healthy, what `plan` asks when no etcd answers, and whether the holder of a restore
-//! claim is alive (`/v1/status`). Every place that asks another pilot goes through it, and
-//! every request has the client's timeout.
+//! claim is alive (`/v1/status`), and the operator's reseed order (`POST /v1/reseed`). Every
+//! place that asks another pilot goes through it, and every request has the client's timeout.
 
 use std::time::Duration;
 
@@ -40,6 +40,11 @@ pub(crate) struct PeerQuorum {
     pub(crate) seed: Option<PeerSurvivor>,
     #[serde(default)]
     pub(crate) verdict: String,
+    /// What became of the last operator's reseed order.
+    #[serde(default)]
+    pub(crate) manual: Option<String>,
+    #[serde(default)]
+    pub(crate) highest_seen: u64,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
@@ -90,6 +95,26 @@ impl PeerApi {
             Answer::Answered(status) => status,
             Answer::Silent => None,
         }
+    }
+
+    /// `POST /v1/reseed`: leaves an operator's order with the seed's pilot. `Ok(Ok(text))`
+    /// when accepted, `Ok(Err(why))` when the pilot refused it.
+    pub(crate) async fn order_reseed(
+        &self,
+        admin_url: &str,
+        order: &crate::quorum::ReseedOrder,
+    ) -> anyhow::Result<Result<String, String>> {
+        let url = format!("{}/v1/reseed", admin_url.trim_end_matches('/'));
+        let response = self
+            .http
+            .post(&url)
+            .json(order)
+            .send()
+            .await
+            .with_context(|| format!("send the reseed order to {url}"))?;
+        let accepted = response.status().is_success();
+        let text = response.text().await.unwrap_or_default().trim().to_owned();
+        Ok(if accepted { Ok(text) } else { Err(text) })
     }
 
     /// Whether anything answers `/v1/status` at `admin_url`, and what.

@@ -5,9 +5,12 @@
 //! verdict is published in `/v1/status` (`quorum`) and as `etcd_pilot_quorum_lost`. When
 //! the verdict is a reseed from this member and every other survivor's pilot names
 //! the same seed ([`QuorumWatch::confirmed`]), the pilot carries it out (`pilot/`): this
-//! module only observes and decides.
+//! module only observes and decides. An operator's order (`etcd-pilot reseed`, through
+//! `POST /v1/reseed`) waits in [`Orders`] and is checked against the same observation
+//! ([`QuorumWatch::ordered`]).
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use etcd_pilot_core::reseed::{self, Listing, ReseedPolicy, Verdict, Voter, VoterStatus};
@@ -20,6 +23,53 @@ use crate::etcd::{self, EndpointStatus, MemberList};
 use crate::metrics::Metrics;
 use crate::peer_api::PeerApi;
 use crate::state::{PilotStatus, QuorumStatus, Survivor};
+
+/// An operator's reseed order (`etcd-pilot reseed --from NAME`), as `POST /v1/reseed` takes it.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+pub(crate) struct ReseedOrder {
+    /// The seed: only that member's pilot takes the order.
+    pub(crate) from: String,
+    /// Reseed from a survivor that is not the best, or while unknown addresses answer.
+    #[serde(default)]
+    pub(crate) force: bool,
+    /// Who ordered it (user and host), for the record.
+    #[serde(default)]
+    pub(crate) by: String,
+}
+
+/// How long an order waits for the quorum watch before it lapses.
+const ORDER_LAPSES_AFTER: Duration = Duration::from_secs(60);
+
+/// Orders from the admin API to the quorum watch: the newest replaces an older one.
+#[derive(Clone, Default)]
+pub(crate) struct Orders(Arc<Mutex<Option<(ReseedOrder, Instant)>>>);
+
+impl Orders {
+    pub(crate) fn put(&self, order: ReseedOrder) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((order, Instant::now()));
+    }
+
+    fn take(&self) -> Option<(ReseedOrder, Instant)> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// A reseed the quorum watch found this pilot should carry out.
+pub(crate) struct Go {
+    pub(crate) seed: reseed::Seed,
+    pub(crate) survivors: Vec<MemberName>,
+    pub(crate) unreachable: Vec<MemberName>,
+    /// `automatic`, or who ordered it.
+    pub(crate) ordered_by: String,
+    /// An operator's forced order: it may take over another node's open claim.
+    pub(crate) take_over: bool,
+}
 
 /// The quorum watch of one pilot: the timers it keeps between observations.
 pub(crate) struct QuorumWatch {
@@ -43,6 +93,11 @@ pub(crate) struct QuorumWatch {
     confirmers: Vec<(MemberName, String)>,
     /// Every voter's client URL at the last observation.
     voter_urls: Vec<String>,
+    /// Operators' orders, from the admin API.
+    orders: Orders,
+    /// The last observation that found the quorum lost, and what became of the last order.
+    last: Option<reseed::Observed>,
+    manual: Option<String>,
 }
 
 impl QuorumWatch {
@@ -53,6 +108,7 @@ impl QuorumWatch {
         policy: ReseedPolicy,
         status: watch::Sender<PilotStatus>,
         metrics: Metrics,
+        orders: Orders,
     ) -> Self {
         Self {
             me,
@@ -67,7 +123,108 @@ impl QuorumWatch {
             highest_seen: 0,
             confirmers: Vec::new(),
             voter_urls: Vec::new(),
+            orders,
+            last: None,
+            manual: None,
         }
+    }
+
+    /// The operator's pending order, checked against this pilot's last observation: the
+    /// reseed to carry out, or `None` (no order, or refused: the reason is published in
+    /// `quorum.manual`). Refused too when another survivor's pilot names another seed: it
+    /// may be reseeding on its own, and two seeds would split the cluster.
+    pub(crate) async fn ordered(&mut self) -> Option<Go> {
+        let (order, at) = self.orders.take()?;
+        let decided = self.check_order(&order, at).await;
+        let text = match &decided {
+            Ok(seed) => format!(
+                "reseed from {} ordered by {}: accepted (raft index {}, {} entries behind the \
+                 highest seen)",
+                seed.name, order.by, seed.raft_index, seed.behind
+            ),
+            Err(why) => format!(
+                "reseed from {} ordered by {}: refused: {why}",
+                order.from, order.by
+            ),
+        };
+        tracing::warn!("{text}");
+        self.manual = Some(text.clone());
+        self.status.send_modify(|s| {
+            if let Some(q) = s.quorum.as_mut() {
+                q.manual = Some(text);
+            }
+        });
+        let seed = decided.ok()?;
+        let observed = self.last.as_ref()?;
+        let mut voters = observed.voters.clone();
+        voters.sort_by(|a, b| a.name.cmp(&b.name));
+        Some(Go {
+            seed,
+            survivors: reseed::ranked(&voters)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect(),
+            unreachable: voters
+                .iter()
+                .filter(|v| v.status.is_none())
+                .map(|v| v.name.clone())
+                .collect(),
+            ordered_by: order.by.clone(),
+            take_over: order.force,
+        })
+    }
+
+    /// An accepted order that cannot be carried out after all (the store's claim): said in
+    /// `quorum.manual` until the next order.
+    pub(crate) fn refused(&mut self, seed: &reseed::Seed, by: &str, why: &str) {
+        let text = format!("reseed from {} ordered by {by}: refused: {why}", seed.name);
+        self.manual = Some(text.clone());
+        self.status.send_modify(|s| {
+            if let Some(q) = s.quorum.as_mut() {
+                q.manual = Some(text);
+            }
+        });
+    }
+
+    async fn check_order(&self, order: &ReseedOrder, at: Instant) -> Result<reseed::Seed, String> {
+        if at.elapsed() > ORDER_LAPSES_AFTER {
+            return Err("the order lapsed before this pilot looked at it".to_owned());
+        }
+        if order.from != self.me.as_str() {
+            return Err(format!(
+                "this is the pilot of {}, not of {}",
+                self.me, order.from
+            ));
+        }
+        let Some(observed) = &self.last else {
+            return Err(
+                "this pilot's etcd sees a leader, or does not answer: no quorum loss to end"
+                    .to_owned(),
+            );
+        };
+        let seed = reseed::manual(observed, &self.me, order.force).map_err(|r| r.describe())?;
+        for (name, admin_url) in &self.confirmers {
+            if admin_url.is_empty() {
+                continue;
+            }
+            let named = self
+                .peers
+                .status(admin_url)
+                .await
+                .and_then(|status| status.quorum)
+                .and_then(|quorum| quorum.seed);
+            if let Some(other) = named
+                && other.name != self.me.as_str()
+            {
+                return Err(format!(
+                    "the pilot of {name} names {} the seed and may be reseeding on its own: two \
+                     seeds would split the cluster (wait for it, or set reseed.auto = false on \
+                     every pilot first)",
+                    other.name
+                ));
+            }
+        }
+        Ok(seed)
     }
 
     /// Every voter's client URL at the last observation.
@@ -257,10 +414,13 @@ impl QuorumWatch {
         };
         let verdict = reseed::decide(&observed, &self.policy);
         self.publish(&observed, &verdict);
+        self.last = (!matches!(verdict, Verdict::Held)).then_some(observed);
         Some(verdict)
     }
 
     fn clear(&mut self) {
+        self.last = None;
+        self.manual = None;
         self.lost_since = None;
         self.unlisted_since.clear();
         self.metrics.quorum_lost.set(0);
@@ -334,6 +494,7 @@ impl QuorumWatch {
                 raft_index: s.raft_index,
             }),
             verdict: text,
+            manual: self.manual.clone(),
         };
         self.status.send_modify(|s| s.quorum = Some(view));
     }

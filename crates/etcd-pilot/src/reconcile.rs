@@ -42,16 +42,11 @@ pub(crate) enum Outcome {
     /// either, so the start decision, from what the peers' pilots say, tells whether the data
     /// goes aside; otherwise etcd keeps running.
     Recheck,
-    /// The quorum is lost for good and this member is the seed every listed survivor's pilot
-    /// names: stop etcd, copy its data aside and restart it alone (`quorum.rs`).
-    Reseed {
-        seed: etcd_pilot_core::reseed::Seed,
-        /// The survivors (best first) and the voters that were gone, for the record.
-        survivors: Vec<String>,
-        unreachable: Vec<String>,
-        /// Every voter's client URL.
-        members: Vec<String>,
-    },
+    /// The quorum is lost for good and this member is the seed (every other survivor's pilot
+    /// names it, or an operator ordered it), its claim taken: stop etcd, copy its data aside
+    /// and restart it alone (`quorum.rs`, `pilot/`). The record is written beside the data
+    /// before etcd stops.
+    Reseed(Box<records::Reseed>),
     /// A reseeded etcd leads alone: restart it without `--force-new-cluster`.
     Reseeded,
 }

@@ -123,6 +123,17 @@ pub(crate) struct Reseed {
     /// only then is it recorded in etcd.
     #[serde(default)]
     pub(crate) forced: bool,
+    /// Who ordered it: `automatic`, or the operator's `reseed` command (`by` in its order).
+    #[serde(default)]
+    pub(crate) ordered_by: String,
+    /// The generation of the store's reseed claim this pilot holds (with a backup store),
+    /// ended once the reseed is recorded.
+    #[serde(default)]
+    pub(crate) claim: Option<u64>,
+    /// The backup id of the seed's data taken into the store before the reseed, or why
+    /// there is none.
+    #[serde(default)]
+    pub(crate) snapshot: String,
 }
 
 /// A record as its value in etcd.

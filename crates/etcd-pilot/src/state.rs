@@ -176,6 +176,8 @@ pub(crate) struct QuorumStatus {
     pub(crate) seed_behind: Option<u64>,
     /// One line: what is lost and what the pilot waits for.
     pub(crate) verdict: String,
+    /// What became of the last operator's reseed order (`etcd-pilot reseed`), if any.
+    pub(crate) manual: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -325,3 +325,167 @@ async fn of_two_survivors_the_one_with_more_data_seeds_and_the_other_joins_it() 
     println!("acknowledged writes: {}, lost: {missing}", acked.len());
     assert_eq!(missing, 0, "every write m1 acknowledged is kept");
 }
+
+/// Automatic reseeds off (`reseed.auto = false`), a backup store configured. Four voters, two
+/// lost with their disks; of the two survivors m2 lags (its etcd stopped while m1, m3 and m4
+/// commit). Nothing happens on its own. The operator's `reseed --from m2` is refused without
+/// `--force` (m1 has more) and without `--yes` off a terminal; with both, m2 takes the store's
+/// reseed claim, puts its data into the store as a reseed snapshot, and reseeds; m1's data
+/// (a removed member's now) is set aside and m1 joins it. What m1 had beyond m2 is lost, and
+/// said so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_reseeds_from_a_worse_survivor_only_with_force() {
+    let store = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "quorum_lost_after = \"2s\"\n\n[reseed]\nauto = false\n\n[backup]\nurl = \"file://{}\"\n\
+         interval = \"1h\"\ndrill = false\n",
+        store.path().display()
+    );
+    let Some(mut cluster) = common::running_with(92, 4, Version::V35, &extra, &[]).await else {
+        return;
+    };
+    let m1 = cluster.nodes[0].client_url();
+    let m2 = cluster.nodes[1].client_url();
+    for i in 0..10 {
+        put(&m1, &format!("both-{i}"), "x").await;
+    }
+    let cluster_id = common::cluster_id(&m1).await;
+    let lagging = cluster.nodes[1].etcd_pid().unwrap();
+    common::signal(lagging, libc::SIGSTOP);
+    for i in 0..10 {
+        put(&m1, &format!("m1-only-{i}"), "x").await;
+    }
+    cluster.lose(2);
+    cluster.lose(3);
+    common::signal(lagging, libc::SIGCONT);
+    let endpoints = format!("{m1},{m2}");
+    eventually(
+        "m2's pilot to report the quorum lost",
+        Duration::from_secs(30),
+        || async {
+            cluster.pilot_status(1).await.filter(|s| {
+                s["quorum"]["lost"] == true && s["quorum"]["lost_for_secs"].as_u64() >= Some(2)
+            })
+        },
+    )
+    .await;
+    // Well past every timer: with reseed.auto = false nothing happens on its own.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let status = cluster.pilot_status(0).await.unwrap();
+    assert!(
+        status["quorum"]["verdict"]
+            .as_str()
+            .is_some_and(|v| v.contains("automatic reseeds are off")),
+        "{status}"
+    );
+
+    let refused = cluster.cli(&["reseed", "--from", "m2", "--yes", "--endpoints", &endpoints]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "a worse survivor without --force"
+    );
+    assert!(
+        stderr.contains("m1 has applied more") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    let unconfirmed = cluster.cli(&["reseed", "--from", "m1", "--endpoints", &endpoints]);
+    let stderr = String::from_utf8_lossy(&unconfirmed.stderr);
+    assert!(!unconfirmed.status.success(), "no --yes off a terminal");
+    assert!(stderr.contains("pass --yes"), "{stderr}");
+    assert!(
+        cluster.nodes[1]
+            .metrics()
+            .await
+            .contains("etcd_pilot_reseeds_total 0")
+    );
+
+    let forced = cluster.cli(&[
+        "reseed",
+        "--from",
+        "m2",
+        "--yes",
+        "--force",
+        "--endpoints",
+        &endpoints,
+    ]);
+    let stdout = String::from_utf8_lossy(&forced.stdout);
+    assert!(
+        forced.status.success(),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&forced.stderr),
+        cluster.logs()
+    );
+    assert!(
+        stdout.contains("m2") && stdout.contains("<- seed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("reseeded: m2 leads the cluster"),
+        "{stdout}"
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(&get(&m2, "/etcd-pilot/cluster/reseed").await.unwrap()).unwrap();
+    assert_eq!(record["by"], "m2", "{record}");
+    assert!(
+        record["ordered_by"].as_str().unwrap().contains('@'),
+        "{record}"
+    );
+    assert_eq!(record["claim"], 1, "{record}");
+    assert_eq!(
+        common::cluster_id(&m2).await,
+        cluster_id,
+        "the reseed keeps the cluster id"
+    );
+
+    // The store: the claim, ended once recorded, and the seed's data marked as a reseed snapshot.
+    let claims = store
+        .path()
+        .join("test/reseeds")
+        .join(format!("{cluster_id:x}"));
+    let claim: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(claims.join("00000001.json")).unwrap())
+            .unwrap();
+    assert_eq!(claim["holder"], "m2", "{claim}");
+    let state = eventually("the claim to end", Duration::from_secs(20), || async {
+        let text = std::fs::read_to_string(claims.join("00000001.state.json")).ok()?;
+        let state: serde_json::Value = serde_json::from_str(&text).ok()?;
+        (state["ended"] == "reseeded").then_some(state)
+    })
+    .await;
+    assert_eq!(state["ended_by"], "m2", "{state}");
+    let snapshot = record["snapshot"].as_str().unwrap().to_owned();
+    let backups = cluster.backups();
+    let manifest = backups
+        .iter()
+        .find(|m| m["id"] == snapshot.as_str())
+        .unwrap_or_else(|| panic!("snapshot {snapshot} not in {backups:?}"));
+    assert_eq!(manifest["taken_for"], "reseed", "{manifest}");
+    assert_eq!(manifest["member"], "m2", "{manifest}");
+
+    // m1 (a removed member of the reseeded cluster) sets its data aside and joins m2.
+    cluster.write_peers(&[0, 1]);
+    cluster.wait_voters(&[0, 1], Duration::from_secs(120)).await;
+    assert!(
+        std::fs::read_dir(cluster.nodes[0].data_dir().join("quarantine"))
+            .map(|entries| entries.count())
+            .unwrap_or(0)
+            >= 1,
+        "m1's old data was set aside"
+    );
+    for i in 0..10 {
+        assert_eq!(get(&m1, &format!("both-{i}")).await.as_deref(), Some("x"));
+    }
+    let mut lost = 0;
+    for i in 0..10 {
+        if get(&m1, &format!("m1-only-{i}")).await.is_none() {
+            lost += 1;
+        }
+    }
+    println!(
+        "forced reseed from the worse survivor: {lost} of 10 writes only m1 had are lost \
+         (record: {} entries behind the highest seen)",
+        record["behind"]
+    );
+    assert!(lost > 0, "m2 lagged: the writes only m1 had are gone");
+}

@@ -65,6 +65,7 @@ fn every_test_cluster_has_its_own_subnet() {
             "aws_cluster_with(",
             "loaded(",
             "bad_config_rolled_out(",
+            "cluster_of_users(",
         ]
         .iter()
         .flat_map(|call| text.match_indices(call).map(move |(i, _)| i + call.len()))

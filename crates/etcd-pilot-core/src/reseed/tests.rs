@@ -157,6 +157,15 @@ fn manual_reseed_refuses_a_worse_survivor_without_force() {
     );
     let held = observed("m1:90 m2:100 m3:-", 0);
     assert_eq!(manual(&held, &name("m2"), true), Err(Refusal::QuorumHeld));
+    let stale = Observed {
+        strangers: vec!["m6 at http://127.0.0.6:2379".to_owned()],
+        ..o.clone()
+    };
+    assert!(matches!(
+        manual(&stale, &name("m2"), false),
+        Err(Refusal::Strangers { .. })
+    ));
+    assert_eq!(manual(&stale, &name("m2"), true).unwrap().raft_index, 100);
 }
 
 fn arb_voter(i: usize) -> impl Strategy<Value = Voter> {
@@ -269,6 +278,74 @@ proptest! {
         if let Ok(seed) = manual(&o, &from, force) {
             let best = ranked(&o.voters)[0].1;
             prop_assert!(force || seed.raft_index == best);
+            prop_assert!(force || o.strangers.is_empty());
+            prop_assert_eq!(seed.name, from);
+        }
+    }
+}
+
+#[test]
+fn the_reseed_claim_goes_to_one_node_and_only_an_operator_takes_an_open_one_over() {
+    let open = |holder: &str| ClaimView {
+        generation: 3,
+        holder: holder.to_owned(),
+        ended: false,
+    };
+    let ended = ClaimView {
+        ended: true,
+        ..open("m2")
+    };
+    let cases: Vec<(Option<&ClaimView>, bool, ClaimStep)> = vec![
+        (None, false, ClaimStep::Create { generation: 1 }),
+        (Some(&ended), false, ClaimStep::Create { generation: 4 }),
+        (Some(&ended), true, ClaimStep::Create { generation: 4 }),
+    ];
+    for (latest, take_over, step) in cases {
+        assert_eq!(
+            claim_step(latest, "m1", take_over),
+            step,
+            "{latest:?} {take_over}"
+        );
+    }
+    assert_eq!(
+        claim_step(Some(&open("m1")), "m1", false),
+        ClaimStep::Held { generation: 3 }
+    );
+    assert_eq!(
+        claim_step(Some(&open("m2")), "m1", false),
+        ClaimStep::Wait {
+            holder: "m2".to_owned(),
+            generation: 3
+        }
+    );
+    assert_eq!(
+        claim_step(Some(&open("m2")), "m1", true),
+        ClaimStep::Create { generation: 4 }
+    );
+}
+
+proptest! {
+    #[test]
+    fn a_claim_step_never_holds_another_nodes_open_claim_nor_reuses_a_generation(
+        generation in 1u64..1000,
+        holder in prop::sample::select(vec!["m1", "m2", "m3"]),
+        ended in any::<bool>(),
+        me in prop::sample::select(vec!["m1", "m2", "m3"]),
+        take_over in any::<bool>(),
+    ) {
+        let latest = ClaimView { generation, holder: holder.to_owned(), ended };
+        match claim_step(Some(&latest), me, take_over) {
+            ClaimStep::Create { generation: g } => {
+                prop_assert_eq!(g, generation + 1);
+                prop_assert!(ended || holder != me && take_over);
+            }
+            ClaimStep::Held { generation: g } => {
+                prop_assert_eq!(g, generation);
+                prop_assert!(!ended && holder == me);
+            }
+            ClaimStep::Wait { holder: h, .. } => {
+                prop_assert!(!ended && h != me && !take_over);
+            }
         }
     }
 }

@@ -1,7 +1,9 @@
-//! The restore claim's lease: after total loss, one pilot restores, and the others wait for
-//! its cluster; a holder that dies is replaced once its heartbeat stood still for
-//! `restore.claim_timeout`, and a finished restore ends the claim so that the next incident
-//! starts a new one.
+//! The claims a backup store keeps. The restore claim's lease: after total loss, one pilot
+//! restores, and the others wait for its cluster; a holder that dies is replaced once its
+//! heartbeat stood still for `restore.claim_timeout`, and a finished restore ends the claim so
+//! that the next incident starts a new one. The reseed claim ([`claim_reseed`]): after quorum
+//! loss, the seed takes it before it stops etcd, so that of two pilots deciding at once only
+//! one reseeds; it has no heartbeat and no timeout (core `reseed::claim_step`).
 //!
 //! The store keeps the claims (`store.rs`: conditional creates, one object per generation);
 //! the core decides the step (`backup::claim_step`). This module times the holder's heartbeat
@@ -14,10 +16,11 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use etcd_pilot_core::ClusterId;
 use etcd_pilot_core::backup::{self as choice, ClaimOutcome, ClaimStep, ClaimView};
+use etcd_pilot_core::reseed::ClaimStep as ReseedStep;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::store::{ClaimState, Ended, LatestClaim, RestoreClaim, Store};
+use super::store::{ClaimKind, ClaimState, Ended, LatestClaim, RestoreClaim, Store};
 use crate::peer_api::{Answer, PeerApi};
 
 /// One pilot's side of the restore claims of its store.
@@ -75,13 +78,13 @@ impl Claims {
         lost: Option<ClusterId>,
         backup: &str,
     ) -> anyhow::Result<Acquired> {
-        let latest = self.store.latest_claim(lost).await?;
+        let latest = self.store.latest_claim(ClaimKind::Restore, lost).await?;
         let view = latest.as_ref().map(|l| ClaimView {
             generation: l.generation,
             holder: l.claim.holder_id.clone(),
             outcome: match l.state.ended {
                 None => ClaimOutcome::Open,
-                Some(Ended::Restored) => ClaimOutcome::Restored,
+                Some(Ended::Restored | Ended::Reseeded) => ClaimOutcome::Restored,
                 Some(Ended::Released) => ClaimOutcome::Released,
             },
             unchanged_for: self.still_for(lost, l),
@@ -129,7 +132,11 @@ impl Claims {
                     at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
                     heartbeat_every_ms: u64::try_from(every.as_millis()).unwrap_or(u64::MAX),
                 };
-                if !self.store.create_claim(lost, generation, &claim).await? {
+                if !self
+                    .store
+                    .create_claim(ClaimKind::Restore, lost, generation, &claim)
+                    .await?
+                {
                     // Another holder created it first.
                     return Ok(Acquired::Waiting {
                         holder: "another pilot".to_owned(),
@@ -204,7 +211,9 @@ impl Lease {
         timeout: Duration,
     ) -> anyhow::Result<Self> {
         let first = heartbeat_state(1);
-        store.put_claim_state(lost, generation, &first).await?;
+        store
+            .put_claim_state(ClaimKind::Restore, lost, generation, &first)
+            .await?;
         let last_ack = std::sync::Arc::new(Mutex::new(Instant::now()));
         let stop = CancellationToken::new();
         let task = {
@@ -217,7 +226,7 @@ impl Lease {
                         () = stop.cancelled() => return beat,
                     }
                     // A claim an operator ended stays ended: never beat over it.
-                    match store.latest_claim(lost).await {
+                    match store.latest_claim(ClaimKind::Restore, lost).await {
                         Ok(Some(latest))
                             if latest.generation == generation && latest.state.ended.is_none() => {}
                         Ok(_) => return beat,
@@ -228,7 +237,12 @@ impl Lease {
                     }
                     beat += 1;
                     match store
-                        .put_claim_state(lost, generation, &heartbeat_state(beat))
+                        .put_claim_state(
+                            ClaimKind::Restore,
+                            lost,
+                            generation,
+                            &heartbeat_state(beat),
+                        )
                         .await
                     {
                         Ok(()) => {
@@ -274,7 +288,7 @@ impl Lease {
         }
         let latest = self
             .store
-            .latest_claim(self.lost)
+            .latest_claim(ClaimKind::Restore, self.lost)
             .await?
             .context("the restore claim vanished from the store")?;
         if latest.generation != self.generation || latest.claim.holder_id != self.holder_id {
@@ -305,7 +319,7 @@ impl Lease {
         state.ended = Some(Ended::Restored);
         state.ended_by = Some(by.to_owned());
         self.store
-            .put_claim_state(self.lost, self.generation, &state)
+            .put_claim_state(ClaimKind::Restore, self.lost, self.generation, &state)
             .await
     }
 }
@@ -346,7 +360,7 @@ pub(crate) async fn release(
     by: &str,
 ) -> anyhow::Result<String> {
     let lost_text = lost.map_or_else(|| "none".to_owned(), |id| id.to_string());
-    let Some(latest) = store.latest_claim(lost).await? else {
+    let Some(latest) = store.latest_claim(ClaimKind::Restore, lost).await? else {
         return Ok(format!(
             "no restore claim for the loss of cluster {lost_text}: nothing to release"
         ));
@@ -378,7 +392,7 @@ pub(crate) async fn release(
         let period = Duration::from_millis(latest.claim.heartbeat_every_ms.max(1000));
         tokio::time::sleep(period.saturating_mul(2) + Duration::from_secs(1)).await;
         let now = store
-            .latest_claim(lost)
+            .latest_claim(ClaimKind::Restore, lost)
             .await?
             .context("the restore claim vanished from the store")?;
         if now.generation != latest.generation || now.state.heartbeat != latest.state.heartbeat {
@@ -397,7 +411,7 @@ pub(crate) async fn release(
         ended_by: Some(by.to_owned()),
     };
     store
-        .put_claim_state(lost, latest.generation, &state)
+        .put_claim_state(ClaimKind::Restore, lost, latest.generation, &state)
         .await?;
     Ok(format!(
         "released restore claim {} of pilot {holder} (backup {}; its pilot does not answer at {} \
@@ -405,4 +419,81 @@ pub(crate) async fn release(
          restore anew",
         latest.generation, latest.claim.backup, latest.claim.admin_url
     ))
+}
+
+/// Takes the reseed claim of `cluster` for `me` (`what`: the seed and its raft index, for
+/// people reading the store): `Ok(generation)` when this node holds it, `Err(why)` when
+/// another node does (or won the create). `take_over`: an operator's forced order, which
+/// takes an open claim of another node over.
+pub(crate) async fn claim_reseed(
+    store: &Store,
+    cluster: ClusterId,
+    me: &str,
+    admin_url: &str,
+    what: &str,
+    take_over: bool,
+) -> anyhow::Result<Result<u64, String>> {
+    let latest = store.latest_claim(ClaimKind::Reseed, Some(cluster)).await?;
+    let view = latest.as_ref().map(|l| etcd_pilot_core::reseed::ClaimView {
+        generation: l.generation,
+        holder: l.claim.holder.clone(),
+        ended: l.state.ended.is_some(),
+    });
+    let generation = match etcd_pilot_core::reseed::claim_step(view.as_ref(), me, take_over) {
+        ReseedStep::Held { generation } => return Ok(Ok(generation)),
+        ReseedStep::Wait { holder, generation } => {
+            let at = latest.map(|l| l.claim.at).unwrap_or_default();
+            return Ok(Err(format!(
+                "{holder} holds the store's reseed claim {generation} (since {at}): it reseeds, \
+                 or died reseeding; `etcd-pilot reseed --from NAME --force` takes it over"
+            )));
+        }
+        ReseedStep::Create { generation } => generation,
+    };
+    if let Some(previous) = latest.filter(|l| l.state.ended.is_none()) {
+        tracing::warn!(
+            holder = %previous.claim.holder,
+            generation = previous.generation,
+            "an operator's forced reseed takes the open reseed claim over"
+        );
+    }
+    let claim = RestoreClaim {
+        holder: me.to_owned(),
+        holder_id: me.to_owned(),
+        admin_url: admin_url.to_owned(),
+        backup: what.to_owned(),
+        at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        heartbeat_every_ms: 0,
+    };
+    if store
+        .create_claim(ClaimKind::Reseed, Some(cluster), generation, &claim)
+        .await?
+    {
+        Ok(Ok(generation))
+    } else {
+        Ok(Err(format!(
+            "another pilot created reseed claim {generation} first: it reseeds"
+        )))
+    }
+}
+
+/// Ends reseed claim `generation` of `cluster`: the reseed is recorded (`done`), or was
+/// dropped before etcd started alone.
+pub(crate) async fn end_reseed_claim(
+    store: &Store,
+    cluster: ClusterId,
+    generation: u64,
+    done: bool,
+    by: &str,
+) -> anyhow::Result<()> {
+    let mut state = heartbeat_state(1);
+    state.ended = Some(if done {
+        Ended::Reseeded
+    } else {
+        Ended::Released
+    });
+    state.ended_by = Some(by.to_owned());
+    store
+        .put_claim_state(ClaimKind::Reseed, Some(cluster), generation, &state)
+        .await
 }

@@ -125,6 +125,27 @@ impl Backups {
             member,
             self.config.compression_level,
             progress,
+            None,
+        )
+        .await
+    }
+
+    /// The seed's data into the store right before a reseed after quorum loss, marked as such:
+    /// taken from the member alone (no quorum), so the lineage is not recorded (the reseed
+    /// keeps the cluster id, and the lineage with it).
+    pub(crate) async fn take_for_reseed(
+        &self,
+        etcd: &Etcd,
+        member: &str,
+    ) -> anyhow::Result<Manifest> {
+        take::take(
+            etcd,
+            &self.store,
+            &self.cluster_name,
+            member,
+            self.config.compression_level,
+            &Progress::hidden(),
+            Some("reseed"),
         )
         .await
     }

@@ -69,6 +69,10 @@ pub(crate) struct Manifest {
     /// When the last drill ran, RFC 3339.
     #[serde(default)]
     pub(crate) verified_at: Option<String>,
+    /// Why it was taken when not on schedule nor by hand: `reseed` for the seed's data right
+    /// before a reseed after quorum loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) taken_for: Option<String>,
 }
 
 impl Manifest {
@@ -102,8 +106,27 @@ impl ClusterRecord {
     }
 }
 
+/// Which claims: `restores/<lost cluster>/` (who restores after total loss) or
+/// `reseeds/<cluster>/` (who reseeds after quorum loss). Both are numbered generations made
+/// by conditional creates: of two pilots creating the same generation, one wins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ClaimKind {
+    Restore,
+    Reseed,
+}
+
+impl ClaimKind {
+    fn folder(self) -> &'static str {
+        match self {
+            ClaimKind::Restore => "restores",
+            ClaimKind::Reseed => "reseeds",
+        }
+    }
+}
+
 /// `restores/<lost>/<generation>.json`: who restores after that cluster was lost, from which
-/// backup. Never changed once created.
+/// backup; or `reseeds/<cluster>/<generation>.json`: who reseeds that cluster, and from which
+/// raft index (in `backup`). Never changed once created.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct RestoreClaim {
     /// The holder's node name.
@@ -128,6 +151,8 @@ pub(crate) struct RestoreClaim {
 pub(crate) enum Ended {
     /// The data is in place on the holder: that loss is over.
     Restored,
+    /// The reseed is done and recorded in etcd: that quorum loss is over.
+    Reseeded,
     /// An operator released it, its holder gone.
     Released,
 }
@@ -405,13 +430,14 @@ impl Store {
         lost.map_or_else(|| "none".to_owned(), |id| id.to_string())
     }
 
-    /// The newest restore claim after `lost` was lost, if any.
+    /// The newest claim of `kind` for cluster `lost`, if any.
     pub(crate) async fn latest_claim(
         &self,
+        kind: ClaimKind,
         lost: Option<ClusterId>,
     ) -> anyhow::Result<Option<LatestClaim>> {
         let folder = Self::claims_folder(lost);
-        let prefix = self.path(&["restores", &folder]);
+        let prefix = self.path(&[kind.folder(), &folder]);
         let depth = prefix.parts().count() + 1;
         let mut newest: Option<u64> = None;
         let mut listing = self.inner.list(Some(&prefix));
@@ -431,14 +457,17 @@ impl Store {
             }
         }
         let Some(generation) = newest else {
-            return self.legacy_claim(lost).await;
+            return match kind {
+                ClaimKind::Restore => self.legacy_claim(lost).await,
+                ClaimKind::Reseed => Ok(None),
+            };
         };
         let claim: RestoreClaim = self
-            .read_json(&self.claim_path(lost, generation, ""))
+            .read_json(&self.claim_path(kind, lost, generation, ""))
             .await?
-            .with_context(|| format!("restore claim {generation} vanished"))?;
+            .with_context(|| format!("{} claim {generation} vanished", kind.folder()))?;
         let state = self
-            .read_json(&self.claim_path(lost, generation, ".state"))
+            .read_json(&self.claim_path(kind, lost, generation, ".state"))
             .await?
             .unwrap_or_default();
         Ok(Some(LatestClaim {
@@ -475,9 +504,15 @@ impl Store {
         }))
     }
 
-    fn claim_path(&self, lost: Option<ClusterId>, generation: u64, suffix: &str) -> Path {
+    fn claim_path(
+        &self,
+        kind: ClaimKind,
+        lost: Option<ClusterId>,
+        generation: u64,
+        suffix: &str,
+    ) -> Path {
         self.path(&[
-            "restores",
+            kind.folder(),
             &Self::claims_folder(lost),
             &format!("{generation:08}{suffix}.json"),
         ])
@@ -502,15 +537,16 @@ impl Store {
         }
     }
 
-    /// Creates restore claim `generation` after `lost` was lost, with a conditional create.
+    /// Creates claim `generation` of `kind` for cluster `lost`, with a conditional create.
     /// `false`: another pilot created it first.
     pub(crate) async fn create_claim(
         &self,
+        kind: ClaimKind,
         lost: Option<ClusterId>,
         generation: u64,
         claim: &RestoreClaim,
     ) -> anyhow::Result<bool> {
-        let path = self.claim_path(lost, generation, "");
+        let path = self.claim_path(kind, lost, generation, "");
         let options = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -536,11 +572,12 @@ impl Store {
     /// Writes the state of claim `generation` (its holder's heartbeat, or that it finished).
     pub(crate) async fn put_claim_state(
         &self,
+        kind: ClaimKind,
         lost: Option<ClusterId>,
         generation: u64,
         state: &ClaimState,
     ) -> anyhow::Result<()> {
-        let path = self.claim_path(lost, generation, ".state");
+        let path = self.claim_path(kind, lost, generation, ".state");
         self.inner
             .put(&path, PutPayload::from(serde_json::to_vec_pretty(state)?))
             .await

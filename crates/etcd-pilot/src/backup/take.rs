@@ -24,8 +24,10 @@ pub(crate) fn backup_id(now: SystemTime) -> String {
         .replace(['-', ':'], "")
 }
 
-/// Streams a snapshot of the member `etcd` is connected to into `store`; returns its manifest.
-/// On failure the upload is aborted and no manifest is written.
+/// Streams a snapshot of the member `etcd` is connected to into `store`; returns its manifest
+/// (`taken_for` marks one taken for a reason other than the schedule or an operator). Every
+/// call it makes is served by the member alone, without a quorum. On failure the upload is
+/// aborted and no manifest is written.
 pub(crate) async fn take(
     etcd: &Etcd,
     store: &Store,
@@ -33,6 +35,7 @@ pub(crate) async fn take(
     member: &str,
     level: i32,
     progress: &Progress,
+    taken_for: Option<&str>,
 ) -> anyhow::Result<Manifest> {
     let started = Instant::now();
     let now = SystemTime::now();
@@ -93,6 +96,7 @@ pub(crate) async fn take(
         compression: "zstd".to_owned(),
         verification: Verification::Unverified,
         verified_at: None,
+        taken_for: taken_for.map(str::to_owned),
     };
     // Crash test: the pilot dies after the upload, before the manifest.
     fail::fail_point!("backup-before-manifest", |_| std::process::abort());

@@ -101,6 +101,7 @@ pub(crate) const KEYS: &[Key] = &[
     key("timers.remove_after", "how long a member must be gone from discovery before it is removed").default("30s"),
     key("timers.learner_timeout", "a learner not promoted within this is removed so its pilot retries").default("5m"),
     key("timers.quorum_lost_after", "how long no leader and fewer than a quorum of voters answering counts as quorum lost").default("30s"),
+    key("reseed.auto", "after quorum loss, reseed from the best survivor on its own once the lost voters are gone from discovery (false: only `etcd-pilot reseed` does)").default("true"),
     key("timers.coordinator_lease", "TTL of the coordinator's lease; a coordinator that stops is replaced after it").default("5s"),
     key("backup.url", "backup store: file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix (unset: no backups)"),
     key("backup.interval", "how often the coordinator takes a backup").default("30m"),

@@ -155,6 +155,8 @@ pub(crate) struct Config {
     /// The termination lifecycle hook's queue, if any.
     pub(crate) lifecycle: Option<LifecycleConfig>,
     pub(crate) quarantine: QuarantineConfig,
+    /// After quorum loss: whether the pilots reseed on their own (`reseed.auto`).
+    pub(crate) reseed_auto: bool,
     /// Where each scalar value came from.
     origins: BTreeMap<&'static str, Origin>,
     /// Each scalar value as given (secrets included; never printed unredacted).
@@ -410,13 +412,12 @@ impl Timers {
         }
     }
 
-    /// The core's quorum-loss policy. (`reseed.auto` arrives with the reseed procedure; until
-    /// then the verdict says what an automatic reseed would do.)
-    pub(crate) fn reseed_policy(&self) -> etcd_pilot_core::reseed::ReseedPolicy {
+    /// The core's quorum-loss policy; `auto` is `reseed.auto`.
+    pub(crate) fn reseed_policy(&self, auto: bool) -> etcd_pilot_core::reseed::ReseedPolicy {
         etcd_pilot_core::reseed::ReseedPolicy {
             quorum_lost_after: self.quorum_lost_after,
             remove_after: self.remove_after,
-            auto: true,
+            auto,
         }
     }
 

@@ -146,6 +146,7 @@ pub(super) fn validate(raw: Raw) -> Result<Config, Error> {
     let timers = timers(&mut r)?;
     let (backup, restore) = backup(&mut r)?;
     let quarantine = quarantine(&mut r)?;
+    let reseed_auto = r.boolean("reseed.auto")?;
     Ok(Config {
         name,
         cluster_name,
@@ -159,6 +160,7 @@ pub(super) fn validate(raw: Raw) -> Result<Config, Error> {
         dns,
         lifecycle,
         quarantine,
+        reseed_auto,
         origins: BTreeMap::new(),
         values: r.values,
     })

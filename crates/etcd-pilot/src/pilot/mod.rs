@@ -34,7 +34,7 @@ use crate::discovery::{Discovery as _, Provider};
 use crate::etcd::{self, ClientOptions, EndpointStatus, Etcd};
 use crate::metrics::Metrics;
 use crate::peer_api::PeerApi;
-use crate::quorum::QuorumWatch;
+use crate::quorum::{self, QuorumWatch};
 use crate::reconcile::{Outcome, Reconciler};
 use crate::records::{self, FORMED_KEY};
 use crate::state::{MemberState, Phase, PilotStatus};
@@ -216,40 +216,20 @@ impl Pilot {
         let start_over = !matches!(outcome, Outcome::Continue);
 
         reconciler.resign().await;
-        if let Outcome::Reseed {
-            seed,
-            survivors,
-            unreachable,
-            members,
-        } = &outcome
-        {
+        if let Outcome::Reseed(record) = &outcome {
             // The decision is recorded before etcd stops: a survivor's etcd restarted
             // without a quorum serves no client requests, so after a crash from here on
             // only this record lets the pilot finish (`resume_reseed`). Should it fail, etcd
             // is still stopped in order below, and the reseed then stops for want of it.
-            let recorded = self.data.write_reseed(&records::Reseed {
-                by: self.config.name.to_string(),
-                at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-                raft_index: seed.raft_index,
-                behind: seed.behind,
-                survivors: survivors
-                    .iter()
-                    .filter(|s| s.as_str() != self.config.name.as_str())
-                    .cloned()
-                    .collect(),
-                unreachable: unreachable.clone(),
-                copy: String::new(),
-                members: members.clone(),
-                forced: false,
-            });
+            let recorded = self.data.write_reseed(record);
             if let Err(err) = recorded {
                 tracing::error!("cannot record the reseed beside the data: {err:#}");
             }
             tracing::warn!(
-                raft_index = seed.raft_index,
-                behind = seed.behind,
-                "the quorum is lost for good and every survivor names this member the seed: \
-                 stopping etcd to reseed"
+                raft_index = record.raft_index,
+                behind = record.behind,
+                ordered_by = %record.ordered_by,
+                "the quorum is lost for good and this member is the seed: stopping etcd to reseed"
             );
             self.set_phase(
                 Phase::Starting,
@@ -288,7 +268,7 @@ impl Pilot {
                 tracing::warn!(folder = %folder.display(), "quarantined local data: {reason}");
                 Ok(After::Decide)
             }
-            Outcome::Reseed { .. } => self.copy_before_reseed().map(After::Start),
+            Outcome::Reseed(_) => self.copy_before_reseed().map(After::Start),
             Outcome::Recheck | Outcome::Reseeded => Ok(After::Decide),
             Outcome::Continue => Ok(After::Stop),
         }
@@ -309,12 +289,6 @@ impl Pilot {
             Err(err) => {
                 tracing::error!("cannot read the reseed record beside the data: {err:#}");
                 return None;
-            }
-        };
-        let abandon = |why: String| {
-            tracing::warn!("a reseed was under way, but {why}: abandoning it");
-            if let Err(err) = std::fs::remove_file(self.data.reseed_marker()) {
-                tracing::error!("cannot remove the abandoned reseed record: {err}");
             }
         };
         if record.forced {
@@ -339,7 +313,8 @@ impl Pilot {
             };
         }
         if !matches!(self.data.local_data(), Ok(LocalData::Data { .. })) {
-            abandon("the data beside it is gone or unusable".to_owned());
+            self.abandon_reseed(&record, "the data beside it is gone or unusable")
+                .await;
             return None;
         }
         // An etcd an earlier life left running is stopped first: the copy is of stopped data.
@@ -364,7 +339,11 @@ impl Pilot {
             .map(|p| p.name.as_str())
             .collect();
         if !back.is_empty() {
-            abandon(format!("discovery lists {} again", back.join(", ")));
+            self.abandon_reseed(
+                &record,
+                &format!("discovery lists {} again", back.join(", ")),
+            )
+            .await;
             return None;
         }
         let own = url_string(&self.config.etcd.client_url);
@@ -381,7 +360,8 @@ impl Pilot {
             if let Ok(status) = self.pool.status(url).await
                 && status.leader.is_some()
             {
-                abandon(format!("the etcd at {url} answers with a leader"));
+                self.abandon_reseed(&record, &format!("the etcd at {url} answers with a leader"))
+                    .await;
                 return None;
             }
         }
@@ -396,6 +376,16 @@ impl Pilot {
                 None
             }
         }
+    }
+
+    /// Drops a reseed decided before this pilot stopped, before etcd started alone: its
+    /// record beside the data, and its claim in the store.
+    async fn abandon_reseed(&self, record: &records::Reseed, why: &str) {
+        tracing::warn!("a reseed was under way, but {why}: abandoning it");
+        if let Err(err) = std::fs::remove_file(self.data.reseed_marker()) {
+            tracing::error!("cannot remove the abandoned reseed record: {err}");
+        }
+        self.release_reseed_claim(record).await;
     }
 
     fn force_new_cluster(&self) -> StartMode {

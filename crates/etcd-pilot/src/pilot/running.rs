@@ -20,7 +20,11 @@ impl Pilot {
         // After a reseed, the record to write into etcd once it runs normally. The marker is
         // taken off the disk first: a pilot that dies before writing the record loses only the
         // record, never starts etcd forced again.
-        let mut reseed_done = if forced { None } else { self.take_reseed() };
+        let mut reseed_done = if forced {
+            None
+        } else {
+            self.take_reseed().await
+        };
         let local = url_string(&self.config.etcd.client_url);
         let mut formed_in_cluster = false;
         let mut child_open = true;
@@ -124,7 +128,7 @@ impl Pilot {
                         Err(err) => tracing::debug!("cannot observe the cluster: {err:#}"),
                     }
                 }
-                Outcome::Quarantine { .. } | Outcome::Reseed { .. } | Outcome::Reseeded => {
+                Outcome::Quarantine { .. } | Outcome::Reseed(_) | Outcome::Reseeded => {
                     return outcome;
                 }
             }
@@ -490,7 +494,9 @@ pub(super) async fn liveness(
 impl Pilot {
     /// The quorum watch's turn, and the reseed's: a forced etcd that leads alone restarts
     /// normally (`Reseeded`); a done reseed is recorded once etcd is healthy; a verdict that
-    /// names this member the seed, confirmed by every other survivor, starts one (`Reseed`).
+    /// names this member the seed, confirmed by every other survivor, or an operator's order
+    /// the watch accepts, starts one (`Reseed`) once the store's claim (with a store) is
+    /// this pilot's and the seed's data is in the store.
     async fn reseed_step(
         &self,
         answered: &Result<EndpointStatus, etcd::Error>,
@@ -510,7 +516,7 @@ impl Pilot {
             if let Some(record) = reseed_done.as_ref()
                 && status.health() == Health::Healthy
             {
-                match self.record_reseed(local, record).await {
+                match self.record_reseed(local, status, record).await {
                     Ok(()) => *reseed_done = None,
                     Err(err) => tracing::warn!("cannot record the reseed yet: {err:#}"),
                 }
@@ -519,28 +525,130 @@ impl Pilot {
         let verdict = quorum
             .observe(answered.as_ref().ok(), local, &self.discovery)
             .await;
-        if let Some(Verdict::Reseed {
-            seed,
-            survivors,
-            unreachable,
-        }) = verdict
-            && !forced
-            && seed.name == self.config.name
-            && quorum.confirmed(&seed).await
-        {
-            return Some(Outcome::Reseed {
+        if forced {
+            return None;
+        }
+        let go = match verdict {
+            Some(Verdict::Reseed {
                 seed,
-                survivors: survivors.into_iter().map(|(n, _)| n.to_string()).collect(),
-                unreachable: unreachable.iter().map(ToString::to_string).collect(),
-                members: quorum.voter_urls(),
-            });
+                survivors,
+                unreachable,
+            }) if seed.name == self.config.name && quorum.confirmed(&seed).await => {
+                Some(quorum::Go {
+                    seed,
+                    survivors: survivors.into_iter().map(|(n, _)| n).collect(),
+                    unreachable,
+                    ordered_by: "automatic".to_owned(),
+                    take_over: false,
+                })
+            }
+            _ => None,
+        };
+        let go = match go {
+            Some(go) => go,
+            None => quorum.ordered().await?,
+        };
+        let status = answered.as_ref().ok()?;
+        let claim = self.claim_reseed(status, &go, quorum).await?;
+        let snapshot = self.snapshot_before_reseed(local).await;
+        Some(Outcome::Reseed(Box::new(records::Reseed {
+            by: self.config.name.to_string(),
+            at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            raft_index: go.seed.raft_index,
+            behind: go.seed.behind,
+            survivors: go
+                .survivors
+                .iter()
+                .filter(|s| **s != self.config.name)
+                .map(ToString::to_string)
+                .collect(),
+            unreachable: go.unreachable.iter().map(ToString::to_string).collect(),
+            copy: String::new(),
+            members: quorum.voter_urls(),
+            forced: false,
+            ordered_by: go.ordered_by,
+            claim,
+            snapshot,
+        })))
+    }
+
+    /// With a backup store, the store's reseed claim: `Some(Some(generation))` when this
+    /// pilot holds it, `None` (no reseed now) when another node does or the store does not
+    /// answer. Without one, `Some(None)`: the survivors' confirmations are the only fence.
+    async fn claim_reseed(
+        &self,
+        status: &EndpointStatus,
+        go: &quorum::Go,
+        quorum: &mut QuorumWatch,
+    ) -> Option<Option<u64>> {
+        let Some(backups) = &self.backups else {
+            return Some(None);
+        };
+        let what = format!(
+            "reseed from {} at raft index {}, ordered by {}",
+            go.seed.name, go.seed.raft_index, go.ordered_by
+        );
+        let claimed = backup::claim::claim_reseed(
+            &backups.store,
+            status.cluster_id,
+            self.config.name.as_str(),
+            &backup::claim::admin_url(&self.config),
+            &what,
+            go.take_over,
+        )
+        .await;
+        let why = match claimed {
+            Ok(Ok(generation)) => {
+                tracing::warn!(generation, "took the store's reseed claim");
+                return Some(Some(generation));
+            }
+            Ok(Err(why)) => why,
+            Err(err) => format!(
+                "the backup store does not answer ({err:#}), so the reseed claim cannot be taken"
+            ),
+        };
+        tracing::warn!("not reseeding now: {why}");
+        self.status.send_modify(|s| {
+            if let Some(q) = s.quorum.as_mut() {
+                q.verdict = format!("{}; not reseeded: {why}", q.verdict);
+            }
+        });
+        if go.ordered_by != "automatic" {
+            quorum.refused(&go.seed, &go.ordered_by, &why);
         }
         None
     }
 
+    /// With a backup store, the seed's data into it, marked as a reseed snapshot (served by
+    /// the member alone): the backup id, or why there is none. A failure is reported, not
+    /// fatal: the copy beside the data is the one that is always made.
+    async fn snapshot_before_reseed(&self, local: &str) -> String {
+        let Some(backups) = &self.backups else {
+            return "no backup store configured".to_owned();
+        };
+        let taken = match Etcd::connect_one(local, &self.options).await {
+            Ok(etcd) => {
+                backups
+                    .take_for_reseed(&etcd, self.config.name.as_str())
+                    .await
+            }
+            Err(err) => Err(err.into()),
+        };
+        match taken {
+            Ok(manifest) => {
+                tracing::warn!(backup = %manifest.id, "the seed's data is in the backup store");
+                manifest.id
+            }
+            Err(err) => {
+                tracing::error!("cannot put the seed's data into the backup store: {err:#}");
+                format!("none: {err:#}")
+            }
+        }
+    }
+
     /// The reseed marker, taken off the disk: the record to write when the reseed was done
     /// (etcd started forced); a marker of a reseed that never got that far is dropped.
-    fn take_reseed(&self) -> Option<records::Reseed> {
+    async fn take_reseed(&self) -> Option<records::Reseed> {
         let record = match self.data.reseed() {
             Ok(record) => record?,
             Err(err) => {
@@ -557,19 +665,73 @@ impl Pilot {
         }
         if !record.forced {
             tracing::warn!("a reseed was decided but never carried out; dropping its record");
+            self.release_reseed_claim(&record).await;
             return None;
         }
         Some(record)
     }
 
-    /// After a reseed, once etcd runs normally: the reseed record into etcd, counted.
-    async fn record_reseed(&self, local: &str, record: &records::Reseed) -> anyhow::Result<()> {
+    /// Ends the store's reseed claim of a reseed dropped before etcd started alone, so that
+    /// the next quorum loss starts a new one (a failure is logged: that one would then wait
+    /// for an operator's forced order).
+    pub(super) async fn release_reseed_claim(&self, record: &records::Reseed) {
+        let (Some(backups), Some(generation)) = (&self.backups, record.claim) else {
+            return;
+        };
+        let cluster = match self.data.identity() {
+            Ok(Some(Identity {
+                cluster_id: Some(cluster),
+                ..
+            })) => cluster,
+            other => {
+                tracing::warn!(
+                    "cannot end the store's reseed claim {generation}: no cluster id beside the \
+                     data ({other:?})"
+                );
+                return;
+            }
+        };
+        if let Err(err) = backup::claim::end_reseed_claim(
+            &backups.store,
+            cluster,
+            generation,
+            false,
+            self.config.name.as_str(),
+        )
+        .await
+        {
+            tracing::warn!("cannot end the store's reseed claim {generation}: {err:#}");
+        }
+    }
+
+    /// After a reseed, once etcd runs normally: the reseed record into etcd, counted, and the
+    /// store's reseed claim ended (a failure there is logged: the next quorum loss would
+    /// find this node's open claim, which it holds anyway, or another node waits for an
+    /// operator).
+    async fn record_reseed(
+        &self,
+        local: &str,
+        status: &EndpointStatus,
+        record: &records::Reseed,
+    ) -> anyhow::Result<()> {
         self.pool
             .client(local)
             .await?
             .put(records::RESEED_KEY, &records::encode(record))
             .await?;
         self.metrics.reseeds.inc();
+        if let (Some(backups), Some(generation)) = (&self.backups, record.claim)
+            && let Err(err) = backup::claim::end_reseed_claim(
+                &backups.store,
+                status.cluster_id,
+                generation,
+                true,
+                self.config.name.as_str(),
+            )
+            .await
+        {
+            tracing::warn!("cannot end the store's reseed claim {generation}: {err:#}");
+        }
         tracing::warn!(
             raft_index = record.raft_index,
             behind = record.behind,

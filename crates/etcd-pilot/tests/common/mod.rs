@@ -147,6 +147,10 @@ pub struct Node {
     pub child: Option<Child>,
     /// Environment of this node's pilot only (its own instance metadata endpoint).
     pub env: Vec<(String, String)>,
+    /// The user this node's pilot (and so its etcd) runs as; `None`: the test's own. A
+    /// partition test gives each node its own user, so that routing rules can cut one node's
+    /// traffic off by user (on loopback every connection's source is 127.0.0.1).
+    pub uid: Option<u32>,
 }
 
 impl Node {
@@ -254,6 +258,7 @@ impl Cluster {
             dir,
             child: None,
             env: Vec::new(),
+            uid: None,
         };
         let config = format!(
             "name = \"{}\"\ncluster_name = \"test\"\ndata_dir = {:?}\n\n[etcd]\nbin = {:?}\npeer_url = \"{}\"\nclient_url = \"{}\"\n\n\
@@ -291,6 +296,7 @@ impl Cluster {
             dir,
             child: None,
             env: env.to_vec(),
+            uid: None,
         };
         let config = config.replace(
             "{data_dir}",
@@ -369,7 +375,13 @@ impl Cluster {
             .append(true)
             .open(node.log_path())
             .unwrap();
-        let child = Command::new(pilot_bin())
+        let mut command = Command::new(pilot_bin());
+        if let Some(uid) = node.uid {
+            own(&node.dir, uid);
+            std::os::unix::process::CommandExt::uid(&mut command, uid);
+            std::os::unix::process::CommandExt::gid(&mut command, uid);
+        }
+        let child = command
             .arg("agent")
             .arg("--config")
             .arg(node.config_path())
@@ -383,6 +395,17 @@ impl Cluster {
             .spawn()
             .unwrap();
         node.child = Some(child);
+    }
+
+    /// Runs every node's pilot as its own user from now on: node `i` as uid `first + i`
+    /// (its directory handed over to that user), so that [`Node::uid`] names it in rules.
+    pub fn own_users(&mut self, first: u32) {
+        let root = self.tmp.path();
+        std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            node.uid = Some(first + u32::try_from(i).unwrap());
+        }
     }
 
     pub fn start_all(&mut self) {
@@ -553,6 +576,17 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// Hands `dir` and everything in it to user and group `uid`.
+fn own(dir: &Path, uid: u32) {
+    let status = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{uid}:{uid}"))
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "chown {} failed", dir.display());
 }
 
 pub fn signal(pid: u32, signal: i32) {

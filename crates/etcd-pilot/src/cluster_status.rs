@@ -467,6 +467,12 @@ pub(crate) fn plan_text(view: &PlanView) -> String {
             },
             q.lost_for_secs
         ));
+        if let (Some(seed), Some(behind)) = (&q.seed, q.seed_behind) {
+            out.push_str(&format!(
+                "              seed: {} (raft index {}, {behind} entries behind the highest seen, {})\n",
+                seed.name, seed.raft_index, q.highest_seen
+            ));
+        }
         if let Some(manual) = &q.manual {
             out.push_str(&format!("              operator: {manual}\n"));
         }

@@ -45,6 +45,9 @@ pub(crate) struct PeerQuorum {
     pub(crate) manual: Option<String>,
     #[serde(default)]
     pub(crate) highest_seen: u64,
+    /// Raft entries the seed lacks against `highest_seen`.
+    #[serde(default)]
+    pub(crate) seed_behind: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]

@@ -84,7 +84,10 @@ pub(crate) async fn list(config: &Config, json: bool) -> anyhow::Result<String> 
         rows.push([
             m.id.clone(),
             m.cluster_id.to_string(),
-            m.member.clone(),
+            match &m.taken_for {
+                Some(why) => format!("{} ({why})", m.member),
+                None => m.member.clone(),
+            },
             m.revision.to_string(),
             m.key_count.to_string(),
             format!("{:.1} MiB", mib(m.db_size)),

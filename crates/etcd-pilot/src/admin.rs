@@ -95,7 +95,7 @@ async fn bootstrap(State(state): State<AppState>) -> Response {
 
 /// An operator's reseed order: accepted (202) for the quorum watch to check at its next
 /// observation, or refused (409) at once when it is not this pilot's or this pilot sees no
-/// lost quorum. The outcome shows in `/v1/status` as `quorum.manual`.
+/// lost quorum. The outcome shows in `/v1/status` as `reseed_order`, with the order's id.
 async fn reseed_order(State(state): State<AppState>, Json(order): Json<ReseedOrder>) -> Response {
     let status = state.status.borrow().clone();
     let refuse = |why: String| (StatusCode::CONFLICT, format!("{why}\n")).into_response();
@@ -107,16 +107,22 @@ async fn reseed_order(State(state): State<AppState>, Json(order): Json<ReseedOrd
     }
     if !status.quorum.as_ref().is_some_and(|q| q.lost) {
         return refuse(format!(
-            "the pilot of {} sees no lost quorum (its etcd has a leader, does not answer, or the \
-             loss is not confirmed yet): nothing to reseed",
+            "the pilot of {} sees no lost quorum (its etcd has a leader or does not answer): \
+             nothing to reseed",
             status.name
         ));
     }
-    tracing::warn!(from = %order.from, by = %order.by, force = order.force, "reseed ordered");
+    if let Some(reseed) = &status.reseed {
+        return refuse(format!(
+            "the pilot of {} is reseeding already ({})",
+            status.name, reseed.step
+        ));
+    }
+    tracing::warn!(from = %order.from, by = %order.signed(), force = order.force, "reseed ordered");
     state.orders.put(order);
     (
         StatusCode::ACCEPTED,
-        "accepted: checked at the next observation; quorum.manual in /v1/status says the outcome\n",
+        "accepted: checked at the next observation; reseed_order in /v1/status says the outcome\n",
     )
         .into_response()
 }

@@ -327,9 +327,11 @@ pub(crate) async fn pilots_quorum(list: &etcd::MemberList) -> Vec<PilotQuorum> {
         asks.spawn(async move {
             let admin = format!("http://{host}:{}", crate::config::ADMIN_PORT);
             let status = peers.status(&admin).await?;
+            let mut view = *status.quorum?;
+            view.manual = status.reseed_order;
             Some(PilotQuorum {
                 pilot: status.name.unwrap_or(host),
-                view: *status.quorum?,
+                view,
             })
         });
     }

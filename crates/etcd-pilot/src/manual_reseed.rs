@@ -49,6 +49,24 @@ pub(crate) async fn run(endpoints: &[String], request: &Request) -> anyhow::Resu
         );
     };
     let admin = admin_url(member).with_context(|| format!("{from} has no client URL"))?;
+    // Any member this command reaches that follows a leader: the cluster is not lost (a
+    // minority's pilot may not see it, but the operator's reseed would split it).
+    let probes = pool.probe_members(&list).await;
+    if let Some((member, _)) = list
+        .members
+        .iter()
+        .zip(&probes)
+        .find(|(_, probe)| probe.as_ref().is_ok_and(|s| s.leader.is_some()))
+    {
+        anyhow::bail!(
+            "not reseeding: {} answers with a leader, so a quorum lives; a reseed would split \
+             the cluster",
+            member
+                .name
+                .as_ref()
+                .map_or_else(|| format!("{:x}", member.id.0), ToString::to_string)
+        );
+    }
     let views = cluster_status::pilots_quorum(&list).await;
     let Some(view) = views.iter().find(|v| v.pilot == from.as_str()) else {
         anyhow::bail!(
@@ -69,13 +87,13 @@ pub(crate) async fn run(endpoints: &[String], request: &Request) -> anyhow::Resu
         from: from.to_string(),
         force: request.force,
         by: operator(),
+        id: format!("{:08x}", rand::random::<u32>()),
     };
     match peers.order_reseed(&admin, &order).await? {
         Ok(text) => output::print(&format!("the pilot of {from} took the order: {text}")),
         Err(why) => anyhow::bail!("the pilot of {from} refused the order: {why}"),
     }
-    let since = std::time::SystemTime::now() - Duration::from_secs(5);
-    follow(&peers, &admin, member, &from, since, request.json).await
+    follow(&peers, &admin, member, &order, request.json).await
 }
 
 /// The view of the seed's pilot as the core's observation (listing and pilots do not matter
@@ -153,8 +171,8 @@ fn summary(view: &PilotQuorum, seed: &reseed::Seed, views: &[PilotQuorum]) -> St
             .is_some_and(|s| s.name != seed.name.as_str())
         {
             text.push_str(&format!(
-                "warning: the pilot of {} names another seed; the seed's pilot refuses the \
-                 order while it does\n",
+                "warning: the pilot of {} names another seed: the order is refused while it \
+                 does\n",
                 other.pilot
             ));
         }
@@ -176,27 +194,33 @@ fn confirm(from: &MemberName) -> anyhow::Result<()> {
 }
 
 /// Follows the seed's pilot until its etcd leads a cluster of its own data and the reseed
-/// record is in it, the order is refused, or [`FOLLOW_FOR`] passes.
+/// record of `order` is in it, the order is refused, or [`FOLLOW_FOR`] passes.
 async fn follow(
     peers: &PeerApi,
     admin: &str,
     member: &etcd_pilot_core::Member,
-    from: &MemberName,
-    since: std::time::SystemTime,
+    order: &ReseedOrder,
     json: bool,
 ) -> anyhow::Result<String> {
+    let from = &order.from;
+    let tag = format!("[order {}]", order.id);
     let client_url = member.client_urls.first().cloned().unwrap_or_default();
     let started = tokio::time::Instant::now();
     let mut last = String::new();
     while started.elapsed() < FOLLOW_FOR {
         if let Some(status) = peers.status(admin).await {
-            if let Some(manual) = status.quorum.as_ref().and_then(|q| q.manual.as_ref())
-                && manual.contains("refused")
+            if let Some(outcome) = status.reseed_order.as_ref()
+                && outcome.contains(&tag)
+                && outcome.contains("refused")
             {
-                anyhow::bail!("the pilot of {from}: {manual}");
+                anyhow::bail!("the pilot of {from}: {outcome}");
             }
+            let step = status
+                .reseed
+                .map(|r| format!(" (reseed: {}, {})", r.step, r.detail))
+                .unwrap_or_default();
             let line = format!(
-                "{}: {}",
+                "{}: {}{step}",
                 status.phase.unwrap_or_default(),
                 status.reason.unwrap_or_default()
             );
@@ -205,7 +229,7 @@ async fn follow(
                 last = line;
             }
         }
-        if let Some(record) = recorded(&client_url, from, since).await {
+        if let Some(record) = recorded(&client_url, &tag).await {
             return Ok(if json {
                 serde_json::to_string_pretty(&record)?
             } else {
@@ -226,13 +250,9 @@ async fn follow(
     )
 }
 
-/// The reseed record in the seed's etcd, once it leads and has written it: one by `from`,
-/// decided after `since`.
-async fn recorded(
-    client_url: &str,
-    from: &MemberName,
-    since: std::time::SystemTime,
-) -> Option<records::Reseed> {
+/// The reseed record in the seed's etcd, once it leads and has written it: the one of the
+/// order tagged `tag`.
+async fn recorded(client_url: &str, tag: &str) -> Option<records::Reseed> {
     let etcd = etcd::Etcd::connect_one(client_url, &cluster_status::options())
         .await
         .ok()?;
@@ -242,8 +262,7 @@ async fn recorded(
     }
     let text = etcd.get(records::RESEED_KEY).await.ok()??;
     let record: records::Reseed = records::decode(records::RESEED_KEY, &text).ok()?;
-    let at = humantime::parse_rfc3339(&record.at).ok()?;
-    (record.by == from.as_str() && at >= since).then_some(record)
+    record.ordered_by.contains(tag).then_some(record)
 }
 
 /// The admin URL of a member's pilot: its client URL's host on the default admin port.

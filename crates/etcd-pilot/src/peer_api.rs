@@ -24,6 +24,19 @@ pub(crate) struct PeerStatus {
     pub(crate) cannot_run: Option<String>,
     /// Set while the peer's etcd sees no leader (`PilotStatus::quorum`).
     pub(crate) quorum: Option<Box<PeerQuorum>>,
+    /// Set while the peer reseeds from its member (`PilotStatus::reseed`): its step.
+    pub(crate) reseed: Option<PeerReseed>,
+    /// What became of the last operator's reseed order the peer took.
+    pub(crate) reseed_order: Option<String>,
+}
+
+/// A peer's reseed under way.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct PeerReseed {
+    #[serde(default)]
+    pub(crate) step: String,
+    #[serde(default)]
+    pub(crate) detail: String,
 }
 
 /// A peer's view of a lost quorum (`state::QuorumStatus`), as `plan` shows it.
@@ -40,7 +53,7 @@ pub(crate) struct PeerQuorum {
     pub(crate) seed: Option<PeerSurvivor>,
     #[serde(default)]
     pub(crate) verdict: String,
-    /// What became of the last operator's reseed order.
+    /// What became of the last operator's reseed order (from the pilot's `reseed_order`).
     #[serde(default)]
     pub(crate) manual: Option<String>,
     #[serde(default)]

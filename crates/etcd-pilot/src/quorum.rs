@@ -35,6 +35,17 @@ pub(crate) struct ReseedOrder {
     /// Who ordered it (user and host), for the record.
     #[serde(default)]
     pub(crate) by: String,
+    /// A nonce the command chose: the outcome (`reseed_order` in `/v1/status`) and the
+    /// reseed record name it, so the command knows they answer this order.
+    #[serde(default)]
+    pub(crate) id: String,
+}
+
+impl ReseedOrder {
+    /// Who ordered it, with the order's id: the reseed record's `ordered_by`.
+    pub(crate) fn signed(&self) -> String {
+        format!("{} [order {}]", self.by, self.id)
+    }
 }
 
 /// How long an order waits for the quorum watch before it lapses.
@@ -95,9 +106,11 @@ pub(crate) struct QuorumWatch {
     voter_urls: Vec<String>,
     /// Operators' orders, from the admin API.
     orders: Orders,
-    /// The last observation that found the quorum lost, and what became of the last order.
+    /// The last observation that found the quorum lost.
     last: Option<reseed::Observed>,
-    manual: Option<String>,
+    /// The admin URL of every other voter's pilot that discovery lists, whether its etcd
+    /// answers or not (one that stopped its etcd to reseed does not).
+    pilots: Vec<(MemberName, String)>,
 }
 
 impl QuorumWatch {
@@ -125,14 +138,16 @@ impl QuorumWatch {
             voter_urls: Vec::new(),
             orders,
             last: None,
-            manual: None,
+            pilots: Vec::new(),
         }
     }
 
     /// The operator's pending order, checked against this pilot's last observation: the
     /// reseed to carry out, or `None` (no order, or refused: the reason is published in
-    /// `quorum.manual`). Refused too when another survivor's pilot names another seed: it
-    /// may be reseeding on its own, and two seeds would split the cluster.
+    /// `reseed_order`). This pilot first publishes itself as the seed, then asks every other
+    /// listed pilot: a pilot reseeding, or naming another seed (it may reseed on its own),
+    /// refuses the order. A pilot that confirmed itself as seed published that before it
+    /// asked this one, so of the two, at least one sees the other.
     pub(crate) async fn ordered(&mut self) -> Option<Go> {
         let (order, at) = self.orders.take()?;
         let decided = self.check_order(&order, at).await;
@@ -140,20 +155,19 @@ impl QuorumWatch {
             Ok(seed) => format!(
                 "reseed from {} ordered by {}: accepted (raft index {}, {} entries behind the \
                  highest seen)",
-                seed.name, order.by, seed.raft_index, seed.behind
+                seed.name,
+                order.signed(),
+                seed.raft_index,
+                seed.behind
             ),
             Err(why) => format!(
                 "reseed from {} ordered by {}: refused: {why}",
-                order.from, order.by
+                order.from,
+                order.signed()
             ),
         };
         tracing::warn!("{text}");
-        self.manual = Some(text.clone());
-        self.status.send_modify(|s| {
-            if let Some(q) = s.quorum.as_mut() {
-                q.manual = Some(text);
-            }
-        });
+        self.status.send_modify(|s| s.reseed_order = Some(text));
         let seed = decided.ok()?;
         let observed = self.last.as_ref()?;
         let mut voters = observed.voters.clone();
@@ -169,21 +183,22 @@ impl QuorumWatch {
                 .filter(|v| v.status.is_none())
                 .map(|v| v.name.clone())
                 .collect(),
-            ordered_by: order.by.clone(),
+            ordered_by: order.signed(),
             take_over: order.force,
         })
     }
 
-    /// An accepted order that cannot be carried out after all (the store's claim): said in
-    /// `quorum.manual` until the next order.
-    pub(crate) fn refused(&mut self, seed: &reseed::Seed, by: &str, why: &str) {
-        let text = format!("reseed from {} ordered by {by}: refused: {why}", seed.name);
-        self.manual = Some(text.clone());
-        self.status.send_modify(|s| {
-            if let Some(q) = s.quorum.as_mut() {
-                q.manual = Some(text);
-            }
-        });
+    /// An accepted reseed that cannot be carried out after all (the store's claim, a leader
+    /// seen again): said in `reseed_order` when it was an operator's.
+    pub(crate) fn refused(&self, go: &Go, why: &str) {
+        if go.ordered_by == "automatic" {
+            return;
+        }
+        let text = format!(
+            "reseed from {} ordered by {}: refused: {why}",
+            go.seed.name, go.ordered_by
+        );
+        self.status.send_modify(|s| s.reseed_order = Some(text));
     }
 
     async fn check_order(&self, order: &ReseedOrder, at: Instant) -> Result<reseed::Seed, String> {
@@ -203,17 +218,28 @@ impl QuorumWatch {
             );
         };
         let seed = reseed::manual(observed, &self.me, order.force).map_err(|r| r.describe())?;
-        for (name, admin_url) in &self.confirmers {
-            if admin_url.is_empty() {
-                continue;
+        // Named first, asked second (see `ordered`).
+        self.status.send_modify(|s| {
+            if let Some(q) = s.quorum.as_mut() {
+                q.seed = Some(Survivor {
+                    name: seed.name.to_string(),
+                    raft_index: seed.raft_index,
+                });
+                q.seed_behind = Some(seed.behind);
             }
-            let named = self
-                .peers
-                .status(admin_url)
-                .await
-                .and_then(|status| status.quorum)
-                .and_then(|quorum| quorum.seed);
-            if let Some(other) = named
+        });
+        for (name, admin_url) in &self.pilots {
+            let Some(status) = self.peers.status(admin_url).await else {
+                continue;
+            };
+            if let Some(reseed) = status.reseed {
+                return Err(format!(
+                    "the pilot of {name} is reseeding from its own member ({}: {}); two seeds \
+                     would split the cluster",
+                    reseed.step, reseed.detail
+                ));
+            }
+            if let Some(other) = status.quorum.and_then(|q| q.seed)
                 && other.name != self.me.as_str()
             {
                 return Err(format!(
@@ -237,6 +263,22 @@ impl QuorumWatch {
     /// etcd without a quorum; a pilot whose view differs (it still sees a voter this one
     /// does not, or a better survivor) withholds its confirmation, and nothing happens.
     pub(crate) async fn confirmed(&self, seed: &reseed::Seed) -> bool {
+        // A listed pilot that reseeds already (its etcd stopped, so it is no survivor here).
+        for (name, admin_url) in &self.pilots {
+            if let Some(reseed) = self
+                .peers
+                .status(admin_url)
+                .await
+                .and_then(|status| status.reseed)
+            {
+                tracing::info!(
+                    pilot = %name,
+                    step = %reseed.step,
+                    "another pilot is reseeding: this one does not"
+                );
+                return false;
+            }
+        }
         for (name, admin_url) in &self.confirmers {
             if admin_url.is_empty() {
                 tracing::info!(
@@ -330,6 +372,7 @@ impl QuorumWatch {
         let mut seen = Vec::new();
         let mut strangers = Vec::new();
         self.confirmers.clear();
+        self.pilots.clear();
         for (member, probe) in voters.members.iter().zip(&probes) {
             let name = voter_name(member);
             let peer = present.iter().find(|p| {
@@ -353,6 +396,11 @@ impl QuorumWatch {
             // Every other survivor must confirm a seed, listed or not (one this pilot's
             // discovery does not list may see what this one does not); without an admin
             // URL it cannot.
+            if let Some(peer) = peer
+                && name != self.me
+            {
+                self.pilots.push((name.clone(), peer.admin_url.clone()));
+            }
             if status.is_some() && name != self.me {
                 self.confirmers.push((
                     name.clone(),
@@ -420,7 +468,6 @@ impl QuorumWatch {
 
     fn clear(&mut self) {
         self.last = None;
-        self.manual = None;
         self.lost_since = None;
         self.unlisted_since.clear();
         self.metrics.quorum_lost.set(0);
@@ -494,7 +541,6 @@ impl QuorumWatch {
                 raft_index: s.raft_index,
             }),
             verdict: text,
-            manual: self.manual.clone(),
         };
         self.status.send_modify(|s| s.quorum = Some(view));
     }

@@ -134,6 +134,9 @@ pub(crate) struct Reseed {
     /// there is none.
     #[serde(default)]
     pub(crate) snapshot: String,
+    /// Whether this record is in etcd already (the pilot's own bookkeeping, never stored).
+    #[serde(skip)]
+    pub(crate) written: bool,
 }
 
 /// A record as its value in etcd.

@@ -154,6 +154,25 @@ pub(crate) struct PilotStatus {
     /// Set while this pilot's etcd sees no leader: whether the quorum is lost, the survivors
     /// and why a reseed waits (`quorum.rs`).
     pub(crate) quorum: Option<QuorumStatus>,
+    /// While this pilot reseeds the cluster from its member: the step it is at.
+    pub(crate) reseed: Option<ReseedProgress>,
+    /// What became of the last operator's reseed order (`etcd-pilot reseed`), with its id.
+    pub(crate) reseed_order: Option<String>,
+}
+
+/// A reseed under way on this pilot, step by step.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct ReseedProgress {
+    /// `snapshot`, `claim`, `stopping`, `resuming` (after a restart), `copying`, `forced`,
+    /// `restarting` or `recording`.
+    pub(crate) step: &'static str,
+    /// What the step does, for people.
+    pub(crate) detail: String,
+    /// The raft index the cluster goes on from, and who ordered it.
+    pub(crate) raft_index: u64,
+    pub(crate) ordered_by: String,
+    /// When the reseed started (RFC 3339).
+    pub(crate) since: String,
 }
 
 /// What this pilot sees while its etcd has no leader.
@@ -176,8 +195,6 @@ pub(crate) struct QuorumStatus {
     pub(crate) seed_behind: Option<u64>,
     /// One line: what is lost and what the pilot waits for.
     pub(crate) verdict: String,
-    /// What became of the last operator's reseed order (`etcd-pilot reseed`), if any.
-    pub(crate) manual: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -236,6 +253,8 @@ impl PilotStatus {
             lifecycle: LifecycleStatus::default(),
             quarantine: crate::datadir::QuarantineReport::default(),
             quorum: None,
+            reseed: None,
+            reseed_order: None,
         }
     }
 }

@@ -424,9 +424,11 @@ pub(crate) async fn release(
 /// Takes the reseed claim of `cluster` for `me` (`what`: the seed and its raft index, for
 /// people reading the store): `Ok(generation)` when this node holds it, `Err(why)` when
 /// another node does (or won the create). `take_over`: an operator's forced order, which
-/// takes an open claim of another node over.
+/// takes an open claim of another node over, unless that node's pilot answers that it is
+/// reseeding right now.
 pub(crate) async fn claim_reseed(
     store: &Store,
+    peers: &PeerApi,
     cluster: ClusterId,
     me: &str,
     admin_url: &str,
@@ -451,6 +453,18 @@ pub(crate) async fn claim_reseed(
         ReseedStep::Create { generation } => generation,
     };
     if let Some(previous) = latest.filter(|l| l.state.ended.is_none()) {
+        // Taken over only from a holder that is not reseeding right now.
+        if !previous.claim.admin_url.is_empty()
+            && let Some(status) = peers.status(&previous.claim.admin_url).await
+            && status.name.as_deref() == Some(previous.claim.holder.as_str())
+            && let Some(reseed) = status.reseed
+        {
+            return Ok(Err(format!(
+                "{} holds the store's reseed claim {} and is reseeding right now ({}: {}): not \
+                 taken over",
+                previous.claim.holder, previous.generation, reseed.step, reseed.detail
+            )));
+        }
         tracing::warn!(
             holder = %previous.claim.holder,
             generation = previous.generation,
@@ -496,4 +510,19 @@ pub(crate) async fn end_reseed_claim(
     store
         .put_claim_state(ClaimKind::Reseed, Some(cluster), generation, &state)
         .await
+}
+
+/// Whether reseed claim `generation` of `cluster` is still the newest, open and `me`'s: a
+/// pilot resuming a reseed after a restart checks it before it goes on (an operator's forced
+/// order may have taken it over meanwhile).
+pub(crate) async fn holds_reseed_claim(
+    store: &Store,
+    cluster: ClusterId,
+    generation: u64,
+    me: &str,
+) -> anyhow::Result<bool> {
+    let latest = store.latest_claim(ClaimKind::Reseed, Some(cluster)).await?;
+    Ok(latest.is_some_and(|l| {
+        l.generation == generation && l.claim.holder == me && l.state.ended.is_none()
+    }))
 }

@@ -237,6 +237,13 @@ impl Pilot {
             );
         } else if matches!(outcome, Outcome::Reseeded) {
             tracing::info!("the reseeded member leads alone; restarting it normally");
+            if let Ok(Some(record)) = self.data.reseed() {
+                self.reseed_progress(
+                    &record,
+                    "restarting",
+                    "leads alone; restarting etcd normally",
+                );
+            }
             self.set_phase(Phase::Starting, "reseeded; restarting etcd normally");
         } else if start_over {
             tracing::warn!("stopping etcd and starting over");
@@ -317,6 +324,11 @@ impl Pilot {
                 .await;
             return None;
         }
+        if let Some(why) = self.reseed_claim_lost(&record).await {
+            self.abandon_reseed(&record, &why).await;
+            return None;
+        }
+        self.reseed_progress(&record, "resuming", "checking that no quorum came back");
         // An etcd an earlier life left running is stopped first: the copy is of stopped data.
         crate::supervisor::stop_leftover_at(&self.data.pid_file(), self.config.timers.stop_grace)
             .await;
@@ -378,10 +390,43 @@ impl Pilot {
         }
     }
 
+    /// Why a reseed decided before this pilot stopped no longer holds the store's claim, if
+    /// so (with a store; a store that does not answer counts: the claim cannot be checked).
+    async fn reseed_claim_lost(&self, record: &records::Reseed) -> Option<String> {
+        let (Some(backups), Some(generation)) = (&self.backups, record.claim) else {
+            return None;
+        };
+        let Ok(Some(Identity {
+            cluster_id: Some(cluster),
+            ..
+        })) = self.data.identity()
+        else {
+            return Some("no cluster id beside the data to check the store's reseed claim".into());
+        };
+        match backup::claim::holds_reseed_claim(
+            &backups.store,
+            cluster,
+            generation,
+            self.config.name.as_str(),
+        )
+        .await
+        {
+            Ok(true) => None,
+            Ok(false) => Some(format!(
+                "the store's reseed claim {generation} is no longer this node's (an operator took \
+                 it over, or it ended)"
+            )),
+            Err(err) => Some(format!(
+                "the backup store does not answer ({err:#}), so the reseed claim cannot be checked"
+            )),
+        }
+    }
+
     /// Drops a reseed decided before this pilot stopped, before etcd started alone: its
     /// record beside the data, and its claim in the store.
     async fn abandon_reseed(&self, record: &records::Reseed, why: &str) {
         tracing::warn!("a reseed was under way, but {why}: abandoning it");
+        self.status.send_modify(|s| s.reseed = None);
         if let Err(err) = std::fs::remove_file(self.data.reseed_marker()) {
             tracing::error!("cannot remove the abandoned reseed record: {err}");
         }
@@ -415,6 +460,7 @@ impl Pilot {
                 record.raft_index,
                 record.unreachable.join(", ")
             );
+            self.reseed_progress(&record, "copying", "copying the data aside");
             let copy = self.data.copy_aside(&reason, SystemTime::now())?;
             record.copy = copy.display().to_string();
             self.data.write_reseed(&record)?;
@@ -426,6 +472,11 @@ impl Pilot {
         fail::fail_point!("reseed-before-force", |_| std::process::abort());
         record.forced = true;
         self.data.write_reseed(&record)?;
+        self.reseed_progress(
+            &record,
+            "forced",
+            "etcd restarts alone (--force-new-cluster) until it leads",
+        );
         tracing::warn!("restarting etcd alone with --force-new-cluster");
         self.set_phase(
             Phase::Starting,

@@ -513,11 +513,14 @@ impl Pilot {
                 // restart forces again.
                 return Some(Outcome::Reseeded);
             }
-            if let Some(record) = reseed_done.as_ref()
+            if let Some(record) = reseed_done.as_mut()
                 && status.health() == Health::Healthy
             {
                 match self.record_reseed(local, status, record).await {
-                    Ok(()) => *reseed_done = None,
+                    Ok(()) => {
+                        *reseed_done = None;
+                        self.status.send_modify(|s| s.reseed = None);
+                    }
                     Err(err) => tracing::warn!("cannot record the reseed yet: {err:#}"),
                 }
             }
@@ -528,30 +531,28 @@ impl Pilot {
         if forced {
             return None;
         }
-        let go = match verdict {
-            Some(Verdict::Reseed {
-                seed,
-                survivors,
-                unreachable,
-            }) if seed.name == self.config.name && quorum.confirmed(&seed).await => {
-                Some(quorum::Go {
-                    seed,
-                    survivors: survivors.into_iter().map(|(n, _)| n).collect(),
-                    unreachable,
-                    ordered_by: "automatic".to_owned(),
-                    take_over: false,
-                })
-            }
-            _ => None,
-        };
-        let go = match go {
+        // An operator's order first: an automatic decision must not hide it.
+        let go = match quorum.ordered().await {
             Some(go) => go,
-            None => quorum.ordered().await?,
+            None => match verdict {
+                Some(Verdict::Reseed {
+                    seed,
+                    survivors,
+                    unreachable,
+                }) if seed.name == self.config.name && quorum.confirmed(&seed).await => {
+                    quorum::Go {
+                        seed,
+                        survivors: survivors.into_iter().map(|(n, _)| n).collect(),
+                        unreachable,
+                        ordered_by: "automatic".to_owned(),
+                        take_over: false,
+                    }
+                }
+                _ => return None,
+            },
         };
         let status = answered.as_ref().ok()?;
-        let claim = self.claim_reseed(status, &go, quorum).await?;
-        let snapshot = self.snapshot_before_reseed(local).await;
-        Some(Outcome::Reseed(Box::new(records::Reseed {
+        let mut record = records::Reseed {
             by: self.config.name.to_string(),
             at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             raft_index: go.seed.raft_index,
@@ -566,10 +567,35 @@ impl Pilot {
             copy: String::new(),
             members: quorum.voter_urls(),
             forced: false,
-            ordered_by: go.ordered_by,
-            claim,
-            snapshot,
-        })))
+            ordered_by: go.ordered_by.clone(),
+            claim: None,
+            snapshot: String::new(),
+            written: false,
+        };
+        self.reseed_progress(&record, "snapshot", "the seed's data into the backup store");
+        record.snapshot = self.snapshot_before_reseed(local).await;
+        self.reseed_progress(&record, "claim", "the backup store's reseed claim");
+        let Some(claim) = self.claim_reseed(status, &go, quorum).await else {
+            self.status.send_modify(|s| s.reseed = None);
+            return None;
+        };
+        record.claim = claim;
+        // The store's round trips and the snapshot took time: the decision stands only if
+        // the local etcd still sees no leader.
+        let still_lost = matches!(self.pool.status(local).await, Ok(now) if now.leader.is_none());
+        if !still_lost {
+            let why = "the local etcd sees a leader again, or stopped answering, after the claim";
+            tracing::warn!("not reseeding: {why}");
+            quorum.refused(&go, why);
+            if let Some(generation) = claim {
+                self.end_reseed_claim(status.cluster_id, generation, false)
+                    .await;
+            }
+            self.status.send_modify(|s| s.reseed = None);
+            return None;
+        }
+        self.reseed_progress(&record, "stopping", "stopping etcd");
+        Some(Outcome::Reseed(Box::new(record)))
     }
 
     /// With a backup store, the store's reseed claim: `Some(Some(generation))` when this
@@ -590,6 +616,7 @@ impl Pilot {
         );
         let claimed = backup::claim::claim_reseed(
             &backups.store,
+            &self.peers,
             status.cluster_id,
             self.config.name.as_str(),
             &backup::claim::admin_url(&self.config),
@@ -613,9 +640,7 @@ impl Pilot {
                 q.verdict = format!("{}; not reseeded: {why}", q.verdict);
             }
         });
-        if go.ordered_by != "automatic" {
-            quorum.refused(&go.seed, &go.ordered_by, &why);
-        }
+        quorum.refused(go, &why);
         None
     }
 
@@ -666,8 +691,10 @@ impl Pilot {
         if !record.forced {
             tracing::warn!("a reseed was decided but never carried out; dropping its record");
             self.release_reseed_claim(&record).await;
+            self.status.send_modify(|s| s.reseed = None);
             return None;
         }
+        self.reseed_progress(&record, "recording", "the reseed record into etcd");
         Some(record)
     }
 
@@ -675,62 +702,91 @@ impl Pilot {
     /// the next quorum loss starts a new one (a failure is logged: that one would then wait
     /// for an operator's forced order).
     pub(super) async fn release_reseed_claim(&self, record: &records::Reseed) {
-        let (Some(backups), Some(generation)) = (&self.backups, record.claim) else {
+        let Some(generation) = record.claim else {
             return;
         };
-        let cluster = match self.data.identity() {
+        match self.data.identity() {
             Ok(Some(Identity {
                 cluster_id: Some(cluster),
                 ..
-            })) => cluster,
-            other => {
-                tracing::warn!(
-                    "cannot end the store's reseed claim {generation}: no cluster id beside the \
-                     data ({other:?})"
-                );
-                return;
+            })) => {
+                self.end_reseed_claim(cluster, generation, false).await;
             }
+            other => tracing::warn!(
+                "cannot end the store's reseed claim {generation}: no cluster id beside the data \
+                 ({other:?})"
+            ),
+        }
+    }
+
+    /// Ends reseed claim `generation` of `cluster` in the store (`done`: the reseed is
+    /// recorded; otherwise it was dropped); `false` when the store did not take it (logged).
+    pub(super) async fn end_reseed_claim(
+        &self,
+        cluster: etcd_pilot_core::ClusterId,
+        generation: u64,
+        done: bool,
+    ) -> bool {
+        let Some(backups) = &self.backups else {
+            return true;
         };
-        if let Err(err) = backup::claim::end_reseed_claim(
+        match backup::claim::end_reseed_claim(
             &backups.store,
             cluster,
             generation,
-            false,
+            done,
             self.config.name.as_str(),
         )
         .await
         {
-            tracing::warn!("cannot end the store's reseed claim {generation}: {err:#}");
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!("cannot end the store's reseed claim {generation}: {err:#}");
+                false
+            }
         }
     }
 
-    /// After a reseed, once etcd runs normally: the reseed record into etcd, counted, and the
-    /// store's reseed claim ended (a failure there is logged: the next quorum loss would
-    /// find this node's open claim, which it holds anyway, or another node waits for an
-    /// operator).
+    /// The step a reseed under way is at, in `/v1/status` `reseed`.
+    pub(super) fn reseed_progress(
+        &self,
+        record: &records::Reseed,
+        step: &'static str,
+        detail: &str,
+    ) {
+        let progress = crate::state::ReseedProgress {
+            step,
+            detail: detail.to_owned(),
+            raft_index: record.raft_index,
+            ordered_by: record.ordered_by.clone(),
+            since: record.at.clone(),
+        };
+        self.status.send_modify(|s| s.reseed = Some(progress));
+    }
+
+    /// After a reseed, once etcd runs normally: the reseed record into etcd (once), counted,
+    /// and the store's reseed claim ended; called again each step until both are done.
     async fn record_reseed(
         &self,
         local: &str,
         status: &EndpointStatus,
-        record: &records::Reseed,
+        record: &mut records::Reseed,
     ) -> anyhow::Result<()> {
-        self.pool
-            .client(local)
-            .await?
-            .put(records::RESEED_KEY, &records::encode(record))
-            .await?;
-        self.metrics.reseeds.inc();
-        if let (Some(backups), Some(generation)) = (&self.backups, record.claim)
-            && let Err(err) = backup::claim::end_reseed_claim(
-                &backups.store,
-                status.cluster_id,
-                generation,
-                true,
-                self.config.name.as_str(),
-            )
-            .await
+        if !record.written {
+            self.pool
+                .client(local)
+                .await?
+                .put(records::RESEED_KEY, &records::encode(record))
+                .await?;
+            self.metrics.reseeds.inc();
+            record.written = true;
+        }
+        if let Some(generation) = record.claim
+            && !self
+                .end_reseed_claim(status.cluster_id, generation, true)
+                .await
         {
-            tracing::warn!("cannot end the store's reseed claim {generation}: {err:#}");
+            anyhow::bail!("the store's reseed claim {generation} is not ended yet");
         }
         tracing::warn!(
             raft_index = record.raft_index,

@@ -572,19 +572,23 @@ impl Pilot {
             snapshot: String::new(),
             written: false,
         };
-        self.reseed_progress(&record, "snapshot", "the seed's data into the backup store");
-        record.snapshot = self.snapshot_before_reseed(local).await;
+        // The claim first: a pilot that waits for another's claim takes no snapshot. (A
+        // crash between the claim and `reseed.json` leaves this node's claim open: it holds
+        // it again when it decides again; another node waits for an operator.)
         self.reseed_progress(&record, "claim", "the backup store's reseed claim");
         let Some(claim) = self.claim_reseed(status, &go, quorum).await else {
             self.status.send_modify(|s| s.reseed = None);
             return None;
         };
         record.claim = claim;
+        self.reseed_progress(&record, "snapshot", "the seed's data into the backup store");
+        record.snapshot = self.snapshot_before_reseed(local).await;
         // The store's round trips and the snapshot took time: the decision stands only if
         // the local etcd still sees no leader.
         let still_lost = matches!(self.pool.status(local).await, Ok(now) if now.leader.is_none());
         if !still_lost {
-            let why = "the local etcd sees a leader again, or stopped answering, after the claim";
+            let why = "the local etcd sees a leader again, or stopped answering, after the claim \
+                       and the snapshot";
             tracing::warn!("not reseeding: {why}");
             quorum.refused(&go, why);
             if let Some(generation) = claim {

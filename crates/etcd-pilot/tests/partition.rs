@@ -235,16 +235,7 @@ async fn a_member_cut_off_from_a_listed_majority_never_reseeds() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     cut(&cluster, &[0], "add");
-    let status = eventually(
-        "m1 to report the quorum lost",
-        Duration::from_secs(30),
-        || async {
-            cluster.pilot_status(0).await.filter(|s| {
-                s["quorum"]["lost"] == true && s["quorum"]["lost_for_secs"].as_u64() >= Some(2)
-            })
-        },
-    )
-    .await;
+    let status = cluster.wait_quorum_lost(0, 2).await;
     let quorum = &status["quorum"];
     assert_eq!(
         quorum["unreachable"],

@@ -27,16 +27,7 @@ async fn a_lost_quorum_whose_voters_are_still_listed_is_reported_and_never_resee
     cluster.kill(1);
     cluster.kill(2);
 
-    let status = eventually(
-        "the survivor to report the quorum lost",
-        Duration::from_secs(30),
-        || async {
-            cluster.pilot_status(0).await.filter(|s| {
-                s["quorum"]["lost"] == true && s["quorum"]["lost_for_secs"].as_u64() >= Some(2)
-            })
-        },
-    )
-    .await;
+    let status = cluster.wait_quorum_lost(0, 2).await;
     let quorum = &status["quorum"];
     assert_eq!(
         quorum["unreachable"],
@@ -374,16 +365,7 @@ async fn an_operator_reseeds_from_a_worse_survivor_only_with_force() {
     .await;
     common::signal(lagging, libc::SIGCONT);
     let endpoints = format!("{m1},{m2}");
-    eventually(
-        "m2's pilot to report the quorum lost",
-        Duration::from_secs(30),
-        || async {
-            cluster.pilot_status(1).await.filter(|s| {
-                s["quorum"]["lost"] == true && s["quorum"]["lost_for_secs"].as_u64() >= Some(2)
-            })
-        },
-    )
-    .await;
+    cluster.wait_quorum_lost(1, 2).await;
     // Well past every timer: with reseed.auto = false nothing happens on its own.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let status = cluster.pilot_status(0).await.unwrap();

@@ -540,6 +540,22 @@ impl Cluster {
         Ok(names)
     }
 
+    /// Waits until node `i`'s pilot reports the quorum lost for at least `secs` seconds;
+    /// returns its status.
+    pub async fn wait_quorum_lost(&self, i: usize, secs: u64) -> serde_json::Value {
+        eventually(
+            &format!("{} to report the quorum lost", self.nodes[i].name),
+            Duration::from_secs(30),
+            || async {
+                self.pilot_status(i).await.filter(|s| {
+                    s["quorum"]["lost"] == true
+                        && s["quorum"]["lost_for_secs"].as_u64() >= Some(secs)
+                })
+            },
+        )
+        .await
+    }
+
     /// Every node's log, for failure messages.
     pub fn logs(&self) -> String {
         self.nodes

@@ -526,3 +526,96 @@ pub(crate) async fn holds_reseed_claim(
         l.generation == generation && l.claim.holder == me && l.state.ended.is_none()
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Test code.
+
+    use super::*;
+    use crate::config::{StoreConfig, StoreUrl};
+
+    fn folder_store(dir: &std::path::Path) -> Store {
+        let options = StoreConfig {
+            url: StoreUrl::File {
+                url: url::Url::from_directory_path(dir).unwrap(),
+                dir: dir.to_owned(),
+            },
+            s3_endpoint: None,
+            s3_region: None,
+            timeout: Duration::from_secs(5),
+        };
+        Store::open(&options, "test").unwrap()
+    }
+
+    /// Against a real folder store: of two pilots claiming the same reseed at once exactly
+    /// one wins; the winner holds it again, the other waits; once ended, the next reseed is
+    /// a new generation; an open claim is taken over only by a forced order, after which its
+    /// old holder no longer holds it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn of_two_pilots_claiming_one_reseed_at_once_one_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = folder_store(dir.path());
+        // Nothing listens on this port: a holder's pilot never answers here.
+        let peers = PeerApi::new(Duration::from_millis(200)).unwrap();
+        let cluster = ClusterId(0xc1);
+        let claim = |me: &'static str, take_over: bool| {
+            let (store, peers) = (store.clone(), peers.clone());
+            async move {
+                claim_reseed(
+                    &store,
+                    &peers,
+                    cluster,
+                    me,
+                    "http://127.0.0.1:9",
+                    "reseed from it",
+                    take_over,
+                )
+                .await
+                .unwrap()
+            }
+        };
+        let (a, b) = tokio::join!(
+            tokio::spawn(claim("m1", false)),
+            tokio::spawn(claim("m2", false))
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(a.is_ok() != b.is_ok(), "exactly one wins: {a:?} {b:?}");
+        let (winner, loser) = if a.is_ok() {
+            ("m1", "m2")
+        } else {
+            ("m2", "m1")
+        };
+        assert_eq!(a.clone().or(b.clone()), Ok(1));
+        assert_eq!(
+            claim(winner, false).await,
+            Ok(1),
+            "the winner holds it again"
+        );
+        assert!(claim(loser, false).await.unwrap_err().contains(winner));
+        assert!(
+            holds_reseed_claim(&store, cluster, 1, winner)
+                .await
+                .unwrap()
+        );
+
+        end_reseed_claim(&store, cluster, 1, true, winner)
+            .await
+            .unwrap();
+        assert_eq!(
+            claim(loser, false).await,
+            Ok(2),
+            "a new reseed after an ended one"
+        );
+        assert_eq!(
+            claim(winner, true).await,
+            Ok(3),
+            "taken over by a forced order"
+        );
+        assert!(!holds_reseed_claim(&store, cluster, 2, loser).await.unwrap());
+        assert!(
+            holds_reseed_claim(&store, cluster, 3, winner)
+                .await
+                .unwrap()
+        );
+    }
+}

@@ -78,7 +78,12 @@ pub(crate) async fn run(endpoints: &[String], request: &Request) -> anyhow::Resu
     let observed = observed(view, &views);
     let seed = reseed::manual(&observed, &from, request.force)
         .map_err(|refusal| anyhow::anyhow!("not reseeding from {from}: {}", refusal.describe()))?;
-    output::print(&summary(view, &seed, &views));
+    // With --json, stdout holds only the record at the end.
+    if request.json {
+        output::error(&summary(view, &seed, &views));
+    } else {
+        output::print(&summary(view, &seed, &views));
+    }
     if !request.yes {
         confirm(&from)?;
     }
@@ -90,7 +95,7 @@ pub(crate) async fn run(endpoints: &[String], request: &Request) -> anyhow::Resu
         id: format!("{:08x}", rand::random::<u32>()),
     };
     match peers.order_reseed(&admin, &order).await? {
-        Ok(text) => output::print(&format!("the pilot of {from} took the order: {text}")),
+        Ok(text) => output::error(&format!("the pilot of {from} took the order: {text}")),
         Err(why) => anyhow::bail!("the pilot of {from} refused the order: {why}"),
     }
     follow(&peers, &admin, member, &order, request.json).await

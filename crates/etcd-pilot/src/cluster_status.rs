@@ -68,6 +68,9 @@ pub(crate) struct PlanView {
     /// Without a quorum: each answering pilot's view of the loss, read from its admin API.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) quorum: Vec<PilotQuorum>,
+    /// The flags of the releases the members run, one line each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) release_warnings: Vec<String>,
 }
 
 /// One pilot's view of a lost quorum.
@@ -260,6 +263,12 @@ pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
     let answering = answering(&list, &probes);
     let tolerance = condition::fault_tolerance(&live.members);
     let fault_tolerance = Some(tolerance);
+    let release_warnings = release_warnings(list.members.iter().zip(&probes).filter_map(
+        |(member, probe)| {
+            let name = member.name.as_ref()?.as_str();
+            Some((name, probe.as_ref().ok()?.version.as_str()))
+        },
+    ));
     // Without a quorum the records cannot be read (each read would time out).
     let read = if tolerance.can_lose.is_some() {
         records(&answering, &options)
@@ -290,6 +299,7 @@ pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
                 plan_stale,
                 fault_tolerance,
                 quorum: Vec::new(),
+                release_warnings,
             })
         }
         Err(err) => Ok(PlanView {
@@ -303,6 +313,7 @@ pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
             plan_stale: None,
             fault_tolerance,
             shown: shown(&live, None, SystemTime::now()),
+            release_warnings,
         }),
     }
 }
@@ -502,6 +513,9 @@ pub(crate) fn plan_text(view: &PlanView) -> String {
             last.at
         ));
     }
+    for line in &view.release_warnings {
+        out.push_str(&format!("warning:      {line}\n"));
+    }
     out
 }
 
@@ -511,6 +525,9 @@ pub(crate) fn plan_text(view: &PlanView) -> String {
 pub(crate) struct StatusView {
     pub(crate) members: Vec<MemberRow>,
     pub(crate) fault_tolerance: etcd_pilot_core::FaultTolerance,
+    /// The flags of the releases the members run (core `upgrade::FLAGGED`), one line each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) release_warnings: Vec<String>,
     #[serde(flatten)]
     pub(crate) shown: Shown,
 }
@@ -530,6 +547,11 @@ pub(crate) async fn status(endpoints: &[String]) -> anyhow::Result<StatusView> {
         None
     };
     Ok(StatusView {
+        release_warnings: release_warnings(
+            members
+                .iter()
+                .filter_map(|r| Some((r.name.as_str(), r.version.as_deref()?))),
+        ),
         members,
         fault_tolerance,
         shown: shown(&live, record.as_ref(), SystemTime::now()),
@@ -714,7 +736,38 @@ pub(crate) fn status_text(view: &StatusView) -> String {
             out.push_str(&format!("{}: {error}\n", row.name));
         }
     }
+    for line in &view.release_warnings {
+        out.push_str(&format!("warning: {line}\n"));
+    }
     out
+}
+
+/// One line per flag of each release the members run: the release, who runs it, why, and
+/// where etcd says so.
+pub(crate) fn release_warnings<'a>(
+    members: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Vec<String> {
+    let mut by_release: std::collections::BTreeMap<&str, Vec<&str>> =
+        std::collections::BTreeMap::new();
+    for (name, version) in members {
+        by_release.entry(version).or_default().push(name);
+    }
+    let mut lines = Vec::new();
+    for (release, mut names) in by_release {
+        names.sort_unstable();
+        let Ok(version) = release.parse::<etcd_pilot_core::upgrade::Version>() else {
+            continue;
+        };
+        for flag in etcd_pilot_core::upgrade::warnings(version) {
+            lines.push(format!(
+                "etcd {release} ({}): {} [{}]",
+                names.join(", "),
+                flag.reason,
+                flag.source
+            ));
+        }
+    }
+    lines
 }
 
 /// A fixed-width table, one member per line.

@@ -73,6 +73,26 @@ async fn run_agent(config: Config, cancel: CancellationToken) -> anyhow::Result<
         config.name.as_str(),
         etcd_pilot_core::start::PilotReport::Unknown,
     ));
+    // The release etcd.bin is, and its flags, before etcd runs.
+    let bin_release = supervisor::release_of(&config.etcd.bin).await;
+    status_tx.send_modify(|s| {
+        s.release.bin = config.etcd.bin.display().to_string();
+        match &bin_release {
+            Ok(version) => {
+                s.release.bin_version = Some(version.to_string());
+                s.release.flags = state::ReleaseStatus::flags_of(&version.to_string());
+            }
+            Err(err) => s.release.bin_error = Some(format!("{err:#}")),
+        }
+    });
+    match &bin_release {
+        Ok(version) => {
+            for flag in state::ReleaseStatus::flags_of(&version.to_string()) {
+                tracing::warn!(release = %version, "etcd.bin is flagged: {flag}");
+            }
+        }
+        Err(err) => tracing::warn!("cannot tell which etcd release etcd.bin is: {err:#}"),
+    }
     // Operators' reseed orders: from the admin API to the quorum watch.
     let orders = quorum::Orders::default();
     let admin = Admin::start(&config, status_rx, metrics.clone(), orders.clone()).await?;

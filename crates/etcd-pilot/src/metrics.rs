@@ -21,6 +21,11 @@ pub(crate) struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct VersionLabel {
+    pub(crate) version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct HealthLabel {
     pub(crate) health: String,
 }
@@ -67,6 +72,11 @@ pub(crate) struct Metrics {
     /// Quarantined copies of etcd data kept, and their bytes.
     pub(crate) quarantine_copies: Gauge,
     pub(crate) quarantine_bytes: Gauge,
+    /// 1 for the release the local etcd runs (the label), 0 for releases it ran before.
+    pub(crate) member_version: Family<VersionLabel, Gauge>,
+    /// How many flags the release the local etcd runs carries (core `upgrade::FLAGGED`).
+    pub(crate) release_flags: Gauge,
+    last_version: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Every pilot state, so the state gauge always has all series.
@@ -204,7 +214,21 @@ impl Metrics {
             "fault_tolerance",
             "Healthy voters the cluster can lose and keep its quorum (-1: quorum lost, or no leader seen from this pilot)",
         );
+        let member_version = Family::<VersionLabel, Gauge>::default();
+        registry.register(
+            "member_version_info",
+            "1 for the etcd release the local member runs (label version)",
+            member_version.clone(),
+        );
+        let release_flags = gauge(
+            &mut registry,
+            "release_flags",
+            "Flags of the etcd release the local member runs: not for production, out of support, below its minor's security floor (/v1/status release.flags says which)",
+        );
         let metrics = Self {
+            member_version,
+            release_flags,
+            last_version: Arc::default(),
             reseeds,
             quorum_lost,
             fault_tolerance,
@@ -230,6 +254,30 @@ impl Metrics {
         };
         metrics.set_state("starting");
         metrics
+    }
+
+    /// The release the local etcd runs, and how many flags it carries.
+    pub(crate) fn set_release(&self, version: &str, flags: usize) {
+        let mut last = self
+            .last_version
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.as_deref() != Some(version) {
+            // A new release: the one it ran before drops to 0.
+            if let Some(old) = last.take() {
+                self.member_version
+                    .get_or_create(&VersionLabel { version: old })
+                    .set(0);
+            }
+            self.member_version
+                .get_or_create(&VersionLabel {
+                    version: version.to_owned(),
+                })
+                .set(1);
+            *last = Some(version.to_owned());
+        }
+        self.release_flags
+            .set(i64::try_from(flags).unwrap_or(i64::MAX));
     }
 
     pub(crate) fn set_state(&self, current: &str) {

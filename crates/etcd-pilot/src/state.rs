@@ -158,6 +158,37 @@ pub(crate) struct PilotStatus {
     pub(crate) reseed: Option<ReseedProgress>,
     /// What became of the last operator's reseed order (`etcd-pilot reseed`), with its id.
     pub(crate) reseed_order: Option<String>,
+    /// The etcd releases: the one `etcd.bin` is, the one the member runs, and their flags.
+    pub(crate) release: ReleaseStatus,
+}
+
+/// The etcd releases of this node.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct ReleaseStatus {
+    /// `etcd.bin`, and the release it says it is (`etcd --version`), or why that is unknown.
+    pub(crate) bin: String,
+    pub(crate) bin_version: Option<String>,
+    pub(crate) bin_error: Option<String>,
+    /// The release the member runs (its status), once it answered.
+    pub(crate) running: Option<String>,
+    /// The flags of the running release (of `etcd.bin`'s before it runs): why it is not
+    /// for production, out of support or below its minor's security floor, with the source.
+    pub(crate) flags: Vec<String>,
+}
+
+impl ReleaseStatus {
+    /// The flags of `version`, one line each.
+    pub(crate) fn flags_of(version: &str) -> Vec<String> {
+        version
+            .parse::<etcd_pilot_core::upgrade::Version>()
+            .map(|v| {
+                etcd_pilot_core::upgrade::warnings(v)
+                    .iter()
+                    .map(|f| format!("{} [{}]", f.reason, f.source))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// A reseed under way on this pilot, step by step.
@@ -255,6 +286,7 @@ impl PilotStatus {
             quorum: None,
             reseed: None,
             reseed_order: None,
+            release: ReleaseStatus::default(),
         }
     }
 }

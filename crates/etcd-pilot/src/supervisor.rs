@@ -434,6 +434,22 @@ pub(crate) fn etcd_args(config: &Config, data: &DataDir, mode: &StartMode) -> Ve
     args
 }
 
+/// The release `bin` is (its `etcd --version`), asked with a 10 s timeout.
+pub(crate) async fn release_of(
+    bin: &std::path::Path,
+) -> anyhow::Result<etcd_pilot_core::upgrade::Version> {
+    use anyhow::Context as _;
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        crate::process::command(bin).arg("--version").output(),
+    )
+    .await
+    .with_context(|| format!("{} --version did not finish within 10 s", bin.display()))?
+    .with_context(|| format!("run {} --version", bin.display()))?;
+    etcd_pilot_core::upgrade::from_version_output(&String::from_utf8_lossy(&output.stdout))
+        .with_context(|| format!("{} --version names no etcd release", bin.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;

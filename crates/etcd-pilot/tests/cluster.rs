@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::{Cluster, Version, etcd_bin, eventually, get, put};
 
-async fn bootstrap_three_and_replicate(subnet: u8, version: Version) {
+/// `flag`: words of a flag the release carries (core `upgrade::FLAGGED`).
+async fn bootstrap_three_and_replicate(subnet: u8, version: Version, flag: &str) {
     let Some(mut cluster) = common::running(subnet, 3, version).await else {
         return;
     };
@@ -36,6 +37,29 @@ async fn bootstrap_three_and_replicate(subnet: u8, version: Version) {
         cluster_ids.windows(2).all(|w| w[0] == w[1]),
         "{cluster_ids:?}"
     );
+    // The release etcd.bin is, the one the member runs, and their flags, everywhere.
+    let status = cluster.pilot_status(0).await.unwrap();
+    let release = &status["release"];
+    let running = release["running"].as_str().unwrap().to_owned();
+    assert_eq!(release["bin_version"], running.as_str(), "{release}");
+    assert!(release["flags"].to_string().contains(flag), "{release}");
+    let metrics = cluster.nodes[0].metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            "etcd_pilot_member_version_info{{version=\"{running}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("etcd_pilot_release_flags 0"), "{metrics}");
+    let endpoints = cluster.endpoints().join(",");
+    for command in ["status", "plan"] {
+        let out = cluster.cli(&[command, "--endpoints", &endpoints]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("etcd {running} (m1, m2, m3): ")) && text.contains(flag),
+            "{command}: {text}"
+        );
+    }
     // The cluster itself carries the formed marker.
     assert!(
         get(&cluster.nodes[2].client_url(), "/etcd-pilot/cluster/formed")
@@ -49,12 +73,12 @@ async fn bootstrap_three_and_replicate(subnet: u8, version: Version) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_pilots_bootstrap_a_cluster_with_etcd_3_4() {
-    bootstrap_three_and_replicate(21, Version::V34).await;
+    bootstrap_three_and_replicate(21, Version::V34, "3.4 is out of support").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_pilots_bootstrap_a_cluster_with_etcd_3_5() {
-    bootstrap_three_and_replicate(22, Version::V35).await;
+    bootstrap_three_and_replicate(22, Version::V35, "not for production").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -264,6 +264,12 @@ impl Pilot {
             s.ready = healthy && !status.is_learner;
             s.data_unusable = None;
             s.cannot_run = None;
+            if s.release.running.as_deref() != Some(status.version.as_str()) {
+                s.release.flags = crate::state::ReleaseStatus::flags_of(&status.version);
+                s.release.running = Some(status.version.clone());
+            }
+            self.metrics
+                .set_release(&status.version, s.release.flags.len());
         });
         self.metrics.etcd_cannot_run.set(0);
         self.metrics.set_state(Phase::Running.as_str());

@@ -98,6 +98,11 @@ enum Commands {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Upgrades of etcd (the check, for now).
+    Upgrade {
+        #[command(subcommand)]
+        command: UpgradeCommand,
+    },
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
@@ -110,6 +115,20 @@ enum Commands {
     },
     /// Print the systemd unit that runs the pilot (install as /etc/systemd/system/etcd-pilot.service).
     SystemdUnit,
+}
+
+#[derive(Debug, Subcommand)]
+enum UpgradeCommand {
+    /// Whether moving the cluster to a release is allowed (etcd's upgrade rules, checked against
+    /// every member's release and the cluster version), whether every node has that release,
+    /// and in which order the members would move. Exits 1 unless all of it holds.
+    Check {
+        /// The target: a release (3.5.16), or an etcd binary whose release it is.
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -457,6 +476,30 @@ fn run(command: Commands, runtime: &Runtime, agent: Agent) -> Result<(), Failure
             output::print(&text);
             anyhow::Ok(())
         })?),
+        Commands::Upgrade {
+            command: UpgradeCommand::Check { to, cluster },
+        } => runtime.block_on(async {
+            let target = crate::upgrade::target(&to).await?;
+            let (endpoints, json) = cluster.endpoints().await?;
+            let check = crate::upgrade::check(&endpoints, target).await?;
+            output::print(&if json {
+                serde_json::to_string_pretty(&check).map_err(anyhow::Error::from)?
+            } else {
+                crate::upgrade::text(&check)
+            });
+            if crate::upgrade::ready(&check) {
+                Ok(())
+            } else {
+                Err(Failure::Runtime(anyhow::anyhow!(
+                    "the upgrade to etcd {target} is not ready: {}",
+                    if check.allowed {
+                        "some nodes lack the release (etcd.versions)".to_owned()
+                    } else {
+                        check.path.clone()
+                    }
+                )))
+            }
+        }),
         Commands::Aws {
             command: AwsCommand::Template,
         } => {

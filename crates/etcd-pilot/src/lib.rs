@@ -34,6 +34,7 @@ mod records;
 mod signals;
 mod state;
 mod supervisor;
+mod upgrade;
 
 use anyhow::Context as _;
 use tokio::sync::watch;
@@ -73,25 +74,32 @@ async fn run_agent(config: Config, cancel: CancellationToken) -> anyhow::Result<
         config.name.as_str(),
         etcd_pilot_core::start::PilotReport::Unknown,
     ));
-    // The release etcd.bin is, and its flags, before etcd runs.
-    let bin_release = supervisor::release_of(&config.etcd.bin).await;
+    // The releases this node has (etcd.bin's first) and their flags, before etcd runs.
+    let (available, unreadable) =
+        supervisor::releases(&config.etcd.bin, &config.etcd.versions).await;
+    let bin_release = available
+        .iter()
+        .find(|(_, path)| *path == config.etcd.bin)
+        .map(|(version, _)| *version);
     status_tx.send_modify(|s| {
         s.release.bin = config.etcd.bin.display().to_string();
-        match &bin_release {
-            Ok(version) => {
-                s.release.bin_version = Some(version.to_string());
-                s.release.flags = state::ReleaseStatus::flags_of(&version.to_string());
-            }
-            Err(err) => s.release.bin_error = Some(format!("{err:#}")),
+        s.release.available = available
+            .iter()
+            .map(|(version, path)| format!("{version} {}", path.display()))
+            .collect();
+        s.release.unreadable = unreadable.clone();
+        if let Some(version) = bin_release {
+            s.release.bin_version = Some(version.to_string());
+            s.release.flags = state::ReleaseStatus::flags_of(&version.to_string());
         }
     });
-    match &bin_release {
-        Ok(version) => {
+    match bin_release {
+        Some(version) => {
             for flag in state::ReleaseStatus::flags_of(&version.to_string()) {
                 tracing::warn!(release = %version, "etcd.bin is flagged: {flag}");
             }
         }
-        Err(err) => tracing::warn!("cannot tell which etcd release etcd.bin is: {err:#}"),
+        None => tracing::warn!("cannot tell which etcd release etcd.bin is: {unreadable:?}"),
     }
     // Operators' reseed orders: from the admin API to the quorum watch.
     let orders = quorum::Orders::default();

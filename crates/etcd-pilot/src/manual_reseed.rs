@@ -48,7 +48,11 @@ pub(crate) async fn run(endpoints: &[String], request: &Request) -> anyhow::Resu
             names(&list)
         );
     };
-    let admin = admin_url(member).with_context(|| format!("{from} has no client URL"))?;
+    let admin = member
+        .client_urls
+        .first()
+        .and_then(|u| crate::peer_api::default_admin_url(u))
+        .with_context(|| format!("{from} has no client URL"))?;
     // Any member this command reaches that follows a leader: the cluster is not lost (a
     // minority's pilot may not see it, but the operator's reseed would split it).
     let probes = pool.probe_members(&list).await;
@@ -268,16 +272,6 @@ async fn recorded(client_url: &str, tag: &str) -> Option<records::Reseed> {
     let text = etcd.get(records::RESEED_KEY).await.ok()??;
     let record: records::Reseed = records::decode(records::RESEED_KEY, &text).ok()?;
     record.ordered_by.contains(tag).then_some(record)
-}
-
-/// The admin URL of a member's pilot: its client URL's host on the default admin port.
-fn admin_url(member: &etcd_pilot_core::Member) -> Option<String> {
-    let url = url::Url::parse(member.client_urls.first()?).ok()?;
-    Some(format!(
-        "http://{}:{}",
-        url.host_str()?,
-        crate::config::ADMIN_PORT
-    ))
 }
 
 fn names(list: &etcd::MemberList) -> String {

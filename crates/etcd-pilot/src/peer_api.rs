@@ -28,6 +28,27 @@ pub(crate) struct PeerStatus {
     pub(crate) reseed: Option<PeerReseed>,
     /// What became of the last operator's reseed order the peer took.
     pub(crate) reseed_order: Option<String>,
+    /// The etcd releases the peer's node has (`PilotStatus::release`).
+    pub(crate) release: Option<PeerRelease>,
+}
+
+/// The etcd releases a peer's node has.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct PeerRelease {
+    /// `3.5.16 /path/of/etcd`, one per release.
+    #[serde(default)]
+    pub(crate) available: Vec<String>,
+}
+
+/// The admin URL of the pilot beside the etcd at `client_url`, on the default admin port
+/// (what `plan`, `reseed` and `upgrade check` ask when they know only the members).
+pub(crate) fn default_admin_url(client_url: &str) -> Option<String> {
+    let url = url::Url::parse(client_url).ok()?;
+    Some(format!(
+        "http://{}:{}",
+        url.host_str()?,
+        crate::config::ADMIN_PORT
+    ))
 }
 
 /// A peer's reseed under way.
@@ -74,7 +95,7 @@ pub(crate) enum Answer {
     /// Nothing (refused, timed out).
     Silent,
     /// Something answered HTTP: its status, if it is a pilot's.
-    Answered(Option<PeerStatus>),
+    Answered(Option<Box<PeerStatus>>),
 }
 
 /// A client of peer pilots.
@@ -108,7 +129,7 @@ impl PeerApi {
     /// `/v1/status`, when a pilot answers it.
     pub(crate) async fn status(&self, admin_url: &str) -> Option<PeerStatus> {
         match self.probe(admin_url).await {
-            Answer::Answered(status) => status,
+            Answer::Answered(status) => status.map(|s| *s),
             Answer::Silent => None,
         }
     }
@@ -137,7 +158,7 @@ impl PeerApi {
     pub(crate) async fn probe(&self, admin_url: &str) -> Answer {
         let url = format!("{}/v1/status", admin_url.trim_end_matches('/'));
         match self.http.get(url).send().await {
-            Ok(response) => Answer::Answered(response.json().await.ok()),
+            Ok(response) => Answer::Answered(response.json().await.ok().map(Box::new)),
             Err(_) => Answer::Silent,
         }
     }

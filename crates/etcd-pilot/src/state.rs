@@ -168,7 +168,10 @@ pub(crate) struct ReleaseStatus {
     /// `etcd.bin`, and the release it says it is (`etcd --version`), or why that is unknown.
     pub(crate) bin: String,
     pub(crate) bin_version: Option<String>,
-    pub(crate) bin_error: Option<String>,
+    /// Every release this node has (`etcd.bin` and `etcd.versions`), as `3.5.16 /path`.
+    pub(crate) available: Vec<String>,
+    /// Binaries that named no release (missing, not etcd, timed out).
+    pub(crate) unreadable: Vec<String>,
     /// The release the member runs (its status), once it answered.
     pub(crate) running: Option<String>,
     /// The flags of the running release (of `etcd.bin`'s before it runs): why it is not

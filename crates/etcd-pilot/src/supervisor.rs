@@ -450,6 +450,81 @@ pub(crate) async fn release_of(
         .with_context(|| format!("{} --version names no etcd release", bin.display()))
 }
 
+/// The etcd releases this node has: `etcd.bin` first, then each binary `etcd.versions` names
+/// (`*` matching within one folder name), one per release (the first path found wins), with
+/// a line for each path that says no release.
+pub(crate) async fn releases(
+    bin: &std::path::Path,
+    versions: &[PathBuf],
+) -> (
+    Vec<(etcd_pilot_core::upgrade::Version, PathBuf)>,
+    Vec<String>,
+) {
+    let mut paths = vec![bin.to_owned()];
+    for pattern in versions {
+        paths.extend(expand(pattern));
+    }
+    let mut found: Vec<(etcd_pilot_core::upgrade::Version, PathBuf)> = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        match release_of(&path).await {
+            Ok(version) if !found.iter().any(|(v, _)| *v == version) => found.push((version, path)),
+            Ok(_) => {}
+            Err(err) => errors.push(format!("{err:#}")),
+        }
+    }
+    found.sort();
+    (found, errors)
+}
+
+/// The files `pattern` names: itself, or with `*` in folder or file names, each match (a
+/// `*` matches any run of characters within one name).
+pub(crate) fn expand(pattern: &std::path::Path) -> Vec<PathBuf> {
+    let mut matches = vec![PathBuf::from("/")];
+    for part in pattern.components().skip(1) {
+        let part = part.as_os_str().to_string_lossy();
+        let mut next = Vec::new();
+        for base in matches {
+            if !part.contains('*') {
+                next.push(base.join(part.as_ref()));
+                continue;
+            }
+            let Ok(entries) = std::fs::read_dir(&base) else {
+                continue;
+            };
+            let mut names: Vec<String> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| wildcard(&part, name))
+                .collect();
+            names.sort();
+            next.extend(names.into_iter().map(|name| base.join(name)));
+        }
+        matches = next;
+    }
+    matches.into_iter().filter(|p| p.is_file()).collect()
+}
+
+/// Whether `name` matches `pattern`, whose `*`s match any run of characters.
+fn wildcard(pattern: &str, name: &str) -> bool {
+    let mut pieces = pattern.split('*');
+    let first = pieces.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let pieces: Vec<&str> = pieces.collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        if i + 1 == pieces.len() {
+            return rest.ends_with(piece);
+        }
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
@@ -673,5 +748,35 @@ mod tests {
             "the pid file goes with the child"
         );
         assert_eq!(metrics.etcd_restarts.get(), 0, "a stop is not a restart");
+    }
+
+    #[test]
+    fn wildcards_match_within_one_name() {
+        assert!(super::wildcard("*", "3.5.16"));
+        assert!(super::wildcard("etcd-*", "etcd-3.5.16"));
+        assert!(super::wildcard("etcd-*-linux", "etcd-3.5.16-linux"));
+        assert!(!super::wildcard("etcd-*-linux", "etcd-3.5.16-darwin"));
+        assert!(super::wildcard("etcd", "etcd"));
+        assert!(!super::wildcard("etcd", "etcdctl"));
+    }
+
+    #[test]
+    fn patterns_expand_to_the_files_they_name() {
+        let dir = tempfile::tempdir().unwrap();
+        for release in ["3.5.16", "3.5.30", "notes"] {
+            std::fs::create_dir_all(dir.path().join(release)).unwrap();
+        }
+        std::fs::write(dir.path().join("3.5.16/etcd"), "").unwrap();
+        std::fs::write(dir.path().join("3.5.30/etcd"), "").unwrap();
+        let found = super::expand(&dir.path().join("*/etcd"));
+        assert_eq!(
+            found,
+            vec![
+                dir.path().join("3.5.16/etcd"),
+                dir.path().join("3.5.30/etcd")
+            ]
+        );
+        assert_eq!(super::expand(&dir.path().join("3.5.16/etcd")).len(), 1);
+        assert!(super::expand(&dir.path().join("nowhere/*/etcd")).is_empty());
     }
 }

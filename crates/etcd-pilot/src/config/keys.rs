@@ -129,6 +129,10 @@ pub(crate) const LISTS: &[Key] = &[
         "static: every member, as { name, peer_url, client_url, admin_url }",
     ),
     key("etcd.extra_args", "flags passed to etcd as they are"),
+    key(
+        "etcd.versions",
+        "more etcd binaries this node has, for upgrades: paths, `*` matching within one folder name",
+    ),
 ];
 
 /// The scalar key called `name`.
@@ -159,6 +163,7 @@ pub(super) struct Raw {
     pub(super) scalars: BTreeMap<&'static str, String>,
     pub(super) peers: Option<Vec<RawPeer>>,
     pub(super) extra_args: Vec<String>,
+    pub(super) versions: Vec<String>,
 }
 
 impl Raw {
@@ -220,6 +225,16 @@ impl Raw {
                          (admin_url optional)",
                     )
                 })?);
+                return Ok(());
+            }
+            "etcd.versions" => {
+                self.versions = value.try_into().map_err(|err: toml::de::Error| {
+                    error(
+                        "etcd.versions",
+                        err.message().to_owned(),
+                        "write a list of paths, e.g. [\"/opt/etcd/*/etcd\"]",
+                    )
+                })?;
                 return Ok(());
             }
             "etcd.extra_args" => {

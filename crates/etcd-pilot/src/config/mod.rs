@@ -182,6 +182,8 @@ pub(crate) struct EtcdConfig {
     pub(crate) credentials: Option<(String, String)>,
     /// Extra flags passed to etcd as they are (tuning such as `--quota-backend-bytes`).
     pub(crate) extra_args: Vec<String>,
+    /// More binaries for upgrades (`etcd.versions`): paths, `*` within one folder name.
+    pub(crate) versions: Vec<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -348,6 +350,12 @@ impl Config {
         }
         for arg in &self.etcd.extra_args {
             out.push_str(&format!("etcd.extra_args += {arg:?}\n"));
+        }
+        for path in &self.etcd.versions {
+            out.push_str(&format!(
+                "etcd.versions += {:?}\n",
+                path.display().to_string()
+            ));
         }
         out
     }

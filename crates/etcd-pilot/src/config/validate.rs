@@ -130,6 +130,7 @@ impl Reader {
 /// Every check of the merged values, in the order the keys are read.
 pub(super) fn validate(raw: Raw) -> Result<Config, Error> {
     let extra_args = raw.extra_args.clone();
+    let versions = raw.versions.iter().map(PathBuf::from).collect::<Vec<_>>();
     let peers = raw.peers.clone();
     let mut r = Reader::new(raw);
     let name = member_name(r.given("name"))?;
@@ -138,7 +139,7 @@ pub(super) fn validate(raw: Raw) -> Result<Config, Error> {
     check_data_dir(&data_dir)?;
     r.derived("data_dir", data_dir.display().to_string());
 
-    let etcd = etcd(&mut r, extra_args)?;
+    let etcd = etcd(&mut r, extra_args, versions)?;
     let admin = admin(&mut r, &etcd.client_url)?;
     let discovery = discovery(&mut r, peers, &name, &etcd, &admin)?;
     let dns = aws::dns(&mut r)?;
@@ -216,7 +217,18 @@ const OWN_ETCD_FLAGS: &[&str] = &[
     "force-new-cluster",
 ];
 
-fn etcd(r: &mut Reader, extra_args: Vec<String>) -> Result<EtcdConfig, Error> {
+fn etcd(
+    r: &mut Reader,
+    extra_args: Vec<String>,
+    versions: Vec<PathBuf>,
+) -> Result<EtcdConfig, Error> {
+    if let Some(relative) = versions.iter().find(|p| p.is_relative()) {
+        return Err(error(
+            "etcd.versions",
+            format!("{} is not an absolute path", relative.display()),
+            "give each binary's full path, e.g. \"/opt/etcd/3.5.16/etcd\"",
+        ));
+    }
     let bin = etcd_bin(r.given("etcd.bin"))?;
     r.derived("etcd.bin", bin.display().to_string());
     let peer_url = parse_url("etcd.peer_url", r.given("etcd.peer_url"))?;
@@ -255,6 +267,7 @@ fn etcd(r: &mut Reader, extra_args: Vec<String>) -> Result<EtcdConfig, Error> {
         listen_client_url,
         credentials,
         extra_args,
+        versions,
     })
 }
 

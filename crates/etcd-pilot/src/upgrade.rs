@@ -1,0 +1,222 @@
+//! `etcd-pilot upgrade check --to RELEASE|PATH`: whether moving the cluster to a release is
+//! allowed, before anything moves. It reads each member's release (its status) and the
+//! cluster version (etcd's `/version`), asks each member's pilot which releases its node has
+//! (`/v1/status` `release.available`), and checks the path with the core's
+//! `upgrade::check_path`; it names the flags of the target and the order the members would
+//! take (followers by name, the leader last). The rolling upgrade itself is not built yet.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use etcd_pilot_core::upgrade::{self, Minor, Path, Version};
+use serde::Serialize;
+
+use crate::cluster_status;
+use crate::etcd;
+use crate::peer_api::PeerApi;
+
+/// What the check found.
+#[derive(Debug, Serialize)]
+pub(crate) struct Check {
+    pub(crate) target: String,
+    /// The cluster version, when a member said.
+    pub(crate) cluster_version: Option<String>,
+    pub(crate) members: Vec<MemberCheck>,
+    /// `done`, `patch`, `minor upgrade`, `rollback`, or why it is refused.
+    pub(crate) path: String,
+    pub(crate) allowed: bool,
+    /// What the minor upgrade asks first (`etcdutl check v2store`), if anything.
+    pub(crate) precondition: Option<String>,
+    /// The target's flags (not for production, out of support, below a security floor).
+    pub(crate) target_flags: Vec<String>,
+    /// The order the members would take: followers by name, the leader last.
+    pub(crate) order: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct MemberCheck {
+    pub(crate) name: String,
+    pub(crate) running: Option<String>,
+    pub(crate) leader: bool,
+    /// Where its node has the target release, or `None` when its pilot does not list it.
+    pub(crate) target_bin: Option<String>,
+    /// Why its pilot could not be asked, if so.
+    pub(crate) pilot_error: Option<String>,
+}
+
+/// The target: a release (`3.5.16`), or a binary whose `--version` names one.
+pub(crate) async fn target(to: &str) -> anyhow::Result<Version> {
+    if let Ok(version) = to.parse::<Version>() {
+        return Ok(version);
+    }
+    let path = std::path::Path::new(to);
+    if path.is_file() {
+        return crate::supervisor::release_of(path).await;
+    }
+    anyhow::bail!("--to {to:?} is neither an etcd release such as 3.5.16 nor an etcd binary")
+}
+
+/// Checks moving the cluster `endpoints` lead to onto `to`.
+pub(crate) async fn check(endpoints: &[String], to: Version) -> anyhow::Result<Check> {
+    let pool = etcd::Pool::new(cluster_status::options());
+    let list = pool.agreed_member_list(endpoints).await.with_context(|| {
+        format!(
+            "no member answered at {}; is the cluster running?",
+            endpoints.join(",")
+        )
+    })?;
+    let probes = pool.probe_members(&list).await;
+    let peers = PeerApi::new(Duration::from_secs(3))?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .context("build the HTTP client")?;
+    let mut cluster_version = None;
+    let mut members = Vec::new();
+    for (member, probe) in list.members.iter().zip(&probes) {
+        let name = member
+            .name
+            .as_ref()
+            .map_or_else(|| format!("{:x}", member.id.0), ToString::to_string);
+        let client_url = member.client_urls.first();
+        if cluster_version.is_none()
+            && let Some(url) = client_url
+        {
+            cluster_version = cluster_version_at(&http, url).await;
+        }
+        let (target_bin, pilot_error) =
+            match client_url.and_then(|u| crate::peer_api::default_admin_url(u)) {
+                Some(admin) => match peers.status(&admin).await {
+                    Some(status) => (
+                        status.release.and_then(|r| {
+                            r.available.iter().find_map(|line| {
+                                let (version, path) = line.split_once(' ')?;
+                                (version.parse::<Version>().ok()? == to).then(|| path.to_owned())
+                            })
+                        }),
+                        None,
+                    ),
+                    None => (None, Some(format!("its pilot does not answer at {admin}"))),
+                },
+                None => (None, Some("no client URL to find its pilot".to_owned())),
+            };
+        let status = probe.as_ref().ok();
+        members.push(MemberCheck {
+            name,
+            running: status.map(|s| s.version.clone()),
+            leader: status.is_some_and(|s| s.leader == Some(s.member_id)),
+            target_bin,
+            pilot_error,
+        });
+    }
+    members.sort_by(|a, b| a.name.cmp(&b.name));
+    let running: Vec<Version> = members
+        .iter()
+        .filter_map(|m| m.running.as_deref()?.parse().ok())
+        .collect();
+    let cluster: Option<Minor> = cluster_version.as_deref().and_then(|c| c.parse().ok());
+    let (path, allowed, precondition) = match upgrade::check_path(&running, cluster, to) {
+        Ok(Path::Done) => ("done: every member runs it".to_owned(), true, None),
+        Ok(Path::Patch) => ("patch releases of one minor".to_owned(), true, None),
+        Ok(Path::MinorUp { upgrade }) => (
+            format!(
+                "minor upgrade {} -> {} ({})",
+                upgrade.from, upgrade.to, upgrade.source
+            ),
+            true,
+            upgrade
+                .v2store_check
+                .then(|| "`etcdutl check v2store` must pass on every member's data first".into()),
+        ),
+        Ok(Path::Rollback) => (
+            "rollback: the cluster version has not moved, so the members that went up may come \
+             back"
+                .to_owned(),
+            true,
+            None,
+        ),
+        Err(refusal) => (format!("refused: {}", refusal.describe()), false, None),
+    };
+    let mut order: Vec<String> = members
+        .iter()
+        .filter(|m| !m.leader && m.running.as_deref() != Some(to.to_string().as_str()))
+        .map(|m| m.name.clone())
+        .collect();
+    order.extend(
+        members
+            .iter()
+            .filter(|m| m.leader && m.running.as_deref() != Some(to.to_string().as_str()))
+            .map(|m| format!("{} (the leader, after leadership moves away)", m.name)),
+    );
+    Ok(Check {
+        target: to.to_string(),
+        cluster_version,
+        members,
+        path,
+        allowed,
+        precondition,
+        target_flags: crate::state::ReleaseStatus::flags_of(&to.to_string()),
+        order,
+    })
+}
+
+/// Whether the check allows the upgrade and every member's node has the target.
+pub(crate) fn ready(check: &Check) -> bool {
+    check.allowed && check.members.iter().all(|m| m.target_bin.is_some())
+}
+
+/// The check for people.
+pub(crate) fn text(check: &Check) -> String {
+    let mut out = format!(
+        "target:   etcd {} (cluster version {})\n",
+        check.target,
+        check.cluster_version.as_deref().unwrap_or("unknown")
+    );
+    for m in &check.members {
+        out.push_str(&format!(
+            "member:   {:<10} runs {:<8}{} target: {}\n",
+            m.name,
+            m.running.as_deref().unwrap_or("?"),
+            if m.leader { " (leader)" } else { "" },
+            match (&m.target_bin, &m.pilot_error) {
+                (Some(bin), _) => bin.clone(),
+                (None, Some(err)) => format!("unknown: {err}"),
+                (None, None) => "MISSING: add its binary to etcd.versions on this node".to_owned(),
+            }
+        ));
+    }
+    out.push_str(&format!("path:     {}\n", check.path));
+    if let Some(pre) = &check.precondition {
+        out.push_str(&format!("first:    {pre}\n"));
+    }
+    for flag in &check.target_flags {
+        out.push_str(&format!("warning:  etcd {}: {flag}\n", check.target));
+    }
+    if check.allowed && !check.order.is_empty() {
+        out.push_str(&format!("order:    {}\n", check.order.join(", ")));
+    }
+    out.push_str(if ready(check) {
+        "verdict:  allowed\n"
+    } else if check.allowed {
+        "verdict:  allowed once every node has the target release\n"
+    } else {
+        "verdict:  refused\n"
+    });
+    out
+}
+
+/// `/version` of the etcd at `client_url`: its `etcdcluster` (the cluster version).
+async fn cluster_version_at(http: &reqwest::Client, client_url: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Versions {
+        etcdcluster: String,
+    }
+    let url = format!("{}/version", client_url.trim_end_matches('/'));
+    let versions: Versions = http.get(url).send().await.ok()?.json().await.ok()?;
+    // "not_decided" before the cluster settles on one.
+    versions
+        .etcdcluster
+        .parse::<Minor>()
+        .ok()
+        .map(|m| m.to_string())
+}

@@ -176,8 +176,15 @@ async fn the_survivor_reseeds_after_a_majority_is_gone_for_good_and_the_others_j
     let acked = writer.await.unwrap();
     assert!(acked.len() > 10, "the writer wrote {} keys", acked.len());
 
+    // The revision a client of m1 saw before the reseed (its status answers without a
+    // quorum, until it is stopped to reseed).
+    let seen_revision = eventually("m1's status", Duration::from_secs(60), || async {
+        let mut client = connect(std::slice::from_ref(&m1)).await.ok()?;
+        Some(client.status().await.ok()?.header()?.revision())
+    })
+    .await;
     // Writable again, from its own data.
-    eventually(
+    let after = eventually(
         "m1 to take writes again",
         Duration::from_secs(90),
         || async {
@@ -186,6 +193,11 @@ async fn the_survivor_reseeds_after_a_majority_is_gone_for_good_and_the_others_j
         },
     )
     .await;
+    let revision = after.header().unwrap().revision();
+    assert!(
+        revision > seen_revision,
+        "the revision went backwards: {seen_revision} before the reseed, {revision} after"
+    );
     println!(
         "quorum lost (2 of 3 gone) -> writable again: {:.1} s, of which quorum_lost_after 2 s \
          and remove_after 2 s",

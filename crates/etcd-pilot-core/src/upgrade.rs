@@ -137,13 +137,6 @@ pub const MINOR_UPGRADES: &[MinorUpgrade] = &[
         v2store_check: true,
         source: "https://etcd.io/docs/v3.6/upgrades/upgrade_3_6/",
     },
-    MinorUpgrade {
-        from: Minor::new(3, 6),
-        to: Minor::new(3, 7),
-        floor: None,
-        v2store_check: false,
-        source: "https://etcd.io/docs/v3.6/upgrades/ (one minor at a time)",
-    },
 ];
 
 /// What moving the cluster to the target release is.
@@ -177,7 +170,8 @@ pub enum Refusal {
     MinorDowngrade {
         from: Version,
         to: Version,
-        cluster: Minor,
+        /// `None`: unknown, so it may have moved.
+        cluster: Option<Minor>,
     },
     /// Members on minors both above and below the target.
     MixedMinors {
@@ -208,10 +202,24 @@ impl Refusal {
                 "{from} -> {to} skips a minor: etcd moves one minor at a time, through every \
                  minor in between (https://etcd.io/docs/v3.5/upgrades/)"
             ),
-            Refusal::MinorDowngrade { from, to, cluster } => format!(
+            Refusal::MinorDowngrade {
+                from,
+                to,
+                cluster: Some(cluster),
+            } => format!(
                 "{from} -> {to} goes back a minor, but the cluster version is {cluster} already: \
                  etcd {cluster} data cannot be served by {}; restore a backup taken before the \
                  upgrade instead",
+                to.line()
+            ),
+            Refusal::MinorDowngrade {
+                from,
+                to,
+                cluster: None,
+            } => format!(
+                "{from} -> {to} goes back a minor, and the cluster version is unknown: it may have \
+                 moved to {} already, and then {} cannot serve its data",
+                from.line(),
                 to.line()
             ),
             Refusal::MixedMinors { running } => format!(
@@ -278,18 +286,28 @@ pub fn check_path(
     }
     if let Some(from) = above.first() {
         return match cluster {
-            Some(cluster) if cluster > to.line() => Err(Refusal::MinorDowngrade {
+            // Unknown: the cluster version may have moved; refuse rather than guess.
+            Some(c) if c <= to.line() => {
+                // Back to a release the way up would not start from: the mixed cluster on the
+                // way back is one etcd forbids on the way up.
+                let rule = MINOR_UPGRADES
+                    .iter()
+                    .find(|u| u.from == to.line() && u.to == from.line());
+                match rule.and_then(|u| u.floor.map(|floor| (floor, u.source))) {
+                    Some((floor, source)) if to < floor => Err(Refusal::BelowFloor {
+                        from: to,
+                        floor,
+                        to: from.line(),
+                        source,
+                    }),
+                    _ => Ok(Path::Rollback),
+                }
+            }
+            cluster => Err(Refusal::MinorDowngrade {
                 from: *from,
                 to,
                 cluster,
             }),
-            // Unknown: the cluster version may have moved; refuse rather than guess.
-            None => Err(Refusal::MinorDowngrade {
-                from: *from,
-                to,
-                cluster: from.line(),
-            }),
-            Some(_) => Ok(Path::Rollback),
         };
     }
     let Some(from) = below.iter().min().copied() else {
@@ -405,6 +423,8 @@ pub struct UpgradeView {
     /// A membership change, a learner catching up, another maintenance step.
     pub change_in_flight: bool,
     pub backup: BackupState,
+    /// `etcdutl check v2store` passed on every member's data (a 3.5 -> 3.6 upgrade needs it).
+    pub v2store_checked: bool,
 }
 
 /// Why the upgrade waits.
@@ -422,6 +442,10 @@ pub enum UpgradeWait {
         names: Vec<MemberName>,
     },
     ChangeInFlight,
+    /// No member, or more than one, is known to lead: the leader cannot be kept for last.
+    LeaderUnknown,
+    /// The minor upgrade needs `etcdutl check v2store` to pass on every member first.
+    V2StoreCheck,
 }
 
 /// The coordinator's next upgrade step.
@@ -500,8 +524,12 @@ pub fn next_step(view: &UpgradeView) -> UpgradeStep {
         return UpgradeStep::Wait(UpgradeWait::DesiredDiffers { desired });
     }
     let running: Vec<Version> = members.iter().filter_map(|m| m.running).collect();
-    if let Err(refusal) = check_path(&running, view.cluster, target) {
-        return UpgradeStep::Refused(refusal);
+    match check_path(&running, view.cluster, target) {
+        Err(refusal) => return UpgradeStep::Refused(refusal),
+        Ok(Path::MinorUp { upgrade }) if upgrade.v2store_check && !view.v2store_checked => {
+            return UpgradeStep::Wait(UpgradeWait::V2StoreCheck);
+        }
+        Ok(_) => {}
     }
     let unhealthy: Vec<MemberName> = members
         .iter()
@@ -518,6 +546,9 @@ pub fn next_step(view: &UpgradeView) -> UpgradeStep {
         return UpgradeStep::TakeBackup;
     }
     let voters = members.iter().filter(|m| !m.learner).count();
+    if voters > 1 && members.iter().filter(|m| m.leader).count() != 1 {
+        return UpgradeStep::Wait(UpgradeWait::LeaderUnknown);
+    }
     if let Some(follower) = members.iter().find(|m| behind(m) && !m.leader) {
         return UpgradeStep::Grant {
             member: follower.name.clone(),

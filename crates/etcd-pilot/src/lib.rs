@@ -91,6 +91,7 @@ async fn run_agent(config: Config, cancel: CancellationToken) -> anyhow::Result<
         if let Some(version) = bin_release {
             s.release.bin_version = Some(version.to_string());
             s.release.flags = state::ReleaseStatus::flags_of(&version.to_string());
+            metrics.set_release(&version.to_string(), s.release.flags.len());
         }
     });
     match bin_release {

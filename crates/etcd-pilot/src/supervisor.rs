@@ -441,7 +441,10 @@ pub(crate) async fn release_of(
     use anyhow::Context as _;
     let output = tokio::time::timeout(
         std::time::Duration::from_secs(10),
-        crate::process::command(bin).arg("--version").output(),
+        crate::process::command(bin)
+            .arg("--version")
+            .kill_on_drop(true)
+            .output(),
     )
     .await
     .with_context(|| format!("{} --version did not finish within 10 s", bin.display()))?
@@ -461,11 +464,18 @@ pub(crate) async fn releases(
     Vec<String>,
 ) {
     let mut paths = vec![bin.to_owned()];
+    let mut errors = Vec::new();
     for pattern in versions {
-        paths.extend(expand(pattern));
+        let matched = expand(pattern);
+        if matched.is_empty() {
+            errors.push(format!(
+                "etcd.versions: {} names no file",
+                pattern.display()
+            ));
+        }
+        paths.extend(matched);
     }
     let mut found: Vec<(etcd_pilot_core::upgrade::Version, PathBuf)> = Vec::new();
-    let mut errors = Vec::new();
     for path in paths {
         match release_of(&path).await {
             Ok(version) if !found.iter().any(|(v, _)| *v == version) => found.push((version, path)),
@@ -477,9 +487,13 @@ pub(crate) async fn releases(
     (found, errors)
 }
 
-/// The files `pattern` names: itself, or with `*` in folder or file names, each match (a
-/// `*` matches any run of characters within one name).
+/// The files `pattern` names: itself (a path without `*`, whether or not it exists: asking
+/// it its release says what is wrong), or with `*` in folder or file names, each file that
+/// matches (a `*` matches any run of characters within one name).
 pub(crate) fn expand(pattern: &std::path::Path) -> Vec<PathBuf> {
+    if !pattern.to_string_lossy().contains('*') {
+        return vec![pattern.to_owned()];
+    }
     let mut matches = vec![PathBuf::from("/")];
     for part in pattern.components().skip(1) {
         let part = part.as_os_str().to_string_lossy();
@@ -777,6 +791,8 @@ mod tests {
             ]
         );
         assert_eq!(super::expand(&dir.path().join("3.5.16/etcd")).len(), 1);
+        // A path without `*` is kept even when missing: asking it says what is wrong.
+        assert_eq!(super::expand(&dir.path().join("typo/etcd")).len(), 1);
         assert!(super::expand(&dir.path().join("nowhere/*/etcd")).is_empty());
     }
 }

@@ -42,6 +42,8 @@ pub(crate) struct MemberCheck {
     pub(crate) target_bin: Option<String>,
     /// Why its pilot could not be asked, if so.
     pub(crate) pilot_error: Option<String>,
+    /// Why its etcd's release is unknown, if so.
+    pub(crate) etcd_error: Option<String>,
 }
 
 /// The target: a release (`3.5.16`), or a binary whose `--version` names one.
@@ -107,6 +109,7 @@ pub(crate) async fn check(endpoints: &[String], to: Version) -> anyhow::Result<C
             leader: status.is_some_and(|s| s.leader == Some(s.member_id)),
             target_bin,
             pilot_error,
+            etcd_error: probe.as_ref().err().map(ToString::to_string),
         });
     }
     members.sort_by(|a, b| a.name.cmp(&b.name));
@@ -115,27 +118,27 @@ pub(crate) async fn check(endpoints: &[String], to: Version) -> anyhow::Result<C
         .filter_map(|m| m.running.as_deref()?.parse().ok())
         .collect();
     let cluster: Option<Minor> = cluster_version.as_deref().and_then(|c| c.parse().ok());
-    let (path, allowed, precondition) = match upgrade::check_path(&running, cluster, to) {
-        Ok(Path::Done) => ("done: every member runs it".to_owned(), true, None),
-        Ok(Path::Patch) => ("patch releases of one minor".to_owned(), true, None),
-        Ok(Path::MinorUp { upgrade }) => (
+    let unknown: Vec<&str> = members
+        .iter()
+        .filter(|m| {
+            m.running
+                .as_deref()
+                .and_then(|r| r.parse::<Version>().ok())
+                .is_none()
+        })
+        .map(|m| m.name.as_str())
+        .collect();
+    let (path, allowed, precondition) = if unknown.is_empty() {
+        verdict(upgrade::check_path(&running, cluster, to))
+    } else {
+        (
             format!(
-                "minor upgrade {} -> {} ({})",
-                upgrade.from, upgrade.to, upgrade.source
+                "unknown: the release of {} cannot be read, and every member's counts",
+                unknown.join(", ")
             ),
-            true,
-            upgrade
-                .v2store_check
-                .then(|| "`etcdutl check v2store` must pass on every member's data first".into()),
-        ),
-        Ok(Path::Rollback) => (
-            "rollback: the cluster version has not moved, so the members that went up may come \
-             back"
-                .to_owned(),
-            true,
+            false,
             None,
-        ),
-        Err(refusal) => (format!("refused: {}", refusal.describe()), false, None),
+        )
     };
     let mut order: Vec<String> = members
         .iter()
@@ -160,6 +163,32 @@ pub(crate) async fn check(endpoints: &[String], to: Version) -> anyhow::Result<C
     })
 }
 
+/// The path's verdict for people: what it is, whether it is allowed, what it asks first.
+fn verdict(checked: Result<Path, upgrade::Refusal>) -> (String, bool, Option<String>) {
+    match checked {
+        Ok(Path::Done) => ("done: every member runs it".to_owned(), true, None),
+        Ok(Path::Patch) => ("patch releases of one minor".to_owned(), true, None),
+        Ok(Path::MinorUp { upgrade }) => (
+            format!(
+                "minor upgrade {} -> {} ({})",
+                upgrade.from, upgrade.to, upgrade.source
+            ),
+            true,
+            upgrade
+                .v2store_check
+                .then(|| "`etcdutl check v2store` must pass on every member's data first".into()),
+        ),
+        Ok(Path::Rollback) => (
+            "rollback: the cluster version has not moved, so the members that went up may come \
+                 back"
+                .to_owned(),
+            true,
+            None,
+        ),
+        Err(refusal) => (format!("refused: {}", refusal.describe()), false, None),
+    }
+}
+
 /// Whether the check allows the upgrade and every member's node has the target.
 pub(crate) fn ready(check: &Check) -> bool {
     check.allowed && check.members.iter().all(|m| m.target_bin.is_some())
@@ -176,7 +205,10 @@ pub(crate) fn text(check: &Check) -> String {
         out.push_str(&format!(
             "member:   {:<10} runs {:<8}{} target: {}\n",
             m.name,
-            m.running.as_deref().unwrap_or("?"),
+            m.running.as_deref().map_or_else(
+                || format!("? ({})", m.etcd_error.as_deref().unwrap_or("no answer")),
+                ToOwned::to_owned
+            ),
             if m.leader { " (leader)" } else { "" },
             match (&m.target_bin, &m.pilot_error) {
                 (Some(bin), _) => bin.clone(),

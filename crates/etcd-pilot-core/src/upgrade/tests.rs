@@ -133,17 +133,20 @@ fn the_path_policy() {
             "4.0.0",
             "refused: other major",
         ),
+        // A minor upgrade the policy has no rule for yet.
         (
             "3.6.5 3.6.5 3.6.5",
             Some("3.6"),
             "3.7.0",
-            "minor up 3.6 -> 3.7",
-        ),
-        (
-            "3.7.1 3.7.1 3.7.1",
-            Some("3.7"),
-            "3.8.0",
             "refused: unknown minor upgrade",
+        ),
+        // Back from a stopped 3.6 upgrade only to a release the way up starts from.
+        ("3.5.33 3.6.0 3.6.0", Some("3.5"), "3.5.33", "rollback"),
+        (
+            "3.5.33 3.6.0 3.6.0",
+            Some("3.5"),
+            "3.5.16",
+            "refused: below floor 3.5.32",
         ),
     ];
     for (running, cluster, to, want) in cases {
@@ -232,6 +235,7 @@ fn view(members: &str) -> UpgradeView {
         lock: None,
         change_in_flight: false,
         backup: BackupState::Fresh,
+        v2store_checked: false,
     }
 }
 
@@ -256,6 +260,8 @@ fn show(step: &UpgradeStep) -> String {
             format!("wait unhealthy {}", names(n))
         }
         UpgradeStep::Wait(UpgradeWait::ChangeInFlight) => "wait change".to_owned(),
+        UpgradeStep::Wait(UpgradeWait::LeaderUnknown) => "wait leader".to_owned(),
+        UpgradeStep::Wait(UpgradeWait::V2StoreCheck) => "wait v2store".to_owned(),
         UpgradeStep::Refused(r) => format!("refused {}", r.describe().split(':').next().unwrap()),
         UpgradeStep::TakeBackup => "backup".to_owned(),
         UpgradeStep::MoveLeader { from } => format!("move leader from {from}"),
@@ -292,6 +298,22 @@ fn the_lock_goes_to_followers_first_and_to_the_leader_last() {
     for (members, want) in cases {
         assert_eq!(show(&next_step(&view(&members))), want, "{members}");
     }
+    // No leader known, or two: the leader could not be kept for last.
+    assert_eq!(
+        show(&next_step(&view(&format!("m1:{up} m2:{up} m3:{up}")))),
+        "wait leader"
+    );
+    assert_eq!(
+        show(&next_step(&view(&format!("m1:{up}* m2:{up}* m3:{up}")))),
+        "wait leader"
+    );
+    // 3.5 -> 3.6 waits for etcdutl check v2store.
+    let to36 = "3.5.33>3.6.0";
+    let mut v2 = view(&format!("m1:{to36}* m2:{to36} m3:{to36}"));
+    v2.cluster = Some(Minor::new(3, 5));
+    assert_eq!(show(&next_step(&v2)), "wait v2store");
+    v2.v2store_checked = true;
+    assert_eq!(show(&next_step(&v2)), "grant m2");
     let mut stale = view(&format!("m1:{up}* m2:{up} m3:{up}"));
     stale.backup = BackupState::Stale;
     assert_eq!(show(&next_step(&stale)), "backup");
@@ -358,6 +380,7 @@ fn arb_view() -> impl Strategy<Value = UpgradeView> {
                 lock: lock.map(|l| name(&format!("m{}", l + 1))),
                 change_in_flight,
                 backup,
+                v2store_checked: true,
             }
         })
 }
@@ -415,6 +438,7 @@ proptest! {
                         lock: lock.clone(),
                         change_in_flight: false,
                         backup: BackupState::Fresh,
+                        v2store_checked: true,
                     };
                     match next_step(&view) {
                         UpgradeStep::Grant { member } => {

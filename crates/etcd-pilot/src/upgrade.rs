@@ -73,6 +73,8 @@ pub(crate) async fn check(endpoints: &[String], to: Version) -> anyhow::Result<C
         .timeout(Duration::from_secs(3))
         .build()
         .context("build the HTTP client")?;
+    // The leader any member follows: known even when the leader's own probe fails.
+    let leader = probes.iter().flatten().find_map(|status| status.leader);
     let mut cluster_version = None;
     let mut members = Vec::new();
     for (member, probe) in list.members.iter().zip(&probes) {
@@ -106,7 +108,7 @@ pub(crate) async fn check(endpoints: &[String], to: Version) -> anyhow::Result<C
         members.push(MemberCheck {
             name,
             running: status.map(|s| s.version.clone()),
-            leader: status.is_some_and(|s| s.leader == Some(s.member_id)),
+            leader: leader == Some(member.id),
             target_bin,
             pilot_error,
             etcd_error: probe.as_ref().err().map(ToString::to_string),

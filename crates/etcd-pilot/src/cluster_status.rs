@@ -568,9 +568,11 @@ type Gathered = (
     Vec<etcd::Result<etcd::EndpointStatus>>,
 );
 
-async fn gather(endpoints: &[String]) -> anyhow::Result<Gathered> {
-    let options = options();
-    let pool = etcd::Pool::new(options);
+/// The member list most `endpoints` agree on, and each member's status (its probe).
+pub(crate) async fn probed_members(
+    pool: &etcd::Pool,
+    endpoints: &[String],
+) -> anyhow::Result<(etcd::MemberList, Vec<etcd::Result<etcd::EndpointStatus>>)> {
     let list = pool.agreed_member_list(endpoints).await.with_context(|| {
         format!(
             "no member answered at {}; is the cluster running?",
@@ -578,6 +580,12 @@ async fn gather(endpoints: &[String]) -> anyhow::Result<Gathered> {
         )
     })?;
     let probes = pool.probe_members(&list).await;
+    Ok((list, probes))
+}
+
+async fn gather(endpoints: &[String]) -> anyhow::Result<Gathered> {
+    let pool = etcd::Pool::new(options());
+    let (list, probes) = probed_members(&pool, endpoints).await?;
     let leader = probes.iter().flatten().find_map(|status| status.leader);
     // Endpoints that are not members and answer as another cluster: shown as such, never as
     // the cluster. (The members' own URLs were probed above.)

@@ -74,37 +74,11 @@ async fn run_agent(config: Config, cancel: CancellationToken) -> anyhow::Result<
         config.name.as_str(),
         etcd_pilot_core::start::PilotReport::Unknown,
     ));
-    // The releases this node has (etcd.bin's first) and their flags, before etcd runs.
-    let (available, unreadable) =
-        supervisor::releases(&config.etcd.bin, &config.etcd.versions).await;
-    let bin_release = available
-        .iter()
-        .find(|(_, path)| *path == config.etcd.bin)
-        .map(|(version, _)| *version);
-    status_tx.send_modify(|s| {
-        s.release.bin = config.etcd.bin.display().to_string();
-        s.release.available = available
-            .iter()
-            .map(|(version, path)| format!("{version} {}", path.display()))
-            .collect();
-        s.release.unreadable = unreadable.clone();
-        if let Some(version) = bin_release {
-            s.release.bin_version = Some(version.to_string());
-            s.release.flags = state::ReleaseStatus::flags_of(&version.to_string());
-            metrics.set_release(&version.to_string(), s.release.flags.len());
-        }
-    });
-    match bin_release {
-        Some(version) => {
-            for flag in state::ReleaseStatus::flags_of(&version.to_string()) {
-                tracing::warn!(release = %version, "etcd.bin is flagged: {flag}");
-            }
-        }
-        None => tracing::warn!("cannot tell which etcd release etcd.bin is: {unreadable:?}"),
-    }
     // Operators' reseed orders: from the admin API to the quorum watch.
     let orders = quorum::Orders::default();
     let admin = Admin::start(&config, status_rx, metrics.clone(), orders.clone()).await?;
+    // The releases this node has, before etcd runs (the admin API answers meanwhile).
+    supervisor::publish_releases(&config, &status_tx, &metrics).await;
 
     // The coordinator role: the pilot's reconciler holds it; backups and the lifecycle hook
     // act only while it does.

@@ -453,6 +453,43 @@ pub(crate) async fn release_of(
         .with_context(|| format!("{} --version names no etcd release", bin.display()))
 }
 
+/// Finds the releases this node has (`etcd.bin` and `etcd.versions`), publishes them in
+/// `/v1/status` `release` with `etcd.bin`'s flags and sets the flags metric; logs each flag.
+pub(crate) async fn publish_releases(
+    config: &Config,
+    status: &watch::Sender<crate::state::PilotStatus>,
+    metrics: &crate::metrics::Metrics,
+) {
+    let (available, unreadable) = releases(&config.etcd.bin, &config.etcd.versions).await;
+    let bin_release = available
+        .iter()
+        .find(|(_, path)| *path == config.etcd.bin)
+        .map(|(version, _)| version.to_string());
+    let flags = bin_release
+        .as_deref()
+        .map(crate::state::ReleaseStatus::flags_of)
+        .unwrap_or_default();
+    match &bin_release {
+        Some(version) => {
+            for flag in &flags {
+                tracing::warn!(release = %version, "etcd.bin is flagged: {flag}");
+            }
+            metrics.set_release(version, flags.len());
+        }
+        None => tracing::warn!("cannot tell which etcd release etcd.bin is: {unreadable:?}"),
+    }
+    status.send_modify(|s| {
+        s.release.bin = config.etcd.bin.display().to_string();
+        s.release.available = available
+            .iter()
+            .map(|(version, path)| format!("{version} {}", path.display()))
+            .collect();
+        s.release.unreadable = unreadable;
+        s.release.bin_version = bin_release;
+        s.release.flags = flags;
+    });
+}
+
 /// The etcd releases this node has: `etcd.bin` first, then each binary `etcd.versions` names
 /// (`*` matching within one folder name), one per release (the first path found wins), with
 /// a line for each path that says no release.

@@ -61,13 +61,7 @@ pub(crate) async fn target(to: &str) -> anyhow::Result<Version> {
 /// Checks moving the cluster `endpoints` lead to onto `to`.
 pub(crate) async fn check(endpoints: &[String], to: Version) -> anyhow::Result<Check> {
     let pool = etcd::Pool::new(cluster_status::options());
-    let list = pool.agreed_member_list(endpoints).await.with_context(|| {
-        format!(
-            "no member answered at {}; is the cluster running?",
-            endpoints.join(",")
-        )
-    })?;
-    let probes = pool.probe_members(&list).await;
+    let (list, probes) = cluster_status::probed_members(&pool, endpoints).await?;
     let peers = PeerApi::new(Duration::from_secs(3))?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))

@@ -268,13 +268,7 @@ async fn a_member_cut_off_from_a_listed_majority_never_reseeds() {
     cluster
         .wait_voters(&[0, 1, 2], Duration::from_secs(60))
         .await;
-    eventually("m1's report to clear", Duration::from_secs(20), || async {
-        cluster
-            .pilot_status(0)
-            .await
-            .filter(|s| s["quorum"].is_null())
-    })
-    .await;
+    cluster.wait_quorum_clear(0).await;
     let seen = workload.finish().await;
     assert!(
         seen.failed > 0,

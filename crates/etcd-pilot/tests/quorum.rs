@@ -86,13 +86,7 @@ async fn a_lost_quorum_whose_voters_are_still_listed_is_reported_and_never_resee
     cluster
         .wait_voters(&[0, 1, 2], Duration::from_secs(60))
         .await;
-    eventually("the report to clear", Duration::from_secs(20), || async {
-        cluster
-            .pilot_status(0)
-            .await
-            .filter(|s| s["quorum"].is_null())
-    })
-    .await;
+    cluster.wait_quorum_clear(0).await;
     assert!(
         cluster.nodes[0]
             .metrics()

@@ -562,6 +562,16 @@ impl Cluster {
         .await
     }
 
+    /// Waits until node `i`'s pilot no longer reports a quorum view (its etcd has a leader).
+    pub async fn wait_quorum_clear(&self, i: usize) {
+        eventually(
+            &format!("{}'s quorum report to clear", self.nodes[i].name),
+            Duration::from_secs(20),
+            || async { self.pilot_status(i).await.filter(|s| s["quorum"].is_null()) },
+        )
+        .await;
+    }
+
     /// Every node's log, for failure messages.
     pub fn logs(&self) -> String {
         self.nodes

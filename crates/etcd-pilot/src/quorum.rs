@@ -230,7 +230,15 @@ impl QuorumWatch {
         });
         for (name, admin_url) in &self.pilots {
             let Some(status) = self.peers.status(admin_url).await else {
-                continue;
+                // It may have stopped its etcd to reseed, and come back to finish.
+                if order.force {
+                    continue;
+                }
+                return Err(format!(
+                    "the pilot of {name} is listed but does not answer: it may be reseeding \
+                     from its own member; once you know its node is down (or take it out of \
+                     discovery), pass --force"
+                ));
             };
             if let Some(reseed) = status.reseed {
                 return Err(format!(

@@ -134,6 +134,9 @@ pub(crate) struct Reseed {
     /// there is none.
     #[serde(default)]
     pub(crate) snapshot: String,
+    /// Set once the forced etcd led alone, before it restarts normally: never forced again.
+    #[serde(default)]
+    pub(crate) restarted: bool,
     /// Whether this record is in etcd already (the pilot's own bookkeeping, never stored).
     #[serde(skip)]
     pub(crate) written: bool,

@@ -276,7 +276,8 @@ impl Pilot {
                 Ok(After::Decide)
             }
             Outcome::Reseed(_) => self.copy_before_reseed().map(After::Start),
-            Outcome::Recheck | Outcome::Reseeded => Ok(After::Decide),
+            Outcome::Recheck => Ok(After::Decide),
+            Outcome::Reseeded => Ok(self.mark_reseed_restarted()),
             Outcome::Continue => Ok(After::Stop),
         }
     }
@@ -298,6 +299,11 @@ impl Pilot {
                 return None;
             }
         };
+        if record.restarted {
+            // Done: the forced etcd led alone and restarts normally since. The marker stays
+            // for the normal run to record the reseed (`take_reseed`); never forced again.
+            return None;
+        }
         if record.forced {
             // etcd may already have started forced: the data no longer belongs to the old
             // cluster, and abandoning now would run it as a second cluster with the same id.
@@ -358,6 +364,26 @@ impl Pilot {
             .await;
             return None;
         }
+        // Another listed pilot reseeding, or naming another seed (an operator's order, say,
+        // taken while this pilot was down): two seeds would split the cluster.
+        for peer in present.clone().filter(|p| p.name != self.config.name) {
+            let Some(status) = self.peers.status(&peer.admin_url).await else {
+                continue;
+            };
+            let other_seed = status
+                .quorum
+                .as_ref()
+                .and_then(|q| q.seed.as_ref())
+                .is_some_and(|seed| seed.name != self.config.name.as_str());
+            if status.reseed.is_some() || other_seed {
+                self.abandon_reseed(
+                    &record,
+                    &format!("the pilot of {} reseeds, or names another seed", peer.name),
+                )
+                .await;
+                return None;
+            }
+        }
         let own = url_string(&self.config.etcd.client_url);
         let mut urls: Vec<String> = record
             .members
@@ -386,6 +412,28 @@ impl Pilot {
             Err(err) => {
                 tracing::error!("cannot complete the reseed: {err:#}");
                 None
+            }
+        }
+    }
+
+    /// The forced etcd led alone: before it restarts normally, the reseed record says so, so
+    /// that no later start forces again even if the normal run cannot take the record off
+    /// the disk. If that cannot be written, etcd starts forced again (harmless on a member
+    /// that stands alone) and the next round tries again.
+    fn mark_reseed_restarted(&self) -> After {
+        let marked = self.data.reseed().and_then(|record| {
+            let mut record = record.context("the reseed record beside the data is gone")?;
+            record.restarted = true;
+            self.data.write_reseed(&record)
+        });
+        match marked {
+            Ok(()) => After::Decide,
+            Err(err) => {
+                tracing::error!(
+                    "cannot mark the reseed done beside the data ({err:#}): starting etcd forced \
+                     again rather than normally"
+                );
+                After::Start(self.force_new_cluster())
             }
         }
     }

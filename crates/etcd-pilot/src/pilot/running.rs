@@ -576,6 +576,7 @@ impl Pilot {
             ordered_by: go.ordered_by.clone(),
             claim: None,
             snapshot: String::new(),
+            restarted: false,
             written: false,
         };
         // The claim first: a pilot that waits for another's claim takes no snapshot. (A
@@ -597,6 +598,7 @@ impl Pilot {
                        and the snapshot";
             tracing::warn!("not reseeding: {why}");
             quorum.refused(&go, why);
+            self.drop_reseed_snapshot(&record.snapshot).await;
             if let Some(generation) = claim {
                 self.end_reseed_claim(status.cluster_id, generation, false)
                     .await;
@@ -652,6 +654,20 @@ impl Pilot {
         });
         quorum.refused(go, &why);
         None
+    }
+
+    /// A reseed dropped after its snapshot was taken: the snapshot goes (it would otherwise be
+    /// the store's newest backup, of a member that lagged, and delay the next scheduled one).
+    async fn drop_reseed_snapshot(&self, snapshot: &str) {
+        let Some(backups) = &self.backups else {
+            return;
+        };
+        if snapshot.is_empty() || snapshot.starts_with("no") {
+            return;
+        }
+        if let Err(err) = backups.store.delete(snapshot).await {
+            tracing::warn!("cannot delete the dropped reseed's snapshot {snapshot}: {err:#}");
+        }
     }
 
     /// With a backup store, the seed's data into it, marked as a reseed snapshot (served by

@@ -399,6 +399,16 @@ pub struct UpgradeMember {
     pub healthy: bool,
     pub leader: bool,
     pub learner: bool,
+    /// Its pilot tried its desired release, rolled back and says why: the upgrade stops
+    /// until the operator changes the desired release (or the binary).
+    pub failed: Option<String>,
+}
+
+/// Who holds the upgrade lock, and for which release it was granted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lock {
+    pub holder: MemberName,
+    pub target: Version,
 }
 
 /// The backup an upgrade needs before its first step.
@@ -419,7 +429,7 @@ pub struct UpgradeView {
     /// The cluster version, when known.
     pub cluster: Option<Minor>,
     /// Who holds the upgrade lock.
-    pub lock: Option<MemberName>,
+    pub lock: Option<Lock>,
     /// A membership change, a learner catching up, another maintenance step.
     pub change_in_flight: bool,
     pub backup: BackupState,
@@ -464,11 +474,17 @@ pub enum UpgradeStep {
     },
     Wait(UpgradeWait),
     Refused(Refusal),
+    /// A member's pilot rolled back its upgrade: nothing moves until the operator acts.
+    Stopped {
+        member: MemberName,
+        reason: String,
+    },
     /// A store is configured and its newest backup is too old: take one first.
     TakeBackup,
     /// Only the leader is left on the old release: move leadership to an upgraded voter.
     MoveLeader {
         from: MemberName,
+        to: MemberName,
     },
     /// Grant the lock to this member's pilot: it restarts its etcd on the new release.
     Grant {
@@ -483,19 +499,20 @@ pub fn next_step(view: &UpgradeView) -> UpgradeStep {
     let mut members = view.members.clone();
     members.sort_by(|a, b| a.name.cmp(&b.name));
     let behind = |m: &UpgradeMember| matches!((m.running, m.desired), (Some(r), Some(d)) if r != d);
-    if let Some(holder) = &view.lock {
-        let done = members
-            .iter()
-            .find(|m| &m.name == holder)
-            .is_none_or(|m| m.healthy && !behind(m) && m.running.is_some());
+    if let Some(lock) = &view.lock {
+        let holder = lock.holder.clone();
+        // Released when its member runs the release it was granted for and is healthy, when
+        // its pilot rolled back, when its pilot now asks for another release, or when it is
+        // no member (any more).
+        let done = members.iter().find(|m| m.name == holder).is_none_or(|m| {
+            m.failed.is_some()
+                || m.desired != Some(lock.target)
+                || (m.healthy && m.running == Some(lock.target))
+        });
         return if done {
-            UpgradeStep::Release {
-                holder: holder.clone(),
-            }
+            UpgradeStep::Release { holder }
         } else {
-            UpgradeStep::Hold {
-                holder: holder.clone(),
-            }
+            UpgradeStep::Hold { holder }
         };
     }
     let unknown: Vec<MemberName> = members
@@ -522,6 +539,12 @@ pub fn next_step(view: &UpgradeView) -> UpgradeStep {
     };
     if desired.iter().any(|(_, d)| *d != target) {
         return UpgradeStep::Wait(UpgradeWait::DesiredDiffers { desired });
+    }
+    if let Some(failed) = members.iter().find(|m| m.failed.is_some()) {
+        return UpgradeStep::Stopped {
+            member: failed.name.clone(),
+            reason: failed.failed.clone().unwrap_or_default(),
+        };
     }
     let running: Vec<Version> = members.iter().filter_map(|m| m.running).collect();
     match check_path(&running, view.cluster, target) {
@@ -555,14 +578,52 @@ pub fn next_step(view: &UpgradeView) -> UpgradeStep {
         };
     }
     match members.iter().find(|m| behind(m)) {
-        Some(leader) if voters > 1 => UpgradeStep::MoveLeader {
-            from: leader.name.clone(),
-        },
+        Some(leader) if voters > 1 => {
+            // To a voter that runs the target already (every follower does by now).
+            match members
+                .iter()
+                .find(|m| m.name != leader.name && !m.learner && !behind(m))
+            {
+                Some(to) => UpgradeStep::MoveLeader {
+                    from: leader.name.clone(),
+                    to: to.name.clone(),
+                },
+                None => UpgradeStep::Wait(UpgradeWait::LeaderUnknown),
+            }
+        }
         Some(alone) => UpgradeStep::Grant {
             member: alone.name.clone(),
         },
         None => UpgradeStep::Done,
     }
+}
+
+/// What the holder's pilot does when its member is not healthy on the new release within
+/// `upgrade.member_timeout`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AfterTimeout {
+    /// Restart it on the release it ran before.
+    RollBack,
+    /// Keep it on the new release: going back is not allowed (the cluster version moved).
+    Stay { reason: String },
+}
+
+/// A member that went from `from` to `to` and is not healthy in time: back to `from` only on
+/// a path [`check_path`] allows from a cluster where it alone runs `to` (a patch release, or
+/// a minor back while the cluster version has not moved).
+pub fn after_timeout(from: Version, to: Version, cluster: Option<Minor>) -> AfterTimeout {
+    match check_path(&[to], cluster, from) {
+        Ok(_) => AfterTimeout::RollBack,
+        Err(refusal) => AfterTimeout::Stay {
+            reason: refusal.describe(),
+        },
+    }
+}
+
+/// Whether a member whose raft index is `local` caught up with a leader that was at `leader`
+/// a moment earlier.
+pub fn caught_up(local: u64, leader: u64) -> bool {
+    local >= leader
 }
 
 #[cfg(test)]

@@ -593,7 +593,9 @@ fn load_config(
 ) -> Result<Config, config::Error> {
     let mut sources = Sources::load(path.as_deref(), std::env::vars(), overrides.0.clone())?;
     runtime.block_on(crate::aws::find_identity(&mut sources))?;
-    Config::load(&sources)
+    let mut config = Config::load(&sources)?;
+    config.reload = Some(config::Reload::new(sources));
+    Ok(config)
 }
 
 fn init_tracing(format: LogFormat, default_filter: &str) {

@@ -11,6 +11,7 @@ use etcd_pilot_core::plan;
 
 use crate::etcd::{self, ClientOptions};
 use crate::peer_api::PeerApi;
+use crate::records::UpgradeSummary;
 use crate::records::{
     self, COORDINATOR_KEY, INTENT_KEY, Intent, IntentState, PLAN_KEY, PlanRecord,
 };
@@ -504,6 +505,9 @@ pub(crate) fn plan_text(view: &PlanView) -> String {
     if let Some(stale) = &view.plan_stale {
         out.push_str(&format!("stale:        {stale}\n"));
     }
+    if let Some(upgrade) = view.plan.as_ref().and_then(|p| p.upgrade.as_ref()) {
+        out.push_str(&upgrade_text(upgrade, "upgrade:      ", "              "));
+    }
     if let Some(last) = &view.last_change {
         out.push_str(&format!(
             "last change:  {} {} ({}, {})\n",
@@ -528,6 +532,9 @@ pub(crate) struct StatusView {
     /// The flags of the releases the members run (core `upgrade::FLAGGED`), one line each.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) release_warnings: Vec<String>,
+    /// A rolling upgrade of etcd, from the coordinator's record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) upgrade: Option<UpgradeSummary>,
     #[serde(flatten)]
     pub(crate) shown: Shown,
 }
@@ -554,6 +561,7 @@ pub(crate) async fn status(endpoints: &[String]) -> anyhow::Result<StatusView> {
         ),
         members,
         fault_tolerance,
+        upgrade: record.as_ref().and_then(|r| r.upgrade.clone()),
         shown: shown(&live, record.as_ref(), SystemTime::now()),
     })
 }
@@ -744,8 +752,27 @@ pub(crate) fn status_text(view: &StatusView) -> String {
             out.push_str(&format!("{}: {error}\n", row.name));
         }
     }
+    if let Some(upgrade) = &view.upgrade {
+        out.push_str(&upgrade_text(upgrade, "upgrade: ", "         "));
+    }
     for line in &view.release_warnings {
         out.push_str(&format!("warning: {line}\n"));
+    }
+    out
+}
+
+/// A rolling upgrade for people: the step and why, the target and cluster version, each
+/// member; every line after the first indented by `indent`.
+pub(crate) fn upgrade_text(upgrade: &UpgradeSummary, first: &str, indent: &str) -> String {
+    let mut out = format!("{first}{}: {}\n", upgrade.next, upgrade.reason);
+    out.push_str(&format!(
+        "{indent}target etcd {}, cluster version {}, lock held by {}\n",
+        upgrade.target.as_deref().unwrap_or("?"),
+        upgrade.cluster_version.as_deref().unwrap_or("unknown"),
+        upgrade.holder.as_deref().unwrap_or("nobody")
+    ));
+    for member in &upgrade.members {
+        out.push_str(&format!("{indent}{member}\n"));
     }
     out
 }
@@ -849,6 +876,7 @@ mod tests {
             reason: "m4 caught up".to_owned(),
             at: at.to_owned(),
             conditions: None,
+            upgrade: None,
         }
     }
 

@@ -195,17 +195,17 @@ impl Seat {
 
     /// Records `intent` under the fence; steps down when another pilot holds the role.
     pub(crate) async fn write_intent(&mut self, intent: &Intent) -> Fenced {
+        self.put_fenced(INTENT_KEY, &records::encode(intent)).await
+    }
+
+    /// Puts `key` under the fence; steps down when another pilot holds the role.
+    pub(crate) async fn put_fenced(&mut self, key: &str, value: &str) -> Fenced {
         let Some(held) = &self.held else {
             return Fenced::Deposed;
         };
         match held
             .client
-            .put_fenced(
-                COORDINATOR_KEY,
-                held.token,
-                INTENT_KEY,
-                &records::encode(intent),
-            )
+            .put_fenced(COORDINATOR_KEY, held.token, key, value)
             .await
         {
             Ok(true) => Fenced::Written,

@@ -250,6 +250,33 @@ impl DataDir {
         }
     }
 
+    /// Where the release etcd runs on this data is recorded ([`crate::records::RunningRelease`]).
+    pub(crate) fn release_marker(&self) -> PathBuf {
+        self.root.join("release.json")
+    }
+
+    /// Records (atomically) the release etcd runs on this data.
+    pub(crate) fn write_release(
+        &self,
+        record: &crate::records::RunningRelease,
+    ) -> anyhow::Result<()> {
+        write_atomic(
+            &self.release_marker(),
+            crate::records::encode(record).as_bytes(),
+        )
+    }
+
+    /// The release etcd runs on this data, if recorded.
+    pub(crate) fn release(&self) -> anyhow::Result<Option<crate::records::RunningRelease>> {
+        match std::fs::read_to_string(self.release_marker()) {
+            Ok(text) => Ok(Some(crate::records::decode("release.json", &text)?)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => {
+                Err(err).with_context(|| format!("read {}", self.release_marker().display()))
+            }
+        }
+    }
+
     /// Copies etcd's data (and the identity marker) into a new quarantine folder, leaving
     /// them in place: a copy kept (never deleted by the pilot but by quarantine retention)
     /// before a step that rewrites the data, such as a reseed.

@@ -555,6 +555,13 @@ impl Pool {
         result
     }
 
+    /// The value of `key`, read through `endpoint`.
+    pub(crate) async fn get(&self, endpoint: &str, key: &str) -> Result<Option<String>> {
+        let key = key.to_owned();
+        self.with(endpoint, |client| async move { client.get(&key).await })
+            .await
+    }
+
     pub(crate) async fn status(&self, endpoint: &str) -> Result<EndpointStatus> {
         self.with(endpoint, |client| async move { client.status().await })
             .await

@@ -31,6 +31,7 @@ mod process;
 mod quorum;
 mod reconcile;
 mod records;
+mod rolling;
 mod signals;
 mod state;
 mod supervisor;
@@ -77,8 +78,6 @@ async fn run_agent(config: Config, cancel: CancellationToken) -> anyhow::Result<
     // Operators' reseed orders: from the admin API to the quorum watch.
     let orders = quorum::Orders::default();
     let admin = Admin::start(&config, status_rx, metrics.clone(), orders.clone()).await?;
-    // The releases this node has, before etcd runs (the admin API answers meanwhile).
-    supervisor::publish_releases(&config, &status_tx, &metrics).await;
 
     // The coordinator role: the pilot's reconciler holds it; backups and the lifecycle hook
     // act only while it does.
@@ -134,6 +133,13 @@ async fn run_agent(config: Config, cancel: CancellationToken) -> anyhow::Result<
         metrics.clone(),
     )
     .with_terminating(terminating)
+    .with_rolling(rolling::Rolling::new(
+        config.name.clone(),
+        peers.clone(),
+        backups.clone(),
+        config.upgrade.max_backup_age,
+        metrics.clone(),
+    ))
     .with_dns(
         config
             .dns

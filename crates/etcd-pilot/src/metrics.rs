@@ -76,6 +76,10 @@ pub(crate) struct Metrics {
     pub(crate) member_version: Family<VersionLabel, Gauge>,
     /// How many flags the release the local etcd runs carries (core `upgrade::FLAGGED`).
     pub(crate) release_flags: Gauge,
+    /// 1 while a rolling upgrade of etcd is under way (on the coordinator: a member runs
+    /// another release than its pilot asks for, or the lock is held; on any pilot: its own
+    /// member is restarting on a new release).
+    pub(crate) upgrade_in_progress: Gauge,
     last_version: Arc<std::sync::Mutex<Option<String>>>,
 }
 
@@ -225,7 +229,13 @@ impl Metrics {
             "release_flags",
             "Flags of the etcd release the local member runs: not for production, out of support, below its minor's security floor (/v1/status release.flags says which)",
         );
+        let upgrade_in_progress = gauge(
+            &mut registry,
+            "upgrade_in_progress",
+            "1 while a rolling upgrade of etcd is under way: seen by the coordinator, or this pilot's own member restarting on a new release",
+        );
         let metrics = Self {
+            upgrade_in_progress,
             member_version,
             release_flags,
             last_version: Arc::default(),

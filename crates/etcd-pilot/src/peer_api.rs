@@ -30,6 +30,15 @@ pub(crate) struct PeerStatus {
     pub(crate) reseed_order: Option<String>,
     /// The etcd releases the peer's node has (`PilotStatus::release`).
     pub(crate) release: Option<PeerRelease>,
+    /// The peer's member in a rolling upgrade (`PilotStatus::upgrade`).
+    pub(crate) upgrade: Option<PeerUpgrade>,
+}
+
+/// A peer's member in a rolling upgrade.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct PeerUpgrade {
+    pub(crate) step: Option<String>,
+    pub(crate) failed: Option<String>,
 }
 
 /// The etcd releases a peer's node has.
@@ -38,6 +47,10 @@ pub(crate) struct PeerRelease {
     /// `3.5.16 /path/of/etcd`, one per release.
     #[serde(default)]
     pub(crate) available: Vec<String>,
+    /// The release its `etcd.bin` is: the one it asks for.
+    pub(crate) bin_version: Option<String>,
+    /// The release its member runs.
+    pub(crate) running: Option<String>,
 }
 
 /// The admin URL of the pilot beside the etcd at `client_url`, on the default admin port

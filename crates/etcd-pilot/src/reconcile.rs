@@ -25,6 +25,7 @@ use crate::lifecycle::Terminating;
 use crate::metrics::{HealthLabel, KindLabel, Metrics};
 use crate::peer_api::{PeerApi, PeerStatus};
 use crate::records::{self, Intent, IntentState, PlanRecord};
+use crate::rolling::Rolling;
 use crate::state::{ActionStatus, PilotStatus, PlanStatus};
 
 /// What a step found about this node itself.
@@ -49,6 +50,9 @@ pub(crate) enum Outcome {
     Reseed(Box<records::Reseed>),
     /// A reseeded etcd leads alone: restart it without `--force-new-cluster`.
     Reseeded,
+    /// Restart etcd on the binary recorded beside the data: a step of a rolling upgrade
+    /// (this pilot holds the lock) or its rollback (`pilot/upgrade.rs`).
+    Upgrade,
 }
 
 pub(crate) struct Reconciler {
@@ -72,6 +76,8 @@ pub(crate) struct Reconciler {
     terminating: Option<Terminating>,
     /// DNS records of the healthy voters, published while coordinator (if configured).
     dns: Option<Records>,
+    /// The rolling upgrade's step, looked at while the local member leads.
+    rolling: Option<Rolling>,
 }
 
 fn plan_summary(plan: &Plan) -> (String, String) {
@@ -109,12 +115,19 @@ impl Reconciler {
             started: Instant::now(),
             terminating: None,
             dns: None,
+            rolling: None,
         }
     }
 
     /// Marks the members of the instances in `terminating` for removal now.
     pub(crate) fn with_terminating(mut self, terminating: Terminating) -> Self {
         self.terminating = Some(terminating);
+        self
+    }
+
+    /// Looks at (and, as coordinator, carries out) rolling upgrades of etcd.
+    pub(crate) fn with_rolling(mut self, rolling: Rolling) -> Self {
+        self.rolling = Some(rolling);
         self
     }
 
@@ -186,6 +199,7 @@ impl Reconciler {
                     reason: "no member answers with a leader".to_owned(),
                 },
                 Vec::new(),
+                None,
             );
             return Err(Outcome::Continue);
         };
@@ -333,10 +347,24 @@ impl Reconciler {
         let plan = plan::plan(observed, &self.policy);
         let conditions = condition::conditions(observed, &self.policy);
         let my_id = identity.and_then(|i| i.member_id);
+        let leads = leader.is_some() && leader == my_id;
+        // The upgrade is looked at where the coordinator is (or is about to be).
+        let upgrade = match (&mut self.rolling, leads) {
+            (Some(rolling), true) => {
+                let own = self.status.borrow().clone();
+                Some(
+                    rolling
+                        .observe(observed, &plan, &self.pool, local, &own)
+                        .await,
+                )
+            }
+            _ => None,
+        };
+        let summary = upgrade.as_ref().and_then(|u| u.summary.clone());
         let (next, reason) = plan_summary(&plan);
         // What the record says without its ages: it is rewritten when that changes.
         let shape = format!(
-            "{next}{reason}{:?}",
+            "{next}{reason}{:?}{summary:?}",
             conditions
                 .iter()
                 .map(|c| c.clone().timeless())
@@ -349,22 +377,29 @@ impl Reconciler {
             reason,
             at: records::now_rfc3339(),
             conditions: Some(conditions.clone()),
+            upgrade: summary.clone(),
         };
         self.seat
-            .maintain(
-                leader.is_some() && leader == my_id,
-                cluster_id,
-                local,
-                record,
-                shape,
-            )
+            .maintain(leads, cluster_id, local, record, shape)
             .await;
-        self.publish_plan(&plan, conditions);
-        if let (Some((token, client)), Plan::Act { action, reason }) = (self.seat.held(), &plan) {
-            let span = tracing::info_span!("membership_change", kind = action.kind());
-            self.execute(&client, token, action, reason, observed)
-                .instrument(span)
-                .await;
+        self.publish_plan(&plan, conditions, summary.clone());
+        match (self.seat.held(), &plan) {
+            (Some((token, client)), Plan::Act { action, reason }) => {
+                let span = tracing::info_span!("membership_change", kind = action.kind());
+                self.execute(&client, token, action, reason, observed)
+                    .instrument(span)
+                    .await;
+            }
+            (Some((token, client)), _) => {
+                if let (Some(rolling), Some(seen)) = (&mut self.rolling, &upgrade) {
+                    let span = tracing::info_span!("upgrade");
+                    rolling
+                        .act(seen, &mut self.seat, &client, token)
+                        .instrument(span)
+                        .await;
+                }
+            }
+            (None, _) => {}
         }
         if let Some(dns) = &mut self.dns {
             if self.seat.held().is_some() {
@@ -491,7 +526,12 @@ impl Reconciler {
         });
     }
 
-    fn publish_plan(&self, plan: &Plan, conditions: Vec<Condition>) {
+    fn publish_plan(
+        &self,
+        plan: &Plan,
+        conditions: Vec<Condition>,
+        upgrade: Option<records::UpgradeSummary>,
+    ) {
         let (next, reason) = plan_summary(plan);
         let coordinator = self.seat.held().map(|(token, _)| token);
         self.status.send_modify(|s| {
@@ -502,6 +542,7 @@ impl Reconciler {
                 fencing_token: coordinator,
                 at: records::now_rfc3339(),
                 conditions,
+                upgrade,
             });
         });
     }

@@ -38,6 +38,26 @@ pub(crate) struct PlanRecord {
     /// newer kind): readers then probe the members themselves.
     #[serde(default, deserialize_with = "lenient")]
     pub(crate) conditions: Option<Vec<Condition>>,
+    /// A rolling upgrade of etcd, while one is asked for (some member runs another release
+    /// than its pilot's `etcd.bin`) or the lock is held.
+    #[serde(default, deserialize_with = "lenient")]
+    pub(crate) upgrade: Option<UpgradeSummary>,
+}
+
+/// The coordinator's view of a rolling upgrade, as `plan` and `/v1/status` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct UpgradeSummary {
+    /// `grant`, `hold`, `release`, `move_leader`, `backup`, `wait`, `refused` or `stopped`.
+    pub(crate) next: String,
+    /// What it does, or what blocks the next step, in words.
+    pub(crate) reason: String,
+    /// The release the pilots ask for, once they agree.
+    pub(crate) target: Option<String>,
+    pub(crate) cluster_version: Option<String>,
+    /// Who holds the lock.
+    pub(crate) holder: Option<String>,
+    /// Each member: `m1 runs 3.4.23, wants 3.5.16 (leader)`.
+    pub(crate) members: Vec<String>,
 }
 
 /// `T`, or `None` when the value does not read as one (rather than failing the record).
@@ -140,6 +160,66 @@ pub(crate) struct Reseed {
     /// Whether this record is in etcd already (the pilot's own bookkeeping, never stored).
     #[serde(skip)]
     pub(crate) written: bool,
+}
+
+/// The upgrade lock ([`UpgradeLock`]), written by the coordinator under the fence.
+pub(crate) const UPGRADE_KEY: &str = "/etcd-pilot/upgrade";
+
+/// Who may restart its etcd on a new release now. At most one pilot holds it; the
+/// coordinator grants and releases it (core `upgrade::next_step`), the holder's pilot acts
+/// on it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct UpgradeLock {
+    /// The member granted it; `None` once released.
+    pub(crate) holder: Option<String>,
+    /// The release it was granted for.
+    pub(crate) target: String,
+    /// The coordinator that wrote it, and under which fencing token.
+    pub(crate) by: String,
+    pub(crate) fencing_token: i64,
+    pub(crate) at: String,
+    /// The member that held it last, once released.
+    #[serde(default)]
+    pub(crate) last: Option<String>,
+}
+
+/// The release etcd runs on this node's data, kept beside the data (`release.json`): a
+/// restart keeps it until the coordinator grants the upgrade lock, whatever `etcd.bin`
+/// says by then.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RunningRelease {
+    pub(crate) bin: std::path::PathBuf,
+    pub(crate) version: String,
+    /// Set while the member restarts on a new release under the lock.
+    #[serde(default)]
+    pub(crate) upgrading: Option<UpgradeAttempt>,
+    /// The last attempt that was rolled back: not tried again while `etcd.bin` is the same
+    /// file.
+    #[serde(default)]
+    pub(crate) failed: Option<FailedUpgrade>,
+}
+
+/// A restart on a new release, under way.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct UpgradeAttempt {
+    pub(crate) bin: std::path::PathBuf,
+    pub(crate) version: String,
+    /// When it started (RFC 3339) and by when (seconds since the epoch) the member must be
+    /// healthy and caught up on it.
+    pub(crate) since: String,
+    pub(crate) deadline: u64,
+}
+
+/// A new release that did not come up healthy in time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FailedUpgrade {
+    pub(crate) bin: std::path::PathBuf,
+    pub(crate) version: String,
+    /// The binary's size and modification time when it failed: a replaced binary is tried
+    /// again.
+    pub(crate) stamp: String,
+    pub(crate) reason: String,
+    pub(crate) at: String,
 }
 
 /// A record as its value in etcd.

@@ -70,6 +70,8 @@ pub(crate) struct PlanStatus {
     pub(crate) at: String,
     /// What keeps the cluster from full strength, each with its cause and age as of `at`.
     pub(crate) conditions: Vec<etcd_pilot_core::condition::Condition>,
+    /// The rolling upgrade, as the coordinator sees it (only the coordinator computes it).
+    pub(crate) upgrade: Option<crate::records::UpgradeSummary>,
 }
 
 /// The last membership change this pilot executed as coordinator.
@@ -160,6 +162,20 @@ pub(crate) struct PilotStatus {
     pub(crate) reseed_order: Option<String>,
     /// The etcd releases: the one `etcd.bin` is, the one the member runs, and their flags.
     pub(crate) release: ReleaseStatus,
+    /// This member's part in a rolling upgrade of etcd.
+    pub(crate) upgrade: UpgradeStatus,
+}
+
+/// This member's part in a rolling upgrade.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct UpgradeStatus {
+    /// The binary etcd runs (or last ran) on this data, as recorded beside it.
+    pub(crate) running_bin: Option<String>,
+    /// Where this member stands: waiting for the lock, restarting on a release, ...
+    pub(crate) step: Option<String>,
+    /// Set while this node's last attempt at its desired release was rolled back (or could
+    /// not be): the coordinator stops the upgrade and shows it.
+    pub(crate) failed: Option<String>,
 }
 
 /// The etcd releases of this node.
@@ -290,6 +306,7 @@ impl PilotStatus {
             reseed: None,
             reseed_order: None,
             release: ReleaseStatus::default(),
+            upgrade: UpgradeStatus::default(),
         }
     }
 }

@@ -455,16 +455,19 @@ pub(crate) async fn release_of(
 
 /// Finds the releases this node has (`etcd.bin` and `etcd.versions`), publishes them in
 /// `/v1/status` `release` with `etcd.bin`'s flags and sets the flags metric; logs each flag.
+/// Returns the release `etcd.bin` is, when it says.
 pub(crate) async fn publish_releases(
-    config: &Config,
+    bin: &std::path::Path,
+    versions: &[PathBuf],
     status: &watch::Sender<crate::state::PilotStatus>,
     metrics: &crate::metrics::Metrics,
-) {
-    let (available, unreadable) = releases(&config.etcd.bin, &config.etcd.versions).await;
-    let bin_release = available
+) -> Option<etcd_pilot_core::upgrade::Version> {
+    let (available, unreadable) = releases(bin, versions).await;
+    let bin_version = available
         .iter()
-        .find(|(_, path)| *path == config.etcd.bin)
-        .map(|(version, _)| version.to_string());
+        .find(|(_, path)| path == bin)
+        .map(|(version, _)| *version);
+    let bin_release = bin_version.map(|v| v.to_string());
     let flags = bin_release
         .as_deref()
         .map(crate::state::ReleaseStatus::flags_of)
@@ -474,20 +477,26 @@ pub(crate) async fn publish_releases(
             for flag in &flags {
                 tracing::warn!(release = %version, "etcd.bin is flagged: {flag}");
             }
-            metrics.set_release(version, flags.len());
+            // Until the member answers, the release it will run is etcd.bin's.
+            if status.borrow().release.running.is_none() {
+                metrics.set_release(version, flags.len());
+            }
         }
         None => tracing::warn!("cannot tell which etcd release etcd.bin is: {unreadable:?}"),
     }
     status.send_modify(|s| {
-        s.release.bin = config.etcd.bin.display().to_string();
+        s.release.bin = bin.display().to_string();
         s.release.available = available
             .iter()
             .map(|(version, path)| format!("{version} {}", path.display()))
             .collect();
         s.release.unreadable = unreadable;
         s.release.bin_version = bin_release;
-        s.release.flags = flags;
+        if s.release.running.is_none() {
+            s.release.flags = flags;
+        }
     });
+    bin_version
 }
 
 /// The etcd releases this node has: `etcd.bin` first, then each binary `etcd.versions` names

@@ -233,6 +233,21 @@ pub(crate) fn text(check: &Check) -> String {
     out
 }
 
+/// The cluster version, from the first of `client_urls` whose etcd says (3 s each).
+pub(crate) async fn cluster_version(client_urls: &[String]) -> Option<Minor> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .connect_timeout(Duration::from_secs(3))
+        .build()
+        .ok()?;
+    for url in client_urls {
+        if let Some(version) = cluster_version_at(&http, url).await {
+            return version.parse().ok();
+        }
+    }
+    None
+}
+
 /// `/version` of the etcd at `client_url`: its `etcdcluster` (the cluster version).
 async fn cluster_version_at(http: &reqwest::Client, client_url: &str) -> Option<String> {
     #[derive(serde::Deserialize)]

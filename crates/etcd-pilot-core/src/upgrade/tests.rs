@@ -210,8 +210,10 @@ fn flagged_releases() {
 }
 
 /// A member from a word: `m1:3.4.23>3.5.16` runs 3.4.23, wants 3.5.16; suffixes: `*` leads,
-/// `!` unhealthy, `~` a learner; `?` in place of a version: its pilot does not say.
+/// `!` unhealthy, `~` a learner, `x` rolled back; `?` in place of a version: its pilot does
+/// not say.
 fn member(spec: &str) -> UpgradeMember {
+    let (spec, failed) = spec.strip_suffix('x').map_or((spec, false), |s| (s, true));
     let (spec, leader) = spec.strip_suffix('*').map_or((spec, false), |s| (s, true));
     let (spec, unhealthy) = spec.strip_suffix('!').map_or((spec, false), |s| (s, true));
     let (spec, learner) = spec.strip_suffix('~').map_or((spec, false), |s| (s, true));
@@ -225,7 +227,15 @@ fn member(spec: &str) -> UpgradeMember {
         healthy: !unhealthy,
         leader,
         learner,
+        failed: failed.then(|| "not healthy within 2m".to_owned()),
     }
+}
+
+fn lock(holder: &str, target: &str) -> Option<Lock> {
+    Some(Lock {
+        holder: name(holder),
+        target: v(target),
+    })
 }
 
 fn view(members: &str) -> UpgradeView {
@@ -264,8 +274,9 @@ fn show(step: &UpgradeStep) -> String {
         UpgradeStep::Wait(UpgradeWait::V2StoreCheck) => "wait v2store".to_owned(),
         UpgradeStep::Refused(r) => format!("refused {}", r.describe().split(':').next().unwrap()),
         UpgradeStep::TakeBackup => "backup".to_owned(),
-        UpgradeStep::MoveLeader { from } => format!("move leader from {from}"),
+        UpgradeStep::MoveLeader { from, to } => format!("move leader from {from} to {to}"),
         UpgradeStep::Grant { member } => format!("grant {member}"),
+        UpgradeStep::Stopped { member, .. } => format!("stopped by {member}"),
     }
 }
 
@@ -278,7 +289,7 @@ fn the_lock_goes_to_followers_first_and_to_the_leader_last() {
         (format!("m1:{done} m2:{up}* m3:{up}"), "grant m3"),
         (
             format!("m1:{done} m2:{up}* m3:{done}"),
-            "move leader from m2",
+            "move leader from m2 to m1",
         ),
         (format!("m1:{done}* m2:{up} m3:{done}"), "grant m2"),
         (format!("m1:{done}* m2:{done} m3:{done}"), "done"),
@@ -324,18 +335,56 @@ fn the_lock_goes_to_followers_first_and_to_the_leader_last() {
     assert_eq!(show(&next_step(&busy)), "wait change");
     // A held lock: nothing else until its member runs its release and is healthy.
     let mut held = view(&format!("m1:{up}* m2:{up}! m3:{up}"));
-    held.lock = Some(name("m2"));
+    held.lock = lock("m2", "3.5.16");
     assert_eq!(show(&next_step(&held)), "hold m2");
     held.members[1] = member(&format!("m2:{done}!"));
     assert_eq!(show(&next_step(&held)), "hold m2");
     held.members[1] = member(&format!("m2:{done}"));
     assert_eq!(show(&next_step(&held)), "release m2");
-    held.lock = Some(name("m9"));
+    // Rolled back, or its pilot asks for another release now: released.
+    held.members[1] = member(&format!("m2:{up}x"));
+    assert_eq!(show(&next_step(&held)), "release m2");
+    held.members[1] = member("m2:3.4.23>3.5.30");
+    assert_eq!(show(&next_step(&held)), "release m2");
+    held.lock = lock("m9", "3.5.16");
     assert_eq!(
         show(&next_step(&held)),
         "release m9",
         "a holder that is no member"
     );
+    // A rollback stops the upgrade, whoever else is behind.
+    assert_eq!(
+        show(&next_step(&view(&format!("m1:{up}* m2:{up}x m3:{up}")))),
+        "stopped by m2"
+    );
+}
+
+#[test]
+fn a_member_rolls_back_only_while_going_back_is_allowed() {
+    let cluster34 = Some(Minor::new(3, 4));
+    let cluster35 = Some(Minor::new(3, 5));
+    assert_eq!(
+        after_timeout(v("3.4.23"), v("3.5.16"), cluster34),
+        AfterTimeout::RollBack
+    );
+    assert!(matches!(
+        after_timeout(v("3.4.23"), v("3.5.16"), cluster35),
+        AfterTimeout::Stay { .. }
+    ));
+    assert!(matches!(
+        after_timeout(v("3.4.23"), v("3.5.16"), None),
+        AfterTimeout::Stay { .. }
+    ));
+    // Patch releases go back whatever the cluster version.
+    assert_eq!(
+        after_timeout(v("3.5.16"), v("3.5.30"), cluster35),
+        AfterTimeout::RollBack
+    );
+    assert_eq!(
+        after_timeout(v("3.5.30"), v("3.5.16"), None),
+        AfterTimeout::RollBack
+    );
+    assert!(caught_up(10, 10) && caught_up(11, 10) && !caught_up(9, 10));
 }
 
 fn arb_view() -> impl Strategy<Value = UpgradeView> {
@@ -371,13 +420,17 @@ fn arb_view() -> impl Strategy<Value = UpgradeView> {
                         healthy,
                         leader: leader.is_some_and(|l| l % n == i),
                         learner: learner && i > 0,
+                        failed: None,
                     },
                 )
                 .collect();
             UpgradeView {
                 members,
                 cluster: Some(Minor::new(3, 4)),
-                lock: lock.map(|l| name(&format!("m{}", l + 1))),
+                lock: lock.map(|l| Lock {
+                    holder: name(&format!("m{}", l + 1)),
+                    target: v("3.5.16"),
+                }),
                 change_in_flight,
                 backup,
                 v2store_checked: true,
@@ -422,9 +475,10 @@ proptest! {
                 healthy: true,
                 leader: i == 0,
                 learner: false,
+                failed: None,
             })
             .collect();
-        let mut lock: Option<MemberName> = None;
+        let mut lock: Option<Lock> = None;
         // Members restarting for the upgrade (their etcd down, about to run `new`).
         let mut restarting: Vec<usize> = Vec::new();
         for (event, pick) in events {
@@ -443,17 +497,17 @@ proptest! {
                     match next_step(&view) {
                         UpgradeStep::Grant { member } => {
                             let g = members.iter().position(|m| m.name == member).unwrap();
-                            lock = Some(member);
+                            lock = Some(Lock { holder: member, target: new });
                             // The holder's pilot stops its etcd at once.
                             members[g].healthy = false;
                             restarting.push(g);
                         }
                         UpgradeStep::Release { .. } => lock = None,
-                        UpgradeStep::MoveLeader { from } => {
-                            let to = members
-                                .iter()
-                                .position(|m| m.name != from && m.healthy && m.running == Some(new));
-                            if let Some(to) = to {
+                        UpgradeStep::MoveLeader { from, to } => {
+                            prop_assert!(from != to);
+                            let to = members.iter().position(|m| m.name == to).unwrap();
+                            prop_assert_eq!(members[to].running, Some(new));
+                            if members[to].healthy {
                                 for m in &mut members {
                                     m.leader = false;
                                 }

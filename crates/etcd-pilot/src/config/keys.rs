@@ -102,6 +102,8 @@ pub(crate) const KEYS: &[Key] = &[
     key("timers.learner_timeout", "a learner not promoted within this is removed so its pilot retries").default("5m"),
     key("timers.quorum_lost_after", "how long no leader and fewer than a quorum of voters answering counts as quorum lost").default("30s"),
     key("reseed.auto", "after quorum loss, reseed from the best survivor on its own once the lost voters are gone from discovery (false: only `etcd-pilot reseed` does)").default("true"),
+    key("upgrade.member_timeout", "a member restarted on a new etcd release that is not healthy and caught up within this is restarted on its old release, and the upgrade stops").default("2m"),
+    key("upgrade.max_backup_age", "with a backup store, the coordinator upgrades a member only while a backup at most this old exists (it takes one first otherwise)").default("10m"),
     key("timers.coordinator_lease", "TTL of the coordinator's lease; a coordinator that stops is replaced after it").default("5s"),
     key("backup.url", "backup store: file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix (unset: no backups)"),
     key("backup.interval", "how often the coordinator takes a backup").default("30m"),

@@ -157,10 +157,68 @@ pub(crate) struct Config {
     pub(crate) quarantine: QuarantineConfig,
     /// After quorum loss: whether the pilots reseed on their own (`reseed.auto`).
     pub(crate) reseed_auto: bool,
+    pub(crate) upgrade: UpgradeConfig,
+    /// The sources this config was read from, to read `etcd.bin` and `etcd.versions` again
+    /// while the pilot runs (`None` in commands that read the config once).
+    pub(crate) reload: Option<Reload>,
     /// Where each scalar value came from.
     origins: BTreeMap<&'static str, Origin>,
     /// Each scalar value as given (secrets included; never printed unredacted).
     values: BTreeMap<&'static str, String>,
+}
+
+/// Rolling upgrades of etcd (`upgrade.*`).
+#[derive(Clone, Debug)]
+pub(crate) struct UpgradeConfig {
+    /// A member not healthy and caught up on its new release within this is rolled back.
+    pub(crate) member_timeout: Duration,
+    /// With a store, a backup at most this old must exist before a member upgrades.
+    pub(crate) max_backup_age: Duration,
+}
+
+/// The sources a running pilot's config came from: the config file is read again to follow
+/// the operator's `etcd.bin` and `etcd.versions` (the desired etcd release) without a
+/// restart; every other key takes effect at the next start.
+#[derive(Clone)]
+pub(crate) struct Reload(std::sync::Arc<Sources>);
+
+impl fmt::Debug for Reload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The environment may hold secrets: only the file is named.
+        let file = self
+            .0
+            .file
+            .as_ref()
+            .map(|(path, _)| path.display().to_string());
+        f.debug_tuple("Reload").field(&file).finish()
+    }
+}
+
+impl Reload {
+    pub(crate) fn new(sources: Sources) -> Self {
+        Self(std::sync::Arc::new(sources))
+    }
+
+    /// The config file's path, if any.
+    pub(crate) fn file(&self) -> Option<&Path> {
+        self.0.file.as_ref().map(|(path, _)| path.as_path())
+    }
+
+    /// `etcd.bin` and `etcd.versions` as the config file says now (the environment and
+    /// flags as they were at start). A file that no longer reads, or no longer validates, is
+    /// an error: the caller keeps what it had.
+    pub(crate) fn etcd_releases(&self) -> Result<(PathBuf, Vec<PathBuf>), Error> {
+        let mut sources = (*self.0).clone();
+        if let Some((path, text)) = &mut sources.file {
+            *text = std::fs::read_to_string(&*path).map_err(|err| Error {
+                key: "--config".into(),
+                problem: format!("cannot read {}: {err}", path.display()),
+                fix: "pass the path of a readable TOML file".into(),
+            })?;
+        }
+        let config = Config::load(&sources)?;
+        Ok((config.etcd.bin, config.etcd.versions))
+    }
 }
 
 /// How many quarantined copies of etcd data are kept.

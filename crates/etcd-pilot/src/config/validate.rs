@@ -148,6 +148,10 @@ pub(super) fn validate(raw: Raw) -> Result<Config, Error> {
     let (backup, restore) = backup(&mut r)?;
     let quarantine = quarantine(&mut r)?;
     let reseed_auto = r.boolean("reseed.auto")?;
+    let upgrade = super::UpgradeConfig {
+        member_timeout: r.duration("upgrade.member_timeout")?,
+        max_backup_age: r.duration("upgrade.max_backup_age")?,
+    };
     Ok(Config {
         name,
         cluster_name,
@@ -162,6 +166,8 @@ pub(super) fn validate(raw: Raw) -> Result<Config, Error> {
         lifecycle,
         quarantine,
         reseed_auto,
+        upgrade,
+        reload: None,
         origins: BTreeMap::new(),
         values: r.values,
     })

@@ -10,6 +10,7 @@
 
 mod running;
 mod start;
+mod upgrade;
 
 use std::time::{Duration, SystemTime};
 
@@ -69,6 +70,10 @@ pub(crate) struct Pilot {
     store_view: std::sync::Mutex<Option<(tokio::time::Instant, StoreView, Vec<Manifest>)>>,
     /// The restore claims of the backup store.
     claims: Option<backup::claim::Claims>,
+    /// The release `etcd.bin` asks for, followed while the pilot runs.
+    desired: std::sync::Mutex<upgrade::Desired>,
+    /// The binary the current run of etcd started on.
+    run_bin: std::sync::Mutex<std::path::PathBuf>,
 }
 
 /// What the wiring root (`lib.rs`) hands a pilot: everything it talks to, built once.
@@ -97,6 +102,8 @@ impl Pilot {
         } = parts;
         Self {
             data: DataDir::new(&config.data_dir),
+            desired: std::sync::Mutex::new(upgrade::Desired::from_config(&config)),
+            run_bin: std::sync::Mutex::new(config.etcd.bin.clone()),
             config,
             discovery,
             options,
@@ -122,6 +129,8 @@ impl Pilot {
     ) -> anyhow::Result<()> {
         self.data.create()?;
         self.prune_quarantine();
+        // The releases this node has, before etcd runs (the admin API answers meanwhile).
+        self.refresh_desired().await;
         let mut next = self.resume_reseed(&cancel).await;
         loop {
             let mode = match next.take() {
@@ -157,6 +166,16 @@ impl Pilot {
         cancel: &CancellationToken,
     ) -> anyhow::Result<After> {
         let forced = matches!(mode, StartMode::ForceNewCluster { .. });
+        // A restart for an upgrade keeps the member list etcd started with (it ignores it on
+        // existing data).
+        let mode_cluster = match &mode {
+            StartMode::Restart { initial_cluster }
+            | StartMode::New {
+                initial_cluster, ..
+            }
+            | StartMode::Existing { initial_cluster }
+            | StartMode::ForceNewCluster { initial_cluster } => initial_cluster.clone(),
+        };
         if let StartMode::New {
             initial_cluster,
             token,
@@ -183,11 +202,14 @@ impl Pilot {
             })?;
         }
 
+        self.refresh_desired().await;
+        let bin = self.bin_for(&mode);
+        *self.run_bin.lock().unwrap_or_else(|e| e.into_inner()) = bin.clone();
         let (child_tx, child_rx) = watch::channel(ChildStatus::NotStarted);
         let (unresponsive_tx, unresponsive_rx) = tokio::sync::mpsc::channel(1);
         let supervisor = Supervisor {
             command: EtcdCommand {
-                bin: self.config.etcd.bin.clone(),
+                bin,
                 args: etcd_args(&self.config, &self.data, &mode),
                 member: self.config.name.to_string(),
                 pid_file: self.data.pid_file(),
@@ -245,6 +267,16 @@ impl Pilot {
                 );
             }
             self.set_phase(Phase::Starting, "reseeded; restarting etcd normally");
+        } else if matches!(outcome, Outcome::Upgrade) {
+            self.set_phase(
+                Phase::Starting,
+                "rolling upgrade: restarting etcd on another release",
+            );
+            if let Err(err) = self.hand_over_leadership().await {
+                tracing::warn!(
+                    "cannot move leadership before the restart, etcd will hand it over itself: {err:#}"
+                );
+            }
         } else if start_over {
             tracing::warn!("stopping etcd and starting over");
             self.set_phase(
@@ -278,6 +310,9 @@ impl Pilot {
             Outcome::Reseed(_) => self.copy_before_reseed().map(After::Start),
             Outcome::Recheck => Ok(After::Decide),
             Outcome::Reseeded => Ok(self.mark_reseed_restarted()),
+            Outcome::Upgrade => Ok(After::Start(StartMode::Restart {
+                initial_cluster: mode_cluster,
+            })),
             Outcome::Continue => Ok(After::Stop),
         }
     }

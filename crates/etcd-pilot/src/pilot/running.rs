@@ -104,6 +104,9 @@ impl Pilot {
                 }
                 continue;
             }
+            if let Some(outcome) = self.upgrade_step(&answered, &local).await {
+                return outcome;
+            }
             // Not cancel-safe: a step may be executing a membership change, so it runs to
             // completion (every call in it has a timeout) before cancellation is looked at.
             let outcome = reconciler
@@ -128,7 +131,10 @@ impl Pilot {
                         Err(err) => tracing::debug!("cannot observe the cluster: {err:#}"),
                     }
                 }
-                Outcome::Quarantine { .. } | Outcome::Reseed(_) | Outcome::Reseeded => {
+                Outcome::Quarantine { .. }
+                | Outcome::Reseed(_)
+                | Outcome::Reseeded
+                | Outcome::Upgrade => {
                     return outcome;
                 }
             }

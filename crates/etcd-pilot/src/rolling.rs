@@ -1,0 +1,429 @@
+//! The coordinator's part in a rolling upgrade of etcd: what each member runs and what its
+//! pilot asks for (`/v1/status` `release` and `upgrade`), the lock at
+//! [`records::UPGRADE_KEY`], the cluster version and the newest backup go into the core's
+//! `upgrade::next_step`; the step it returns is shown in the plan and, on the coordinator,
+//! carried out: grant or release the lock (fenced writes), move leadership away from the
+//! last member, take a backup first.
+//!
+//! What a holder's pilot does with the lock is `pilot/upgrade.rs`. This module decides
+//! nothing itself.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use etcd_pilot_core::plan::{self, Plan};
+use etcd_pilot_core::upgrade::{
+    self as policy, BackupState, Lock, Minor, UpgradeMember, UpgradeStep, UpgradeView, UpgradeWait,
+    Version,
+};
+use etcd_pilot_core::{Health, MemberId, MemberName};
+use tokio::time::Instant;
+
+use crate::backup::{Backups, Progress};
+use crate::coordinator::{Fenced, Seat};
+use crate::etcd::{self, Etcd};
+use crate::metrics::Metrics;
+use crate::peer_api::PeerApi;
+use crate::records::{self, UPGRADE_KEY, UpgradeLock, UpgradeSummary};
+use crate::state::PilotStatus;
+
+/// How long the store's newest backup time is trusted before it is listed again.
+const BACKUP_LIST_EVERY: Duration = Duration::from_secs(30);
+
+/// The coordinator's upgrade step: its inputs, kept between steps.
+pub(crate) struct Rolling {
+    name: MemberName,
+    peers: PeerApi,
+    backups: Option<Backups>,
+    max_backup_age: Duration,
+    metrics: Metrics,
+    /// When the store was last listed, and the newest backup's time then.
+    newest: Option<(Instant, Option<SystemTime>)>,
+}
+
+/// One look at the upgrade.
+pub(crate) struct Seen {
+    step: UpgradeStep,
+    /// The lock as stored, to release it.
+    lock: Option<UpgradeLock>,
+    target: Option<Version>,
+    ids: HashMap<MemberName, MemberId>,
+    pub(crate) summary: Option<UpgradeSummary>,
+}
+
+impl Rolling {
+    pub(crate) fn new(
+        name: MemberName,
+        peers: PeerApi,
+        backups: Option<Backups>,
+        max_backup_age: Duration,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            name,
+            peers,
+            backups,
+            max_backup_age,
+            metrics,
+            newest: None,
+        }
+    }
+
+    /// The upgrade as the pilot next to the leader sees it. `own` is this pilot's status;
+    /// the others' pilots are asked.
+    pub(crate) async fn observe(
+        &mut self,
+        observed: &plan::Observed,
+        plan: &Plan,
+        pool: &etcd::Pool,
+        local: &str,
+        own: &PilotStatus,
+    ) -> Seen {
+        let admin_urls: HashMap<MemberName, String> = match &observed.discovery {
+            plan::Discovery::Listed(peers) => peers
+                .iter()
+                .map(|p| (p.name.clone(), p.admin_url.clone()))
+                .collect(),
+            plan::Discovery::Failed { .. } => HashMap::new(),
+        };
+        let mut asked = tokio::task::JoinSet::new();
+        for m in &observed.members {
+            let Some(name) = m.member.name.clone() else {
+                continue;
+            };
+            if name == self.name {
+                continue;
+            }
+            let Some(url) = admin_urls.get(&name).cloned() else {
+                continue;
+            };
+            let api = self.peers.clone();
+            asked.spawn(async move { (name, api.status(&url).await) });
+        }
+        let mut views: HashMap<MemberName, (Option<Version>, Option<Version>, Option<String>)> =
+            asked
+                .join_all()
+                .await
+                .into_iter()
+                .filter_map(|(name, status)| {
+                    let status = status?;
+                    let release = status.release.unwrap_or_default();
+                    let parse = |v: Option<String>| v.and_then(|v| v.parse::<Version>().ok());
+                    Some((
+                        name,
+                        (
+                            parse(release.running),
+                            parse(release.bin_version),
+                            status.upgrade.and_then(|u| u.failed),
+                        ),
+                    ))
+                })
+                .collect();
+        let parse = |v: &Option<String>| v.as_deref().and_then(|v| v.parse::<Version>().ok());
+        views.insert(
+            self.name.clone(),
+            (
+                parse(&own.release.running),
+                parse(&own.release.bin_version),
+                own.upgrade.failed.clone(),
+            ),
+        );
+        let mut ids = HashMap::new();
+        let members: Vec<UpgradeMember> = observed
+            .members
+            .iter()
+            .filter_map(|m| {
+                let name = m.member.name.clone()?;
+                ids.insert(name.clone(), m.member.id);
+                let (running, desired, failed) = views.get(&name).cloned().unwrap_or_default();
+                Some(UpgradeMember {
+                    running,
+                    desired,
+                    failed,
+                    healthy: m.health == Health::Healthy && m.problem.is_none(),
+                    leader: observed.leader == Some(m.member.id),
+                    learner: m.member.is_learner,
+                    name,
+                })
+            })
+            .collect();
+        let stored = match pool.get(local, UPGRADE_KEY).await {
+            Ok(Some(text)) => match records::decode::<UpgradeLock>(UPGRADE_KEY, &text) {
+                Ok(lock) => Some(lock),
+                Err(err) => {
+                    tracing::warn!("{err:#}");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let lock = stored.as_ref().and_then(|l| {
+            Some(Lock {
+                holder: MemberName::new(l.holder.clone()?).ok()?,
+                target: l.target.parse().ok()?,
+            })
+        });
+        let cluster = crate::upgrade::cluster_version(&[local.to_owned()]).await;
+        let mut view = UpgradeView {
+            members,
+            cluster,
+            lock,
+            change_in_flight: !matches!(plan, Plan::Converged),
+            backup: if self.backups.is_some() {
+                BackupState::Fresh
+            } else {
+                BackupState::NoStore
+            },
+            // The pilots do not run `etcdutl check v2store` yet: a 3.5 -> 3.6 upgrade waits.
+            v2store_checked: false,
+        };
+        let mut step = policy::next_step(&view);
+        // The store is listed only when a member is about to go down for the upgrade.
+        if matches!(step, UpgradeStep::Grant { .. }) && !self.backup_fresh().await {
+            view.backup = BackupState::Stale;
+            step = policy::next_step(&view);
+        }
+        let target = view
+            .members
+            .iter()
+            .find_map(|m| m.desired)
+            .filter(|t| view.members.iter().all(|m| m.desired == Some(*t)));
+        let summary = summarize(&view, &step, target, plan);
+        self.metrics
+            .upgrade_in_progress
+            .set(i64::from(summary.is_some()));
+        Seen {
+            step,
+            lock: stored,
+            target,
+            ids,
+            summary,
+        }
+    }
+
+    /// Carries out `seen`'s step as the coordinator (`token`'s holder): grant or release the
+    /// lock, move leadership, take a backup.
+    pub(crate) async fn act(&mut self, seen: &Seen, seat: &mut Seat, client: &Etcd, token: i64) {
+        let lock = |holder: Option<&MemberName>, target: String, last: Option<String>| {
+            records::encode(&UpgradeLock {
+                holder: holder.map(ToString::to_string),
+                target,
+                by: self.name.to_string(),
+                fencing_token: token,
+                at: records::now_rfc3339(),
+                last,
+            })
+        };
+        match &seen.step {
+            UpgradeStep::Grant { member } => {
+                let Some(target) = seen.target else {
+                    return;
+                };
+                tracing::info!(%member, %target, "granting the upgrade lock");
+                let text = lock(Some(member), target.to_string(), None);
+                report(
+                    seat.put_fenced(UPGRADE_KEY, &text).await,
+                    "grant the upgrade lock",
+                );
+            }
+            UpgradeStep::Release { holder } => {
+                let target = seen
+                    .lock
+                    .as_ref()
+                    .map(|l| l.target.clone())
+                    .unwrap_or_default();
+                tracing::info!(%holder, "releasing the upgrade lock");
+                let text = lock(None, target, Some(holder.to_string()));
+                report(
+                    seat.put_fenced(UPGRADE_KEY, &text).await,
+                    "release the upgrade lock",
+                );
+            }
+            UpgradeStep::MoveLeader { from, to } => {
+                let Some(id) = seen.ids.get(to) else {
+                    return;
+                };
+                tracing::info!(%from, %to, "moving leadership away before the leader upgrades");
+                if let Err(err) = client.move_leader(*id).await {
+                    tracing::warn!("cannot move leadership for the upgrade, will retry: {err:#}");
+                }
+            }
+            UpgradeStep::TakeBackup => {
+                let Some(backups) = &self.backups else {
+                    return;
+                };
+                tracing::info!("taking a backup before the next member upgrades");
+                match backups
+                    .take(client, self.name.as_str(), &Progress::hidden())
+                    .await
+                {
+                    Ok(manifest) => {
+                        tracing::info!(backup = %manifest.id, "backup taken for the upgrade");
+                        self.newest = Some((Instant::now(), Some(SystemTime::now())));
+                    }
+                    Err(err) => tracing::warn!("cannot take the backup the upgrade needs: {err:#}"),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the store holds a backup at most `upgrade.max_backup_age` old (listed at
+    /// most every [`BACKUP_LIST_EVERY`]). An unreadable store counts as stale.
+    async fn backup_fresh(&mut self) -> bool {
+        let Some(backups) = &self.backups else {
+            return true;
+        };
+        let listed = self
+            .newest
+            .filter(|(at, _)| at.elapsed() < BACKUP_LIST_EVERY)
+            .map(|(_, newest)| newest);
+        let newest = match listed {
+            Some(newest) => newest,
+            None => {
+                let newest = match backups.list().await {
+                    Ok(manifests) => manifests
+                        .iter()
+                        .filter_map(|m| humantime::parse_rfc3339(&m.created).ok())
+                        .max(),
+                    Err(err) => {
+                        tracing::warn!("cannot list the backup store for the upgrade: {err:#}");
+                        None
+                    }
+                };
+                self.newest = Some((Instant::now(), newest));
+                newest
+            }
+        };
+        newest.is_some_and(|t| {
+            SystemTime::now()
+                .duration_since(t)
+                .map_or(true, |age| age <= self.max_backup_age)
+        })
+    }
+}
+
+fn report(fenced: Fenced, what: &str) {
+    match fenced {
+        Fenced::Written => {}
+        Fenced::Deposed => tracing::warn!("cannot {what}: no longer the coordinator"),
+        Fenced::Failed(err) => tracing::warn!("cannot {what}, will retry: {err:#}"),
+    }
+}
+
+fn names(names: &[MemberName]) -> String {
+    names
+        .iter()
+        .map(MemberName::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The step for people; `None` when no upgrade is asked for and nobody holds the lock.
+fn summarize(
+    view: &UpgradeView,
+    step: &UpgradeStep,
+    target: Option<Version>,
+    plan: &Plan,
+) -> Option<UpgradeSummary> {
+    let to = target.map_or_else(|| "?".to_owned(), |t| t.to_string());
+    let (next, reason) = match step {
+        UpgradeStep::Done => return None,
+        UpgradeStep::Hold { holder } => (
+            "hold",
+            format!("{holder} holds the upgrade lock: it restarts on etcd {to} and catches up"),
+        ),
+        UpgradeStep::Release { holder } => (
+            "release",
+            format!("{holder} is done (or rolled back): releasing the lock"),
+        ),
+        UpgradeStep::Grant { member } => (
+            "grant",
+            format!(
+                "granting {member} the upgrade lock to etcd {to} (followers first, the leader last)"
+            ),
+        ),
+        UpgradeStep::MoveLeader { from, to: next } => (
+            "move_leader",
+            format!(
+                "{from} is the last on the old release and leads: moving leadership to {next} first"
+            ),
+        ),
+        UpgradeStep::TakeBackup => (
+            "backup",
+            "no backup within upgrade.max_backup_age: taking one before the next member upgrades"
+                .to_owned(),
+        ),
+        UpgradeStep::Stopped { member, reason } => (
+            "stopped",
+            format!(
+                "the upgrade stopped: {member}: {reason}. Fix or replace the binary its etcd.bin \
+                 names (or point etcd.bin at another release) and the upgrade goes on"
+            ),
+        ),
+        UpgradeStep::Refused(refusal) => ("refused", refusal.describe()),
+        UpgradeStep::Wait(wait) => (
+            "wait",
+            match wait {
+                UpgradeWait::UnknownVersions { names: n } => {
+                    format!(
+                        "waits: the pilots of {} do not say what they run and want",
+                        names(n)
+                    )
+                }
+                UpgradeWait::DesiredDiffers { desired } => format!(
+                    "waits: the pilots ask for different releases ({}); set etcd.bin to one release on every node",
+                    desired
+                        .iter()
+                        .map(|(n, v)| format!("{n} {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                UpgradeWait::Unhealthy { names: n } => {
+                    format!("waits: not healthy: {}", names(n))
+                }
+                UpgradeWait::ChangeInFlight => match plan {
+                    Plan::Converged => "waits: a learner catches up".to_owned(),
+                    Plan::Wait { reason } | Plan::Act { reason, .. } => {
+                        format!("waits for the membership plan: {reason}")
+                    }
+                },
+                UpgradeWait::LeaderUnknown => {
+                    "waits: no single leader is known, so the leader cannot be kept for last"
+                        .to_owned()
+                }
+                UpgradeWait::V2StoreCheck => "waits: this minor upgrade needs `etcdutl check \
+                     v2store` to pass on every member's data first, which the pilots do not run \
+                     yet: run it on each node, then upgrade by hand"
+                    .to_owned(),
+            },
+        ),
+    };
+    let mut members: Vec<String> = view
+        .members
+        .iter()
+        .map(|m| {
+            let show = |v: Option<Version>| v.map_or_else(|| "?".to_owned(), |v| v.to_string());
+            format!(
+                "{} runs {}, wants {}{}{}",
+                m.name,
+                show(m.running),
+                show(m.desired),
+                if m.leader { " (leader)" } else { "" },
+                m.failed
+                    .as_ref()
+                    .map(|f| format!(" (rolled back: {f})"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    members.sort();
+    Some(UpgradeSummary {
+        next: next.to_owned(),
+        reason,
+        target: target.map(|t| t.to_string()),
+        cluster_version: view.cluster.map(|c: Minor| c.to_string()),
+        holder: view.lock.as_ref().map(|l| l.holder.to_string()),
+        members,
+    })
+}

@@ -173,6 +173,13 @@ pub enum Refusal {
         /// `None`: unknown, so it may have moved.
         cluster: Option<Minor>,
     },
+    /// A minor down while every member runs the newer minor: etcd moves the cluster version
+    /// to it within seconds (if it has not already), and then the older minor cannot serve
+    /// the data, so a member sent back could not start.
+    EveryMemberAbove {
+        from: Version,
+        to: Version,
+    },
     /// Members on minors both above and below the target.
     MixedMinors {
         running: Vec<Version>,
@@ -219,6 +226,14 @@ impl Refusal {
             } => format!(
                 "{from} -> {to} goes back a minor, and the cluster version is unknown: it may have \
                  moved to {} already, and then {} cannot serve its data",
+                from.line(),
+                to.line()
+            ),
+            Refusal::EveryMemberAbove { from, to } => format!(
+                "{from} -> {to} goes back a minor, but every member runs {}: etcd moves the \
+                 cluster version to {} within seconds of that (if it has not already), and then \
+                 {} cannot serve the data; restore a backup taken before the upgrade instead",
+                from.line(),
                 from.line(),
                 to.line()
             ),
@@ -285,6 +300,9 @@ pub fn check_path(
         return Err(Refusal::SkipsMinor { from: *from, to });
     }
     if let Some(from) = above.first() {
+        if above.len() == running.len() {
+            return Err(Refusal::EveryMemberAbove { from: *from, to });
+        }
         return match cluster {
             // Unknown: the cluster version may have moved; refuse rather than guess.
             Some(c) if c <= to.line() => {
@@ -540,12 +558,6 @@ pub fn next_step(view: &UpgradeView) -> UpgradeStep {
     if desired.iter().any(|(_, d)| *d != target) {
         return UpgradeStep::Wait(UpgradeWait::DesiredDiffers { desired });
     }
-    if let Some(failed) = members.iter().find(|m| m.failed.is_some()) {
-        return UpgradeStep::Stopped {
-            member: failed.name.clone(),
-            reason: failed.failed.clone().unwrap_or_default(),
-        };
-    }
     let running: Vec<Version> = members.iter().filter_map(|m| m.running).collect();
     match check_path(&running, view.cluster, target) {
         Err(refusal) => return UpgradeStep::Refused(refusal),
@@ -553,6 +565,12 @@ pub fn next_step(view: &UpgradeView) -> UpgradeStep {
             return UpgradeStep::Wait(UpgradeWait::V2StoreCheck);
         }
         Ok(_) => {}
+    }
+    if let Some(failed) = members.iter().find(|m| m.failed.is_some()) {
+        return UpgradeStep::Stopped {
+            member: failed.name.clone(),
+            reason: failed.failed.clone().unwrap_or_default(),
+        };
     }
     let unhealthy: Vec<MemberName> = members
         .iter()
@@ -608,11 +626,19 @@ pub enum AfterTimeout {
     Stay { reason: String },
 }
 
-/// A member that went from `from` to `to` and is not healthy in time: back to `from` only on
-/// a path [`check_path`] allows from a cluster where it alone runs `to` (a patch release, or
-/// a minor back while the cluster version has not moved).
-pub fn after_timeout(from: Version, to: Version, cluster: Option<Minor>) -> AfterTimeout {
-    match check_path(&[to], cluster, from) {
+/// A member that went from `from` to `to` and is not healthy in time, while the other
+/// members run `others`: back to `from` only on a path [`check_path`] allows (a patch
+/// release, or a minor back while some member still runs the old minor and the cluster
+/// version has not moved).
+pub fn after_timeout(
+    from: Version,
+    to: Version,
+    others: &[Version],
+    cluster: Option<Minor>,
+) -> AfterTimeout {
+    let mut running = others.to_vec();
+    running.push(to);
+    match check_path(&running, cluster, from) {
         Ok(_) => AfterTimeout::RollBack,
         Err(refusal) => AfterTimeout::Stay {
             reason: refusal.describe(),

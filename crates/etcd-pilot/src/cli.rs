@@ -98,10 +98,21 @@ enum Commands {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
-    /// Upgrades of etcd (the check, for now).
+    /// Rolling upgrade of etcd to a release, one member at a time (the leader last), or
+    /// `upgrade check` first. With --dir, every `local up` member's etcd.bin is pointed at the
+    /// target; otherwise change etcd.bin on each node and this follows the upgrade.
+    #[command(args_conflicts_with_subcommands = true)]
     Upgrade {
         #[command(subcommand)]
-        command: UpgradeCommand,
+        command: Option<UpgradeCommand>,
+        /// The target: a release (3.5.16) some node's etcd.versions lists, or an etcd binary.
+        #[arg(long)]
+        to: Option<String>,
+        /// Stop following after this long (the pilots go on).
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Inspect configuration.
     Config {
@@ -477,7 +488,32 @@ fn run(command: Commands, runtime: &Runtime, agent: Agent) -> Result<(), Failure
             anyhow::Ok(())
         })?),
         Commands::Upgrade {
-            command: UpgradeCommand::Check { to, cluster },
+            command: None,
+            to,
+            timeout,
+            cluster,
+        } => {
+            let Some(to) = to else {
+                return Err(Failure::Usage(
+                    "upgrade needs --to RELEASE|PATH (or `upgrade check --to ...`)".to_owned(),
+                ));
+            };
+            let dir = cluster.dir.clone();
+            Ok(runtime.block_on(async {
+                let (endpoints, json) = cluster.endpoints().await?;
+                let outcome =
+                    crate::upgrade::start(&endpoints, &to, dir.as_deref(), timeout).await?;
+                output::print(&if json {
+                    serde_json::to_string_pretty(&outcome)?
+                } else {
+                    crate::upgrade::outcome_text(&outcome)
+                });
+                anyhow::Ok(())
+            })?)
+        }
+        Commands::Upgrade {
+            command: Some(UpgradeCommand::Check { to, cluster }),
+            ..
         } => runtime.block_on(async {
             let target = crate::upgrade::target(&to).await?;
             let (endpoints, json) = cluster.endpoints().await?;

@@ -28,7 +28,8 @@ pub(crate) struct UpArgs {
     /// Where configs, data and logs live.
     #[arg(long, default_value = ".etcd-pilot-local")]
     dir: PathBuf,
-    /// The etcd binary (default: `etcd` on PATH).
+    /// The etcd binary (default: the one an existing --dir runs; else the newest etcd of 3.5.16
+    /// or later found on PATH or where scripts/setup.sh puts it; else `etcd` on PATH).
     #[arg(long)]
     etcd_bin: Option<PathBuf>,
     /// The first three octets of the members' loopback addresses.
@@ -56,7 +57,16 @@ impl UpArgs {
                 self.subnet
             );
         }
-        let bin = self.etcd_bin.as_ref().map(|p| p.display().to_string());
+        if self.etcd_bin.is_none()
+            && let Ok(bin) = etcd_bin_of(&self.dir)
+        {
+            // An existing cluster keeps what it runs: `upgrade` changes it, not a restart.
+            return Ok(bin);
+        }
+        let bin = match &self.etcd_bin {
+            Some(path) => Some(path.display().to_string()),
+            None => newest_production_etcd().map(|(_, path)| path.display().to_string()),
+        };
         config::etcd_bin(bin.as_deref()).map_err(|err| {
             anyhow::anyhow!(
                 "--etcd-bin: {}\n  fix: install etcd (scripts/setup.sh) or pass --etcd-bin PATH",
@@ -64,6 +74,115 @@ impl UpArgs {
             )
         })
     }
+}
+
+/// Where `local up` looks for etcd binaries besides PATH: where scripts/setup.sh extracts
+/// the releases it downloads.
+const KNOWN_ETCD: &str = "/opt/etcd-pilot-etcd-*/usr/bin/etcd";
+
+/// The oldest release `local up` picks on its own: the first 3.5 patch release this project
+/// tested as production-grade (3.5.0-3.5.2 are not for production).
+const PRODUCTION_FLOOR: etcd_pilot_core::upgrade::Version =
+    etcd_pilot_core::upgrade::Version::new(3, 5, 16);
+
+/// The etcd binaries this machine has (`etcd` on PATH and [`KNOWN_ETCD`]), each with its
+/// release; one path per release (PATH's first).
+fn known_etcd() -> Vec<(etcd_pilot_core::upgrade::Version, PathBuf)> {
+    let mut paths: Vec<PathBuf> = config::etcd_bin(None).into_iter().collect();
+    paths.extend(crate::supervisor::expand(Path::new(KNOWN_ETCD)));
+    let mut found: Vec<(etcd_pilot_core::upgrade::Version, PathBuf)> = Vec::new();
+    for path in paths {
+        if let Some(version) = release_now(&path)
+            && !found.iter().any(|(v, _)| *v == version)
+        {
+            found.push((version, path));
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The newest known etcd of [`PRODUCTION_FLOOR`] or later.
+fn newest_production_etcd() -> Option<(etcd_pilot_core::upgrade::Version, PathBuf)> {
+    known_etcd()
+        .into_iter()
+        .filter(|(v, _)| *v >= PRODUCTION_FLOOR && v.major == PRODUCTION_FLOOR.major)
+        .max()
+}
+
+/// `bin --version`'s release, waiting at most 10 s.
+fn release_now(bin: &Path) -> Option<etcd_pilot_core::upgrade::Version> {
+    let mut child = std::process::Command::new(bin)
+        .arg("--version")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take()?, &mut text).ok()?;
+    etcd_pilot_core::upgrade::from_version_output(&text)
+}
+
+/// Points `etcd.bin` of every member config in `dir` at `bin` (each file replaced at once,
+/// so a pilot reading it sees the old or the new one). Returns the configs changed.
+pub(crate) fn set_etcd_bin(dir: &Path, bin: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut changed = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("read {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path().join("pilot.toml"))
+        .filter(|p| p.is_file())
+        .collect();
+    entries.sort();
+    for path in entries {
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        let mut in_etcd = false;
+        let mut replaced = false;
+        let lines: Vec<String> = text
+            .lines()
+            .map(|line| {
+                let trimmed = line.trim();
+                if trimmed.starts_with('[') {
+                    in_etcd = trimmed == "[etcd]";
+                } else if in_etcd && !replaced && trimmed.starts_with("bin ") {
+                    replaced = true;
+                    return format!("bin = {:?}", bin.display().to_string());
+                }
+                line.to_owned()
+            })
+            .collect();
+        anyhow::ensure!(
+            replaced,
+            "{} has no `bin` in its [etcd] section",
+            path.display()
+        );
+        let tmp = path.with_extension("toml.tmp");
+        std::fs::write(&tmp, lines.join("\n") + "\n")
+            .with_context(|| format!("write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("replace {}", path.display()))?;
+        changed.push(path);
+    }
+    anyhow::ensure!(
+        !changed.is_empty(),
+        "no member config (mN/pilot.toml) in {}",
+        dir.display()
+    );
+    Ok(changed)
 }
 
 struct LocalMember {
@@ -237,13 +356,17 @@ fn write_member(dir: &Path, name: &str, ip: &str, etcd_bin: &Path) -> anyhow::Re
     let body = format!(
         "# Written by `etcd-pilot local`; rewritten on every run.\n\
          name = \"{name}\"\ncluster_name = \"local\"\ndata_dir = {data:?}\n\n\
-         [etcd]\nbin = {bin:?}\npeer_url = \"{peer_url}\"\nclient_url = \"{client_url}\"\n\n\
+         [etcd]\nbin = {bin:?}\nversions = {versions:?}\npeer_url = \"{peer_url}\"\nclient_url = \"{client_url}\"\n\n\
          [admin]\nlisten = \"{ip}:{ADMIN_PORT}\"\n\n\
          [discovery]\nprovider = \"static\"\npeers_file = {peers_path:?}\n\n\
          [backup]\nurl = \"file://{backups}\"\ninterval = \"{LOCAL_BACKUP_INTERVAL}\"\n",
         backups = dir.join("backups").display(),
         data = member_dir.join("data").display().to_string(),
         bin = etcd_bin.display().to_string(),
+        versions = known_etcd()
+            .into_iter()
+            .map(|(_, path)| path.display().to_string())
+            .collect::<Vec<_>>(),
         peers_path = dir.join("peers.toml").display().to_string(),
     );
     std::fs::write(&config_path, body)

@@ -37,7 +37,6 @@ pub(crate) struct PeerStatus {
 /// A peer's member in a rolling upgrade.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub(crate) struct PeerUpgrade {
-    pub(crate) step: Option<String>,
     pub(crate) failed: Option<String>,
 }
 

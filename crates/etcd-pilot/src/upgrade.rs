@@ -3,7 +3,12 @@
 //! cluster version (etcd's `/version`), asks each member's pilot which releases its node has
 //! (`/v1/status` `release.available`), and checks the path with the core's
 //! `upgrade::check_path`; it names the flags of the target and the order the members would
-//! take (followers by name, the leader last). The rolling upgrade itself is not built yet.
+//! take (followers by name, the leader last).
+//!
+//! `etcd-pilot upgrade --to RELEASE|PATH`: the same check, then (for a `local up` cluster)
+//! `etcd.bin` rewritten in every member's config, then the rolling upgrade followed until
+//! every member runs the target. The pilots do the upgrade (`rolling.rs`,
+//! `pilot/upgrade.rs`); this command only changes what they are asked for and watches.
 
 use std::time::Duration;
 
@@ -13,6 +18,7 @@ use serde::Serialize;
 
 use crate::cluster_status;
 use crate::etcd;
+use crate::output;
 use crate::peer_api::PeerApi;
 
 /// What the check found.
@@ -262,4 +268,186 @@ async fn cluster_version_at(http: &reqwest::Client, client_url: &str) -> Option<
         .parse::<Minor>()
         .ok()
         .map(|m| m.to_string())
+}
+
+/// How `upgrade --to` ended.
+#[derive(Debug, Serialize)]
+pub(crate) struct Outcome {
+    pub(crate) target: String,
+    pub(crate) seconds: f64,
+    pub(crate) cluster_version: Option<String>,
+    /// Each member and the release it runs at the end.
+    pub(crate) members: Vec<(String, Option<String>)>,
+}
+
+/// `upgrade --to`: checks the path, points every `local up` member's `etcd.bin` at the
+/// target when `dir` is given (otherwise the operator changes it on each node), and follows
+/// the upgrade for at most `timeout`.
+pub(crate) async fn start(
+    endpoints: &[String],
+    to: &str,
+    dir: Option<&std::path::Path>,
+    timeout: Duration,
+) -> anyhow::Result<Outcome> {
+    let target = target(to).await?;
+    let check = check(endpoints, target).await?;
+    if !check.allowed {
+        anyhow::bail!(
+            "{}the upgrade to etcd {target} is refused; nothing was changed",
+            text(&check)
+        );
+    }
+    if let Some(dir) = dir {
+        let path = std::path::Path::new(to);
+        let bin = if path.is_file() {
+            std::path::absolute(path).with_context(|| format!("resolve {to}"))?
+        } else {
+            check
+                .members
+                .iter()
+                .find_map(|m| m.target_bin.clone())
+                .map(std::path::PathBuf::from)
+                .with_context(|| {
+                    format!(
+                        "no member's node lists etcd {target} (etcd.versions): pass --to with \
+                         the path of its binary"
+                    )
+                })?
+        };
+        let changed = crate::local::set_etcd_bin(dir, &bin)?;
+        output::print(&format!(
+            "etcd.bin = {} in {} member configs; the pilots read it within a second",
+            bin.display(),
+            changed.len()
+        ));
+    } else {
+        output::print(&format!(
+            "following the upgrade to etcd {target}: point etcd.bin at it on every node (each \
+             pilot reads its config file again within a second)"
+        ));
+    }
+    follow(endpoints, target, timeout).await
+}
+
+/// Follows the upgrade to `target` until every member runs it, healthy, and the coordinator
+/// says it is done; fails when the coordinator refuses or stops it, or after `timeout`.
+pub(crate) async fn follow(
+    endpoints: &[String],
+    target: Version,
+    timeout: Duration,
+) -> anyhow::Result<Outcome> {
+    let started = std::time::Instant::now();
+    let want = target.to_string();
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::new(0)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed:>4} [{bar:20}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let mut last_line = String::new();
+    let mut last_versions: Vec<(String, Option<String>)> = Vec::new();
+    loop {
+        let rows = cluster_status::collect(endpoints).await.unwrap_or_default();
+        let versions: Vec<(String, Option<String>)> = rows
+            .iter()
+            .map(|r| (r.name.clone(), r.version.clone()))
+            .collect();
+        let on_target = rows
+            .iter()
+            .filter(|r| r.version.as_deref() == Some(want.as_str()))
+            .count();
+        let all_healthy = !rows.is_empty() && rows.iter().all(|r| r.health == "healthy");
+        let summary = cluster_status::plan(endpoints)
+            .await
+            .ok()
+            .and_then(|p| p.plan)
+            .and_then(|p| p.upgrade);
+        bar.set_length(u64::try_from(rows.len()).unwrap_or_default());
+        bar.set_position(u64::try_from(on_target).unwrap_or_default());
+        let elapsed = started.elapsed().as_secs_f64();
+        for (name, version) in &versions {
+            let before = last_versions
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v);
+            if version.is_some() && before.is_some_and(|b| b != version) {
+                bar.suspend(|| {
+                    output::print(&format!(
+                        "{elapsed:>6.1}s  {name} runs etcd {}",
+                        version.as_deref().unwrap_or("?")
+                    ));
+                });
+            }
+        }
+        last_versions = versions.clone();
+        if let Some(summary) = &summary {
+            let line = format!("{}: {}", summary.next, summary.reason);
+            if line != last_line {
+                bar.set_message(summary.reason.clone());
+                bar.suspend(|| output::print(&format!("{elapsed:>6.1}s  {line}")));
+                last_line = line;
+            }
+            // A record about another target is from before the pilots read the change.
+            let about_this = summary.target.as_deref() == Some(want.as_str());
+            if about_this && (summary.next == "refused" || summary.next == "stopped") {
+                bar.abandon();
+                anyhow::bail!(
+                    "the upgrade to etcd {target} {}:\n{}",
+                    if summary.next == "refused" {
+                        "is refused"
+                    } else {
+                        "stopped"
+                    },
+                    cluster_status::upgrade_text(summary, "  ", "  ")
+                );
+            }
+        }
+        // Done once etcd moved the cluster version too (within seconds of the last member).
+        if summary.is_none() && all_healthy && on_target == rows.len() {
+            let cluster = cluster_version(endpoints).await;
+            if cluster == Some(target.line()) {
+                bar.finish_and_clear();
+                return Ok(Outcome {
+                    target: want,
+                    seconds: elapsed,
+                    cluster_version: cluster.map(|c| c.to_string()),
+                    members: versions,
+                });
+            }
+            bar.set_message(format!(
+                "every member runs {want}; waiting for etcd to move the cluster version from {}",
+                cluster.map_or_else(|| "unknown".to_owned(), |c| c.to_string())
+            ));
+        }
+        if started.elapsed() > timeout {
+            bar.abandon();
+            anyhow::bail!(
+                "the upgrade to etcd {target} is not done after {} s ({on_target} of {} members \
+                 run it); the pilots go on: `etcd-pilot plan` follows it",
+                timeout.as_secs(),
+                rows.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The outcome for people.
+pub(crate) fn outcome_text(outcome: &Outcome) -> String {
+    format!(
+        "upgraded to etcd {} in {:.1} s: {}; cluster version {}",
+        outcome.target,
+        outcome.seconds,
+        outcome
+            .members
+            .iter()
+            .map(|(n, v)| format!("{n} {}", v.as_deref().unwrap_or("?")))
+            .collect::<Vec<_>>()
+            .join(", "),
+        outcome.cluster_version.as_deref().unwrap_or("unknown")
+    )
 }

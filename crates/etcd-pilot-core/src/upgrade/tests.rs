@@ -35,6 +35,7 @@ fn path(running: &str, cluster: Option<&str>, to: &str) -> String {
         Err(Refusal::OtherMajor { .. }) => "refused: other major".to_owned(),
         Err(Refusal::SkipsMinor { .. }) => "refused: skips a minor".to_owned(),
         Err(Refusal::MinorDowngrade { .. }) => "refused: minor downgrade".to_owned(),
+        Err(Refusal::EveryMemberAbove { .. }) => "refused: every member above".to_owned(),
         Err(Refusal::MixedMinors { .. }) => "refused: mixed minors".to_owned(),
         Err(Refusal::BelowFloor { floor, .. }) => format!("refused: below floor {floor}"),
         Err(Refusal::UnknownMinorUpgrade { .. }) => "refused: unknown minor upgrade".to_owned(),
@@ -111,10 +112,30 @@ fn the_path_policy() {
             "3.5.16 3.5.16 3.5.16",
             Some("3.5"),
             "3.4.23",
-            "refused: minor downgrade",
+            "refused: every member above",
         ),
         (
             "3.5.16 3.5.16 3.5.16",
+            None,
+            "3.4.23",
+            "refused: every member above",
+        ),
+        // Every member on 3.5 while the cluster version is still 3.4: etcd moves it within
+        // seconds, so going back is refused already.
+        (
+            "3.5.16 3.5.16 3.5.16",
+            Some("3.4"),
+            "3.4.23",
+            "refused: every member above",
+        ),
+        (
+            "3.5.16 3.5.16 3.4.23",
+            Some("3.5"),
+            "3.4.23",
+            "refused: minor downgrade",
+        ),
+        (
+            "3.5.16 3.5.16 3.4.23",
             None,
             "3.4.23",
             "refused: minor downgrade",
@@ -363,25 +384,37 @@ fn the_lock_goes_to_followers_first_and_to_the_leader_last() {
 fn a_member_rolls_back_only_while_going_back_is_allowed() {
     let cluster34 = Some(Minor::new(3, 4));
     let cluster35 = Some(Minor::new(3, 5));
+    let old = [v("3.4.23"), v("3.4.23")];
     assert_eq!(
-        after_timeout(v("3.4.23"), v("3.5.16"), cluster34),
+        after_timeout(v("3.4.23"), v("3.5.16"), &old, cluster34),
         AfterTimeout::RollBack
     );
     assert!(matches!(
-        after_timeout(v("3.4.23"), v("3.5.16"), cluster35),
+        after_timeout(v("3.4.23"), v("3.5.16"), &old, cluster35),
         AfterTimeout::Stay { .. }
     ));
     assert!(matches!(
-        after_timeout(v("3.4.23"), v("3.5.16"), None),
+        after_timeout(v("3.4.23"), v("3.5.16"), &old, None),
+        AfterTimeout::Stay { .. }
+    ));
+    // The last member of a minor upgrade: every member runs the new minor, and etcd moves
+    // the cluster version to it at once.
+    assert!(matches!(
+        after_timeout(
+            v("3.4.23"),
+            v("3.5.16"),
+            &[v("3.5.16"), v("3.5.16")],
+            cluster34
+        ),
         AfterTimeout::Stay { .. }
     ));
     // Patch releases go back whatever the cluster version.
     assert_eq!(
-        after_timeout(v("3.5.16"), v("3.5.30"), cluster35),
+        after_timeout(v("3.5.16"), v("3.5.30"), &[v("3.5.16")], cluster35),
         AfterTimeout::RollBack
     );
     assert_eq!(
-        after_timeout(v("3.5.30"), v("3.5.16"), None),
+        after_timeout(v("3.5.30"), v("3.5.16"), &[], None),
         AfterTimeout::RollBack
     );
     assert!(caught_up(10, 10) && caught_up(11, 10) && !caught_up(9, 10));

@@ -356,9 +356,9 @@ impl Pilot {
             (Ok(from), Ok(to)) => (from, to),
             _ => return None,
         };
-        let cluster = self.cluster_version(local).await;
+        let (others, cluster) = self.cluster_releases(local).await;
         let old_there = crate::supervisor::release_of(&record.bin).await.ok() == Some(from);
-        let verdict = match policy::after_timeout(from, to, cluster) {
+        let verdict = match policy::after_timeout(from, to, &others, cluster) {
             AfterTimeout::RollBack if old_there => AfterTimeout::RollBack,
             AfterTimeout::RollBack => AfterTimeout::Stay {
                 reason: format!("{} is no longer etcd {from}", record.bin.display()),
@@ -448,13 +448,32 @@ impl Pilot {
         (!unwell.is_empty()).then(|| format!("not healthy or a learner: {}", unwell.join(", ")))
     }
 
-    /// The cluster version, from the local etcd or a listed peer's.
-    async fn cluster_version(&self, local: &str) -> Option<etcd_pilot_core::upgrade::Minor> {
+    /// What the other members run (their etcd's status, through the leader's member list)
+    /// and the cluster version, asked of the local etcd and the listed peers'.
+    async fn cluster_releases(
+        &self,
+        local: &str,
+    ) -> (Vec<Version>, Option<etcd_pilot_core::upgrade::Minor>) {
         let mut urls = vec![local.to_owned()];
         if let Ok(peers) = self.discovery.peers().await {
-            urls.extend(peers.into_iter().map(|p| p.client_url));
+            urls.extend(
+                peers
+                    .into_iter()
+                    .filter(|p| p.name != self.config.name)
+                    .map(|p| p.client_url),
+            );
         }
-        crate::upgrade::cluster_version(&urls).await
+        let others = match self.pool.leader_member_list(&urls).await {
+            Some((list, probes)) => list
+                .members
+                .iter()
+                .zip(&probes)
+                .filter(|(m, _)| m.name.as_ref() != Some(&self.config.name))
+                .filter_map(|(_, p)| p.as_ref().ok()?.version.parse().ok())
+                .collect(),
+            None => Vec::new(),
+        };
+        (others, crate::upgrade::cluster_version(&urls).await)
     }
 
     /// Writes the release record; `false` (logged) when it cannot.

@@ -18,8 +18,13 @@ use super::connect;
 pub struct Seen {
     /// Keys whose put etcd acknowledged, with the endpoint that acknowledged it.
     pub acked: Vec<(String, String)>,
-    /// Puts that failed or timed out (allowed: they were never acknowledged).
+    /// Puts that failed or timed out (allowed: they were never acknowledged); for a
+    /// [`Workload::start_retrying`] writer, those that failed on every endpoint.
     pub failed: usize,
+    /// Puts a retrying writer got acknowledged only through another endpoint.
+    pub retried: usize,
+    /// The longest time between two acknowledged writes.
+    pub longest_gap: Duration,
     /// Status samples taken.
     pub samples: usize,
     /// Samples in which a client URL answered as another cluster: (endpoint, cluster id, when).
@@ -40,6 +45,17 @@ impl Workload {
     /// Starts writing through `endpoints` (keys under `prefix`) and watching them, for the
     /// cluster `cluster_id`.
     pub fn start(endpoints: Vec<String>, cluster_id: u64, prefix: &str) -> Self {
+        Self::start_with(endpoints, cluster_id, prefix, false)
+    }
+
+    /// [`Workload::start`], with a writer that retries a put that fails (or takes over 3 s)
+    /// through the next endpoints before counting it failed, as a client given every
+    /// member's URL does.
+    pub fn start_retrying(endpoints: Vec<String>, cluster_id: u64, prefix: &str) -> Self {
+        Self::start_with(endpoints, cluster_id, prefix, true)
+    }
+
+    fn start_with(endpoints: Vec<String>, cluster_id: u64, prefix: &str, retry: bool) -> Self {
         let cancel = CancellationToken::new();
         let seen = Arc::new(Mutex::new(Seen::default()));
         let started = Instant::now();
@@ -53,20 +69,34 @@ impl Workload {
             );
             tokio::spawn(async move {
                 let mut n: u64 = 0;
+                let mut last_ack = Instant::now();
                 while !cancel.is_cancelled() {
-                    let endpoint = {
-                        let endpoints = endpoints.lock().unwrap();
-                        endpoints[(n as usize) % endpoints.len()].clone()
-                    };
-                    let endpoint = &endpoint;
+                    let all = endpoints.lock().unwrap().clone();
                     let key = format!("{prefix}/{n:08}");
-                    let put = async {
-                        let mut client = connect(std::slice::from_ref(endpoint)).await?;
-                        client.put(key.as_str(), endpoint.as_str(), None).await
-                    };
-                    match tokio::time::timeout(Duration::from_secs(3), put).await {
-                        Ok(Ok(_)) => seen.lock().unwrap().acked.push((key, endpoint.clone())),
-                        _ => seen.lock().unwrap().failed += 1,
+                    let tries = if retry { all.len() } else { 1 };
+                    let mut acked = None;
+                    for k in 0..tries {
+                        let endpoint = all[(n as usize + k) % all.len()].clone();
+                        let put = async {
+                            let mut client = connect(std::slice::from_ref(&endpoint)).await?;
+                            client.put(key.as_str(), endpoint.as_str(), None).await
+                        };
+                        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(3), put).await {
+                            acked = Some((endpoint, k > 0));
+                            break;
+                        }
+                    }
+                    {
+                        let mut seen = seen.lock().unwrap();
+                        match acked {
+                            Some((endpoint, retried)) => {
+                                seen.longest_gap = seen.longest_gap.max(last_ack.elapsed());
+                                last_ack = Instant::now();
+                                seen.retried += usize::from(retried);
+                                seen.acked.push((key, endpoint));
+                            }
+                            None => seen.failed += 1,
+                        }
                     }
                     n += 1;
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -197,9 +227,11 @@ impl Workload {
             &lost[..lost.len().min(5)]
         );
         eprintln!(
-            "workload: {} writes acknowledged, {} failed, {} status samples over {:?}, none foreign",
+            "workload: {} writes acknowledged ({} through another endpoint), {} failed, longest gap {:?}, {} status samples over {:?}, none foreign",
             seen.acked.len(),
+            seen.retried,
             seen.failed,
+            seen.longest_gap,
             seen.samples,
             self.started.elapsed()
         );

@@ -7,7 +7,7 @@ export ETCD_BIN_35
 TARGET_DIR := $(shell cargo metadata --format-version 1 --no-deps 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo /var/tmp/etcd-pilot-target)
 PILOT := $(TARGET_DIR)/release/etcd-pilot
 
-.PHONY: setup build up test fmt lint doc bench bench-backup bench-aws ci
+.PHONY: setup build up test fmt lint doc bench bench-upgrade bench-backup bench-aws ci
 
 setup:
 	./scripts/setup.sh
@@ -35,6 +35,11 @@ doc:
 ## Benchmarks: figures side by side with bare etcd, as ratios.
 bench: setup build
 	./scripts/bench.py --pilot $(PILOT)
+	./scripts/bench_upgrade.py --pilot $(PILOT)
+
+## A rolling upgrade 3.4.23 -> 3.5.16 under a writer vs the same upgrade by a hand-run script.
+bench-upgrade: setup build
+	./scripts/bench_upgrade.py --pilot $(PILOT)
 
 ## Backup and restore of a ~1 GiB database vs etcdctl snapshot save / etcdutl snapshot restore.
 bench-backup: setup build

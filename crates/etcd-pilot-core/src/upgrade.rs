@@ -521,10 +521,11 @@ pub fn next_step(view: &UpgradeView) -> UpgradeStep {
         let holder = lock.holder.clone();
         // Released when its member runs the release it was granted for and is healthy, when
         // its pilot rolled back, when its pilot now asks for another release, or when it is
-        // no member (any more).
+        // no member (any more). A pilot that does not answer says none of that: its member
+        // may be restarting, so the lock stays.
         let done = members.iter().find(|m| m.name == holder).is_none_or(|m| {
             m.failed.is_some()
-                || m.desired != Some(lock.target)
+                || m.desired.is_some_and(|d| d != lock.target)
                 || (m.healthy && m.running == Some(lock.target))
         });
         return if done {

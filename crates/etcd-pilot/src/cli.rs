@@ -440,8 +440,8 @@ fn run(command: Commands, runtime: &Runtime, agent: Agent) -> Result<(), Failure
         Commands::Local {
             command: LocalCommand::Up(args),
         } => {
-            let etcd_bin = args
-                .validate()
+            let etcd_bin = runtime
+                .block_on(args.validate())
                 .map_err(|err| Failure::Usage(format!("{err:#}")))?;
             until_signalled(runtime, |cancel| local::up(args, etcd_bin, cancel))
         }

@@ -39,7 +39,7 @@ pub(crate) struct UpArgs {
 
 impl UpArgs {
     /// Checks the arguments; returns the etcd binary to use.
-    pub(crate) fn validate(&self) -> anyhow::Result<PathBuf> {
+    pub(crate) async fn validate(&self) -> anyhow::Result<PathBuf> {
         if let Some(n) = self.members
             && !(1..=9).contains(&n)
         {
@@ -65,7 +65,9 @@ impl UpArgs {
         }
         let bin = match &self.etcd_bin {
             Some(path) => Some(path.display().to_string()),
-            None => newest_production_etcd().map(|(_, path)| path.display().to_string()),
+            None => newest_production_etcd()
+                .await
+                .map(|(_, path)| path.display().to_string()),
         };
         config::etcd_bin(bin.as_deref()).map_err(|err| {
             anyhow::anyhow!(
@@ -87,12 +89,12 @@ const PRODUCTION_FLOOR: etcd_pilot_core::upgrade::Version =
 
 /// The etcd binaries this machine has (`etcd` on PATH and [`KNOWN_ETCD`]), each with its
 /// release; one path per release (PATH's first).
-fn known_etcd() -> Vec<(etcd_pilot_core::upgrade::Version, PathBuf)> {
+async fn known_etcd() -> Vec<(etcd_pilot_core::upgrade::Version, PathBuf)> {
     let mut paths: Vec<PathBuf> = config::etcd_bin(None).into_iter().collect();
     paths.extend(crate::supervisor::expand(Path::new(KNOWN_ETCD)));
     let mut found: Vec<(etcd_pilot_core::upgrade::Version, PathBuf)> = Vec::new();
     for path in paths {
-        if let Some(version) = release_now(&path)
+        if let Ok(version) = crate::supervisor::release_of(&path).await
             && !found.iter().any(|(v, _)| *v == version)
         {
             found.push((version, path));
@@ -102,39 +104,22 @@ fn known_etcd() -> Vec<(etcd_pilot_core::upgrade::Version, PathBuf)> {
     found
 }
 
-/// The newest known etcd of [`PRODUCTION_FLOOR`] or later.
-fn newest_production_etcd() -> Option<(etcd_pilot_core::upgrade::Version, PathBuf)> {
+/// The known etcd binaries' paths, for `etcd.versions`.
+async fn known_paths() -> Vec<PathBuf> {
     known_etcd()
+        .await
+        .into_iter()
+        .map(|(_, path)| path)
+        .collect()
+}
+
+/// The newest known etcd of [`PRODUCTION_FLOOR`] or later.
+async fn newest_production_etcd() -> Option<(etcd_pilot_core::upgrade::Version, PathBuf)> {
+    known_etcd()
+        .await
         .into_iter()
         .filter(|(v, _)| *v >= PRODUCTION_FLOOR && v.major == PRODUCTION_FLOOR.major)
         .max()
-}
-
-/// `bin --version`'s release, waiting at most 10 s.
-fn release_now(bin: &Path) -> Option<etcd_pilot_core::upgrade::Version> {
-    let mut child = std::process::Command::new(bin)
-        .arg("--version")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take()?, &mut text).ok()?;
-    etcd_pilot_core::upgrade::from_version_output(&text)
 }
 
 /// Points `etcd.bin` of every member config in `dir` at `bin` (each file replaced at once,
@@ -246,7 +231,8 @@ pub(crate) async fn up(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let dir = absolute(&args.dir)?;
-    let members = write_configs(&dir, args.members, &args.subnet, &etcd_bin)?;
+    let versions = known_paths().await;
+    let members = write_configs(&dir, args.members, &args.subnet, &etcd_bin, &versions)?;
     let exe = std::env::current_exe().context("find the etcd-pilot executable")?;
 
     // A pilot of this dir still running (started by hand, by `local add`, or left by an
@@ -347,7 +333,13 @@ fn write_peers(dir: &Path, members: &[(String, String)]) -> anyhow::Result<()> {
     std::fs::rename(&tmp, &path).with_context(|| format!("replace {}", path.display()))
 }
 
-fn write_member(dir: &Path, name: &str, ip: &str, etcd_bin: &Path) -> anyhow::Result<LocalMember> {
+fn write_member(
+    dir: &Path,
+    name: &str,
+    ip: &str,
+    etcd_bin: &Path,
+    versions: &[PathBuf],
+) -> anyhow::Result<LocalMember> {
     let (peer_url, client_url) = (format!("http://{ip}:2380"), format!("http://{ip}:2379"));
     let member_dir = dir.join(name);
     std::fs::create_dir_all(&member_dir)
@@ -363,9 +355,9 @@ fn write_member(dir: &Path, name: &str, ip: &str, etcd_bin: &Path) -> anyhow::Re
         backups = dir.join("backups").display(),
         data = member_dir.join("data").display().to_string(),
         bin = etcd_bin.display().to_string(),
-        versions = known_etcd()
-            .into_iter()
-            .map(|(_, path)| path.display().to_string())
+        versions = versions
+            .iter()
+            .map(|path| path.display().to_string())
             .collect::<Vec<_>>(),
         peers_path = dir.join("peers.toml").display().to_string(),
     );
@@ -386,6 +378,7 @@ fn write_configs(
     n_members: Option<u8>,
     subnet: &str,
     etcd_bin: &Path,
+    versions: &[PathBuf],
 ) -> anyhow::Result<Vec<LocalMember>> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let members = match (listed(dir)?, n_members) {
@@ -405,7 +398,7 @@ fn write_configs(
     write_peers(dir, &members)?;
     members
         .iter()
-        .map(|(name, ip)| write_member(dir, name, ip, etcd_bin))
+        .map(|(name, ip)| write_member(dir, name, ip, etcd_bin, versions))
         .collect()
 }
 
@@ -476,7 +469,7 @@ pub(crate) async fn add(args: AddArgs) -> anyhow::Result<()> {
         })
         .context("no free address left in the subnet")?;
     let (name, ip) = (format!("m{next}"), format!("{subnet}.{host}"));
-    let member = write_member(&dir, &name, &ip, &etcd_bin)?;
+    let member = write_member(&dir, &name, &ip, &etcd_bin, &known_paths().await)?;
     members.push((name.clone(), ip));
     write_peers(&dir, &members)?;
     let exe = std::env::current_exe().context("find the etcd-pilot executable")?;

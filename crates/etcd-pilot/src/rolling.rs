@@ -27,6 +27,10 @@ use crate::peer_api::PeerApi;
 use crate::records::{self, UPGRADE_KEY, UpgradeLock, UpgradeSummary};
 use crate::state::PilotStatus;
 
+/// What a member's pilot says: the release its member runs, the one it asks for, and why
+/// its last attempt was rolled back.
+type PilotView = (Option<Version>, Option<Version>, Option<String>);
+
 /// How long the store's newest backup time is trusted before it is listed again.
 const BACKUP_LIST_EVERY: Duration = Duration::from_secs(30);
 
@@ -100,25 +104,24 @@ impl Rolling {
             let api = self.peers.clone();
             asked.spawn(async move { (name, api.status(&url).await) });
         }
-        let mut views: HashMap<MemberName, (Option<Version>, Option<Version>, Option<String>)> =
-            asked
-                .join_all()
-                .await
-                .into_iter()
-                .filter_map(|(name, status)| {
-                    let status = status?;
-                    let release = status.release.unwrap_or_default();
-                    let parse = |v: Option<String>| v.and_then(|v| v.parse::<Version>().ok());
-                    Some((
-                        name,
-                        (
-                            parse(release.running),
-                            parse(release.bin_version),
-                            status.upgrade.and_then(|u| u.failed),
-                        ),
-                    ))
-                })
-                .collect();
+        let mut views: HashMap<MemberName, PilotView> = asked
+            .join_all()
+            .await
+            .into_iter()
+            .filter_map(|(name, status)| {
+                let status = status?;
+                let release = status.release.unwrap_or_default();
+                let parse = |v: Option<String>| v.and_then(|v| v.parse::<Version>().ok());
+                Some((
+                    name,
+                    (
+                        parse(release.running),
+                        parse(release.bin_version),
+                        status.upgrade.and_then(|u| u.failed),
+                    ),
+                ))
+            })
+            .collect();
         let parse = |v: &Option<String>| v.as_deref().and_then(|v| v.parse::<Version>().ok());
         views.insert(
             self.name.clone(),

@@ -302,21 +302,9 @@ async fn stop_leftover(command: &EtcdCommand, grace: Duration) {
 /// [`stop_leftover`] by the pid file alone, for a pilot that must stop such an etcd before
 /// it starts one (a reseed resumed after a crash copies the data of a stopped etcd).
 pub(crate) async fn stop_leftover_at(pid_file: &std::path::Path, grace: Duration) {
-    let Ok(text) = std::fs::read_to_string(pid_file) else {
+    let Some(pid) = leftover_pid(pid_file) else {
         return;
     };
-    let mut lines = text.lines();
-    let (Some(Ok(pid)), Some(bin)) = (lines.next().map(str::parse::<u32>), lines.next()) else {
-        return;
-    };
-    // Only a process still running our etcd binary is ours; a reused pid is left alone.
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-    let ours = exe.is_some_and(|exe| {
-        exe == std::path::Path::new(bin) || std::fs::canonicalize(bin).is_ok_and(|b| b == exe)
-    });
-    if !ours || !process::alive(pid) {
-        return;
-    }
     tracing::warn!(pid, "stopping an etcd left running by an earlier pilot");
     let _ = process::signal(pid, Signal::SIGTERM);
     let deadline = Instant::now() + grace;
@@ -329,6 +317,20 @@ pub(crate) async fn stop_leftover_at(pid_file: &std::path::Path, grace: Duration
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// The pid of an etcd an earlier life of this pilot started and left running, if any: the
+/// pid file's process, while it still runs the binary the file names (a reused pid is not).
+pub(crate) fn leftover_pid(pid_file: &std::path::Path) -> Option<u32> {
+    let text = std::fs::read_to_string(pid_file).ok()?;
+    let mut lines = text.lines();
+    let (Some(Ok(pid)), Some(bin)) = (lines.next().map(str::parse::<u32>), lines.next()) else {
+        return None;
+    };
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let ours =
+        exe == std::path::Path::new(bin) || std::fs::canonicalize(bin).is_ok_and(|b| b == exe);
+    (ours && process::alive(pid)).then_some(pid)
 }
 
 /// Forwards etcd's log lines into tracing at the level etcd gave them, and keeps the last

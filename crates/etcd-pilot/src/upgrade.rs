@@ -329,6 +329,10 @@ pub(crate) async fn start(
     follow(endpoints, target, timeout).await
 }
 
+/// How long after the change a coordinator's verdict (refused, stopped) is believed: one
+/// written earlier may predate the pilots reading it.
+const SETTLE: Duration = Duration::from_secs(3);
+
 /// Follows the upgrade to `target` until every member runs it, healthy, and the coordinator
 /// says it is done; fails when the coordinator refuses or stops it, or after `timeout`.
 pub(crate) async fn follow(
@@ -336,7 +340,8 @@ pub(crate) async fn follow(
     target: Version,
     timeout: Duration,
 ) -> anyhow::Result<Outcome> {
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
+    let wall_start = std::time::SystemTime::now();
     let want = target.to_string();
     let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         indicatif::ProgressBar::new(0)
@@ -361,11 +366,17 @@ pub(crate) async fn follow(
             .filter(|r| r.version.as_deref() == Some(want.as_str()))
             .count();
         let all_healthy = !rows.is_empty() && rows.iter().all(|r| r.health == "healthy");
-        let summary = cluster_status::plan(endpoints)
+        let record = cluster_status::plan(endpoints)
             .await
             .ok()
-            .and_then(|p| p.plan)
-            .and_then(|p| p.upgrade);
+            .and_then(|p| p.plan);
+        // Written after the pilots had time to read the change (each reads its config every
+        // observe interval, 1 s by default, and the coordinator plans the next one).
+        let fresh = record
+            .as_ref()
+            .and_then(|r| humantime::parse_rfc3339(&r.at).ok())
+            .is_some_and(|at| at >= wall_start + SETTLE);
+        let summary = record.and_then(|p| p.upgrade);
         bar.set_length(u64::try_from(rows.len()).unwrap_or_default());
         bar.set_position(u64::try_from(on_target).unwrap_or_default());
         let elapsed = started.elapsed().as_secs_f64();
@@ -393,7 +404,7 @@ pub(crate) async fn follow(
             }
             // A record about another target is from before the pilots read the change.
             let about_this = summary.target.as_deref() == Some(want.as_str());
-            if about_this && (summary.next == "refused" || summary.next == "stopped") {
+            if fresh && about_this && (summary.next == "refused" || summary.next == "stopped") {
                 bar.abandon();
                 anyhow::bail!(
                     "the upgrade to etcd {target} {}:\n{}",

@@ -4,7 +4,12 @@
 //! back, and pilots killed mid-upgrade.
 //!
 //! Each test has its own loopback /24 (the number passed to `Cluster::with`).
-#![allow(clippy::unwrap_used, clippy::disallowed_methods)] // Test code.
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    clippy::print_stderr
+)] // Test code: it prints what it measured.
 
 mod common;
 
@@ -98,7 +103,7 @@ async fn the_upgrade_check_allows_patches_and_refuses_what_etcd_forbids() {
     let (ok, text) = check("3.4.23");
     assert!(!ok);
     assert!(
-        text.contains("goes back a minor, but the cluster version is 3.5 already"),
+        text.contains("goes back a minor, but every member runs 3.5"),
         "{text}"
     );
     let (ok, text) = check(double.to_str().unwrap());
@@ -193,36 +198,68 @@ fn add_versions(cluster: &Cluster, bins: &[&Path]) {
 struct Sampler {
     cancel: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<(usize, usize)>,
+    /// A member not counted while set: one whose pilot the test killed, until it is back.
+    excused: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Sampler {
     fn start(endpoints: Vec<String>) -> Self {
         let cancel = tokio_util::sync::CancellationToken::new();
         let stop = cancel.clone();
+        let excused = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        let skip = excused.clone();
         let task = tokio::spawn(async move {
             let (mut worst, mut rounds) = (0, 0);
             while !stop.is_cancelled() {
                 let mut asks = tokio::task::JoinSet::new();
-                for endpoint in endpoints.clone() {
+                let excused = skip.lock().unwrap().clone();
+                for endpoint in endpoints
+                    .iter()
+                    .filter(|e| Some(*e) != excused.as_ref())
+                    .cloned()
+                {
+                    let endpoint2 = endpoint.clone();
                     asks.spawn(async move {
                         let status = async {
                             let mut client = common::connect(&[endpoint]).await?;
                             client.status().await
                         };
-                        matches!(
+                        let up = matches!(
                             tokio::time::timeout(Duration::from_millis(800), status).await,
                             Ok(Ok(_))
-                        )
+                        );
+                        (endpoint2, up)
                     });
                 }
-                let down = asks.join_all().await.iter().filter(|up| !**up).count();
-                worst = worst.max(down);
+                let answers = asks.join_all().await;
+                let down: Vec<&String> = answers
+                    .iter()
+                    .filter(|(_, up)| !*up)
+                    .map(|(endpoint, _)| endpoint)
+                    .collect();
+                if down.len() > 1 {
+                    eprintln!(
+                        "sampler: {} down at {}: {down:?}",
+                        down.len(),
+                        humantime::format_rfc3339_millis(std::time::SystemTime::now())
+                    );
+                }
+                worst = worst.max(down.len());
                 rounds += 1;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             (worst, rounds)
         });
-        Self { cancel, task }
+        Self {
+            cancel,
+            task,
+            excused,
+        }
+    }
+
+    /// Stops counting `endpoint` (`None`: counts every member again).
+    fn excuse(&self, endpoint: Option<String>) {
+        *self.excused.lock().unwrap() = endpoint;
     }
 
     /// The most members down at once, and how many rounds were sampled.
@@ -403,4 +440,282 @@ async fn five_members_upgrade_from_3_4_to_3_5_one_at_a_time_leader_last() {
         return;
     };
     rolling_upgrade(96, 5, &v34, &v3516, "3.5.16").await;
+}
+
+/// 3.5.16 to the newest 3.5 and back to 3.5.16 (patch releases go both ways), under a writer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_patch_upgrade_and_back_under_a_writer() {
+    let (Some(v3516), Some(newest)) = (etcd_bin(Version::V3516), etcd_bin(Version::V35Newest))
+    else {
+        return;
+    };
+    let newest_release = common::release_of(&newest);
+    let mut cluster = Cluster::with(97, 3, v3516.clone(), "", &[]);
+    add_versions(&cluster, &[&newest]);
+    cluster.start_all();
+    cluster.wait_settled().await;
+    let cluster_id = common::cluster_id(&cluster.endpoints()[0]).await;
+    let workload = Workload::start_retrying(cluster.endpoints(), cluster_id, "/patch");
+    let sampler = Sampler::start(cluster.endpoints());
+    for (bin, release) in [(&newest, newest_release.as_str()), (&v3516, "3.5.16")] {
+        set_bin(&cluster, bin);
+        let (ok, text) = upgrade(&cluster, bin);
+        eprintln!("{text}");
+        assert!(ok, "{text}\n{}", cluster.logs());
+        assert_eq!(
+            releases(&cluster).await,
+            vec![Some(release.to_owned()); 3],
+            "{}",
+            cluster.logs()
+        );
+        assert_eq!(cluster_version(&cluster).await.as_deref(), Some("3.5.0"));
+    }
+    let (worst, rounds) = sampler.finish().await;
+    let seen = workload.finish().await;
+    assert!(worst <= 1, "{worst} members down at once ({rounds} rounds)");
+    assert_eq!(seen.failed, 0, "a write failed on every member: {seen:?}");
+    assert_eq!(grant_order(&cluster).len(), 6);
+}
+
+/// A 3.5 cluster asked for 3.4.23 (a minor back once every member runs 3.5) or for a
+/// release that skips a minor (a test double that says it is 3.7.0): `upgrade` refuses and
+/// changes nothing; with etcd.bin changed by hand anyway, the plan says why and no etcd is
+/// restarted; the double is only ever asked its version.
+#[tokio::test(flavor = "multi_thread")]
+async fn going_back_a_minor_or_skipping_one_is_refused_and_nothing_restarts() {
+    let (Some(v3516), Some(v34)) = (etcd_bin(Version::V3516), etcd_bin(Version::V34)) else {
+        return;
+    };
+    let mut cluster = Cluster::with(98, 3, v3516.clone(), "", &[]);
+    let double = cluster.tmp.path().join("etcd-3.7/etcd");
+    let calls = cluster.tmp.path().join("double-calls.log");
+    std::fs::create_dir_all(double.parent().unwrap()).unwrap();
+    std::fs::write(
+        &double,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {}\necho 'etcd Version: 3.7.0'\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&double, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    add_versions(&cluster, &[&v34]);
+    cluster.start_all();
+    cluster.wait_settled().await;
+    let pids: Vec<Option<u32>> = cluster.nodes.iter().map(common::Node::etcd_pid).collect();
+
+    for (bin, refusal) in [
+        (&v34, "every member runs 3.5"),
+        (&double, "3.5.16 -> 3.7.0 skips a minor"),
+    ] {
+        let (ok, text) = upgrade(&cluster, bin);
+        assert!(!ok, "{text}");
+        assert!(text.contains(refusal), "{text}");
+        assert!(text.contains("nothing was changed"), "{text}");
+
+        // etcd.bin changed by hand: the coordinator refuses, and says so in the plan.
+        set_bin(&cluster, bin);
+        let plan = common::eventually("the plan to refuse", Duration::from_secs(30), || async {
+            let out = cluster.cli(&["plan", "--endpoints", &cluster.endpoints().join(",")]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            (text.contains("upgrade:      refused: ") && text.contains(refusal)).then_some(text)
+        })
+        .await;
+        assert!(plan.contains("m1 runs 3.5.16, wants"), "{plan}");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now: Vec<Option<u32>> = cluster.nodes.iter().map(common::Node::etcd_pid).collect();
+        assert_eq!(now, pids, "no etcd restarted");
+        assert!(grant_order(&cluster).is_empty());
+    }
+    // The double was only ever asked its version.
+    let calls = std::fs::read_to_string(&calls).unwrap();
+    assert!(
+        !calls.is_empty() && calls.lines().all(|l| l == "--version"),
+        "{calls}"
+    );
+    // Back to what runs: nothing to do.
+    set_bin(&cluster, &v3516);
+    let (ok, text) = upgrade(&cluster, &v3516);
+    assert!(ok, "{text}");
+    assert_eq!(
+        cluster
+            .nodes
+            .iter()
+            .map(common::Node::etcd_pid)
+            .collect::<Vec<_>>(),
+        pids
+    );
+}
+
+/// A new binary that cannot start (it names 3.5.16 but exits at once): the first member
+/// granted the lock is rolled back to 3.4.23 after `upgrade.member_timeout`, the upgrade
+/// stops with the reason in `plan` and `upgrade`, the cluster is healthy at full strength
+/// on 3.4.23 and no acknowledged write is lost. A working binary named afterwards goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_binary_is_rolled_back_and_the_upgrade_stops() {
+    let (Some(v34), Some(v3516)) = (etcd_bin(Version::V34), etcd_bin(Version::V3516)) else {
+        return;
+    };
+    let mut cluster = Cluster::with(
+        99,
+        3,
+        v34.clone(),
+        "[upgrade]\nmember_timeout = \"8s\"\n",
+        &[],
+    );
+    let broken = cluster.tmp.path().join("broken/etcd");
+    std::fs::create_dir_all(broken.parent().unwrap()).unwrap();
+    std::fs::write(
+        &broken,
+        "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'etcd Version: 3.5.16'; exit 0; fi\n\
+         echo 'cannot start: this binary is broken' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    cluster.start_all();
+    cluster.wait_settled().await;
+    let cluster_id = common::cluster_id(&cluster.endpoints()[0]).await;
+    let workload = Workload::start_retrying(cluster.endpoints(), cluster_id, "/broken");
+    let sampler = Sampler::start(cluster.endpoints());
+
+    set_bin(&cluster, &broken);
+    let (ok, text) = upgrade(&cluster, &broken);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("the upgrade to etcd 3.5.16 stopped"),
+        "{text}"
+    );
+    assert!(text.contains("rolled back to 3.4.23"), "{text}");
+    let order = grant_order(&cluster);
+    assert_eq!(order.len(), 1, "only one member tried: {order:?}");
+    cluster
+        .wait_voters(&[0, 1, 2], Duration::from_secs(30))
+        .await;
+    assert_eq!(releases(&cluster).await, vec![Some("3.4.23".to_owned()); 3]);
+    let out = cluster.cli(&["plan", "--endpoints", &cluster.endpoints().join(",")]);
+    let plan = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(plan.contains("upgrade:      stopped:"), "{plan}");
+    assert!(plan.contains("lock held by nobody"), "{plan}");
+    let failed = cluster
+        .pilot_status(order[0][1..].parse::<usize>().unwrap() - 1)
+        .await
+        .unwrap();
+    assert!(
+        failed["upgrade"]["failed"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within upgrade.member_timeout"),
+        "{failed}"
+    );
+    // It stays stopped: nobody else tries the broken binary.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(grant_order(&cluster).len(), 1);
+
+    // A working binary: the upgrade goes on, the member that rolled back included.
+    set_bin(&cluster, &v3516);
+    let (ok, text) = upgrade(&cluster, &v3516);
+    assert!(ok, "{text}\n{}", cluster.logs());
+    assert_eq!(releases(&cluster).await, vec![Some("3.5.16".to_owned()); 3]);
+    let (worst, rounds) = sampler.finish().await;
+    let seen = workload.finish().await;
+    assert!(worst <= 1, "{worst} members down at once ({rounds} rounds)");
+    assert_eq!(seen.failed, 0, "a write failed on every member: {seen:?}");
+}
+
+/// Pilots that die mid-upgrade: each pilot crashes once while its etcd runs the new
+/// release and it waits for it to catch up (a failpoint; the etcd is left running), and the
+/// coordinator's pilot is killed (SIGKILL) while another member holds the lock. Each comes
+/// back, the upgrade resumes and ends with every member on 3.5.16, no acknowledged write
+/// lost, and never two members down at once, the killed coordinator's own member aside until
+/// its pilot is back (a restarted pilot restarts its etcd; it waits for the holder's release
+/// first, but that is the fault the test injects, not a step of the upgrade).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_resumes_after_holders_and_the_coordinator_die() {
+    let (Some(v34), Some(v3516)) = (etcd_bin(Version::V34), etcd_bin(Version::V3516)) else {
+        return;
+    };
+    let mut cluster = Cluster::with(93, 3, v34.clone(), "", &[]);
+    for i in 0..3 {
+        cluster.start_with_env(i, &[("FAILPOINTS", "upgrade-waiting=return")]);
+    }
+    cluster.wait_settled().await;
+    let cluster_id = common::cluster_id(&cluster.endpoints()[0]).await;
+    let workload = Workload::start_retrying(cluster.endpoints(), cluster_id, "/resume");
+    let sampler = Sampler::start(cluster.endpoints());
+    set_bin(&cluster, &v3516);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let (mut crashed, mut coordinator_killed) = (Vec::new(), false);
+    let mut excused: Option<usize> = None;
+    loop {
+        // The killed coordinator's member counts again once its pilot says it is ready.
+        if let Some(c) = excused
+            && cluster
+                .pilot_status(c)
+                .await
+                .is_some_and(|s| s["ready"] == true)
+        {
+            sampler.excuse(None);
+            excused = None;
+        }
+        // A pilot that died (the failpoint) comes back without it.
+        for i in 0..3 {
+            let exited = cluster.nodes[i]
+                .child
+                .as_mut()
+                .is_some_and(|c| c.try_wait().unwrap().is_some());
+            if exited {
+                cluster.nodes[i].child = None;
+                crashed.push(cluster.nodes[i].name.clone());
+                cluster.start(i);
+            }
+        }
+        // Once the second member holds the lock, the coordinator's pilot dies too.
+        if !coordinator_killed
+            && grant_order(&cluster).len() >= 2
+            && let Some(c) = cluster.coordinator().await
+        {
+            // Its own member may go down when its pilot restarts it: that is the fault
+            // itself, not counted; every other member still is.
+            sampler.excuse(Some(cluster.nodes[c].client_url()));
+            kill_pilot(&mut cluster, c);
+            coordinator_killed = true;
+            excused = Some(c);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if crashed.contains(&cluster.nodes[c].name) {
+                cluster.start(c);
+            } else {
+                cluster.start_with_env(c, &[("FAILPOINTS", "upgrade-waiting=return")]);
+            }
+        }
+        if releases(&cluster).await == vec![Some("3.5.16".to_owned()); 3]
+            && cluster_version(&cluster).await.as_deref() == Some("3.5.0")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upgrade did not finish: {:?}\n{}",
+            releases(&cluster).await,
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (ok, text) = upgrade(&cluster, &v3516);
+    assert!(ok, "{text}\n{}", cluster.logs());
+    crashed.sort();
+    assert_eq!(crashed, ["m1", "m2", "m3"], "each pilot died once mid-step");
+    assert!(coordinator_killed);
+    let (worst, rounds) = sampler.finish().await;
+    let seen = workload.finish().await;
+    assert!(worst <= 1, "{worst} members down at once ({rounds} rounds)");
+    assert_eq!(seen.failed, 0, "a write failed on every member: {seen:?}");
+}
+
+/// SIGKILL to node `i`'s pilot alone: its etcd keeps running, as after a pilot crash.
+fn kill_pilot(cluster: &mut Cluster, i: usize) {
+    if let Some(mut child) = cluster.nodes[i].child.take() {
+        common::signal(child.id(), libc::SIGKILL);
+        let _ = child.wait();
+    }
 }

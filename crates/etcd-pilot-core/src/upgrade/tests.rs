@@ -367,6 +367,9 @@ fn the_lock_goes_to_followers_first_and_to_the_leader_last() {
     assert_eq!(show(&next_step(&held)), "release m2");
     held.members[1] = member("m2:3.4.23>3.5.30");
     assert_eq!(show(&next_step(&held)), "release m2");
+    // Its pilot does not answer (it may be restarting its member): the lock stays.
+    held.members[1] = member("m2:?>?");
+    assert_eq!(show(&next_step(&held)), "hold m2");
     held.lock = lock("m9", "3.5.16");
     assert_eq!(
         show(&next_step(&held)),
@@ -496,7 +499,7 @@ proptest! {
     #[test]
     fn one_member_at_a_time_and_the_leader_last(
         n in 1usize..6,
-        events in prop::collection::vec((0u8..5, 0usize..6), 1..120),
+        events in prop::collection::vec((0u8..7, 0usize..6), 1..120),
     ) {
         let old = v("3.4.23");
         let new = v("3.5.16");
@@ -514,13 +517,26 @@ proptest! {
         let mut lock: Option<Lock> = None;
         // Members restarting for the upgrade (their etcd down, about to run `new`).
         let mut restarting: Vec<usize> = Vec::new();
+        // Members whose pilot does not answer the coordinator.
+        let mut silent = vec![false; n];
+        // Members whose pilot is in the middle of its upgrade step.
+        let mut stepping = vec![false; n];
         for (event, pick) in events {
             let i = pick % n;
             match event {
                 // The coordinator's step.
                 0 | 1 => {
+                    let seen: Vec<UpgradeMember> = members
+                        .iter()
+                        .zip(&silent)
+                        .map(|(m, &silent)| UpgradeMember {
+                            running: if silent { None } else { m.running },
+                            desired: if silent { None } else { m.desired },
+                            ..m.clone()
+                        })
+                        .collect();
                     let view = UpgradeView {
-                        members: members.clone(),
+                        members: seen,
                         cluster: Some(Minor::new(3, 4)),
                         lock: lock.clone(),
                         change_in_flight: false,
@@ -532,6 +548,7 @@ proptest! {
                             let g = members.iter().position(|m| m.name == member).unwrap();
                             lock = Some(Lock { holder: member, target: new });
                             // The holder's pilot stops its etcd at once.
+                            stepping[g] = true;
                             members[g].healthy = false;
                             restarting.push(g);
                         }
@@ -550,13 +567,35 @@ proptest! {
                         _ => {}
                     }
                 }
-                // A restarting member comes back on the new release.
+                // A restarting member comes back on the new release, and its pilot (when it
+                // answers) finishes its step.
                 2 => {
                     if let Some(pos) = restarting.iter().position(|&r| r == i) {
                         restarting.remove(pos);
                         members[i].running = Some(new);
                         members[i].healthy = true;
+                        if !silent[i] {
+                            stepping[i] = false;
+                        }
                     }
+                }
+                // Its pilot dies: what it runs and wants is unknown; its etcd runs on.
+                5 => {
+                    silent[i] = true;
+                    if let Some(pos) = restarting.iter().position(|&r| r == i) {
+                        restarting.remove(pos);
+                        members[i].running = Some(new);
+                        members[i].healthy = true;
+                    }
+                }
+                // It comes back: a member in the middle of its step restarts its etcd (on the
+                // new release) and finishes the step.
+                6 => {
+                    if silent[i] && stepping[i] && !restarting.contains(&i) {
+                        members[i].healthy = false;
+                        restarting.push(i);
+                    }
+                    silent[i] = false;
                 }
                 // A crash: unhealthy for a while (not for the upgrade).
                 3 => {

@@ -109,6 +109,47 @@ impl Pilot {
         };
     }
 
+    /// A pilot that finds its etcd still running (its previous life was killed) restarts
+    /// it; while another member holds the upgrade lock (its etcd restarting), that would take
+    /// a second member down, so it waits for the lock's release first, at most
+    /// `upgrade.member_timeout`.
+    pub(super) async fn wait_for_upgrade_holder(&self, cancel: &CancellationToken) {
+        if crate::supervisor::leftover_pid(&self.data.pid_file()).is_none() {
+            return;
+        }
+        let local = url_string(&self.config.etcd.client_url);
+        let deadline = tokio::time::Instant::now() + self.config.upgrade.member_timeout;
+        let mut said = false;
+        loop {
+            let holder = match self.pool.get(&local, UPGRADE_KEY).await {
+                Ok(Some(text)) => records::decode::<UpgradeLock>(UPGRADE_KEY, &text)
+                    .ok()
+                    .and_then(|l| l.holder),
+                _ => None,
+            };
+            match holder {
+                Some(holder) if holder != self.config.name.as_str() => {
+                    if !said {
+                        tracing::info!(
+                            %holder,
+                            "another member holds the upgrade lock: waiting for its release before restarting the etcd left running"
+                        );
+                        said = true;
+                    }
+                }
+                _ => return,
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("the upgrade lock was not released in time; restarting etcd");
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = cancel.cancelled() => return,
+            }
+        }
+    }
+
     fn desired(&self) -> Desired {
         self.desired
             .lock()
@@ -302,6 +343,12 @@ impl Pilot {
         local: &str,
     ) -> Option<Outcome> {
         self.metrics.upgrade_in_progress.set(1);
+        // Crash test: the pilot dies while its etcd runs the new release, before it is done.
+        fail::fail_point!(
+            "upgrade-waiting",
+            status.is_some(),
+            |_| std::process::abort()
+        );
         if let Some(status) = status.filter(|_| healthy)
             && status.version == attempt.version
             && self.caught_up(local).await

@@ -65,6 +65,17 @@ pub fn etcd_bin(version: Version) -> Option<PathBuf> {
     None
 }
 
+/// The release `bin --version` names (`3.5.30`).
+pub fn release_of(bin: &Path) -> String {
+    let out = Command::new(bin).arg("--version").output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("etcd Version: "))
+        .unwrap_or_else(|| panic!("{} names no etcd release", bin.display()))
+        .trim()
+        .to_owned()
+}
+
 /// `path` if it is a file. When it is missing: `None` (the test is skipped) with a note,
 /// unless `CI` is set: then the test fails.
 pub fn required(path: &Path) -> Option<PathBuf> {

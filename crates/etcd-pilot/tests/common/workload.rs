@@ -49,8 +49,8 @@ impl Workload {
     }
 
     /// [`Workload::start`], with a writer that retries a put that fails (or takes over 3 s)
-    /// through the next endpoints before counting it failed, as a client given every
-    /// member's URL does.
+    /// through the next endpoints, round after round for up to 10 s, before counting it
+    /// failed, as a client given every member's URL does.
     pub fn start_retrying(endpoints: Vec<String>, cluster_id: u64, prefix: &str) -> Self {
         Self::start_with(endpoints, cluster_id, prefix, true)
     }
@@ -73,9 +73,18 @@ impl Workload {
                 while !cancel.is_cancelled() {
                     let all = endpoints.lock().unwrap().clone();
                     let key = format!("{prefix}/{n:08}");
-                    let tries = if retry { all.len() } else { 1 };
+                    // A retrying writer goes on through the next endpoints for up to 10 s
+                    // (an election, a member restarting), as etcd's own client does.
+                    let tries = if retry { all.len() * 20 } else { 1 };
+                    let give_up = Instant::now() + Duration::from_secs(10);
                     let mut acked = None;
                     for k in 0..tries {
+                        if k > 0 && Instant::now() > give_up {
+                            break;
+                        }
+                        if k > 0 && k % all.len() == 0 {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
                         let endpoint = all[(n as usize + k) % all.len()].clone();
                         let put = async {
                             let mut client = connect(std::slice::from_ref(&endpoint)).await?;

@@ -420,6 +420,9 @@ pub struct UpgradeMember {
     /// Its pilot tried its desired release, rolled back and says why: the upgrade stops
     /// until the operator changes the desired release (or the binary).
     pub failed: Option<String>,
+    /// Its pilot is in the middle of an upgrade step (restarted on a release, not yet
+    /// healthy and caught up, or going back): the lock stays with it.
+    pub stepping: bool,
 }
 
 /// Who holds the upgrade lock, and for which release it was granted.
@@ -519,14 +522,18 @@ pub fn next_step(view: &UpgradeView) -> UpgradeStep {
     let behind = |m: &UpgradeMember| matches!((m.running, m.desired), (Some(r), Some(d)) if r != d);
     if let Some(lock) = &view.lock {
         let holder = lock.holder.clone();
-        // Released when its member runs the release it was granted for and is healthy, when
-        // its pilot rolled back, when its pilot now asks for another release, or when it is
-        // no member (any more). A pilot that does not answer says none of that: its member
-        // may be restarting, so the lock stays.
+        // Released once its pilot has no step under way and its member is healthy: on the
+        // release it was granted for, or back after a failed attempt, or its pilot asks for
+        // another release now; or when it is no member (any more). A pilot that does not
+        // answer says none of that (its member may be restarting), so the lock stays.
         let done = members.iter().find(|m| m.name == holder).is_none_or(|m| {
-            m.failed.is_some()
-                || m.desired.is_some_and(|d| d != lock.target)
-                || (m.healthy && m.running == Some(lock.target))
+            let known = m.running.is_some() && m.desired.is_some();
+            known
+                && !m.stepping
+                && m.healthy
+                && (m.failed.is_some()
+                    || m.desired != Some(lock.target)
+                    || m.running == Some(lock.target))
         });
         return if done {
             UpgradeStep::Release { holder }

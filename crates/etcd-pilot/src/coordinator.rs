@@ -198,6 +198,38 @@ impl Seat {
         self.put_fenced(INTENT_KEY, &records::encode(intent)).await
     }
 
+    /// Puts `key` under the fence, only while its mod revision is still `read` (0: absent).
+    /// `Ok(false)`: `key` changed since it was read (the caller reads it again). Steps down
+    /// when another pilot holds the role.
+    pub(crate) async fn put_fenced_unchanged(
+        &mut self,
+        key: &str,
+        read: i64,
+        value: &str,
+    ) -> Result<bool, Fenced> {
+        let Some(held) = &self.held else {
+            return Err(Fenced::Deposed);
+        };
+        let client = held.client.clone();
+        let token = held.token;
+        match client
+            .put_fenced_unchanged(COORDINATOR_KEY, token, key, read, value)
+            .await
+        {
+            Ok(true) => Ok(true),
+            // Either the fence or the key: the fence decides whether this pilot steps down.
+            Ok(false) => match client.create_revision(COORDINATOR_KEY).await {
+                Ok(revision) if revision == token => Ok(false),
+                Ok(_) => {
+                    self.step_down();
+                    Err(Fenced::Deposed)
+                }
+                Err(err) => Err(Fenced::Failed(err)),
+            },
+            Err(err) => Err(Fenced::Failed(err)),
+        }
+    }
+
     /// Puts `key` under the fence; steps down when another pilot holds the role.
     pub(crate) async fn put_fenced(&mut self, key: &str, value: &str) -> Fenced {
         let Some(held) = &self.held else {

@@ -205,6 +205,14 @@ impl DataDir {
         if self.etcd_dir().exists() {
             self.quarantine("replaced by a restored backup", now)?;
         }
+        // Whatever release ran the old data says nothing about the backup's: etcd.bin decides.
+        match std::fs::remove_file(self.release_marker()) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                return Err(err)
+                    .with_context(|| format!("remove {}", self.release_marker().display()));
+            }
+            _ => {}
+        }
         self.write_identity(identity)?;
         std::fs::rename(restored, self.etcd_dir()).with_context(|| {
             format!(
@@ -314,6 +322,7 @@ impl DataDir {
             (self.identity_path(), "identity.json"),
             (self.restored_path(), "restored"),
             (self.reseed_marker(), "reseed.json"),
+            (self.release_marker(), "release.json"),
         ] {
             if from.exists() {
                 std::fs::rename(&from, folder.join(name)).with_context(|| {

@@ -280,13 +280,32 @@ impl Etcd {
     }
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.get_versioned(key).await?.0)
+    }
+
+    /// The create revision of `key` (0 when absent): a fencing token.
+    pub(crate) async fn create_revision(&self, key: &str) -> Result<i64> {
         let mut client = self.client.clone();
         let response =
             with_timeout("get", self.timeout, client.get(key, None::<GetOptions>)).await?;
         Ok(response
             .kvs()
             .first()
-            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+            .map_or(0, etcd_client::KeyValue::create_revision))
+    }
+
+    /// The value of `key` and its mod revision (0 when absent), for a write that must find
+    /// it unchanged ([`Etcd::put_fenced_unchanged`]).
+    pub(crate) async fn get_versioned(&self, key: &str) -> Result<(Option<String>, i64)> {
+        let mut client = self.client.clone();
+        let response =
+            with_timeout("get", self.timeout, client.get(key, None::<GetOptions>)).await?;
+        Ok(response.kvs().first().map_or((None, 0), |kv| {
+            (
+                Some(String::from_utf8_lossy(kv.value()).into_owned()),
+                kv.mod_revision(),
+            )
+        }))
     }
 }
 
@@ -478,6 +497,27 @@ impl Etcd {
             value: String::new(),
             revision: 0,
         })
+    }
+
+    /// [`Etcd::put_fenced`], and only while `key`'s mod revision is still `read` (0: absent):
+    /// `false` when the fence rejects it or `key` changed since it was read.
+    pub(crate) async fn put_fenced_unchanged(
+        &self,
+        fence_key: &str,
+        token: i64,
+        key: &str,
+        read: i64,
+        value: &str,
+    ) -> Result<bool> {
+        let mut client = self.client.clone();
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(fence_key, CompareOp::Equal, token),
+                Compare::mod_revision(key, CompareOp::Equal, read),
+            ])
+            .and_then([TxnOp::put(key, value, None)]);
+        let response = with_timeout("fenced put", self.timeout, client.txn(txn)).await?;
+        Ok(response.succeeded())
     }
 
     /// Puts `key` only while `fence_key` still has create revision `token`; `false` when the

@@ -37,6 +37,10 @@ pub(crate) struct PeerStatus {
 /// A peer's member in a rolling upgrade.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub(crate) struct PeerUpgrade {
+    /// A step is under way on the peer's member (restarted, not caught up yet, or going
+    /// back).
+    #[serde(default)]
+    pub(crate) stepping: bool,
     pub(crate) failed: Option<String>,
 }
 

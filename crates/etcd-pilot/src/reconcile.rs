@@ -360,7 +360,13 @@ impl Reconciler {
             }
             _ => None,
         };
+        if !leads && let Some(rolling) = &self.rolling {
+            rolling.idle();
+        }
         let summary = upgrade.as_ref().and_then(|u| u.summary.clone());
+        // A coordinator acts on the upgrade from its second step on: what it read before it
+        // held the role may predate its predecessor's last write.
+        let held_before = self.seat.held().is_some();
         let (next, reason) = plan_summary(&plan);
         // What the record says without its ages: it is rewritten when that changes.
         let shape = format!(
@@ -390,7 +396,7 @@ impl Reconciler {
                     .instrument(span)
                     .await;
             }
-            (Some((token, client)), _) => {
+            (Some((token, client)), _) if held_before => {
                 if let (Some(rolling), Some(seen)) = (&mut self.rolling, &upgrade) {
                     let span = tracing::info_span!("upgrade");
                     rolling
@@ -399,7 +405,7 @@ impl Reconciler {
                         .await;
                 }
             }
-            (None, _) => {}
+            _ => {}
         }
         if let Some(dns) = &mut self.dns {
             if self.seat.held().is_some() {

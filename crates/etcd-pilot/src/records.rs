@@ -208,6 +208,10 @@ pub(crate) struct UpgradeAttempt {
     /// healthy and caught up on it.
     pub(crate) since: String,
     pub(crate) deadline: u64,
+    /// Going back to the release it ran before, after a failed attempt (the failure stays
+    /// recorded once it is back).
+    #[serde(default)]
+    pub(crate) rollback: bool,
 }
 
 /// A new release that did not come up healthy in time.

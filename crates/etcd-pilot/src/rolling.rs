@@ -27,9 +27,9 @@ use crate::peer_api::PeerApi;
 use crate::records::{self, UPGRADE_KEY, UpgradeLock, UpgradeSummary};
 use crate::state::PilotStatus;
 
-/// What a member's pilot says: the release its member runs, the one it asks for, and why
-/// its last attempt was rolled back.
-type PilotView = (Option<Version>, Option<Version>, Option<String>);
+/// What a member's pilot says: the release its member runs, the one it asks for, why its
+/// last attempt was rolled back, and whether a step is under way.
+type PilotView = (Option<Version>, Option<Version>, Option<String>, bool);
 
 /// How long the store's newest backup time is trusted before it is listed again.
 const BACKUP_LIST_EVERY: Duration = Duration::from_secs(30);
@@ -43,13 +43,20 @@ pub(crate) struct Rolling {
     metrics: Metrics,
     /// When the store was last listed, and the newest backup's time then.
     newest: Option<(Instant, Option<SystemTime>)>,
+    /// The backup taken for the upgrade, while it runs (never inside the reconcile step:
+    /// a long one would outlive the coordinator's lease), and why the last one failed.
+    backup_task: Option<tokio::task::JoinHandle<anyhow::Result<String>>>,
+    backup_error: Option<String>,
 }
 
 /// One look at the upgrade.
 pub(crate) struct Seen {
-    step: UpgradeStep,
-    /// The lock as stored, to release it.
+    /// `None` when the lock could not be read: nothing is done.
+    step: Option<UpgradeStep>,
+    /// The lock as stored, to release it, and its mod revision (0: absent): a grant or a
+    /// release is written only if it is unchanged.
     lock: Option<UpgradeLock>,
+    lock_revision: i64,
     target: Option<Version>,
     ids: HashMap<MemberName, MemberId>,
     pub(crate) summary: Option<UpgradeSummary>,
@@ -70,6 +77,8 @@ impl Rolling {
             max_backup_age,
             metrics,
             newest: None,
+            backup_task: None,
+            backup_error: None,
         }
     }
 
@@ -111,13 +120,15 @@ impl Rolling {
             .filter_map(|(name, status)| {
                 let status = status?;
                 let release = status.release.unwrap_or_default();
+                let upgrade = status.upgrade.unwrap_or_default();
                 let parse = |v: Option<String>| v.and_then(|v| v.parse::<Version>().ok());
                 Some((
                     name,
                     (
                         parse(release.running),
                         parse(release.bin_version),
-                        status.upgrade.and_then(|u| u.failed),
+                        upgrade.failed,
+                        upgrade.stepping,
                     ),
                 ))
             })
@@ -129,6 +140,7 @@ impl Rolling {
                 parse(&own.release.running),
                 parse(&own.release.bin_version),
                 own.upgrade.failed.clone(),
+                own.upgrade.stepping,
             ),
         );
         let mut ids = HashMap::new();
@@ -138,11 +150,13 @@ impl Rolling {
             .filter_map(|m| {
                 let name = m.member.name.clone()?;
                 ids.insert(name.clone(), m.member.id);
-                let (running, desired, failed) = views.get(&name).cloned().unwrap_or_default();
+                let (running, desired, failed, stepping) =
+                    views.get(&name).cloned().unwrap_or_default();
                 Some(UpgradeMember {
                     running,
                     desired,
                     failed,
+                    stepping,
                     healthy: m.health == Health::Healthy && m.problem.is_none(),
                     leader: observed.leader == Some(m.member.id),
                     learner: m.member.is_learner,
@@ -150,15 +164,40 @@ impl Rolling {
                 })
             })
             .collect();
-        let stored = match pool.get(local, UPGRADE_KEY).await {
-            Ok(Some(text)) => match records::decode::<UpgradeLock>(UPGRADE_KEY, &text) {
-                Ok(lock) => Some(lock),
-                Err(err) => {
-                    tracing::warn!("{err:#}");
-                    None
-                }
-            },
-            _ => None,
+        // A lock that cannot be read is not a free lock: nothing is done this step.
+        let read = match pool.client(local).await {
+            Ok(client) => client
+                .get_versioned(UPGRADE_KEY)
+                .await
+                .map_err(anyhow::Error::from),
+            Err(err) => Err(anyhow::Error::from(err)),
+        }
+        .and_then(|(text, revision)| {
+            let lock = text
+                .map(|t| records::decode::<UpgradeLock>(UPGRADE_KEY, &t))
+                .transpose()?;
+            Ok((lock, revision))
+        });
+        let (stored, lock_revision) = match read {
+            Ok(found) => found,
+            Err(err) => {
+                let summary = UpgradeSummary {
+                    next: "wait".to_owned(),
+                    reason: format!("cannot read the upgrade lock: {err:#}"),
+                    target: None,
+                    cluster_version: None,
+                    holder: None,
+                    members: Vec::new(),
+                };
+                return Seen {
+                    step: None,
+                    lock: None,
+                    lock_revision: 0,
+                    target: None,
+                    ids,
+                    summary: Some(summary),
+                };
+            }
         };
         let lock = stored.as_ref().and_then(|l| {
             Some(Lock {
@@ -180,6 +219,7 @@ impl Rolling {
             // The pilots do not run `etcdutl check v2store` yet: a 3.5 -> 3.6 upgrade waits.
             v2store_checked: false,
         };
+        self.backup_done().await;
         let mut step = policy::next_step(&view);
         // The store is listed only when a member is about to go down for the upgrade.
         if matches!(step, UpgradeStep::Grant { .. }) && !self.backup_fresh().await {
@@ -191,13 +231,21 @@ impl Rolling {
             .iter()
             .find_map(|m| m.desired)
             .filter(|t| view.members.iter().all(|m| m.desired == Some(*t)));
-        let summary = summarize(&view, &step, target, plan);
+        let mut summary = summarize(&view, &step, target, plan);
+        if let (UpgradeStep::TakeBackup, Some(summary)) = (&step, summary.as_mut()) {
+            if self.backup_task.is_some() {
+                summary.reason = "taking a backup before the next member upgrades".to_owned();
+            } else if let Some(err) = &self.backup_error {
+                summary.reason = format!("{}; the last attempt failed: {err}", summary.reason);
+            }
+        }
         self.metrics
             .upgrade_in_progress
             .set(i64::from(summary.is_some()));
         Seen {
-            step,
+            step: Some(step),
             lock: stored,
+            lock_revision,
             target,
             ids,
             summary,
@@ -217,7 +265,10 @@ impl Rolling {
                 last,
             })
         };
-        match &seen.step {
+        let Some(step) = &seen.step else {
+            return;
+        };
+        match step {
             UpgradeStep::Grant { member } => {
                 let Some(target) = seen.target else {
                     return;
@@ -225,7 +276,8 @@ impl Rolling {
                 tracing::info!(%member, %target, "granting the upgrade lock");
                 let text = lock(Some(member), target.to_string(), None);
                 report(
-                    seat.put_fenced(UPGRADE_KEY, &text).await,
+                    seat.put_fenced_unchanged(UPGRADE_KEY, seen.lock_revision, &text)
+                        .await,
                     "grant the upgrade lock",
                 );
             }
@@ -238,7 +290,8 @@ impl Rolling {
                 tracing::info!(%holder, "releasing the upgrade lock");
                 let text = lock(None, target, Some(holder.to_string()));
                 report(
-                    seat.put_fenced(UPGRADE_KEY, &text).await,
+                    seat.put_fenced_unchanged(UPGRADE_KEY, seen.lock_revision, &text)
+                        .await,
                     "release the upgrade lock",
                 );
             }
@@ -252,23 +305,48 @@ impl Rolling {
                 }
             }
             UpgradeStep::TakeBackup => {
-                let Some(backups) = &self.backups else {
+                let Some(backups) = self.backups.clone() else {
                     return;
                 };
-                tracing::info!("taking a backup before the next member upgrades");
-                match backups
-                    .take(client, self.name.as_str(), &Progress::hidden())
-                    .await
-                {
-                    Ok(manifest) => {
-                        tracing::info!(backup = %manifest.id, "backup taken for the upgrade");
-                        self.newest = Some((Instant::now(), Some(SystemTime::now())));
-                    }
-                    Err(err) => tracing::warn!("cannot take the backup the upgrade needs: {err:#}"),
+                if self.backup_task.is_some() {
+                    return;
                 }
+                tracing::info!("taking a backup before the next member upgrades");
+                let (client, name) = (client.clone(), self.name.to_string());
+                self.backup_task = Some(tokio::spawn(async move {
+                    let manifest = backups.take(&client, &name, &Progress::hidden()).await?;
+                    Ok(manifest.id)
+                }));
             }
             _ => {}
         }
+    }
+
+    /// Collects the upgrade's backup once it has finished.
+    async fn backup_done(&mut self) {
+        if !self.backup_task.as_ref().is_some_and(|t| t.is_finished()) {
+            return;
+        }
+        let Some(task) = self.backup_task.take() else {
+            return;
+        };
+        match task.await {
+            Ok(Ok(id)) => {
+                tracing::info!(backup = %id, "backup taken for the upgrade");
+                self.backup_error = None;
+                self.newest = Some((Instant::now(), Some(SystemTime::now())));
+            }
+            Ok(Err(err)) => {
+                tracing::warn!("cannot take the backup the upgrade needs: {err:#}");
+                self.backup_error = Some(format!("{err:#}"));
+            }
+            Err(err) => self.backup_error = Some(format!("the backup task failed: {err}")),
+        }
+    }
+
+    /// Not the coordinator's pilot (any more): the gauge says so.
+    pub(crate) fn idle(&self) {
+        self.metrics.upgrade_in_progress.set(0);
     }
 
     /// Whether the store holds a backup at most `upgrade.max_backup_age` old (listed at
@@ -306,11 +384,14 @@ impl Rolling {
     }
 }
 
-fn report(fenced: Fenced, what: &str) {
-    match fenced {
-        Fenced::Written => {}
-        Fenced::Deposed => tracing::warn!("cannot {what}: no longer the coordinator"),
-        Fenced::Failed(err) => tracing::warn!("cannot {what}, will retry: {err:#}"),
+fn report(written: Result<bool, Fenced>, what: &str) {
+    match written {
+        Ok(true) | Err(Fenced::Written) => {}
+        Ok(false) => {
+            tracing::info!("cannot {what}: the lock changed since it was read; looking again");
+        }
+        Err(Fenced::Deposed) => tracing::warn!("cannot {what}: no longer the coordinator"),
+        Err(Fenced::Failed(err)) => tracing::warn!("cannot {what}, will retry: {err:#}"),
     }
 }
 
@@ -329,13 +410,34 @@ fn summarize(
     target: Option<Version>,
     plan: &Plan,
 ) -> Option<UpgradeSummary> {
-    let to = target.map_or_else(|| "?".to_owned(), |t| t.to_string());
+    let to = target
+        .or(view.lock.as_ref().map(|l| l.target))
+        .map_or_else(|| "?".to_owned(), |t| t.to_string());
     let (next, reason) = match step {
         UpgradeStep::Done => return None,
-        UpgradeStep::Hold { holder } => (
-            "hold",
-            format!("{holder} holds the upgrade lock: it restarts on etcd {to} and catches up"),
-        ),
+        UpgradeStep::Hold { holder } => match view.members.iter().find(|m| &m.name == holder) {
+            Some(m) if m.failed.is_some() => (
+                "stopped",
+                format!(
+                    "the upgrade stopped: {holder}: {}. Point etcd.bin at a working binary (or \
+                     replace the one it names) and the upgrade goes on",
+                    m.failed.clone().unwrap_or_default()
+                ),
+            ),
+            found => (
+                "hold",
+                match found {
+                    Some(m) if m.running.is_none() || m.desired.is_none() => format!(
+                        "{holder} holds the upgrade lock for etcd {to}, and its pilot does not answer: \
+                     the lock stays until it does"
+                    ),
+                    _ => format!(
+                        "{holder} holds the upgrade lock: it restarts on etcd {to} (or back) and \
+                     catches up"
+                    ),
+                },
+            ),
+        },
         UpgradeStep::Release { holder } => (
             "release",
             format!("{holder} is done (or rolled back): releasing the lock"),
@@ -360,8 +462,8 @@ fn summarize(
         UpgradeStep::Stopped { member, reason } => (
             "stopped",
             format!(
-                "the upgrade stopped: {member}: {reason}. Fix or replace the binary its etcd.bin \
-                 names (or point etcd.bin at another release) and the upgrade goes on"
+                "the upgrade stopped: {member}: {reason}. Point etcd.bin at a working binary (or \
+                 replace the one it names) and the upgrade goes on"
             ),
         ),
         UpgradeStep::Refused(refusal) => ("refused", refusal.describe()),
@@ -424,7 +526,9 @@ fn summarize(
     Some(UpgradeSummary {
         next: next.to_owned(),
         reason,
-        target: target.map(|t| t.to_string()),
+        target: target
+            .or(view.lock.as_ref().map(|l| l.target))
+            .map(|t| t.to_string()),
         cluster_version: view.cluster.map(|c: Minor| c.to_string()),
         holder: view.lock.as_ref().map(|l| l.holder.to_string()),
         members,

@@ -173,6 +173,9 @@ pub(crate) struct UpgradeStatus {
     pub(crate) running_bin: Option<String>,
     /// Where this member stands: waiting for the lock, restarting on a release, ...
     pub(crate) step: Option<String>,
+    /// A step is under way: restarted on a release (or going back), not yet healthy and
+    /// caught up. The coordinator keeps the lock with this member meanwhile.
+    pub(crate) stepping: bool,
     /// Set while this node's last attempt at its desired release was rolled back (or could
     /// not be): the coordinator stops the upgrade and shows it.
     pub(crate) failed: Option<String>,

@@ -319,6 +319,12 @@ pub(crate) async fn stop_leftover_at(pid_file: &std::path::Path, grace: Duration
     }
 }
 
+/// The binary the pid file names: the one etcd ran last on this data (running or not).
+pub(crate) fn pid_file_bin(pid_file: &std::path::Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(pid_file).ok()?;
+    text.lines().nth(1).map(PathBuf::from)
+}
+
 /// The pid of an etcd an earlier life of this pilot started and left running, if any: the
 /// pid file's process, while it still runs the binary the file names (a reused pid is not).
 pub(crate) fn leftover_pid(pid_file: &std::path::Path) -> Option<u32> {

@@ -249,6 +249,7 @@ fn member(spec: &str) -> UpgradeMember {
         leader,
         learner,
         failed: failed.then(|| "not healthy within 2m".to_owned()),
+        stepping: false,
     }
 }
 
@@ -362,9 +363,15 @@ fn the_lock_goes_to_followers_first_and_to_the_leader_last() {
     assert_eq!(show(&next_step(&held)), "hold m2");
     held.members[1] = member(&format!("m2:{done}"));
     assert_eq!(show(&next_step(&held)), "release m2");
+    // Its pilot still checks that it caught up: not yet.
+    held.members[1].stepping = true;
+    assert_eq!(show(&next_step(&held)), "hold m2");
     // Rolled back, or its pilot asks for another release now: released.
     held.members[1] = member(&format!("m2:{up}x"));
     assert_eq!(show(&next_step(&held)), "release m2");
+    // Rolled back but not healthy again yet: held.
+    held.members[1] = member(&format!("m2:{up}!x"));
+    assert_eq!(show(&next_step(&held)), "hold m2");
     held.members[1] = member("m2:3.4.23>3.5.30");
     assert_eq!(show(&next_step(&held)), "release m2");
     // Its pilot does not answer (it may be restarting its member): the lock stays.
@@ -457,6 +464,7 @@ fn arb_view() -> impl Strategy<Value = UpgradeView> {
                         leader: leader.is_some_and(|l| l % n == i),
                         learner: learner && i > 0,
                         failed: None,
+                        stepping: false,
                     },
                 )
                 .collect();
@@ -499,7 +507,7 @@ proptest! {
     #[test]
     fn one_member_at_a_time_and_the_leader_last(
         n in 1usize..6,
-        events in prop::collection::vec((0u8..7, 0usize..6), 1..120),
+        events in prop::collection::vec((0u8..9, 0usize..6), 1..150),
     ) {
         let old = v("3.4.23");
         let new = v("3.5.16");
@@ -512,6 +520,7 @@ proptest! {
                 leader: i == 0,
                 learner: false,
                 failed: None,
+                stepping: false,
             })
             .collect();
         let mut lock: Option<Lock> = None;
@@ -519,8 +528,10 @@ proptest! {
         let mut restarting: Vec<usize> = Vec::new();
         // Members whose pilot does not answer the coordinator.
         let mut silent = vec![false; n];
-        // Members whose pilot is in the middle of its upgrade step.
+        // Members whose pilot is in the middle of its upgrade step, and the release that
+        // step restarts them on (the new one, or the old one when going back).
         let mut stepping = vec![false; n];
+        let mut back_to = vec![new; n];
         for (event, pick) in events {
             let i = pick % n;
             match event {
@@ -528,10 +539,11 @@ proptest! {
                 0 | 1 => {
                     let seen: Vec<UpgradeMember> = members
                         .iter()
-                        .zip(&silent)
-                        .map(|(m, &silent)| UpgradeMember {
-                            running: if silent { None } else { m.running },
-                            desired: if silent { None } else { m.desired },
+                        .enumerate()
+                        .map(|(j, m)| UpgradeMember {
+                            running: if silent[j] { None } else { m.running },
+                            desired: if silent[j] { None } else { m.desired },
+                            stepping: !silent[j] && stepping[j],
                             ..m.clone()
                         })
                         .collect();
@@ -549,6 +561,7 @@ proptest! {
                             lock = Some(Lock { holder: member, target: new });
                             // The holder's pilot stops its etcd at once.
                             stepping[g] = true;
+                            back_to[g] = new;
                             members[g].healthy = false;
                             restarting.push(g);
                         }
@@ -567,16 +580,32 @@ proptest! {
                         _ => {}
                     }
                 }
-                // A restarting member comes back on the new release, and its pilot (when it
-                // answers) finishes its step.
+                // A restarting member's etcd answers healthy again, on the release it
+                // restarted on (its pilot may not have seen it catch up yet).
                 2 => {
                     if let Some(pos) = restarting.iter().position(|&r| r == i) {
                         restarting.remove(pos);
-                        members[i].running = Some(new);
+                        members[i].running = Some(back_to[i]);
                         members[i].healthy = true;
-                        if !silent[i] {
-                            stepping[i] = false;
+                    }
+                }
+                // Its pilot sees it caught up: the step ends (rolled back: failed).
+                7 => {
+                    if stepping[i] && !silent[i] && !restarting.contains(&i) && members[i].healthy
+                    {
+                        stepping[i] = false;
+                        if back_to[i] == old {
+                            members[i].failed = Some("rolled back".to_owned());
                         }
+                    }
+                }
+                // Its pilot gives up on the new release in time: back to the old one.
+                8 => {
+                    if stepping[i] && !silent[i] && !restarting.contains(&i) && back_to[i] == new
+                    {
+                        back_to[i] = old;
+                        members[i].healthy = false;
+                        restarting.push(i);
                     }
                 }
                 // Its pilot dies: what it runs and wants is unknown; its etcd runs on.
@@ -584,12 +613,12 @@ proptest! {
                     silent[i] = true;
                     if let Some(pos) = restarting.iter().position(|&r| r == i) {
                         restarting.remove(pos);
-                        members[i].running = Some(new);
+                        members[i].running = Some(back_to[i]);
                         members[i].healthy = true;
                     }
                 }
                 // It comes back: a member in the middle of its step restarts its etcd (on the
-                // new release) and finishes the step.
+                // release of its step) and goes on with the step.
                 6 => {
                     if silent[i] && stepping[i] && !restarting.contains(&i) {
                         members[i].healthy = false;

@@ -169,7 +169,17 @@ impl Pilot {
                 crash,
                 damaged_in_a_row,
             } => {
-                if crash::verdict(crash, *damaged_in_a_row) == crash::Verdict::DataUnusable {
+                // A new release that crash-loops during its upgrade step is the binary's
+                // fault, never the data's: the step rolls it back.
+                let attempting = self
+                    .data
+                    .release()
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| r.upgrading.is_some());
+                if !attempting
+                    && crash::verdict(crash, *damaged_in_a_row) == crash::Verdict::DataUnusable
+                {
                     (
                         Some(format!(
                             "etcd exited {damaged_in_a_row} times in a row on damaged data (last: {last_exit}): {}",

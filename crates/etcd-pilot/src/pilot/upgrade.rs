@@ -92,6 +92,8 @@ impl Pilot {
             }
             None => (old.bin.clone(), old.versions.clone()),
         };
+        // Stamped before it is asked: a binary still being written is asked again.
+        let stamp = stamp_of(&bin);
         let version =
             crate::supervisor::publish_releases(&bin, &versions, &self.status, &self.metrics).await;
         if !old_stamp.is_empty() && (bin != old.bin || version != old.version) {
@@ -102,7 +104,12 @@ impl Pilot {
             );
         }
         *self.desired.lock().unwrap_or_else(|e| e.into_inner()) = Desired {
-            stamp: stamp_of(&bin),
+            // A binary that named no release is asked again next time.
+            stamp: if version.is_some() {
+                stamp
+            } else {
+                String::new()
+            },
             bin,
             versions,
             version,
@@ -121,14 +128,26 @@ impl Pilot {
         let deadline = tokio::time::Instant::now() + self.config.upgrade.member_timeout;
         let mut said = false;
         loop {
-            let holder = match self.pool.get(&local, UPGRADE_KEY).await {
-                Ok(Some(text)) => records::decode::<UpgradeLock>(UPGRADE_KEY, &text)
-                    .ok()
-                    .and_then(|l| l.holder),
-                _ => None,
-            };
-            match holder {
-                Some(holder) if holder != self.config.name.as_str() => {
+            // The etcd left running may die on its own (its output went to the pilot that
+            // died): then there is nothing left to spare.
+            if crate::supervisor::leftover_pid(&self.data.pid_file()).is_none() {
+                return;
+            }
+            // A lock that cannot be read (yet) may be held: asked again until the deadline.
+            match self
+                .read_lock(&local)
+                .await
+                .map(|l| l.and_then(|l| l.holder))
+            {
+                Err(err) => {
+                    if !said {
+                        tracing::info!(
+                            "cannot read the upgrade lock yet, asking again before restarting the etcd left running: {err}"
+                        );
+                        said = true;
+                    }
+                }
+                Ok(Some(holder)) if holder != self.config.name.as_str() => {
                     if !said {
                         tracing::info!(
                             %holder,
@@ -137,7 +156,7 @@ impl Pilot {
                         said = true;
                     }
                 }
-                _ => return,
+                Ok(_) => return,
             }
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!("the upgrade lock was not released in time; restarting etcd");
@@ -171,14 +190,33 @@ impl Pilot {
             }
             return desired.bin;
         }
-        let record = match self.data.release() {
+        let mut record = match self.data.release() {
             Ok(Some(record)) => record,
-            Ok(None) => return desired.bin,
+            Ok(None) => {
+                // Data from before this pilot recorded releases: the binary its etcd ran last
+                // (the pid file names it), until the lock says otherwise.
+                let Some(last) = crate::supervisor::pid_file_bin(&self.data.pid_file())
+                    .filter(|b| b.is_file() && *b != desired.bin)
+                else {
+                    return desired.bin;
+                };
+                tracing::info!(
+                    bin = %last.display(),
+                    "starting etcd on the binary it ran last; etcd.bin follows under the upgrade lock"
+                );
+                return last;
+            }
             Err(err) => {
                 tracing::error!("cannot read the release record beside the data: {err:#}");
                 return desired.bin;
             }
         };
+        // An attempt's time runs from each start on its binary, not from the grant: a pilot
+        // that was down meanwhile does not roll back on an etcd it has not seen yet.
+        if let Some(attempt) = &mut record.upgrading {
+            attempt.deadline = unix_now() + self.config.upgrade.member_timeout.as_secs();
+            self.save_release(&record);
+        }
         let (bin, version) = match &record.upgrading {
             Some(attempt) => (attempt.bin.clone(), attempt.version.clone()),
             None => (record.bin.clone(), record.version.clone()),
@@ -314,6 +352,7 @@ impl Pilot {
             version: want.to_string(),
             since: records::now_rfc3339(),
             deadline: unix_now() + timeout.as_secs(),
+            rollback: false,
         });
         if !self.save_release(&record) {
             return None;
@@ -324,7 +363,6 @@ impl Pilot {
             bin = %desired.bin.display(),
             "the coordinator granted the upgrade lock: restarting etcd on the new release"
         );
-        self.metrics.upgrade_in_progress.set(1);
         self.publish_upgrade(
             &record,
             Some(format!("restarting on {want} (from {})", record.version)),
@@ -332,8 +370,10 @@ impl Pilot {
         Some(Outcome::Upgrade)
     }
 
-    /// The step under way: done once the member runs the new release, healthy and caught
-    /// up; rolled back (or kept, when going back is not allowed) after its deadline.
+    /// The step under way: done once the member runs the attempt's release, healthy and
+    /// caught up; at its deadline, a move up is rolled back (with the lock, while the others
+    /// are healthy, and only where the core allows), or kept with the reason; a member kept
+    /// on a failed release follows a changed `etcd.bin` of the same minor.
     async fn finish_attempt(
         &self,
         mut record: RunningRelease,
@@ -342,30 +382,37 @@ impl Pilot {
         healthy: bool,
         local: &str,
     ) -> Option<Outcome> {
-        self.metrics.upgrade_in_progress.set(1);
         // Crash test: the pilot dies while its etcd runs the new release, before it is done.
         fail::fail_point!(
             "upgrade-waiting",
             status.is_some(),
             |_| std::process::abort()
         );
+        if let Some(outcome) = self.retry_kept(&mut record, &attempt, local).await {
+            return Some(outcome);
+        }
         if let Some(status) = status.filter(|_| healthy)
             && status.version == attempt.version
             && self.caught_up(local).await
         {
+            let failed = if attempt.rollback {
+                record.failed.take()
+            } else {
+                None
+            };
             tracing::info!(
                 from = %record.version,
                 to = %attempt.version,
-                "upgraded: the member is healthy and caught up on the new release"
+                rollback = attempt.rollback,
+                "the member is healthy and caught up on its release: the step is done"
             );
             record = RunningRelease {
                 bin: attempt.bin,
                 version: attempt.version,
                 upgrading: None,
-                failed: None,
+                failed,
             };
             self.save_release(&record);
-            self.metrics.upgrade_in_progress.set(0);
             self.publish_upgrade(&record, None);
             return None;
         }
@@ -374,10 +421,32 @@ impl Pilot {
             self.publish_upgrade(
                 &record,
                 Some(format!(
-                    "restarted on {} at {}: waiting until it is healthy and caught up (rolls back in {} s)",
+                    "restarted on {} at {}: waiting until it is healthy and caught up ({} s left)",
                     attempt.version,
                     attempt.since,
                     attempt.deadline - now
+                )),
+            );
+            return None;
+        }
+        if attempt.rollback {
+            self.publish_upgrade(
+                &record,
+                Some(format!(
+                    "back on {} since {}, and still not healthy and caught up: see its etcd's \
+                     log lines in the pilot's log",
+                    attempt.version, attempt.since
+                )),
+            );
+            return None;
+        }
+        if record.failed.is_some() {
+            // Kept on the new release already (going back is not allowed).
+            self.publish_upgrade(
+                &record,
+                Some(format!(
+                    "kept on {}: it cannot go back; point etcd.bin at a working {} binary",
+                    attempt.version, attempt.version
                 )),
             );
             return None;
@@ -421,37 +490,126 @@ impl Pilot {
         };
         match verdict {
             AfterTimeout::RollBack => {
+                // Going back takes the member down again: only under its own lock, and only
+                // while every other voter is healthy.
+                let wait = match self.read_lock(local).await {
+                    Ok(Some(lock)) if lock.holder.as_deref() == Some(self.config.name.as_str()) => {
+                        self.others_unhealthy(local).await
+                    }
+                    Ok(_) => Some("the upgrade lock no longer names this member".to_owned()),
+                    Err(err) => Some(format!("cannot read the upgrade lock: {err}")),
+                };
+                if let Some(wait) = wait {
+                    self.publish_upgrade(
+                        &record,
+                        Some(format!("{why}; going back to {from} waits: {wait}")),
+                    );
+                    return None;
+                }
                 tracing::error!(
                     from = %to,
                     to = %from,
-                    "{why}: rolling back to the release it ran before; the upgrade stops"
+                    "{why}: going back to the release it ran before; the upgrade stops"
                 );
-                record.upgrading = None;
                 record.failed = Some(FailedUpgrade {
                     reason: format!("{why}; rolled back to {from}"),
                     ..failed
                 });
+                record.upgrading = Some(UpgradeAttempt {
+                    bin: record.bin.clone(),
+                    version: record.version.clone(),
+                    since: records::now_rfc3339(),
+                    deadline: unix_now() + self.config.upgrade.member_timeout.as_secs(),
+                    rollback: true,
+                });
                 if !self.save_release(&record) {
                     return None;
                 }
-                self.metrics.upgrade_in_progress.set(0);
-                self.publish_upgrade(&record, Some(format!("rolling back to {from}")));
+                self.publish_upgrade(&record, Some(format!("going back to {from}")));
                 Some(Outcome::Upgrade)
             }
             AfterTimeout::Stay { reason } => {
-                // Kept on the new release: the attempt stays, and so does its failure.
-                if record.failed.is_none() {
-                    tracing::error!("{why}, and it cannot go back: {reason}");
-                    record.failed = Some(FailedUpgrade {
-                        reason: format!("{why}; cannot roll back: {reason}"),
-                        ..failed
-                    });
-                    self.save_release(&record);
-                }
-                self.publish_upgrade(&record, Some(format!("stays on {to}: {reason}")));
+                tracing::error!("{why}, and it cannot go back: {reason}");
+                record.failed = Some(FailedUpgrade {
+                    reason: format!("{why}; kept on {to}, it cannot go back: {reason}"),
+                    ..failed
+                });
+                self.save_release(&record);
+                self.publish_upgrade(&record, Some(format!("kept on {to}: {reason}")));
                 None
             }
         }
+    }
+
+    /// A member kept on a release that failed (it could not go back): when `etcd.bin` now
+    /// names another binary of the same minor (or the same path was replaced), restart on
+    /// it, while every other voter is healthy.
+    async fn retry_kept(
+        &self,
+        record: &mut RunningRelease,
+        attempt: &UpgradeAttempt,
+        local: &str,
+    ) -> Option<Outcome> {
+        let failed = record.failed.as_ref().filter(|_| !attempt.rollback)?;
+        let desired = self.desired();
+        let want = desired.version?;
+        let same_minor = attempt
+            .version
+            .parse::<Version>()
+            .is_ok_and(|v| v.line() == want.line());
+        let changed = desired.bin != failed.bin || file_stamp(&desired.bin) != failed.stamp;
+        if !same_minor || !changed || self.others_unhealthy(local).await.is_some() {
+            return None;
+        }
+        tracing::warn!(
+            bin = %desired.bin.display(),
+            release = %want,
+            "etcd.bin changed while this member is kept on a failed release: restarting on it"
+        );
+        record.failed = None;
+        record.upgrading = Some(UpgradeAttempt {
+            bin: desired.bin.clone(),
+            version: want.to_string(),
+            since: records::now_rfc3339(),
+            deadline: unix_now() + self.config.upgrade.member_timeout.as_secs(),
+            rollback: false,
+        });
+        if !self.save_release(record) {
+            return None;
+        }
+        Some(Outcome::Upgrade)
+    }
+
+    /// The upgrade lock, read through the local etcd or, when it does not answer, a listed
+    /// peer's.
+    async fn read_lock(&self, local: &str) -> Result<Option<UpgradeLock>, String> {
+        let mut last = String::from("no member answered");
+        for url in self.client_urls(local).await {
+            match self.pool.get(&url, UPGRADE_KEY).await {
+                Ok(Some(text)) => {
+                    return records::decode::<UpgradeLock>(UPGRADE_KEY, &text)
+                        .map(Some)
+                        .map_err(|err| format!("{err:#}"));
+                }
+                Ok(None) => return Ok(None),
+                Err(err) => last = err.to_string(),
+            }
+        }
+        Err(last)
+    }
+
+    /// The local client URL, then the listed peers'.
+    async fn client_urls(&self, local: &str) -> Vec<String> {
+        let mut urls = vec![local.to_owned()];
+        if let Ok(peers) = self.discovery.peers().await {
+            urls.extend(
+                peers
+                    .into_iter()
+                    .filter(|p| p.name != self.config.name)
+                    .map(|p| p.client_url),
+            );
+        }
+        urls
     }
 
     /// Whether the local member's raft index reached the leader's (read first).
@@ -476,13 +634,15 @@ impl Pilot {
     /// Why the cluster could not lose this member now: another voter not healthy, or a
     /// learner catching up. `None`: it can.
     async fn others_unhealthy(&self, local: &str) -> Option<String> {
-        let Some((list, probes)) = self.pool.leader_member_list(&[local.to_owned()]).await else {
+        let urls = self.client_urls(local).await;
+        let Some((list, probes)) = self.pool.leader_member_list(&urls).await else {
             return Some("no leader in sight".to_owned());
         };
         let unwell: Vec<String> = list
             .members
             .iter()
             .zip(&probes)
+            .filter(|(m, _)| m.name.as_ref() != Some(&self.config.name))
             .filter(|(m, p)| {
                 m.is_learner || !p.as_ref().is_ok_and(|s| s.health() == Health::Healthy)
             })
@@ -501,15 +661,7 @@ impl Pilot {
         &self,
         local: &str,
     ) -> (Vec<Version>, Option<etcd_pilot_core::upgrade::Minor>) {
-        let mut urls = vec![local.to_owned()];
-        if let Ok(peers) = self.discovery.peers().await {
-            urls.extend(
-                peers
-                    .into_iter()
-                    .filter(|p| p.name != self.config.name)
-                    .map(|p| p.client_url),
-            );
-        }
+        let urls = self.client_urls(local).await;
         let others = match self.pool.leader_member_list(&urls).await {
             Some((list, probes)) => list
                 .members
@@ -544,10 +696,12 @@ impl Pilot {
                 f.reason
             )
         });
+        let stepping = record.upgrading.is_some();
         self.status.send_modify(|s| {
             s.upgrade.running_bin = Some(record.bin.display().to_string());
             s.upgrade.step = step;
             s.upgrade.failed = failed;
+            s.upgrade.stepping = stepping;
         });
     }
 }

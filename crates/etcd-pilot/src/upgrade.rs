@@ -375,7 +375,9 @@ pub(crate) async fn follow(
         let fresh = record
             .as_ref()
             .and_then(|r| humantime::parse_rfc3339(&r.at).ok())
-            .is_some_and(|at| at >= wall_start + SETTLE);
+            .is_some_and(|at| at >= wall_start + SETTLE)
+            // By then a record the change made stale has been rewritten.
+            || started.elapsed() >= 2 * SETTLE;
         let summary = record.and_then(|p| p.upgrade);
         bar.set_length(u64::try_from(rows.len()).unwrap_or_default());
         bar.set_position(u64::try_from(on_target).unwrap_or_default());

@@ -94,10 +94,6 @@ pub(crate) struct Shown {
     pub(crate) conditions_from: String,
 }
 
-/// A plan record older than this is the record of a coordinator that stopped writing (it
-/// rewrites it at least every 5 s).
-const RECORD_FRESH: std::time::Duration = std::time::Duration::from_secs(15);
-
 /// How far ahead of this machine's clock a record's time may be and still be aged.
 const CLOCK_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -195,7 +191,15 @@ fn answering(
 }
 
 /// What to show of `live` and the coordinator's plan record, at `now`.
-fn shown(live: &plan::Observed, record: Option<&PlanRecord>, now: SystemTime) -> Shown {
+/// A plan record says what the coordinator sees while its writer still holds the role (the
+/// role's key lives under a lease the coordinator renews each step) and answers healthy: it
+/// is rewritten whenever what it says changes, so its age alone says nothing.
+fn shown(
+    live: &plan::Observed,
+    record: Option<&PlanRecord>,
+    coordinator: Option<&str>,
+    now: SystemTime,
+) -> Shown {
     let from_record = record.and_then(|record| {
         let at = humantime::parse_rfc3339(&record.at).ok()?;
         // A record from the future is a clock we cannot trust to age it.
@@ -215,13 +219,16 @@ fn shown(live: &plan::Observed, record: Option<&PlanRecord>, now: SystemTime) ->
                 && m.health == etcd_pilot_core::Health::Healthy
                 && m.problem.is_none()
         });
-        (age <= RECORD_FRESH && writer_answers).then(|| {
+        (coordinator == Some(by) && writer_answers).then(|| {
             (
                 conditions
                     .into_iter()
                     .map(|c| c.aged(age.as_secs()))
                     .collect::<Vec<_>>(),
-                format!("the coordinator's record ({by}, {} s old)", age.as_secs()),
+                format!(
+                    "the coordinator's record ({by}, written {} s ago, aged since)",
+                    age.as_secs()
+                ),
             )
         })
     });
@@ -288,12 +295,18 @@ pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
             let plan_stale = records
                 .plan
                 .as_ref()
-                .and_then(|plan| stale(plan, &healthy_names, SystemTime::now()));
+                .and_then(|plan| stale(plan, &healthy_names, records.coordinator.as_deref()));
+            let shown = shown(
+                &live,
+                records.plan.as_ref(),
+                records.coordinator.as_deref(),
+                SystemTime::now(),
+            );
             Ok(PlanView {
                 coordinator: records.coordinator,
                 coordinator_lease: records.lease,
                 coordinator_answers,
-                shown: shown(&live, records.plan.as_ref(), SystemTime::now()),
+                shown,
                 plan: records.plan,
                 last_change: records.last_change,
                 records_error: None,
@@ -313,7 +326,7 @@ pub(crate) async fn plan(endpoints: &[String]) -> anyhow::Result<PlanView> {
             records_error: Some(err),
             plan_stale: None,
             fault_tolerance,
-            shown: shown(&live, None, SystemTime::now()),
+            shown: shown(&live, None, None, SystemTime::now()),
             release_warnings,
         }),
     }
@@ -353,21 +366,18 @@ pub(crate) async fn pilots_quorum(list: &etcd::MemberList) -> Vec<PilotQuorum> {
 }
 
 /// Why `plan` (a plan record) no longer says what the coordinator does, if so: its writer
-/// does not answer healthy, or it has not been rewritten for longer than a live coordinator
-/// lets pass.
-fn stale(plan: &PlanRecord, healthy: &[String], now: SystemTime) -> Option<String> {
+/// does not answer healthy, or no longer holds the coordinator role.
+fn stale(plan: &PlanRecord, healthy: &[String], coordinator: Option<&str>) -> Option<String> {
     let by = plan.by.as_str();
     if !healthy.iter().any(|h| h == by) {
         return Some(format!(
             "written by {by}, which does not answer; the next coordinator plans again"
         ));
     }
-    let at = humantime::parse_rfc3339(&plan.at).ok()?;
-    let age = now.duration_since(at).ok()?;
-    (age > RECORD_FRESH).then(|| {
+    (coordinator != Some(by)).then(|| {
         format!(
-            "written {} s ago by {by}, which rewrites it every few seconds while it coordinates",
-            age.as_secs()
+            "written by {by}, which no longer holds the coordinator role; the next coordinator \
+             writes its own"
         )
     })
 }
@@ -545,13 +555,13 @@ pub(crate) async fn status(endpoints: &[String]) -> anyhow::Result<StatusView> {
     let answering = answering(&list, &probes);
     let fault_tolerance = condition::fault_tolerance(&live.members);
     // Without a quorum the records cannot be read (each read would time out).
-    let record = if fault_tolerance.can_lose.is_some() {
+    let (record, coordinator) = if fault_tolerance.can_lose.is_some() {
         records(&answering, &options())
             .await
             .ok()
-            .and_then(|r| r.plan)
+            .map_or((None, None), |r| (r.plan, r.coordinator))
     } else {
-        None
+        (None, None)
     };
     Ok(StatusView {
         release_warnings: release_warnings(
@@ -562,7 +572,12 @@ pub(crate) async fn status(endpoints: &[String]) -> anyhow::Result<StatusView> {
         members,
         fault_tolerance,
         upgrade: record.as_ref().and_then(|r| r.upgrade.clone()),
-        shown: shown(&live, record.as_ref(), SystemTime::now()),
+        shown: shown(
+            &live,
+            record.as_ref(),
+            coordinator.as_deref(),
+            SystemTime::now(),
+        ),
     })
 }
 
@@ -926,24 +941,25 @@ mod tests {
     }
 
     #[test]
-    fn a_plan_record_is_stale_when_its_writer_is_silent_or_it_is_old() {
-        let now = humantime::parse_rfc3339("2026-11-30T05:00:30Z").unwrap();
+    fn a_plan_record_is_stale_when_its_writer_is_silent_or_no_longer_coordinates() {
         let healthy = ["m1".to_owned(), "m2".to_owned()];
         let record = |by: &str, at: &str| record(by, at, "converged");
+        // Old but its writer still coordinates: it is rewritten on change only.
         assert_eq!(
-            stale(&record("m1", "2026-11-30T05:00:25Z"), &healthy, now),
+            stale(&record("m1", "2026-11-30T04:00:25Z"), &healthy, Some("m1")),
             None
         );
         assert!(
-            stale(&record("m3", "2026-11-30T05:00:25Z"), &healthy, now)
+            stale(&record("m3", "2026-11-30T05:00:25Z"), &healthy, Some("m3"))
                 .unwrap()
                 .starts_with("written by m3, which does not answer")
         );
         assert!(
-            stale(&record("m1", "2026-11-30T05:00:05Z"), &healthy, now)
+            stale(&record("m1", "2026-11-30T05:00:05Z"), &healthy, Some("m2"))
                 .unwrap()
-                .starts_with("written 25 s ago by m1")
+                .starts_with("written by m1, which no longer holds the coordinator role")
         );
+        assert!(stale(&record("m1", "2026-11-30T05:00:05Z"), &healthy, None).is_some());
     }
 
     #[test]
@@ -958,20 +974,40 @@ mod tests {
             }]),
             ..record(by, at, "wait")
         };
-        let fresh = shown(&live(), Some(&record("m1", "2026-11-30T05:00:04Z")), now);
+        let fresh = shown(
+            &live(),
+            Some(&record("m1", "2026-11-30T05:00:04Z")),
+            Some("m1"),
+            now,
+        );
         assert_eq!(
             fresh.degraded,
             ["m3: voter does not answer for 46 s; kept, because discovery lists it"]
         );
-        assert!(fresh.conditions_from.contains("m1, 6 s old"), "{fresh:?}");
-        // Too old, written by a member that does not answer, or from the future: the live
-        // probe (no ages, nothing said of discovery).
-        for record in [
-            record("m1", "2026-11-30T04:59:50Z"),
-            record("m3", "2026-11-30T05:00:04Z"),
-            record("m1", "2026-11-30T05:01:00Z"),
+        assert!(
+            fresh.conditions_from.contains("m1, written 6 s ago"),
+            "{fresh:?}"
+        );
+        // An old record of the coordinator still says what it sees, aged.
+        let old = shown(
+            &live(),
+            Some(&record("m1", "2026-11-30T04:59:00Z")),
+            Some("m1"),
+            now,
+        );
+        assert_eq!(
+            old.degraded,
+            ["m3: voter does not answer for 110 s; kept, because discovery lists it"]
+        );
+        // Written by a pilot that no longer coordinates, by a member that does not answer,
+        // or from the future: the live probe (no ages, nothing said of discovery).
+        for (record, coordinator) in [
+            (record("m1", "2026-11-30T05:00:04Z"), Some("m2")),
+            (record("m1", "2026-11-30T05:00:04Z"), None),
+            (record("m3", "2026-11-30T05:00:04Z"), Some("m3")),
+            (record("m1", "2026-11-30T05:01:00Z"), Some("m1")),
         ] {
-            let said = shown(&live(), Some(&record), now);
+            let said = shown(&live(), Some(&record), coordinator, now);
             assert_eq!(
                 said.degraded,
                 ["m3: voter does not answer: refused"],

@@ -20,10 +20,6 @@ use crate::records::{
     self, COORDINATOR_KEY, INTENT_KEY, Intent, IntentState, PLAN_KEY, PlanRecord,
 };
 
-/// How often the coordinator rewrites an unchanged plan record: the heartbeat that lets
-/// `etcd-pilot plan` tell a live record from a stale one.
-const RECORD_EVERY: Duration = Duration::from_secs(5);
-
 /// This pilot's part in the cluster, as the tasks that act only on the coordinator see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -93,7 +89,7 @@ impl Seat {
     /// Keeps, takes or gives up the role, writing `record` (this step's plan) while it is
     /// held. The fence is checked first: a coordinator that was paused writes its record,
     /// finds it rejected, and steps down. `shape` is what the record says without its ages:
-    /// the record is rewritten when it changes, and every [`RECORD_EVERY`] as a heartbeat.
+    /// the record is rewritten when it changes, and only then.
     pub(crate) async fn maintain(
         &mut self,
         leads: bool,
@@ -103,10 +99,12 @@ impl Seat {
         shape: String,
     ) {
         if let Some(held) = &mut self.held {
+            // Rewritten only when what it says changes: an idle cluster's revision stays
+            // still (the role's lease, renewed each step, is what says the writer is alive).
             let due = held
                 .last_record
                 .as_ref()
-                .is_none_or(|(at, last)| at.elapsed() >= RECORD_EVERY || *last != shape);
+                .is_none_or(|(_, last)| *last != shape);
             let mut keep = true;
             if due {
                 let text = records::encode(&record(held.token));

@@ -83,6 +83,9 @@ pub(crate) struct EndpointStatus {
     pub(crate) raft_applied_index: u64,
     pub(crate) revision: i64,
     pub(crate) db_size: i64,
+    /// The part of the file holding live data (`dbSize - dbSizeInUse` is what a defrag
+    /// would give back).
+    pub(crate) db_size_in_use: i64,
     pub(crate) version: String,
     pub(crate) is_learner: bool,
     pub(crate) errors: Vec<String>,
@@ -232,6 +235,7 @@ impl Etcd {
             raft_applied_index: response.raft_applied_index(),
             revision: header.revision(),
             db_size: response.db_size(),
+            db_size_in_use: response.raft_used_db_size(),
             version: response.version().to_owned(),
             is_learner: response.is_learner(),
             errors: response.errors().to_vec(),
@@ -281,6 +285,22 @@ impl Etcd {
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<String>> {
         Ok(self.get_versioned(key).await?.0)
+    }
+
+    /// Compacts the history below `revision`. `Ok(false)`: it was compacted that far already.
+    pub(crate) async fn compact(&self, revision: i64) -> Result<bool> {
+        let mut client = self.client.clone();
+        match with_timeout("compact", self.timeout, client.compact(revision, None)).await {
+            Ok(_) => Ok(true),
+            Err(Error::Call { source, .. })
+                if source
+                    .to_string()
+                    .contains("required revision has been compacted") =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(err),
+        }
     }
 
     /// The create revision of `key` (0 when absent): a fencing token.

@@ -22,6 +22,7 @@ mod error;
 mod etcd;
 mod lifecycle;
 mod local;
+mod maintenance;
 mod manual_reseed;
 mod metrics;
 mod output;
@@ -133,6 +134,12 @@ async fn run_agent(config: Config, cancel: CancellationToken) -> anyhow::Result<
         metrics.clone(),
     )
     .with_terminating(terminating)
+    .with_maintenance(maintenance::Maintenance::new(
+        config.maintenance.clone(),
+        backups.clone(),
+        status_tx.clone(),
+        metrics.clone(),
+    ))
     .with_rolling(rolling::Rolling::new(
         config.name.clone(),
         peers.clone(),

@@ -80,6 +80,11 @@ pub(crate) struct Metrics {
     /// another release than its pilot asks for, or the lock is held; on any pilot: its own
     /// member is restarting on a new release).
     pub(crate) upgrade_in_progress: Gauge,
+    /// Unix time of the last compaction this pilot made (as coordinator).
+    pub(crate) last_compaction: Gauge,
+    /// The local member's database file, and the part of it holding live data.
+    pub(crate) db_size: Gauge,
+    pub(crate) db_size_in_use: Gauge,
     last_version: Arc<std::sync::Mutex<Option<String>>>,
 }
 
@@ -234,7 +239,25 @@ impl Metrics {
             "upgrade_in_progress",
             "1 while a rolling upgrade of etcd is under way: seen by the coordinator, or this pilot's own member restarting on a new release",
         );
+        let last_compaction = gauge(
+            &mut registry,
+            "last_compaction_timestamp_seconds",
+            "Unix time of the last compaction this pilot made as coordinator (take max() across pilots)",
+        );
+        let db_size = gauge(
+            &mut registry,
+            "db_size_bytes",
+            "Size of the local member's database file",
+        );
+        let db_size_in_use = gauge(
+            &mut registry,
+            "db_size_in_use_bytes",
+            "The part of the local member's database file holding live data (the rest is what a defrag gives back)",
+        );
         let metrics = Self {
+            last_compaction,
+            db_size,
+            db_size_in_use,
             upgrade_in_progress,
             member_version,
             release_flags,

@@ -22,6 +22,7 @@ use crate::discovery::{Discovery as _, Provider};
 use crate::dns::Records;
 use crate::etcd::{self, ClientOptions, Etcd};
 use crate::lifecycle::Terminating;
+use crate::maintenance::Maintenance;
 use crate::metrics::{HealthLabel, KindLabel, Metrics};
 use crate::peer_api::{PeerApi, PeerStatus};
 use crate::records::{self, Intent, IntentState, PlanRecord};
@@ -78,6 +79,8 @@ pub(crate) struct Reconciler {
     dns: Option<Records>,
     /// The rolling upgrade's step, looked at while the local member leads.
     rolling: Option<Rolling>,
+    /// Compaction (sampled on every pilot, done by the coordinator).
+    maintenance: Option<Maintenance>,
 }
 
 fn plan_summary(plan: &Plan) -> (String, String) {
@@ -116,12 +119,19 @@ impl Reconciler {
             terminating: None,
             dns: None,
             rolling: None,
+            maintenance: None,
         }
     }
 
     /// Marks the members of the instances in `terminating` for removal now.
     pub(crate) fn with_terminating(mut self, terminating: Terminating) -> Self {
         self.terminating = Some(terminating);
+        self
+    }
+
+    /// Samples the revision and, as coordinator, compacts.
+    pub(crate) fn with_maintenance(mut self, maintenance: Maintenance) -> Self {
+        self.maintenance = Some(maintenance);
         self
     }
 
@@ -406,6 +416,12 @@ impl Reconciler {
                 }
             }
             _ => {}
+        }
+        if let Some(maintenance) = &mut self.maintenance {
+            maintenance.sample(&self.pool, local).await;
+            if let Some((_, client)) = self.seat.held() {
+                maintenance.compact(&client).await;
+            }
         }
         if let Some(dns) = &mut self.dns {
             if self.seat.held().is_some() {

@@ -164,6 +164,19 @@ pub(crate) struct PilotStatus {
     pub(crate) release: ReleaseStatus,
     /// This member's part in a rolling upgrade of etcd.
     pub(crate) upgrade: UpgradeStatus,
+    /// Day-2 maintenance: compaction (on the coordinator).
+    pub(crate) maintenance: MaintenanceStatus,
+}
+
+/// What the coordinator's maintenance did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct MaintenanceStatus {
+    /// Whether the pilots compact (`maintenance.compaction`, off when etcd does).
+    pub(crate) compaction: bool,
+    /// The last compaction this pilot made: revision, time, the revision then.
+    pub(crate) last_compaction: Option<String>,
+    /// Why the last look compacted nothing, or what failed.
+    pub(crate) note: Option<String>,
 }
 
 /// This member's part in a rolling upgrade.
@@ -310,6 +323,7 @@ impl PilotStatus {
             reseed_order: None,
             release: ReleaseStatus::default(),
             upgrade: UpgradeStatus::default(),
+            maintenance: MaintenanceStatus::default(),
         }
     }
 }

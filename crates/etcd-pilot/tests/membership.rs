@@ -159,7 +159,7 @@ async fn a_paused_coordinator_is_fenced_off_and_steps_down() {
         cluster.coordinator().await.filter(|c| *c != old)
     })
     .await;
-    // Stay paused past the old coordinator's record interval, so its next step writes.
+    // Stay paused past the old coordinator's lease, so its next step finds the role gone.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let offset = cluster.nodes[old].log().len();
     common::signal(pilot, libc::SIGCONT);

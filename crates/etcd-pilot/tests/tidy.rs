@@ -52,6 +52,7 @@ fn every_test_cluster_has_its_own_subnet() {
         "faults.rs",
         "quorum.rs",
         "upgrade.rs",
+        "maintenance.rs",
     ] {
         let text = std::fs::read_to_string(tests.join(file)).unwrap();
         // Subnets are literals given as the first argument of `Cluster::new(N, ..)`,

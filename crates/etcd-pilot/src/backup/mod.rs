@@ -92,9 +92,33 @@ pub(crate) struct Backups {
     /// The cluster's etcd credentials: a restored snapshot keeps its auth settings, so the
     /// drill's etcd wants them too.
     pub(crate) credentials: Option<(String, String)>,
+    /// Backups being taken through this pilot (any clone): compaction waits meanwhile, so
+    /// it never passes the revision a backup reads.
+    in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a backup in flight while it lives.
+struct InFlight(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn new(counter: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Backups {
+    /// Whether a backup is being taken through this pilot now.
+    pub(crate) fn busy(&self) -> bool {
+        self.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0
+    }
+
     /// `None` when no store is configured.
     pub(crate) fn open(config: &Config) -> anyhow::Result<Option<Self>> {
         let Some(options) = &config.backup.store else {
@@ -106,6 +130,7 @@ impl Backups {
             cluster_name: config.cluster_name.clone(),
             etcd_bin: config.etcd.bin.clone(),
             credentials: config.etcd.credentials.clone(),
+            in_flight: std::sync::Arc::default(),
         }))
     }
 
@@ -117,6 +142,7 @@ impl Backups {
         member: &str,
         progress: &Progress,
     ) -> anyhow::Result<Manifest> {
+        let _in_flight = InFlight::new(&self.in_flight);
         self.record_lineage(etcd).await?;
         take::take(
             etcd,

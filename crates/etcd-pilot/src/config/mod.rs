@@ -158,6 +158,7 @@ pub(crate) struct Config {
     /// After quorum loss: whether the pilots reseed on their own (`reseed.auto`).
     pub(crate) reseed_auto: bool,
     pub(crate) upgrade: UpgradeConfig,
+    pub(crate) maintenance: MaintenanceConfig,
     /// The sources this config was read from, to read `etcd.bin` and `etcd.versions` again
     /// while the pilot runs (`None` in commands that read the config once).
     pub(crate) reload: Option<Reload>,
@@ -165,6 +166,26 @@ pub(crate) struct Config {
     origins: BTreeMap<&'static str, Origin>,
     /// Each scalar value as given (secrets included; never printed unredacted).
     values: BTreeMap<&'static str, String>,
+}
+
+/// Day-2 maintenance (`maintenance.*`).
+#[derive(Clone, Debug)]
+pub(crate) struct MaintenanceConfig {
+    /// Whether the coordinator compacts (off when etcd compacts on its own).
+    pub(crate) compaction: bool,
+    pub(crate) compact_interval: Duration,
+    pub(crate) keep_revisions: i64,
+    pub(crate) keep_for: Duration,
+}
+
+impl MaintenanceConfig {
+    /// The core's compaction policy.
+    pub(crate) fn compaction_policy(&self) -> etcd_pilot_core::maintenance::CompactionPolicy {
+        etcd_pilot_core::maintenance::CompactionPolicy {
+            keep_revisions: self.keep_revisions,
+            keep_for_secs: self.keep_for.as_secs(),
+        }
+    }
 }
 
 /// Rolling upgrades of etcd (`upgrade.*`).

@@ -148,6 +148,7 @@ pub(super) fn validate(raw: Raw) -> Result<Config, Error> {
     let (backup, restore) = backup(&mut r)?;
     let quarantine = quarantine(&mut r)?;
     let reseed_auto = r.boolean("reseed.auto")?;
+    let maintenance = maintenance(&mut r, &etcd.extra_args)?;
     let upgrade = super::UpgradeConfig {
         member_timeout: r.duration("upgrade.member_timeout")?,
         max_backup_age: r.duration("upgrade.max_backup_age")?,
@@ -167,6 +168,7 @@ pub(super) fn validate(raw: Raw) -> Result<Config, Error> {
         quarantine,
         reseed_auto,
         upgrade,
+        maintenance,
         reload: None,
         origins: BTreeMap::new(),
         values: r.values,
@@ -472,6 +474,35 @@ fn store_url(text: &str) -> Result<StoreUrl, Error> {
             fix,
         )),
     }
+}
+
+fn maintenance(r: &mut Reader, extra_args: &[String]) -> Result<super::MaintenanceConfig, Error> {
+    let mut compaction = r.boolean("maintenance.compaction")?;
+    // etcd compacts on its own: the pilot leaves it alone, and `config show` says why.
+    if compaction
+        && extra_args
+            .iter()
+            .any(|a| a.starts_with("--auto-compaction-"))
+    {
+        compaction = false;
+        r.derived(
+            "maintenance.compaction",
+            "false (etcd.extra_args sets --auto-compaction-*: etcd compacts on its own)".to_owned(),
+        );
+    }
+    Ok(super::MaintenanceConfig {
+        compaction,
+        compact_interval: r.duration("maintenance.compact_interval")?,
+        keep_revisions: r
+            .number(
+                "maintenance.keep_revisions",
+                |n: &i64| *n >= 1,
+                "is not a whole number of at least 1",
+                "use e.g. 10000",
+            )?
+            .unwrap_or(10_000),
+        keep_for: r.duration("maintenance.keep_for")?,
+    })
 }
 
 fn quarantine(r: &mut Reader) -> Result<QuarantineConfig, Error> {

@@ -288,6 +288,8 @@ impl Pilot {
                 .set_release(&status.version, s.release.flags.len());
         });
         self.metrics.etcd_cannot_run.set(0);
+        self.metrics.db_size.set(status.db_size);
+        self.metrics.db_size_in_use.set(status.db_size_in_use);
         self.metrics.set_state(Phase::Running.as_str());
     }
 

@@ -30,6 +30,10 @@ pub(crate) struct MemberRow {
     pub(crate) raft_index: Option<u64>,
     pub(crate) revision: Option<i64>,
     pub(crate) db_size: Option<i64>,
+    /// The part of the file holding live data (the rest is what a defragmentation frees).
+    pub(crate) db_size_in_use: Option<i64>,
+    /// The alarms the member reports (`NOSPACE`, `CORRUPT`) and other errors of its status.
+    pub(crate) alarms: Vec<String>,
     pub(crate) version: Option<String>,
     pub(crate) client_url: Option<String>,
     pub(crate) error: Option<String>,
@@ -664,6 +668,11 @@ async fn gather(endpoints: &[String]) -> anyhow::Result<Gathered> {
                 raft_index: status.as_ref().map(|s| s.raft_index),
                 revision: status.as_ref().map(|s| s.revision),
                 db_size: status.as_ref().map(|s| s.db_size),
+                db_size_in_use: status.as_ref().map(|s| s.db_size_in_use),
+                alarms: status
+                    .as_ref()
+                    .map(|s| s.errors.clone())
+                    .unwrap_or_default(),
                 version: status.as_ref().map(|s| s.version.clone()),
                 client_url: member.client_urls.first().cloned(),
                 error,
@@ -679,6 +688,8 @@ async fn gather(endpoints: &[String]) -> anyhow::Result<Gathered> {
         raft_index: None,
         revision: None,
         db_size: None,
+        db_size_in_use: None,
+        alarms: Vec::new(),
         version: None,
         error: Some(format!(
             "{endpoint} answers as cluster {cluster_id}, not as the cluster's {}",
@@ -832,6 +843,8 @@ fn table(rows: &[MemberRow]) -> String {
             "RAFT-INDEX",
             "REVISION",
             "DB-SIZE",
+            "IN-USE",
+            "ALARMS",
             "VERSION",
             "CLIENT-URL",
         ]
@@ -846,11 +859,17 @@ fn table(rows: &[MemberRow]) -> String {
             row.raft_index.map_or_else(dash, |v| v.to_string()),
             row.revision.map_or_else(dash, |v| v.to_string()),
             row.db_size.map_or_else(dash, human_bytes),
+            row.db_size_in_use.map_or_else(dash, human_bytes),
+            if row.alarms.is_empty() {
+                dash()
+            } else {
+                row.alarms.join(",")
+            },
             row.version.clone().unwrap_or_else(dash),
             row.client_url.clone().unwrap_or_else(dash),
         ]);
     }
-    let widths: Vec<usize> = (0..9)
+    let widths: Vec<usize> = (0..11)
         .map(|c| lines.iter().map(|l| l[c].len()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();

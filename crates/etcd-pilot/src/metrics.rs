@@ -85,6 +85,8 @@ pub(crate) struct Metrics {
     /// The local member's database file, and the part of it holding live data.
     pub(crate) db_size: Gauge,
     pub(crate) db_size_in_use: Gauge,
+    /// The alarms the local member reports, by kind (`NOSPACE`, `CORRUPT`): 1 while raised.
+    pub(crate) alarms: Family<KindLabel, Gauge>,
     last_version: Arc<std::sync::Mutex<Option<String>>>,
 }
 
@@ -254,7 +256,21 @@ impl Metrics {
             "db_size_in_use_bytes",
             "The part of the local member's database file holding live data (the rest is what a defrag gives back)",
         );
+        let alarms = Family::<KindLabel, Gauge>::default();
+        registry.register(
+            "alarms",
+            "Alarms the local member reports, by kind: 1 while raised (NOSPACE: the database hit its quota and etcd takes no writes; CORRUPT: its data differs from the others')",
+            alarms.clone(),
+        );
+        for kind in ["NOSPACE", "CORRUPT"] {
+            alarms
+                .get_or_create(&KindLabel {
+                    kind: kind.to_owned(),
+                })
+                .set(0);
+        }
         let metrics = Self {
+            alarms,
             last_compaction,
             db_size,
             db_size_in_use,

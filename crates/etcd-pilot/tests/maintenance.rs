@@ -138,6 +138,33 @@ async fn the_coordinator_compacts_keeping_what_the_policy_asks() {
         "{status}"
     );
     let metrics = cluster.nodes[coordinator].metrics().await;
+    for line in [
+        "etcd_pilot_alarms{kind=\"NOSPACE\"} 0",
+        "etcd_pilot_alarms{kind=\"CORRUPT\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    let size = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or_default()
+    };
+    let (file, in_use) = (
+        size("etcd_pilot_db_size_bytes"),
+        size("etcd_pilot_db_size_in_use_bytes"),
+    );
+    assert!(file > 0 && in_use > 0 && in_use <= file, "{metrics}");
+    let out = cluster.cli(&["status", "--endpoints", &cluster.endpoints().join(",")]);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        table
+            .lines()
+            .next()
+            .is_some_and(|h| h.contains("IN-USE") && h.contains("ALARMS")),
+        "{table}"
+    );
     assert!(
         metrics.lines().any(
             |l| l.starts_with("etcd_pilot_last_compaction_timestamp_seconds ")

@@ -290,6 +290,30 @@ impl Pilot {
         self.metrics.etcd_cannot_run.set(0);
         self.metrics.db_size.set(status.db_size);
         self.metrics.db_size_in_use.set(status.db_size_in_use);
+        for kind in ["NOSPACE", "CORRUPT"] {
+            let raised = status.errors.iter().any(|e| e.contains(kind));
+            let gauge = self
+                .metrics
+                .alarms
+                .get_or_create(&crate::metrics::KindLabel {
+                    kind: kind.to_owned(),
+                });
+            if raised && gauge.get() == 0 {
+                if kind == "CORRUPT" {
+                    tracing::error!(
+                        "etcd raised the CORRUPT alarm: this member's data differs from the others'; \
+                         it is never disarmed automatically: compare the members' hashes \
+                         (etcdctl endpoint hashkv) and replace the odd one out"
+                    );
+                } else {
+                    tracing::warn!(
+                        "etcd raised the NOSPACE alarm: the database hit its quota and takes no \
+                         writes until space is freed (compact, defragment, disarm)"
+                    );
+                }
+            }
+            gauge.set(i64::from(raised));
+        }
         self.metrics.set_state(Phase::Running.as_str());
     }
 

@@ -34,18 +34,7 @@ async fn the_upgrade_check_allows_patches_and_refuses_what_etcd_forbids() {
         return;
     };
     let mut cluster = Cluster::with(94, 3, v35, "", &[]);
-    let double = cluster.tmp.path().join("etcd-3.7/etcd");
-    let calls = cluster.tmp.path().join("double-calls.log");
-    std::fs::create_dir_all(double.parent().unwrap()).unwrap();
-    std::fs::write(
-        &double,
-        format!(
-            "#!/bin/sh\necho \"$@\" >> {}\necho 'etcd Version: 3.7.0'\n",
-            calls.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&double, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (double, calls) = double_37(&cluster);
     let versions = format!(
         "versions = [{:?}, {:?}, {:?}]\n",
         v3516.display().to_string(),
@@ -146,6 +135,24 @@ async fn the_upgrade_check_allows_patches_and_refuses_what_etcd_forbids() {
         !calls.is_empty() && calls.lines().all(|l| l == "--version"),
         "{calls}"
     );
+}
+
+/// A test double that says it is etcd 3.7.0 (`etcd-3.7/etcd` in the cluster's folder) and
+/// logs every call's arguments; returns its path and its log's.
+fn double_37(cluster: &Cluster) -> (std::path::PathBuf, std::path::PathBuf) {
+    let double = cluster.tmp.path().join("etcd-3.7/etcd");
+    let calls = cluster.tmp.path().join("double-calls.log");
+    std::fs::create_dir_all(double.parent().unwrap()).unwrap();
+    std::fs::write(
+        &double,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {}\necho 'etcd Version: 3.7.0'\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&double, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    (double, calls)
 }
 
 /// Points every node's `etcd.bin` at `bin`, as an operator does (the pilots read it again
@@ -487,18 +494,7 @@ async fn going_back_a_minor_or_skipping_one_is_refused_and_nothing_restarts() {
         return;
     };
     let mut cluster = Cluster::with(98, 3, v3516.clone(), "", &[]);
-    let double = cluster.tmp.path().join("etcd-3.7/etcd");
-    let calls = cluster.tmp.path().join("double-calls.log");
-    std::fs::create_dir_all(double.parent().unwrap()).unwrap();
-    std::fs::write(
-        &double,
-        format!(
-            "#!/bin/sh\necho \"$@\" >> {}\necho 'etcd Version: 3.7.0'\n",
-            calls.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&double, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (double, calls) = double_37(&cluster);
     add_versions(&cluster, &[&v34]);
     cluster.start_all();
     cluster.wait_settled().await;

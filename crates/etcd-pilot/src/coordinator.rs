@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use etcd_pilot_core::{ClusterId, MemberName};
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use crate::etcd::{ClientOptions, Created, Etcd, Lease};
 use crate::metrics::Metrics;
@@ -41,7 +40,7 @@ struct Held {
     token: i64,
     client: Etcd,
     /// When the plan record was last written, and what it said (without ages).
-    last_record: Option<(Instant, String)>,
+    last_record: Option<String>,
 }
 
 /// A fenced write's outcome.
@@ -101,10 +100,7 @@ impl Seat {
         if let Some(held) = &mut self.held {
             // Rewritten only when what it says changes: an idle cluster's revision stays
             // still (the role's lease, renewed each step, is what says the writer is alive).
-            let due = held
-                .last_record
-                .as_ref()
-                .is_none_or(|(_, last)| *last != shape);
+            let due = held.last_record.as_ref() != Some(&shape);
             let mut keep = true;
             if due {
                 let text = records::encode(&record(held.token));
@@ -113,7 +109,7 @@ impl Seat {
                     .put_fenced(COORDINATOR_KEY, held.token, PLAN_KEY, &text)
                     .await
                 {
-                    Ok(true) => held.last_record = Some((Instant::now(), shape)),
+                    Ok(true) => held.last_record = Some(shape),
                     Ok(false) => {
                         tracing::warn!(
                             fencing_token = held.token,

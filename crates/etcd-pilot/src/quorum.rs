@@ -561,7 +561,8 @@ fn voter_name(member: &Member) -> MemberName {
     })
 }
 
-fn names(names: &[MemberName]) -> String {
+/// Member names for people: `m1, m2`.
+pub(crate) fn names(names: &[MemberName]) -> String {
     names
         .iter()
         .map(MemberName::as_str)

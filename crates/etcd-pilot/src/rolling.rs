@@ -24,6 +24,7 @@ use crate::coordinator::{Fenced, Seat};
 use crate::etcd::{self, Etcd};
 use crate::metrics::Metrics;
 use crate::peer_api::PeerApi;
+use crate::quorum::names;
 use crate::records::{self, UPGRADE_KEY, UpgradeLock, UpgradeSummary};
 use crate::state::PilotStatus;
 
@@ -205,7 +206,17 @@ impl Rolling {
                 target: l.target.parse().ok()?,
             })
         });
-        let cluster = crate::upgrade::cluster_version(&[local.to_owned()]).await;
+        // The cluster version matters only to a path between releases: asked when a member
+        // is behind or holds the lock, not on every step of an idle cluster.
+        let moving = lock.is_some()
+            || members
+                .iter()
+                .any(|m| m.running.is_some() && m.desired.is_some() && m.running != m.desired);
+        let cluster = if moving {
+            crate::upgrade::cluster_version(&[local.to_owned()]).await
+        } else {
+            None
+        };
         let mut view = UpgradeView {
             members,
             cluster,
@@ -393,14 +404,6 @@ fn report(written: Result<bool, Fenced>, what: &str) {
         Err(Fenced::Deposed) => tracing::warn!("cannot {what}: no longer the coordinator"),
         Err(Fenced::Failed(err)) => tracing::warn!("cannot {what}, will retry: {err:#}"),
     }
-}
-
-fn names(names: &[MemberName]) -> String {
-    names
-        .iter()
-        .map(MemberName::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The step for people; `None` when no upgrade is asked for and nobody holds the lock.

@@ -35,21 +35,8 @@ async fn the_upgrade_check_allows_patches_and_refuses_what_etcd_forbids() {
     };
     let mut cluster = Cluster::with(94, 3, v35, "", &[]);
     let (double, calls) = double_37(&cluster);
-    let versions = format!(
-        "versions = [{:?}, {:?}, {:?}]\n",
-        v3516.display().to_string(),
-        newest.display().to_string(),
-        cluster.tmp.path().join("etcd-*/etcd").display().to_string()
-    );
-    for node in &cluster.nodes {
-        let path = node.config_path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(
-            &path,
-            text.replace("[etcd]\n", &format!("[etcd]\n{versions}")),
-        )
-        .unwrap();
-    }
+    let pattern = cluster.tmp.path().join("etcd-*/etcd");
+    add_versions(&cluster, &[&v3516, &newest, &pattern]);
     cluster.start_all();
     cluster.wait_settled().await;
     let status = cluster.pilot_status(0).await.unwrap();

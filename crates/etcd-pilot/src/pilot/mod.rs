@@ -131,6 +131,7 @@ impl Pilot {
         self.prune_quarantine();
         // The releases this node has, before etcd runs (the admin API answers meanwhile).
         self.refresh_desired().await;
+        self.publish_recorded_upgrade();
         self.wait_for_upgrade_holder(&cancel).await;
         let mut next = self.resume_reseed(&cancel).await;
         loop {

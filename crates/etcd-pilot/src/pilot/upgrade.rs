@@ -169,6 +169,17 @@ impl Pilot {
         }
     }
 
+    /// Publishes the step recorded beside the data before etcd runs: a pilot restarted
+    /// mid-step says `stepping` (and a failure says `failed`) before its member answers,
+    /// so the coordinator never takes a member back on the new release for a finished step.
+    pub(super) fn publish_recorded_upgrade(&self) {
+        match self.data.release() {
+            Ok(Some(record)) => self.publish_upgrade(&record, None),
+            Ok(None) => {}
+            Err(err) => tracing::error!("cannot read the release record beside the data: {err:#}"),
+        }
+    }
+
     fn desired(&self) -> Desired {
         self.desired
             .lock()
@@ -194,9 +205,12 @@ impl Pilot {
             Ok(Some(record)) => record,
             Ok(None) => {
                 // Data from before this pilot recorded releases: the binary its etcd ran last
-                // (the pid file names it), until the lock says otherwise.
+                // (the pid file names it), until the lock says otherwise. Not for a restored
+                // backup that has not run yet: the pid file names the binary of the data it
+                // replaced, and `etcd.bin` decides.
+                let restored = self.data.restored().unwrap_or(true);
                 let Some(last) = crate::supervisor::pid_file_bin(&self.data.pid_file())
-                    .filter(|b| b.is_file() && *b != desired.bin)
+                    .filter(|b| !restored && b.is_file() && *b != desired.bin)
                 else {
                     return desired.bin;
                 };

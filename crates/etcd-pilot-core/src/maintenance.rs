@@ -3,6 +3,15 @@
 //! the revisions it has seen over time (`compaction_target`, with `remember` keeping those
 //! samples small). Nothing is compacted while the history it would drop cannot be dated:
 //! a coordinator that has not been in the role for `keep_for` compacts nothing by time.
+//!
+//! Defragmentation and space alarms (`next_step`): one member at a time, through the lock
+//! upgrades use (never while an upgrade holds it), followers first, the leader last once
+//! leadership moved away, only while every voter answers. A raised NOSPACE alarm starts a
+//! round: compact, defragment every member with space to give back, disarm once every
+//! member's file is back under the quota with room to spare, or say that it cannot be.
+//! A raised CORRUPT alarm stops everything here and is never disarmed.
+
+use crate::model::MemberName;
 
 /// How much history compaction keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +79,350 @@ pub fn remember(samples: &mut Vec<RevisionSample>, sample: RevisionSample, keep_
         }
     }
 }
+
+/// When a member's file is worth defragmenting: what a defrag gives back
+/// (`db_size - in_use`) is at least `percent` of the file and at least `min_bytes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DefragThreshold {
+    pub percent: u64,
+    pub min_bytes: u64,
+}
+
+impl DefragThreshold {
+    pub fn wants(self, db_size: u64, in_use: u64) -> bool {
+        let free = db_size.saturating_sub(in_use);
+        free > 0 && free >= self.min_bytes && free.saturating_mul(100) >= db_size.saturating_mul(self.percent)
+    }
+}
+
+/// In a space alarm's round, a member is defragmented when a tenth of its file is free:
+/// less would not bring it back under the quota.
+pub const ALARM_THRESHOLD: DefragThreshold = DefragThreshold {
+    percent: 10,
+    min_bytes: 1,
+};
+
+/// After a space alarm's round, every member's file must be this far (in percent of the
+/// quota) under the quota before the alarm is disarmed: less would raise it again at once.
+pub const DISARM_HEADROOM_PERCENT: u64 = 10;
+
+/// What the one-member-at-a-time lock is held for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockKind {
+    Upgrade,
+    Defrag,
+}
+
+/// Who holds the lock, and what for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldLock {
+    pub holder: MemberName,
+    pub kind: LockKind,
+}
+
+/// One member, as maintenance sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpaceMember {
+    pub name: MemberName,
+    /// It answers, follows a leader and reports no error but a space alarm.
+    pub healthy: bool,
+    pub leader: bool,
+    pub learner: bool,
+    /// Its file's size and the part holding live data; `None` when it does not answer.
+    pub db_size: Option<u64>,
+    pub in_use: Option<u64>,
+    /// A NOSPACE alarm is raised for it.
+    pub nospace: bool,
+    /// A CORRUPT alarm is raised for it.
+    pub corrupt: bool,
+}
+
+impl SpaceMember {
+    fn wants(&self, threshold: DefragThreshold) -> bool {
+        matches!((self.db_size, self.in_use), (Some(size), Some(used)) if threshold.wants(size, used))
+    }
+}
+
+/// The round a raised NOSPACE alarm started, as far as the coordinator got.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AlarmRound {
+    /// The history was compacted in this round.
+    pub compacted: bool,
+    /// Members defragmented in this round.
+    pub defragged: Vec<MemberName>,
+    /// The round ended without freeing enough: nothing more is tried until something
+    /// changes (the revision moves: keys were deleted) and the caller starts a new round.
+    pub gave_up: bool,
+}
+
+/// What the coordinator sees for maintenance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MaintenanceView {
+    pub members: Vec<SpaceMember>,
+    /// The lock, as stored.
+    pub lock: Option<HeldLock>,
+    /// This coordinator's defragmentation, while it runs, and the member whose
+    /// defragmentation finished (until its lock is released).
+    pub defragging: Option<MemberName>,
+    pub finished: Option<MemberName>,
+    /// An upgrade has a step to take (a member is behind): it goes first.
+    pub upgrade_moving: bool,
+    /// A membership change or a learner catching up.
+    pub change_in_flight: bool,
+    /// A backup or drill reads the data now.
+    pub backup_busy: bool,
+    /// The defragmentation window is open (threshold defragmentation only).
+    pub window_open: bool,
+    pub threshold: DefragThreshold,
+    /// `--quota-backend-bytes`.
+    pub quota: u64,
+    pub alarm: AlarmRound,
+    /// Members an operator asked to defragment (`maintenance defrag`) and not done yet.
+    pub requested: Vec<MemberName>,
+}
+
+/// Why maintenance waits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MaintenanceWait {
+    /// Members raised CORRUPT: nothing is done until an operator acts.
+    Corrupt { names: Vec<MemberName> },
+    /// The lock is held for an upgrade.
+    UpgradeHolds { holder: MemberName },
+    /// An upgrade has a member to move: it takes the lock first.
+    Upgrading,
+    Unhealthy { names: Vec<MemberName> },
+    ChangeInFlight,
+    BackupBusy,
+    /// Members are worth defragmenting, outside `maintenance.defrag_window`.
+    OutsideWindow { names: Vec<MemberName> },
+    LeaderUnknown,
+}
+
+/// The coordinator's next maintenance step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MaintenanceStep {
+    /// Nothing to do.
+    Idle,
+    Wait(MaintenanceWait),
+    /// A space alarm's round: compact now (down to `keep_revisions`, whatever `keep_for`
+    /// says: the cluster takes no writes).
+    Compact,
+    /// Take the lock for this member's defragmentation.
+    Grant { member: MemberName },
+    /// Defragment this member (under the lock, or in a space alarm's round, when etcd takes
+    /// no writes and the lock cannot be written: this coordinator's own one-at-a-time task
+    /// is all that keeps two apart).
+    Defrag { member: MemberName, locked: bool },
+    /// This coordinator's defragmentation of the member runs: wait for it.
+    Hold { member: MemberName },
+    /// The holder's defragmentation finished: release the lock.
+    Release { member: MemberName },
+    /// Only the leader is left: move leadership to a voter first.
+    MoveLeader { from: MemberName, to: MemberName },
+    /// The space alarm's round freed enough: disarm it.
+    Disarm,
+    /// The round freed too little: say so, and do not loop.
+    TooLarge { largest: u64, quota: u64 },
+}
+
+/// The next maintenance step. At most one member defragments at a time: a lock held for
+/// anything, or this coordinator's own task, is waited on; the leader of several voters is
+/// never defragmented (leadership moves first); nothing happens while a CORRUPT alarm is
+/// raised; a space alarm is disarmed only when every member's file is under the quota with
+/// [`DISARM_HEADROOM_PERCENT`] to spare.
+pub fn next_step(view: &MaintenanceView) -> MaintenanceStep {
+    let mut members = view.members.clone();
+    members.sort_by(|a, b| a.name.cmp(&b.name));
+    let corrupt: Vec<MemberName> = members
+        .iter()
+        .filter(|m| m.corrupt)
+        .map(|m| m.name.clone())
+        .collect();
+    if !corrupt.is_empty() {
+        return MaintenanceStep::Wait(MaintenanceWait::Corrupt { names: corrupt });
+    }
+    if let Some(member) = &view.defragging {
+        return MaintenanceStep::Hold {
+            member: member.clone(),
+        };
+    }
+    match &view.lock {
+        Some(HeldLock {
+            holder,
+            kind: LockKind::Upgrade,
+        }) => {
+            return MaintenanceStep::Wait(MaintenanceWait::UpgradeHolds {
+                holder: holder.clone(),
+            });
+        }
+        Some(HeldLock {
+            holder,
+            kind: LockKind::Defrag,
+        }) => {
+            // Finished: release. Not running here (granted by a predecessor, or this
+            // coordinator restarted): defragment it again; a second defragmentation of the
+            // same member waits for the first and costs little.
+            // A holder that became the leader of several voters meanwhile hands leadership
+            // over first.
+            let voters = members.iter().filter(|m| !m.learner).count();
+            return if view.finished.as_ref() == Some(holder) {
+                MaintenanceStep::Release {
+                    member: holder.clone(),
+                }
+            } else if let Some(m) = members.iter().find(|m| &m.name == holder) {
+                if m.leader && voters > 1 {
+                    match members.iter().find(|o| !o.leader && !o.learner && o.healthy) {
+                        Some(to) => MaintenanceStep::MoveLeader {
+                            from: holder.clone(),
+                            to: to.name.clone(),
+                        },
+                        None => MaintenanceStep::Wait(MaintenanceWait::LeaderUnknown),
+                    }
+                } else {
+                    MaintenanceStep::Defrag {
+                        member: holder.clone(),
+                        locked: true,
+                    }
+                }
+            } else {
+                MaintenanceStep::Release {
+                    member: holder.clone(),
+                }
+            };
+        }
+        None => {}
+    }
+    let alarmed = members.iter().any(|m| m.nospace);
+    let unhealthy: Vec<MemberName> = members
+        .iter()
+        .filter(|m| !m.learner && !m.healthy)
+        .map(|m| m.name.clone())
+        .collect();
+    let voters = members.iter().filter(|m| !m.learner).count();
+    let leaders = members.iter().filter(|m| m.leader).count();
+    if alarmed {
+        if view.alarm.gave_up {
+            return too_large(&members, view.quota);
+        }
+        if view.backup_busy {
+            return MaintenanceStep::Wait(MaintenanceWait::BackupBusy);
+        }
+        if !view.alarm.compacted {
+            return MaintenanceStep::Compact;
+        }
+        let left: Vec<&SpaceMember> = members
+            .iter()
+            .filter(|m| !view.alarm.defragged.contains(&m.name) && m.wants(ALARM_THRESHOLD))
+            .collect();
+        if left.is_empty() {
+            let headroom = view.quota / 100 * DISARM_HEADROOM_PERCENT;
+            let fits = members
+                .iter()
+                .all(|m| m.db_size.is_some_and(|s| s.saturating_add(headroom) <= view.quota));
+            return if fits {
+                MaintenanceStep::Disarm
+            } else {
+                too_large(&members, view.quota)
+            };
+        }
+        if !unhealthy.is_empty() {
+            return MaintenanceStep::Wait(MaintenanceWait::Unhealthy { names: unhealthy });
+        }
+        return pick(&members, &left, voters, leaders, false);
+    }
+    let mut left: Vec<&SpaceMember> = members
+        .iter()
+        .filter(|m| view.requested.contains(&m.name))
+        .collect();
+    let over: Vec<&SpaceMember> = members
+        .iter()
+        .filter(|m| !view.requested.contains(&m.name) && m.wants(view.threshold))
+        .collect();
+    if view.window_open {
+        left.extend(over);
+    } else if left.is_empty() && !over.is_empty() {
+        return MaintenanceStep::Wait(MaintenanceWait::OutsideWindow {
+            names: over.iter().map(|m| m.name.clone()).collect(),
+        });
+    }
+    left.sort_by(|a, b| a.name.cmp(&b.name));
+    if left.is_empty() {
+        return MaintenanceStep::Idle;
+    }
+    if view.upgrade_moving {
+        return MaintenanceStep::Wait(MaintenanceWait::Upgrading);
+    }
+    if !unhealthy.is_empty() {
+        return MaintenanceStep::Wait(MaintenanceWait::Unhealthy { names: unhealthy });
+    }
+    if view.change_in_flight {
+        return MaintenanceStep::Wait(MaintenanceWait::ChangeInFlight);
+    }
+    if view.backup_busy {
+        return MaintenanceStep::Wait(MaintenanceWait::BackupBusy);
+    }
+    pick(&members, &left, voters, leaders, true)
+}
+
+/// The member to defragment next among `left`: a follower first (by name), the leader last
+/// once leadership moved to another voter.
+fn pick(
+    members: &[SpaceMember],
+    left: &[&SpaceMember],
+    voters: usize,
+    leaders: usize,
+    locked: bool,
+) -> MaintenanceStep {
+    if voters > 1 && leaders != 1 {
+        return MaintenanceStep::Wait(MaintenanceWait::LeaderUnknown);
+    }
+    let Some(next) = left
+        .iter()
+        .find(|m| !m.leader)
+        .or_else(|| left.first())
+    else {
+        return MaintenanceStep::Idle;
+    };
+    if next.leader && voters > 1 {
+        return match members.iter().find(|m| !m.leader && !m.learner && m.healthy) {
+            Some(to) => MaintenanceStep::MoveLeader {
+                from: next.name.clone(),
+                to: to.name.clone(),
+            },
+            None => MaintenanceStep::Wait(MaintenanceWait::LeaderUnknown),
+        };
+    }
+    if locked {
+        MaintenanceStep::Grant {
+            member: next.name.clone(),
+        }
+    } else {
+        MaintenanceStep::Defrag {
+            member: next.name.clone(),
+            locked: false,
+        }
+    }
+}
+
+fn too_large(members: &[SpaceMember], quota: u64) -> MaintenanceStep {
+    MaintenanceStep::TooLarge {
+        largest: members.iter().filter_map(|m| m.db_size).max().unwrap_or(0),
+        quota,
+    }
+}
+
+/// Whether `minute` (of the day, UTC) is within the window `start..end` (minutes of the day;
+/// a window that ends before it starts runs over midnight; `None`: any time).
+pub fn in_window(window: Option<(u32, u32)>, minute: u32) -> bool {
+    match window {
+        None => true,
+        Some((start, end)) if start <= end => (start..end).contains(&minute),
+        Some((start, end)) => minute >= start || minute < end,
+    }
+}
+
+#[cfg(test)]
+mod defrag_tests;
 
 #[cfg(test)]
 mod tests {

@@ -451,6 +451,8 @@ pub struct UpgradeView {
     pub cluster: Option<Minor>,
     /// Who holds the upgrade lock.
     pub lock: Option<Lock>,
+    /// Who holds the lock for maintenance (a defragmentation): nobody is granted an upgrade.
+    pub maintenance: Option<MemberName>,
     /// A membership change, a learner catching up, another maintenance step.
     pub change_in_flight: bool,
     pub backup: BackupState,
@@ -473,6 +475,10 @@ pub enum UpgradeWait {
         names: Vec<MemberName>,
     },
     ChangeInFlight,
+    /// The lock is held for maintenance (a defragmentation).
+    MaintenanceHolds {
+        holder: MemberName,
+    },
     /// No member, or more than one, is known to lead: the leader cannot be kept for last.
     LeaderUnknown,
     /// The minor upgrade needs `etcdutl check v2store` to pass on every member first.
@@ -590,6 +596,11 @@ pub fn next_step(view: &UpgradeView) -> UpgradeStep {
     }
     if view.change_in_flight || members.iter().any(|m| m.learner) {
         return UpgradeStep::Wait(UpgradeWait::ChangeInFlight);
+    }
+    if let Some(holder) = &view.maintenance {
+        return UpgradeStep::Wait(UpgradeWait::MaintenanceHolds {
+            holder: holder.clone(),
+        });
     }
     if view.backup == BackupState::Stale {
         return UpgradeStep::TakeBackup;

@@ -165,14 +165,20 @@ pub(crate) struct Reseed {
 /// The upgrade lock ([`UpgradeLock`]), written by the coordinator under the fence.
 pub(crate) const UPGRADE_KEY: &str = "/etcd-pilot/upgrade";
 
-/// Who may restart its etcd on a new release now. At most one pilot holds it; the
-/// coordinator grants and releases it (core `upgrade::next_step`), the holder's pilot acts
-/// on it.
+/// Which member may go out of service now: restart its etcd on a new release (`kind`
+/// `upgrade`), or be defragmented (`defrag`). At most one member holds it; the coordinator
+/// grants and releases it (core `upgrade::next_step`, `maintenance::next_step`); for an
+/// upgrade the holder's pilot acts on it, a defragmentation is the coordinator's own.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct UpgradeLock {
     /// The member granted it; `None` once released.
     pub(crate) holder: Option<String>,
-    /// The release it was granted for.
+    /// `upgrade` (also when absent: written before defragmentation shared the lock) or
+    /// `defrag`.
+    #[serde(default = "upgrade_kind")]
+    pub(crate) kind: String,
+    /// The release it was granted for (empty for a defragmentation).
+    #[serde(default)]
     pub(crate) target: String,
     /// The coordinator that wrote it, and under which fencing token.
     pub(crate) by: String,
@@ -181,6 +187,57 @@ pub(crate) struct UpgradeLock {
     /// The member that held it last, once released.
     #[serde(default)]
     pub(crate) last: Option<String>,
+}
+
+pub(crate) const LOCK_UPGRADE: &str = "upgrade";
+pub(crate) const LOCK_DEFRAG: &str = "defrag";
+
+fn upgrade_kind() -> String {
+    LOCK_UPGRADE.to_owned()
+}
+
+impl UpgradeLock {
+    /// The core's view of the lock: who holds it and what for (`None`: free).
+    pub(crate) fn held(&self) -> Option<etcd_pilot_core::maintenance::HeldLock> {
+        use etcd_pilot_core::maintenance::{HeldLock, LockKind};
+        Some(HeldLock {
+            holder: etcd_pilot_core::MemberName::new(self.holder.clone()?).ok()?,
+            kind: if self.kind == LOCK_DEFRAG {
+                LockKind::Defrag
+            } else {
+                LockKind::Upgrade
+            },
+        })
+    }
+}
+
+/// An operator's maintenance request (`etcd-pilot maintenance compact|defrag`), for the
+/// coordinator to carry out through the lock.
+pub(crate) const MAINTENANCE_REQUEST_KEY: &str = "/etcd-pilot/maintenance/request";
+/// The coordinator's answer to the last request it finished.
+pub(crate) const MAINTENANCE_DONE_KEY: &str = "/etcd-pilot/maintenance/done";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct MaintenanceRequest {
+    pub(crate) id: String,
+    /// `compact` or `defrag`.
+    pub(crate) kind: String,
+    /// The members to defragment (empty: every member).
+    #[serde(default)]
+    pub(crate) members: Vec<String>,
+    pub(crate) at: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct MaintenanceDone {
+    pub(crate) id: String,
+    pub(crate) kind: String,
+    /// What was done, one line per member or compaction.
+    pub(crate) done: Vec<String>,
+    /// Why it could not finish, if so.
+    pub(crate) error: Option<String>,
+    pub(crate) by: String,
+    pub(crate) at: String,
 }
 
 /// The release etcd runs on this node's data, kept beside the data (`release.json`): a

@@ -200,12 +200,20 @@ impl Rolling {
                 };
             }
         };
-        let lock = stored.as_ref().and_then(|l| {
-            Some(Lock {
-                holder: MemberName::new(l.holder.clone()?).ok()?,
-                target: l.target.parse().ok()?,
-            })
-        });
+        let lock = stored
+            .as_ref()
+            .filter(|l| l.kind != records::LOCK_DEFRAG)
+            .and_then(|l| {
+                Some(Lock {
+                    holder: MemberName::new(l.holder.clone()?).ok()?,
+                    target: l.target.parse().ok()?,
+                })
+            });
+        // Held for a defragmentation: no member is granted an upgrade until it is released.
+        let maintenance = stored
+            .as_ref()
+            .filter(|l| l.kind == records::LOCK_DEFRAG)
+            .and_then(|l| MemberName::new(l.holder.clone()?).ok());
         // The cluster version matters only to a path between releases: asked when a member
         // is behind or holds the lock, not on every step of an idle cluster.
         let moving = lock.is_some()
@@ -221,6 +229,7 @@ impl Rolling {
             members,
             cluster,
             lock,
+            maintenance,
             change_in_flight: !matches!(plan, Plan::Converged),
             backup: if self.backups.is_some() {
                 BackupState::Fresh
@@ -269,6 +278,7 @@ impl Rolling {
         let lock = |holder: Option<&MemberName>, target: String, last: Option<String>| {
             records::encode(&UpgradeLock {
                 holder: holder.map(ToString::to_string),
+                kind: records::LOCK_UPGRADE.to_owned(),
                 target,
                 by: self.name.to_string(),
                 fencing_token: token,
@@ -496,6 +506,9 @@ fn summarize(
                         format!("waits for the membership plan: {reason}")
                     }
                 },
+                UpgradeWait::MaintenanceHolds { holder } => {
+                    format!("waits: {holder} holds the lock for a defragmentation")
+                }
                 UpgradeWait::LeaderUnknown => {
                     "waits: no single leader is known, so the leader cannot be kept for last"
                         .to_owned()

@@ -265,6 +265,7 @@ fn view(members: &str) -> UpgradeView {
         members: members.split_whitespace().map(member).collect(),
         cluster: Some(Minor::new(3, 4)),
         lock: None,
+        maintenance: None,
         change_in_flight: false,
         backup: BackupState::Fresh,
         v2store_checked: false,
@@ -292,6 +293,9 @@ fn show(step: &UpgradeStep) -> String {
             format!("wait unhealthy {}", names(n))
         }
         UpgradeStep::Wait(UpgradeWait::ChangeInFlight) => "wait change".to_owned(),
+        UpgradeStep::Wait(UpgradeWait::MaintenanceHolds { holder }) => {
+            format!("wait defrag {holder}")
+        }
         UpgradeStep::Wait(UpgradeWait::LeaderUnknown) => "wait leader".to_owned(),
         UpgradeStep::Wait(UpgradeWait::V2StoreCheck) => "wait v2store".to_owned(),
         UpgradeStep::Refused(r) => format!("refused {}", r.describe().split(':').next().unwrap()),
@@ -355,6 +359,11 @@ fn the_lock_goes_to_followers_first_and_to_the_leader_last() {
     let mut busy = view(&format!("m1:{up}* m2:{up} m3:{up}"));
     busy.change_in_flight = true;
     assert_eq!(show(&next_step(&busy)), "wait change");
+    // The lock held for a defragmentation: no grant, no backup, until it is released.
+    let mut defrag = view(&format!("m1:{up}* m2:{up} m3:{up}"));
+    defrag.maintenance = Some(name("m3"));
+    defrag.backup = BackupState::Stale;
+    assert_eq!(show(&next_step(&defrag)), "wait defrag m3");
     // A held lock: nothing else until its member runs its release and is healthy.
     let mut held = view(&format!("m1:{up}* m2:{up}! m3:{up}"));
     held.lock = lock("m2", "3.5.16");
@@ -443,14 +452,14 @@ fn arb_view() -> impl Strategy<Value = UpgradeView> {
         prop::collection::vec(member, 1..6),
         prop::option::of(0usize..6),
         prop::option::of(0usize..7),
-        any::<bool>(),
+        (any::<bool>(), prop::option::of(0usize..6)),
         prop::sample::select(vec![
             BackupState::NoStore,
             BackupState::Fresh,
             BackupState::Stale,
         ]),
     )
-        .prop_map(|(specs, leader, lock, change_in_flight, backup)| {
+        .prop_map(|(specs, leader, lock, (change_in_flight, defrag), backup)| {
             let n = specs.len();
             let members = specs
                 .into_iter()
@@ -475,6 +484,7 @@ fn arb_view() -> impl Strategy<Value = UpgradeView> {
                     holder: name(&format!("m{}", l + 1)),
                     target: v("3.5.16"),
                 }),
+                maintenance: defrag.map(|d| name(&format!("m{}", d % n + 1))),
                 change_in_flight,
                 backup,
                 v2store_checked: true,
@@ -488,6 +498,7 @@ proptest! {
         let voters = view.members.iter().filter(|m| !m.learner).count();
         if let UpgradeStep::Grant { member } = next_step(&view) {
             prop_assert!(view.lock.is_none(), "granted while {:?} holds the lock", view.lock);
+            prop_assert!(view.maintenance.is_none(), "granted while {:?} defragments", view.maintenance);
             let m = view.members.iter().find(|m| m.name == member).unwrap();
             prop_assert!(m.running.is_some() && m.running != m.desired);
             prop_assert!(!m.leader || voters == 1, "granted the leader of {voters} voters");
@@ -551,6 +562,7 @@ proptest! {
                         members: seen,
                         cluster: Some(Minor::new(3, 4)),
                         lock: lock.clone(),
+                        maintenance: None,
                         change_in_flight: false,
                         backup: BackupState::Fresh,
                         v2store_checked: true,

@@ -176,6 +176,15 @@ pub(crate) struct MaintenanceConfig {
     pub(crate) compact_interval: Duration,
     pub(crate) keep_revisions: i64,
     pub(crate) keep_for: Duration,
+    /// Threshold defragmentation is on.
+    pub(crate) defrag: bool,
+    pub(crate) defrag_threshold: etcd_pilot_core::maintenance::DefragThreshold,
+    /// Minutes of the UTC day `start..end` when threshold defragmentation may run (`None`:
+    /// any time).
+    pub(crate) defrag_window: Option<(u32, u32)>,
+    pub(crate) defrag_timeout: Duration,
+    /// etcd's `--quota-backend-bytes` (from `etcd.extra_args`, else etcd's 2 GiB).
+    pub(crate) quota: u64,
 }
 
 impl MaintenanceConfig {

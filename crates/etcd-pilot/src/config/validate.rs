@@ -502,7 +502,119 @@ fn maintenance(r: &mut Reader, extra_args: &[String]) -> Result<super::Maintenan
             )?
             .unwrap_or(10_000),
         keep_for: r.duration("maintenance.keep_for")?,
+        defrag: r.boolean("maintenance.defrag")?,
+        defrag_threshold: etcd_pilot_core::maintenance::DefragThreshold {
+            percent: r
+                .number(
+                    "maintenance.defrag_threshold",
+                    |n: &Percent| (1..=100).contains(&n.0),
+                    "is not a share from 1% to 100%",
+                    "use e.g. \"25%\"",
+                )?
+                .map_or(25, |p| p.0),
+            min_bytes: r
+                .number(
+                    "maintenance.defrag_min_free",
+                    |_: &Bytes| true,
+                    "is not a size",
+                    "use e.g. \"64MiB\", \"1GiB\" or a number of bytes",
+                )?
+                .map_or(64 << 20, |b| b.0),
+        },
+        defrag_window: defrag_window(r)?,
+        defrag_timeout: r.duration("maintenance.defrag_timeout")?,
+        quota: quota(extra_args)?,
     })
+}
+
+/// `25%` or `25`.
+struct Percent(u64);
+
+impl FromStr for Percent {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        text.trim()
+            .trim_end_matches('%')
+            .trim()
+            .parse()
+            .map(Percent)
+            .map_err(|_| ())
+    }
+}
+
+/// `64MiB`, `1GiB`, `512KiB`, `100MB`, or bytes.
+struct Bytes(u64);
+
+impl FromStr for Bytes {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number.parse().map_err(|_| ())?;
+        let scale: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "KB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            _ => return Err(()),
+        };
+        number.checked_mul(scale).map(Bytes).ok_or(())
+    }
+}
+
+/// `maintenance.defrag_window`: `HH:MM-HH:MM` (UTC), or empty.
+fn defrag_window(r: &mut Reader) -> Result<Option<(u32, u32)>, Error> {
+    let text = r.text("maintenance.defrag_window").unwrap_or_default();
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let minute = |t: &str| -> Option<u32> {
+        let (h, m) = t.trim().split_once(':')?;
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some(h * 60 + m)
+    };
+    match text.split_once('-').and_then(|(a, b)| Some((minute(a)?, minute(b)?))) {
+        Some((start, end)) if start != end => Ok(Some((start, end))),
+        _ => Err(error(
+            "maintenance.defrag_window",
+            format!("{text:?} is not a daily range of UTC times"),
+            "write e.g. \"01:00-05:00\" (it may run over midnight: \"22:00-02:00\"), or \"\" for any time",
+        )),
+    }
+}
+
+/// etcd's quota, from `--quota-backend-bytes` in `etcd.extra_args` (etcd's default 2 GiB
+/// otherwise; 0 means that default to etcd too).
+fn quota(extra_args: &[String]) -> Result<u64, Error> {
+    const DEFAULT: u64 = 2 << 30;
+    let mut given = None;
+    for (i, arg) in extra_args.iter().enumerate() {
+        if let Some(value) = arg.strip_prefix("--quota-backend-bytes=") {
+            given = Some(value.to_owned());
+        } else if arg == "--quota-backend-bytes" {
+            given = extra_args.get(i + 1).cloned();
+        }
+    }
+    let Some(value) = given else {
+        return Ok(DEFAULT);
+    };
+    match value.trim().parse::<u64>() {
+        Ok(0) => Ok(DEFAULT),
+        Ok(n) => Ok(n),
+        Err(_) => Err(error(
+            "etcd.extra_args",
+            format!("--quota-backend-bytes {value:?} is not a number of bytes"),
+            "write e.g. --quota-backend-bytes=8589934592",
+        )),
+    }
 }
 
 fn quarantine(r: &mut Reader) -> Result<QuarantineConfig, Error> {

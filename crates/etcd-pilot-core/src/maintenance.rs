@@ -91,7 +91,9 @@ pub struct DefragThreshold {
 impl DefragThreshold {
     pub fn wants(self, db_size: u64, in_use: u64) -> bool {
         let free = db_size.saturating_sub(in_use);
-        free > 0 && free >= self.min_bytes && free.saturating_mul(100) >= db_size.saturating_mul(self.percent)
+        free > 0
+            && free >= self.min_bytes
+            && free.saturating_mul(100) >= db_size.saturating_mul(self.percent)
     }
 }
 
@@ -185,16 +187,24 @@ pub struct MaintenanceView {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MaintenanceWait {
     /// Members raised CORRUPT: nothing is done until an operator acts.
-    Corrupt { names: Vec<MemberName> },
+    Corrupt {
+        names: Vec<MemberName>,
+    },
     /// The lock is held for an upgrade.
-    UpgradeHolds { holder: MemberName },
+    UpgradeHolds {
+        holder: MemberName,
+    },
     /// An upgrade has a member to move: it takes the lock first.
     Upgrading,
-    Unhealthy { names: Vec<MemberName> },
+    Unhealthy {
+        names: Vec<MemberName>,
+    },
     ChangeInFlight,
     BackupBusy,
     /// Members are worth defragmenting, outside `maintenance.defrag_window`.
-    OutsideWindow { names: Vec<MemberName> },
+    OutsideWindow {
+        names: Vec<MemberName>,
+    },
     LeaderUnknown,
 }
 
@@ -208,21 +218,36 @@ pub enum MaintenanceStep {
     /// says: the cluster takes no writes).
     Compact,
     /// Take the lock for this member's defragmentation.
-    Grant { member: MemberName },
+    Grant {
+        member: MemberName,
+    },
     /// Defragment this member (under the lock, or in a space alarm's round, when etcd takes
     /// no writes and the lock cannot be written: this coordinator's own one-at-a-time task
     /// is all that keeps two apart).
-    Defrag { member: MemberName, locked: bool },
+    Defrag {
+        member: MemberName,
+        locked: bool,
+    },
     /// This coordinator's defragmentation of the member runs: wait for it.
-    Hold { member: MemberName },
+    Hold {
+        member: MemberName,
+    },
     /// The holder's defragmentation finished: release the lock.
-    Release { member: MemberName },
+    Release {
+        member: MemberName,
+    },
     /// Only the leader is left: move leadership to a voter first.
-    MoveLeader { from: MemberName, to: MemberName },
+    MoveLeader {
+        from: MemberName,
+        to: MemberName,
+    },
     /// The space alarm's round freed enough: disarm it.
     Disarm,
     /// The round freed too little: say so, and do not loop.
-    TooLarge { largest: u64, quota: u64 },
+    TooLarge {
+        largest: u64,
+        quota: u64,
+    },
 }
 
 /// The next maintenance step. At most one member defragments at a time: a lock held for
@@ -271,7 +296,10 @@ pub fn next_step(view: &MaintenanceView) -> MaintenanceStep {
                 }
             } else if let Some(m) = members.iter().find(|m| &m.name == holder) {
                 if m.leader && voters > 1 {
-                    match members.iter().find(|o| !o.leader && !o.learner && o.healthy) {
+                    match members
+                        .iter()
+                        .find(|o| !o.leader && !o.learner && o.healthy)
+                    {
                         Some(to) => MaintenanceStep::MoveLeader {
                             from: holder.clone(),
                             to: to.name.clone(),
@@ -316,9 +344,10 @@ pub fn next_step(view: &MaintenanceView) -> MaintenanceStep {
             .collect();
         if left.is_empty() {
             let headroom = view.quota / 100 * DISARM_HEADROOM_PERCENT;
-            let fits = members
-                .iter()
-                .all(|m| m.db_size.is_some_and(|s| s.saturating_add(headroom) <= view.quota));
+            let fits = members.iter().all(|m| {
+                m.db_size
+                    .is_some_and(|s| s.saturating_add(headroom) <= view.quota)
+            });
             return if fits {
                 MaintenanceStep::Disarm
             } else {
@@ -376,15 +405,14 @@ fn pick(
     if voters > 1 && leaders != 1 {
         return MaintenanceStep::Wait(MaintenanceWait::LeaderUnknown);
     }
-    let Some(next) = left
-        .iter()
-        .find(|m| !m.leader)
-        .or_else(|| left.first())
-    else {
+    let Some(next) = left.iter().find(|m| !m.leader).or_else(|| left.first()) else {
         return MaintenanceStep::Idle;
     };
     if next.leader && voters > 1 {
-        return match members.iter().find(|m| !m.leader && !m.learner && m.healthy) {
+        return match members
+            .iter()
+            .find(|m| !m.leader && !m.learner && m.healthy)
+        {
             Some(to) => MaintenanceStep::MoveLeader {
                 from: next.name.clone(),
                 to: to.name.clone(),

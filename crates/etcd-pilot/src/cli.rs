@@ -114,6 +114,13 @@ enum Commands {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Compact etcd's history or defragment members now, by hand: the coordinator does it
+    /// through the lock upgrades use (one member at a time, the leader last); this waits for
+    /// its answer.
+    Maintenance {
+        #[command(subcommand)]
+        command: MaintenanceCommand,
+    },
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
@@ -126,6 +133,31 @@ enum Commands {
     },
     /// Print the systemd unit that runs the pilot (install as /etc/systemd/system/etcd-pilot.service).
     SystemdUnit,
+}
+
+#[derive(Debug, Subcommand)]
+enum MaintenanceCommand {
+    /// Compact the history now, keeping maintenance.keep_revisions or keep_for, whichever
+    /// keeps more.
+    Compact {
+        /// Stop waiting after this long (the coordinator goes on).
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Defragment members one at a time (followers first, the leader last after leadership
+    /// moved away), whatever maintenance.defrag_threshold and defrag_window say.
+    Defrag {
+        /// Only this member (repeat for several); default: every member.
+        #[arg(long)]
+        member: Vec<String>,
+        /// Stop waiting after this long (the coordinator goes on).
+        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -546,6 +578,27 @@ fn run(command: Commands, runtime: &Runtime, agent: Agent) -> Result<(), Failure
             output::print(crate::deploy::SYSTEMD_UNIT);
             Ok(())
         }
+        Commands::Maintenance { command } => Ok(runtime.block_on(async {
+            let (kind, members, timeout, cluster) = match command {
+                MaintenanceCommand::Compact { timeout, cluster } => {
+                    ("compact", Vec::new(), timeout, cluster)
+                }
+                MaintenanceCommand::Defrag {
+                    member,
+                    timeout,
+                    cluster,
+                } => ("defrag", member, timeout, cluster),
+            };
+            let (endpoints, json) = cluster.endpoints().await?;
+            let answer =
+                crate::maintenance_request::ask(&endpoints, kind, &members, timeout).await?;
+            output::print(&if json {
+                serde_json::to_string_pretty(&answer)?
+            } else {
+                crate::maintenance_request::text(&answer)
+            });
+            anyhow::Ok(())
+        })?),
         Commands::Plan(args) => Ok(runtime.block_on(async {
             let (endpoints, json) = args.endpoints().await?;
             let view = cluster_status::plan(&endpoints).await?;

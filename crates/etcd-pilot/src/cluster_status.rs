@@ -522,6 +522,9 @@ pub(crate) fn plan_text(view: &PlanView) -> String {
     if let Some(upgrade) = view.plan.as_ref().and_then(|p| p.upgrade.as_ref()) {
         out.push_str(&upgrade_text(upgrade, "upgrade:      ", "              "));
     }
+    if let Some(m) = view.plan.as_ref().and_then(|p| p.maintenance.as_ref()) {
+        out.push_str(&format!("maintenance:  {}: {}\n", m.next, m.reason));
+    }
     if let Some(last) = &view.last_change {
         out.push_str(&format!(
             "last change:  {} {} ({}, {})\n",
@@ -549,6 +552,10 @@ pub(crate) struct StatusView {
     /// A rolling upgrade of etcd, from the coordinator's record.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) upgrade: Option<UpgradeSummary>,
+    /// The next maintenance step (defragmentation, a space alarm), from the coordinator's
+    /// record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) maintenance: Option<crate::records::MaintenanceSummary>,
     #[serde(flatten)]
     pub(crate) shown: Shown,
 }
@@ -576,6 +583,7 @@ pub(crate) async fn status(endpoints: &[String]) -> anyhow::Result<StatusView> {
         members,
         fault_tolerance,
         upgrade: record.as_ref().and_then(|r| r.upgrade.clone()),
+        maintenance: record.as_ref().and_then(|r| r.maintenance.clone()),
         shown: shown(
             &live,
             record.as_ref(),
@@ -781,6 +789,9 @@ pub(crate) fn status_text(view: &StatusView) -> String {
     if let Some(upgrade) = &view.upgrade {
         out.push_str(&upgrade_text(upgrade, "upgrade: ", "         "));
     }
+    if let Some(m) = &view.maintenance {
+        out.push_str(&format!("maintenance: {}: {}\n", m.next, m.reason));
+    }
     for line in &view.release_warnings {
         out.push_str(&format!("warning: {line}\n"));
     }
@@ -911,6 +922,7 @@ mod tests {
             at: at.to_owned(),
             conditions: None,
             upgrade: None,
+            maintenance: None,
         }
     }
 

@@ -303,6 +303,52 @@ impl Etcd {
         }
     }
 
+    /// Defragments the member this client is connected to (use [`Etcd::connect_one`]),
+    /// waiting at most `timeout`: the member serves nothing else meanwhile.
+    pub(crate) async fn defragment(&self, timeout: Duration) -> Result<()> {
+        let mut client = self.client.clone();
+        with_timeout("defragment", timeout, client.defragment()).await?;
+        Ok(())
+    }
+
+    /// The raised alarms: (member, kind), kind as etcd names it (`NOSPACE`, `CORRUPT`).
+    pub(crate) async fn alarms(&self) -> Result<Vec<(MemberId, String)>> {
+        let mut client = self.client.clone();
+        let response = with_timeout(
+            "alarm list",
+            self.timeout,
+            client.alarm(
+                etcd_client::AlarmAction::Get,
+                etcd_client::AlarmType::None,
+                None,
+            ),
+        )
+        .await?;
+        Ok(response
+            .alarms()
+            .iter()
+            .map(|a| (MemberId(a.member_id()), a.alarm().as_str_name().to_owned()))
+            .collect())
+    }
+
+    /// Disarms the NOSPACE alarm raised for `member`.
+    pub(crate) async fn disarm_nospace(&self, member: MemberId) -> Result<()> {
+        let mut client = self.client.clone();
+        let mut options = etcd_client::AlarmOptions::new();
+        options.with_member(member.0);
+        with_timeout(
+            "alarm disarm",
+            self.timeout,
+            client.alarm(
+                etcd_client::AlarmAction::Deactivate,
+                etcd_client::AlarmType::Nospace,
+                Some(options),
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// The create revision of `key` (0 when absent): a fencing token.
     pub(crate) async fn create_revision(&self, key: &str) -> Result<i64> {
         let mut client = self.client.clone();

@@ -23,6 +23,7 @@ mod etcd;
 mod lifecycle;
 mod local;
 mod maintenance;
+mod maintenance_request;
 mod manual_reseed;
 mod metrics;
 mod output;
@@ -139,6 +140,8 @@ async fn run_agent(config: Config, cancel: CancellationToken) -> anyhow::Result<
         backups.clone(),
         status_tx.clone(),
         metrics.clone(),
+        config.name.clone(),
+        options.clone(),
     ))
     .with_rolling(rolling::Rolling::new(
         config.name.clone(),

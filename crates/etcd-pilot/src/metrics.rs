@@ -82,6 +82,8 @@ pub(crate) struct Metrics {
     pub(crate) upgrade_in_progress: Gauge,
     /// Unix time of the last compaction this pilot made (as coordinator).
     pub(crate) last_compaction: Gauge,
+    /// Unix time of the last defragmentation this pilot made (as coordinator).
+    pub(crate) last_defrag: Gauge,
     /// The local member's database file, and the part of it holding live data.
     pub(crate) db_size: Gauge,
     pub(crate) db_size_in_use: Gauge,
@@ -246,6 +248,11 @@ impl Metrics {
             "last_compaction_timestamp_seconds",
             "Unix time of the last compaction this pilot made as coordinator (take max() across pilots)",
         );
+        let last_defrag = gauge(
+            &mut registry,
+            "last_defrag_timestamp_seconds",
+            "Unix time of the last defragmentation of a member this pilot made as coordinator (take max() across pilots)",
+        );
         let db_size = gauge(
             &mut registry,
             "db_size_bytes",
@@ -272,6 +279,7 @@ impl Metrics {
         let metrics = Self {
             alarms,
             last_compaction,
+            last_defrag,
             db_size,
             db_size_in_use,
             upgrade_in_progress,

@@ -20,7 +20,7 @@ use tracing::Instrument as _;
 use crate::coordinator::{Fenced, Seat};
 use crate::discovery::{Discovery as _, Provider};
 use crate::dns::Records;
-use crate::etcd::{self, ClientOptions, Etcd};
+use crate::etcd::{self, ClientOptions, EndpointStatus, Etcd};
 use crate::lifecycle::Terminating;
 use crate::maintenance::Maintenance;
 use crate::metrics::{HealthLabel, KindLabel, Metrics};
@@ -81,6 +81,8 @@ pub(crate) struct Reconciler {
     rolling: Option<Rolling>,
     /// Compaction (sampled on every pilot, done by the coordinator).
     maintenance: Option<Maintenance>,
+    /// The last maintenance step, for the plan record.
+    maintenance_summary: Option<records::MaintenanceSummary>,
 }
 
 fn plan_summary(plan: &Plan) -> (String, String) {
@@ -120,6 +122,7 @@ impl Reconciler {
             dns: None,
             rolling: None,
             maintenance: None,
+            maintenance_summary: None,
         }
     }
 
@@ -171,12 +174,14 @@ impl Reconciler {
         local: &str,
         discovery: &Provider,
     ) -> Outcome {
-        let (observed, cluster_id) = match self.observe(identity, local, discovery).await {
+        let (observed, cluster_id, statuses) = match self.observe(identity, local, discovery).await
+        {
             Ok(found) => found,
             Err(outcome) => return outcome,
         };
         self.publish_strength(&observed.members);
-        self.act(&observed, cluster_id, identity, local).await;
+        self.act(&observed, cluster_id, &statuses, identity, local)
+            .await;
         Outcome::Continue
     }
 
@@ -188,7 +193,7 @@ impl Reconciler {
         identity: Option<&Identity>,
         local: &str,
         discovery: &Provider,
-    ) -> Result<(plan::Observed, ClusterId), Outcome> {
+    ) -> Result<(plan::Observed, ClusterId, Vec<Option<EndpointStatus>>), Outcome> {
         let peers = discovery.peers().await;
         let mut endpoints = vec![local.to_owned()];
         if let Ok(peers) = &peers {
@@ -209,6 +214,7 @@ impl Reconciler {
                     reason: "no member answers with a leader".to_owned(),
                 },
                 Vec::new(),
+                None,
                 None,
             );
             return Err(Outcome::Continue);
@@ -319,6 +325,7 @@ impl Reconciler {
                 discovery,
             },
             list.cluster_id,
+            probes.into_iter().map(Result::ok).collect(),
         ))
     }
 
@@ -350,6 +357,7 @@ impl Reconciler {
         &mut self,
         observed: &plan::Observed,
         cluster_id: ClusterId,
+        statuses: &[Option<EndpointStatus>],
         identity: Option<&Identity>,
         local: &str,
     ) {
@@ -379,8 +387,9 @@ impl Reconciler {
         let held_before = self.seat.held().is_some();
         let (next, reason) = plan_summary(&plan);
         // What the record says without its ages: it is rewritten when that changes.
+        let maintenance_summary = self.maintenance_summary.clone();
         let shape = format!(
-            "{next}{reason}{:?}{summary:?}",
+            "{next}{reason}{:?}{summary:?}{maintenance_summary:?}",
             conditions
                 .iter()
                 .map(|c| c.clone().timeless())
@@ -394,11 +403,12 @@ impl Reconciler {
             at: records::now_rfc3339(),
             conditions: Some(conditions.clone()),
             upgrade: summary.clone(),
+            maintenance: maintenance_summary.clone(),
         };
         self.seat
             .maintain(leads, cluster_id, local, record, shape)
             .await;
-        self.publish_plan(&plan, conditions, summary.clone());
+        self.publish_plan(&plan, conditions, summary.clone(), maintenance_summary);
         match (self.seat.held(), &plan) {
             (Some((token, client)), Plan::Act { action, reason }) => {
                 let span = tracing::info_span!("membership_change", kind = action.kind());
@@ -420,8 +430,24 @@ impl Reconciler {
         if let Some(maintenance) = &mut self.maintenance {
             maintenance.sample(&self.pool, local).await;
             if let Some((_, client)) = self.seat.held() {
-                maintenance.compact(&client).await;
+                maintenance.compact(&client, false).await;
             }
+            // Defragmentation and space alarms: the lock as the upgrade read it (an
+            // unreadable lock, or no upgrade view, grants nothing).
+            let input = crate::maintenance::StepInput {
+                observed,
+                statuses,
+                plan: &plan,
+                lock: upgrade.as_ref().and_then(|u| u.lock_read()),
+                upgrade_moving: upgrade.as_ref().is_some_and(|u| u.moving()),
+                leads,
+                local,
+            };
+            let span = tracing::info_span!("maintenance");
+            self.maintenance_summary = maintenance
+                .step(&input, &mut self.seat, &self.pool)
+                .instrument(span)
+                .await;
         }
         if let Some(dns) = &mut self.dns {
             if self.seat.held().is_some() {
@@ -553,6 +579,7 @@ impl Reconciler {
         plan: &Plan,
         conditions: Vec<Condition>,
         upgrade: Option<records::UpgradeSummary>,
+        maintenance: Option<records::MaintenanceSummary>,
     ) {
         let (next, reason) = plan_summary(plan);
         let coordinator = self.seat.held().map(|(token, _)| token);
@@ -565,6 +592,7 @@ impl Reconciler {
                 at: records::now_rfc3339(),
                 conditions,
                 upgrade,
+                maintenance,
             });
         });
     }

@@ -42,6 +42,19 @@ pub(crate) struct PlanRecord {
     /// than its pilot's `etcd.bin`) or the lock is held.
     #[serde(default, deserialize_with = "lenient")]
     pub(crate) upgrade: Option<UpgradeSummary>,
+    /// The next maintenance step (defragmentation, a space alarm), while there is one.
+    #[serde(default, deserialize_with = "lenient")]
+    pub(crate) maintenance: Option<MaintenanceSummary>,
+}
+
+/// The coordinator's next maintenance step, as `plan` and `/v1/status` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct MaintenanceSummary {
+    /// `compact`, `grant`, `defrag`, `hold`, `release`, `move_leader`, `disarm`,
+    /// `too_large` or `wait`.
+    pub(crate) next: String,
+    /// What it does, or what blocks it, in words.
+    pub(crate) reason: String,
 }
 
 /// The coordinator's view of a rolling upgrade, as `plan` and `/v1/status` show it.

@@ -50,6 +50,31 @@ pub(crate) struct Rolling {
     backup_error: Option<String>,
 }
 
+impl Seen {
+    /// The lock as read this step, for maintenance (`None`: it could not be read).
+    pub(crate) fn lock_read(&self) -> Option<crate::maintenance::LockRead<'_>> {
+        self.step.as_ref()?;
+        Some(crate::maintenance::LockRead {
+            lock: self.lock.as_ref(),
+            revision: self.lock_revision,
+        })
+    }
+
+    /// The upgrade has a member to move (or one moving): maintenance waits for it.
+    pub(crate) fn moving(&self) -> bool {
+        matches!(
+            self.step,
+            Some(
+                UpgradeStep::Grant { .. }
+                    | UpgradeStep::Hold { .. }
+                    | UpgradeStep::Release { .. }
+                    | UpgradeStep::MoveLeader { .. }
+                    | UpgradeStep::TakeBackup
+            )
+        )
+    }
+}
+
 /// One look at the upgrade.
 pub(crate) struct Seen {
     /// `None` when the lock could not be read: nothing is done.
@@ -405,7 +430,8 @@ impl Rolling {
     }
 }
 
-fn report(written: Result<bool, Fenced>, what: &str) {
+/// Logs the outcome of a fenced write of the lock.
+pub(crate) fn report(written: Result<bool, Fenced>, what: &str) {
     match written {
         Ok(true) | Err(Fenced::Written) => {}
         Ok(false) => {

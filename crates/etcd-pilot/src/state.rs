@@ -72,6 +72,9 @@ pub(crate) struct PlanStatus {
     pub(crate) conditions: Vec<etcd_pilot_core::condition::Condition>,
     /// The rolling upgrade, as the coordinator sees it (only the coordinator computes it).
     pub(crate) upgrade: Option<crate::records::UpgradeSummary>,
+    /// The next maintenance step (defragmentation, a space alarm), as the coordinator sees
+    /// it; `None` while there is nothing to do.
+    pub(crate) maintenance: Option<crate::records::MaintenanceSummary>,
 }
 
 /// The last membership change this pilot executed as coordinator.
@@ -177,6 +180,10 @@ pub(crate) struct MaintenanceStatus {
     pub(crate) last_compaction: Option<String>,
     /// Why the last look compacted nothing, or what failed.
     pub(crate) note: Option<String>,
+    /// The last defragmentation this pilot made: member, sizes before and after, how long.
+    pub(crate) last_defrag: Option<String>,
+    /// The coordinator's defragmentation and space-alarm step, and why.
+    pub(crate) defrag: Option<String>,
 }
 
 /// This member's part in a rolling upgrade.

@@ -93,7 +93,10 @@ fn followers_first_then_leadership_moves_then_the_old_leader() {
     assert_eq!(next_step(&v), MaintenanceStep::Hold { member: name("m2") });
     v.defragging = None;
     v.finished = Some(name("m2"));
-    assert_eq!(next_step(&v), MaintenanceStep::Release { member: name("m2") });
+    assert_eq!(
+        next_step(&v),
+        MaintenanceStep::Release { member: name("m2") }
+    );
     // Only the leader is left.
     let mut v = view(vec![
         member("m1", 1000, 100),
@@ -109,10 +112,7 @@ fn followers_first_then_leadership_moves_then_the_old_leader() {
     );
     v.members[0].leader = false;
     v.members[1].leader = true;
-    assert_eq!(
-        next_step(&v),
-        MaintenanceStep::Grant { member: name("m1") }
-    );
+    assert_eq!(next_step(&v), MaintenanceStep::Grant { member: name("m1") });
     // A single member defragments itself.
     assert_eq!(
         next_step(&view(vec![member("m1", 1000, 100)])),
@@ -136,7 +136,10 @@ fn waits_for_upgrades_health_changes_backups_and_the_window() {
     );
     let mut v = view(fragmented());
     v.upgrade_moving = true;
-    assert_eq!(next_step(&v), MaintenanceStep::Wait(MaintenanceWait::Upgrading));
+    assert_eq!(
+        next_step(&v),
+        MaintenanceStep::Wait(MaintenanceWait::Upgrading)
+    );
     let mut v = view(fragmented());
     v.members[1].healthy = false;
     assert_eq!(
@@ -147,10 +150,16 @@ fn waits_for_upgrades_health_changes_backups_and_the_window() {
     );
     let mut v = view(fragmented());
     v.change_in_flight = true;
-    assert_eq!(next_step(&v), MaintenanceStep::Wait(MaintenanceWait::ChangeInFlight));
+    assert_eq!(
+        next_step(&v),
+        MaintenanceStep::Wait(MaintenanceWait::ChangeInFlight)
+    );
     let mut v = view(fragmented());
     v.backup_busy = true;
-    assert_eq!(next_step(&v), MaintenanceStep::Wait(MaintenanceWait::BackupBusy));
+    assert_eq!(
+        next_step(&v),
+        MaintenanceStep::Wait(MaintenanceWait::BackupBusy)
+    );
     let mut v = view(fragmented());
     v.window_open = false;
     assert_eq!(
@@ -163,13 +172,13 @@ fn waits_for_upgrades_health_changes_backups_and_the_window() {
     let mut v = view(vec![member("m1", 100, 90), member("m2", 100, 90)]);
     v.window_open = false;
     v.requested = vec![name("m2")];
-    assert_eq!(
-        next_step(&v),
-        MaintenanceStep::Grant { member: name("m2") }
-    );
+    assert_eq!(next_step(&v), MaintenanceStep::Grant { member: name("m2") });
     let mut v = view(fragmented());
     v.members[0].leader = false;
-    assert_eq!(next_step(&v), MaintenanceStep::Wait(MaintenanceWait::LeaderUnknown));
+    assert_eq!(
+        next_step(&v),
+        MaintenanceStep::Wait(MaintenanceWait::LeaderUnknown)
+    );
     let mut v = view(fragmented());
     v.members[1].corrupt = true;
     assert_eq!(

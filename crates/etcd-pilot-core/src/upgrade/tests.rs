@@ -459,37 +459,39 @@ fn arb_view() -> impl Strategy<Value = UpgradeView> {
             BackupState::Stale,
         ]),
     )
-        .prop_map(|(specs, leader, lock, (change_in_flight, defrag), backup)| {
-            let n = specs.len();
-            let members = specs
-                .into_iter()
-                .enumerate()
-                .map(
-                    |(i, (running, desired, healthy, learner, known))| UpgradeMember {
-                        name: name(&format!("m{}", i + 1)),
-                        running: known.then(|| v(running)),
-                        desired: Some(v(desired)),
-                        healthy,
-                        leader: leader.is_some_and(|l| l % n == i),
-                        learner: learner && i > 0,
-                        failed: None,
-                        stepping: false,
-                    },
-                )
-                .collect();
-            UpgradeView {
-                members,
-                cluster: Some(Minor::new(3, 4)),
-                lock: lock.map(|l| Lock {
-                    holder: name(&format!("m{}", l + 1)),
-                    target: v("3.5.16"),
-                }),
-                maintenance: defrag.map(|d| name(&format!("m{}", d % n + 1))),
-                change_in_flight,
-                backup,
-                v2store_checked: true,
-            }
-        })
+        .prop_map(
+            |(specs, leader, lock, (change_in_flight, defrag), backup)| {
+                let n = specs.len();
+                let members = specs
+                    .into_iter()
+                    .enumerate()
+                    .map(
+                        |(i, (running, desired, healthy, learner, known))| UpgradeMember {
+                            name: name(&format!("m{}", i + 1)),
+                            running: known.then(|| v(running)),
+                            desired: Some(v(desired)),
+                            healthy,
+                            leader: leader.is_some_and(|l| l % n == i),
+                            learner: learner && i > 0,
+                            failed: None,
+                            stepping: false,
+                        },
+                    )
+                    .collect();
+                UpgradeView {
+                    members,
+                    cluster: Some(Minor::new(3, 4)),
+                    lock: lock.map(|l| Lock {
+                        holder: name(&format!("m{}", l + 1)),
+                        target: v("3.5.16"),
+                    }),
+                    maintenance: defrag.map(|d| name(&format!("m{}", d % n + 1))),
+                    change_in_flight,
+                    backup,
+                    v2store_checked: true,
+                }
+            },
+        )
 }
 
 proptest! {

@@ -581,7 +581,10 @@ fn defrag_window(r: &mut Reader) -> Result<Option<(u32, u32)>, Error> {
         let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
         (h < 24 && m < 60).then_some(h * 60 + m)
     };
-    match text.split_once('-').and_then(|(a, b)| Some((minute(a)?, minute(b)?))) {
+    match text
+        .split_once('-')
+        .and_then(|(a, b)| Some((minute(a)?, minute(b)?)))
+    {
         Some((start, end)) if start != end => Ok(Some((start, end))),
         _ => Err(error(
             "maintenance.defrag_window",

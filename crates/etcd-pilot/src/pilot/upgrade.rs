@@ -346,7 +346,9 @@ impl Pilot {
             _ => None,
         };
         let granted = lock.as_ref().is_some_and(|l| {
-            l.holder.as_deref() == Some(self.config.name.as_str()) && l.target == want.to_string()
+            l.holder.as_deref() == Some(self.config.name.as_str())
+                && l.kind == records::LOCK_UPGRADE
+                && l.target == want.to_string()
         });
         if !granted {
             self.publish_upgrade(&record, Some(waiting));
@@ -507,7 +509,10 @@ impl Pilot {
                 // Going back takes the member down again: only under its own lock, and only
                 // while every other voter is healthy.
                 let wait = match self.read_lock(local).await {
-                    Ok(Some(lock)) if lock.holder.as_deref() == Some(self.config.name.as_str()) => {
+                    Ok(Some(lock))
+                        if lock.holder.as_deref() == Some(self.config.name.as_str())
+                            && lock.kind == records::LOCK_UPGRADE =>
+                    {
                         self.others_unhealthy(local).await
                     }
                     Ok(_) => Some("the upgrade lock no longer names this member".to_owned()),

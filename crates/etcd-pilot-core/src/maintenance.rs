@@ -7,8 +7,9 @@
 //! Defragmentation and space alarms (`next_step`): one member at a time, through the lock
 //! upgrades use (never while an upgrade holds it), followers first, the leader last once
 //! leadership moved away, only while every voter answers. A raised NOSPACE alarm starts a
-//! round: compact, defragment every member with space to give back, disarm once every
-//! member's file is back under the quota with room to spare, or say that it cannot be.
+//! round: compact, defragment every member (followers first, the leader last and in place:
+//! no lock can be written then), disarm once every member's file is back under the quota
+//! with room to spare, or say that it cannot be.
 //! A raised CORRUPT alarm stops everything here and is never disarmed.
 
 use crate::model::MemberName;
@@ -96,13 +97,6 @@ impl DefragThreshold {
             && free.saturating_mul(100) >= db_size.saturating_mul(self.percent)
     }
 }
-
-/// In a space alarm's round, a member is defragmented when a tenth of its file is free:
-/// less would not bring it back under the quota.
-pub const ALARM_THRESHOLD: DefragThreshold = DefragThreshold {
-    percent: 10,
-    min_bytes: 1,
-};
 
 /// After a space alarm's round, every member's file must be this far (in percent of the
 /// quota) under the quota before the alarm is disarmed: less would raise it again at once.
@@ -252,8 +246,8 @@ pub enum MaintenanceStep {
 
 /// The next maintenance step. At most one member defragments at a time: a lock held for
 /// anything, or this coordinator's own task, is waited on; the leader of several voters is
-/// never defragmented (leadership moves first); nothing happens while a CORRUPT alarm is
-/// raised; a space alarm is disarmed only when every member's file is under the quota with
+/// defragmented under the lock only after leadership moved away (in a space alarm's round,
+/// last and in place); nothing happens while a CORRUPT alarm is raised; a space alarm is disarmed only when every member's file is under the quota with
 /// [`DISARM_HEADROOM_PERCENT`] to spare.
 pub fn next_step(view: &MaintenanceView) -> MaintenanceStep {
     let mut members = view.members.clone();
@@ -338,9 +332,11 @@ pub fn next_step(view: &MaintenanceView) -> MaintenanceStep {
         if !view.alarm.compacted {
             return MaintenanceStep::Compact;
         }
+        // Every member, whatever its sizes say: etcd updates the in-use size a while after
+        // a compaction, so a member that looks full may have been freed.
         let left: Vec<&SpaceMember> = members
             .iter()
-            .filter(|m| !view.alarm.defragged.contains(&m.name) && m.wants(ALARM_THRESHOLD))
+            .filter(|m| !view.alarm.defragged.contains(&m.name))
             .collect();
         if left.is_empty() {
             let headroom = view.quota / 100 * DISARM_HEADROOM_PERCENT;
@@ -357,7 +353,7 @@ pub fn next_step(view: &MaintenanceView) -> MaintenanceStep {
         if !unhealthy.is_empty() {
             return MaintenanceStep::Wait(MaintenanceWait::Unhealthy { names: unhealthy });
         }
-        return pick(&members, &left, voters, leaders, false);
+        return pick(&members, &left, voters, leaders, Mode::Alarm);
     }
     let mut left: Vec<&SpaceMember> = members
         .iter()
@@ -390,17 +386,28 @@ pub fn next_step(view: &MaintenanceView) -> MaintenanceStep {
     if view.backup_busy {
         return MaintenanceStep::Wait(MaintenanceWait::BackupBusy);
     }
-    pick(&members, &left, voters, leaders, true)
+    pick(&members, &left, voters, leaders, Mode::Locked)
+}
+
+/// How a member is defragmented.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Under the lock; the leader of several voters hands leadership over first.
+    Locked,
+    /// In a space alarm's round: no lock can be written, and leadership stays (the next
+    /// leader's pilot would start the round again); the leader goes last, in place, while
+    /// etcd takes no writes anyway.
+    Alarm,
 }
 
 /// The member to defragment next among `left`: a follower first (by name), the leader last
-/// once leadership moved to another voter.
+/// (once leadership moved to another voter, under the lock).
 fn pick(
     members: &[SpaceMember],
     left: &[&SpaceMember],
     voters: usize,
     leaders: usize,
-    locked: bool,
+    mode: Mode,
 ) -> MaintenanceStep {
     if voters > 1 && leaders != 1 {
         return MaintenanceStep::Wait(MaintenanceWait::LeaderUnknown);
@@ -408,7 +415,7 @@ fn pick(
     let Some(next) = left.iter().find(|m| !m.leader).or_else(|| left.first()) else {
         return MaintenanceStep::Idle;
     };
-    if next.leader && voters > 1 {
+    if next.leader && voters > 1 && mode == Mode::Locked {
         return match members
             .iter()
             .find(|m| !m.leader && !m.learner && m.healthy)
@@ -420,7 +427,7 @@ fn pick(
             None => MaintenanceStep::Wait(MaintenanceWait::LeaderUnknown),
         };
     }
-    if locked {
+    if mode == Mode::Locked {
         MaintenanceStep::Grant {
             member: next.name.clone(),
         }

@@ -101,6 +101,9 @@ pub(crate) struct Maintenance {
     request: Option<MaintenanceRequest>,
     requested: Vec<MemberName>,
     request_done: Vec<String>,
+    /// The members defragmented for it, and how many lines of `request_done` are recorded.
+    request_members: Vec<String>,
+    progress_written: usize,
     /// The last step's words, to log each change once.
     said: String,
 }
@@ -135,6 +138,8 @@ impl Maintenance {
             request: None,
             requested: Vec::new(),
             request_done: Vec::new(),
+            request_members: Vec::new(),
+            progress_written: 0,
             said: String::new(),
         }
     }
@@ -259,6 +264,11 @@ impl Maintenance {
             },
         };
         let coordinator = seat.held().is_some();
+        if !coordinator && self.request.is_some() {
+            // A later coordinator goes on from the recorded progress.
+            self.request = None;
+            self.requested.clear();
+        }
         let (members, ids, urls) = self.members(input);
         if coordinator {
             let all: Vec<MemberName> = members.iter().map(|m| m.name.clone()).collect();
@@ -468,10 +478,8 @@ impl Maintenance {
             Ok(done) => {
                 self.failed_at = None;
                 let size = |b: Option<i64>| {
-                    b.map_or_else(
-                        || "?".to_owned(),
-                        |b| format!("{:.1} MiB", b as f64 / 1048576.0),
-                    )
+                    b.and_then(|b| u64::try_from(b).ok())
+                        .map_or_else(|| "?".to_owned(), human_size)
                 };
                 let line = format!(
                     "{member}: {} -> {} in {:.1} s",
@@ -487,6 +495,7 @@ impl Maintenance {
                 if self.requested.contains(&member) {
                     self.requested.retain(|m| *m != member);
                     self.request_done.push(line.clone());
+                    self.request_members.push(member.to_string());
                 }
                 let at = SystemTime::now();
                 self.metrics.last_defrag.set(
@@ -577,17 +586,24 @@ impl Maintenance {
         else {
             return;
         };
-        let done = match client.get(MAINTENANCE_DONE_KEY).await {
+        // The progress a predecessor recorded, if any.
+        let progress = match client.get(MAINTENANCE_DONE_KEY).await {
             Ok(Some(text)) => records::decode::<MaintenanceDone>(MAINTENANCE_DONE_KEY, &text)
-                .is_ok_and(|d| d.id == request.id),
-            Ok(None) => false,
+                .ok()
+                .filter(|d| d.id == request.id),
+            Ok(None) => None,
             Err(_) => return,
         };
-        if done {
+        if progress.as_ref().is_some_and(|p| p.finished) {
             return;
         }
         tracing::info!(id = %request.id, kind = %request.kind, "an operator asked for maintenance");
-        self.request_done.clear();
+        self.request_done = progress
+            .as_ref()
+            .map(|p| p.done.clone())
+            .unwrap_or_default();
+        self.request_members = progress.map(|p| p.members).unwrap_or_default();
+        self.progress_written = self.request_done.len();
         if request.kind == "compact" {
             self.requested.clear();
             match self.compact(client, true).await {
@@ -602,7 +618,7 @@ impl Maintenance {
                 ),
             }
         } else {
-            self.requested = if request.members.is_empty() {
+            let asked: Vec<MemberName> = if request.members.is_empty() {
                 all.to_vec()
             } else {
                 request
@@ -612,22 +628,31 @@ impl Maintenance {
                     .filter(|m| all.contains(m))
                     .collect()
             };
+            self.requested = asked
+                .into_iter()
+                .filter(|m| !self.request_members.contains(&m.to_string()))
+                .collect();
         }
         self.request = Some(request);
     }
 
-    /// Answers the operator's request once nothing of it is left.
+    /// Records the progress on the operator's request after each member (so a new
+    /// coordinator goes on with the others: a request that moved leadership would otherwise
+    /// start again on the next leader's pilot), and answers it once nothing is left.
     async fn finish_request(&mut self, seat: &mut Seat) {
         let Some(request) = &self.request else {
             return;
         };
-        if !self.requested.is_empty() {
+        let finished = self.requested.is_empty();
+        if !finished && self.request_done.len() == self.progress_written {
             return;
         }
         let done = MaintenanceDone {
             id: request.id.clone(),
             kind: request.kind.clone(),
             done: self.request_done.clone(),
+            members: self.request_members.clone(),
+            finished,
             error: None,
             by: self.name.to_string(),
             at: records::now_rfc3339(),
@@ -637,12 +662,15 @@ impl Maintenance {
             .await
         {
             Fenced::Written => {
-                tracing::info!(id = %done.id, "the operator's maintenance request is done");
-                self.request = None;
+                self.progress_written = self.request_done.len();
+                if finished {
+                    tracing::info!(id = %done.id, "the operator's maintenance request is done");
+                    self.request = None;
+                }
             }
             Fenced::Deposed => self.request = None,
             Fenced::Failed(err) => {
-                tracing::warn!("cannot record the maintenance request as done: {err}")
+                tracing::warn!("cannot record the maintenance request's progress: {err}")
             }
         }
     }
@@ -665,7 +693,7 @@ impl Maintenance {
         step: &MaintenanceStep,
         view: &MaintenanceView,
     ) -> Option<MaintenanceSummary> {
-        let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
+        let mib = human_size;
         let why = |m: &MemberName| {
             view.members
                 .iter()
@@ -783,4 +811,16 @@ fn lock_text(
         at: records::now_rfc3339(),
         last: last.map(ToString::to_string),
     })
+}
+
+/// `2.6 MiB`, `1.1 GiB`, `96 KiB`.
+fn human_size(bytes: u64) -> String {
+    let b = bytes as f64;
+    if bytes >= 1 << 30 {
+        format!("{:.1} GiB", b / f64::from(1u32 << 30))
+    } else if bytes >= 1 << 20 {
+        format!("{:.1} MiB", b / f64::from(1u32 << 20))
+    } else {
+        format!("{} KiB", bytes >> 10)
+    }
 }

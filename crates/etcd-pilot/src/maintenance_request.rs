@@ -75,6 +75,7 @@ pub(crate) async fn ask(
         if let Ok(Some(text)) = client.get(MAINTENANCE_DONE_KEY).await
             && let Ok(done) = records::decode::<MaintenanceDone>(MAINTENANCE_DONE_KEY, &text)
             && done.id == id
+            && done.finished
         {
             if let Some(error) = done.error {
                 anyhow::bail!("the coordinator could not finish it: {error}");

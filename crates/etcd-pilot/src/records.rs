@@ -227,7 +227,7 @@ impl UpgradeLock {
 /// An operator's maintenance request (`etcd-pilot maintenance compact|defrag`), for the
 /// coordinator to carry out through the lock.
 pub(crate) const MAINTENANCE_REQUEST_KEY: &str = "/etcd-pilot/maintenance/request";
-/// The coordinator's answer to the last request it finished.
+/// The coordinator's progress on, and then answer to, the last request.
 pub(crate) const MAINTENANCE_DONE_KEY: &str = "/etcd-pilot/maintenance/done";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,6 +247,12 @@ pub(crate) struct MaintenanceDone {
     pub(crate) kind: String,
     /// What was done, one line per member or compaction.
     pub(crate) done: Vec<String>,
+    /// The members defragmented so far: a new coordinator goes on with the others.
+    #[serde(default)]
+    pub(crate) members: Vec<String>,
+    /// Everything asked is done (otherwise this is the progress so far).
+    #[serde(default)]
+    pub(crate) finished: bool,
     /// Why it could not finish, if so.
     pub(crate) error: Option<String>,
     pub(crate) by: String,

@@ -7,7 +7,7 @@ export ETCD_BIN_35
 TARGET_DIR := $(shell cargo metadata --format-version 1 --no-deps 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo /var/tmp/etcd-pilot-target)
 PILOT := $(TARGET_DIR)/release/etcd-pilot
 
-.PHONY: setup build up test fmt lint doc bench bench-upgrade bench-backup bench-aws ci
+.PHONY: setup build up test fmt lint doc bench bench-upgrade bench-defrag bench-backup bench-aws ci
 
 setup:
 	./scripts/setup.sh
@@ -40,6 +40,10 @@ bench: setup build
 ## A rolling upgrade 3.4.23 -> 3.5.16 under a writer vs the same upgrade by a hand-run script.
 bench-upgrade: setup build
 	./scripts/bench_upgrade.py --pilot $(PILOT)
+
+## Defragmentation of ~1 GiB files on 3 members by the pilot vs etcdctl defrag --cluster.
+bench-defrag: setup build
+	./scripts/bench_defrag.py --pilot $(PILOT)
 
 ## Backup and restore of a ~1 GiB database vs etcdctl snapshot save / etcdutl snapshot restore.
 bench-backup: setup build

@@ -107,10 +107,14 @@ def pilot_run(pilot, etcd, workdir, run, size_mib):
         for m in range(1, 4):
             log = os.path.join(folder, f"m{m}", "pilot.log")
             with open(log, encoding="utf-8", errors="replace") as f:
-                per_member += [int(x) / 1000 for x in re.findall(r"defragmented: .* took_ms=(\d+)", f.read())]
+                text = re.sub(r"\x1b\[[0-9;]*m", "", f.read())
+                per_member += [int(x) / 1000 for x in re.findall(r"defragmented: .* took_ms=(\d+)", text)]
         return total, writer, before, per_member
     finally:
         stop(up, signal.SIGINT, timeout=60)
+        if os.environ.get("BENCH_KEEP"):
+            shutil.copytree(folder, os.environ["BENCH_KEEP"], dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("data", "*.db", "wal", "snap"))
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -180,6 +184,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--pilot-only", action="store_true", help="skip the etcdctl side")
     parser.add_argument("--pilot", default=os.path.join(
         os.environ.get("CARGO_TARGET_DIR", "/var/tmp/etcd-pilot-target"), "release", "etcd-pilot"))
     parser.add_argument("--etcd", default=os.environ.get("ETCD_BIN_3516", "/opt/etcd-pilot-etcd-3.5.16/usr/bin/etcd"))
@@ -192,6 +197,10 @@ def main():
     with tempfile.TemporaryDirectory(prefix="etcd-pilot-bench-defrag-", dir="/var/tmp") as workdir:
         for run in range(args.runs):
             results["pilot"].append(pilot_run(args.pilot, args.etcd, workdir, run, args.size_mib))
+            if args.pilot_only:
+                total, writer, before, per_member = results["pilot"][-1]
+                print(f"pilot: {total:.2f} s, per member {per_member}, gap {writer.longest_gap:.2f} s")
+                continue
             results["hand"].append(hand_run(args.etcd, etcdctl, workdir, run, args.size_mib))
             for name in ("pilot", "hand"):
                 total, writer, before, per_member = results[name][-1]
@@ -199,6 +208,9 @@ def main():
                       f"{total:6.2f} s in all, per member {[round(t, 2) for t in per_member]} s, "
                       f"{len(writer.acked)} acked, {writer.failed} failed, "
                       f"longest gap {writer.longest_gap * 1000:.0f} ms", flush=True)
+
+    if args.pilot_only:
+        return
 
     def med(name, f):
         return statistics.median(f(*r) for r in results[name])

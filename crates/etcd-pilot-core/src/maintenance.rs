@@ -7,9 +7,10 @@
 //! Defragmentation and space alarms (`next_step`): one member at a time, through the lock
 //! upgrades use (never while an upgrade holds it), followers first, the leader last once
 //! leadership moved away, only while every voter answers. A raised NOSPACE alarm starts a
-//! round: compact, defragment every member (followers first, the leader last and in place:
-//! no lock can be written then), disarm once every member's file is back under the quota
-//! with room to spare, or say that it cannot be.
+//! round that does without the lock (etcd refuses every put, so none can be written or
+//! released) and waits for every voter to answer instead: compact, defragment every member
+//! (followers first, the leader last and in place), disarm once every member's file is back
+//! under the quota with room to spare, or say that it cannot be.
 //! A raised CORRUPT alarm stops everything here and is never disarmed.
 
 use crate::model::MemberName;
@@ -265,6 +266,64 @@ pub fn next_step(view: &MaintenanceView) -> MaintenanceStep {
             member: member.clone(),
         };
     }
+    let unhealthy: Vec<MemberName> = members
+        .iter()
+        .filter(|m| !m.learner && !m.healthy)
+        .map(|m| m.name.clone())
+        .collect();
+    let voters = members.iter().filter(|m| !m.learner).count();
+    let leaders = members.iter().filter(|m| m.leader).count();
+    // A space alarm's round comes first and does without the lock: etcd refuses every put,
+    // so no lock can be written or released, and a lock left held (by an upgrade or a
+    // defragmentation) would keep the cluster read-only for good. Its steps wait instead
+    // for every voter to answer, which a member restarting for an upgrade does not.
+    if members.iter().any(|m| m.nospace) {
+        if view.alarm.gave_up {
+            return too_large(&members, view.quota);
+        }
+        if view.backup_busy {
+            return MaintenanceStep::Wait(MaintenanceWait::BackupBusy);
+        }
+        if !unhealthy.is_empty() {
+            return MaintenanceStep::Wait(MaintenanceWait::Unhealthy { names: unhealthy });
+        }
+        if !view.alarm.compacted {
+            return MaintenanceStep::Compact;
+        }
+        // Every member, whatever its sizes say: etcd updates the in-use size a while after
+        // a compaction, so a member that looks full may have been freed. A learner that does
+        // not answer is left out (it takes no part in the quorum, and cannot be reached).
+        let left: Vec<&SpaceMember> = members
+            .iter()
+            .filter(|m| !view.alarm.defragged.contains(&m.name) && (m.healthy || !m.learner))
+            .collect();
+        if left.is_empty() {
+            let headroom = view.quota / 100 * DISARM_HEADROOM_PERCENT;
+            let fits = members.iter().filter(|m| m.healthy).all(|m| {
+                m.db_size
+                    .is_some_and(|s| s.saturating_add(headroom) <= view.quota)
+            });
+            return if fits {
+                MaintenanceStep::Disarm
+            } else {
+                too_large(&members, view.quota)
+            };
+        }
+        // The holder of a defragmentation lock first: a predecessor's call may still run
+        // inside etcd, and a second one on that member waits for it.
+        if let Some(HeldLock {
+            holder,
+            kind: LockKind::Defrag,
+        }) = &view.lock
+            && left.iter().any(|m| &m.name == holder)
+        {
+            return MaintenanceStep::Defrag {
+                member: holder.clone(),
+                locked: false,
+            };
+        }
+        return pick(&members, &left, voters, leaders, Mode::Alarm);
+    }
     match &view.lock {
         Some(HeldLock {
             holder,
@@ -283,7 +342,6 @@ pub fn next_step(view: &MaintenanceView) -> MaintenanceStep {
             // same member waits for the first and costs little.
             // A holder that became the leader of several voters meanwhile hands leadership
             // over first.
-            let voters = members.iter().filter(|m| !m.learner).count();
             return if view.finished.as_ref() == Some(holder) {
                 MaintenanceStep::Release {
                     member: holder.clone(),
@@ -313,47 +371,6 @@ pub fn next_step(view: &MaintenanceView) -> MaintenanceStep {
             };
         }
         None => {}
-    }
-    let alarmed = members.iter().any(|m| m.nospace);
-    let unhealthy: Vec<MemberName> = members
-        .iter()
-        .filter(|m| !m.learner && !m.healthy)
-        .map(|m| m.name.clone())
-        .collect();
-    let voters = members.iter().filter(|m| !m.learner).count();
-    let leaders = members.iter().filter(|m| m.leader).count();
-    if alarmed {
-        if view.alarm.gave_up {
-            return too_large(&members, view.quota);
-        }
-        if view.backup_busy {
-            return MaintenanceStep::Wait(MaintenanceWait::BackupBusy);
-        }
-        if !view.alarm.compacted {
-            return MaintenanceStep::Compact;
-        }
-        // Every member, whatever its sizes say: etcd updates the in-use size a while after
-        // a compaction, so a member that looks full may have been freed.
-        let left: Vec<&SpaceMember> = members
-            .iter()
-            .filter(|m| !view.alarm.defragged.contains(&m.name))
-            .collect();
-        if left.is_empty() {
-            let headroom = view.quota / 100 * DISARM_HEADROOM_PERCENT;
-            let fits = members.iter().all(|m| {
-                m.db_size
-                    .is_some_and(|s| s.saturating_add(headroom) <= view.quota)
-            });
-            return if fits {
-                MaintenanceStep::Disarm
-            } else {
-                too_large(&members, view.quota)
-            };
-        }
-        if !unhealthy.is_empty() {
-            return MaintenanceStep::Wait(MaintenanceWait::Unhealthy { names: unhealthy });
-        }
-        return pick(&members, &left, voters, leaders, Mode::Alarm);
     }
     let mut left: Vec<&SpaceMember> = members
         .iter()

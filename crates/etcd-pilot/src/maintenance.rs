@@ -49,6 +49,14 @@ struct Defragged {
     took: Duration,
 }
 
+/// Why a defragmentation did not finish, and whether etcd may still be at it.
+struct Unfinished {
+    /// The call reached the member: etcd goes on defragmenting when the client gives up,
+    /// so the lock stays with it until a later call returns.
+    reached: bool,
+    error: anyhow::Error,
+}
+
 /// The lock as read this step (`None`: it could not be read, and nothing is granted).
 pub(crate) struct LockRead<'a> {
     pub(crate) lock: Option<&'a UpgradeLock>,
@@ -66,6 +74,8 @@ pub(crate) struct StepInput<'a> {
     pub(crate) upgrade_moving: bool,
     /// The local member leads.
     pub(crate) leads: bool,
+    /// This pilot held the coordinator role before this step.
+    pub(crate) held_before: bool,
     pub(crate) local: &'a str,
 }
 
@@ -87,7 +97,7 @@ pub(crate) struct Maintenance {
     /// This coordinator's defragmentation, while it runs.
     task: Option<(
         MemberName,
-        tokio::task::JoinHandle<anyhow::Result<Defragged>>,
+        tokio::task::JoinHandle<Result<Defragged, Unfinished>>,
     )>,
     /// The member whose defragmentation finished, until its lock is released.
     finished: Option<MemberName>,
@@ -104,6 +114,8 @@ pub(crate) struct Maintenance {
     /// The members defragmented for it, and how many lines of `request_done` are recorded.
     request_members: Vec<String>,
     progress_written: usize,
+    /// The requested members that could not be defragmented, and why.
+    request_failed: Vec<String>,
     /// The last step's words, to log each change once.
     said: String,
 }
@@ -140,6 +152,7 @@ impl Maintenance {
             request_done: Vec::new(),
             request_members: Vec::new(),
             progress_written: 0,
+            request_failed: Vec::new(),
             said: String::new(),
         }
     }
@@ -251,7 +264,14 @@ impl Maintenance {
         seat: &mut Seat,
         pool: &etcd::Pool,
     ) -> Option<MaintenanceSummary> {
-        self.collect().await;
+        let collected = self.collect().await;
+        if seat.held().is_none() {
+            // What a coordinator remembers is its own: a later one goes on from the lock and
+            // the recorded progress, not from this pilot's memory of an earlier turn.
+            self.finished = None;
+            self.request = None;
+            self.requested.clear();
+        }
         if !input.leads {
             self.status.send_modify(|s| s.maintenance.defrag = None);
             return None;
@@ -264,12 +284,10 @@ impl Maintenance {
             },
         };
         let coordinator = seat.held().is_some();
-        if !coordinator && self.request.is_some() {
-            // A later coordinator goes on from the recorded progress.
-            self.request = None;
-            self.requested.clear();
-        }
         let (members, ids, urls) = self.members(input);
+        // A requested member removed meanwhile is not waited for.
+        self.requested
+            .retain(|r| members.iter().any(|m| &m.name == r));
         if coordinator {
             let all: Vec<MemberName> = members.iter().map(|m| m.name.clone()).collect();
             self.read_request(&client, &all).await;
@@ -324,7 +342,7 @@ impl Maintenance {
         if retrying
             && matches!(
                 step,
-                MaintenanceStep::Grant { .. } | MaintenanceStep::Defrag { locked: false, .. }
+                MaintenanceStep::Grant { .. } | MaintenanceStep::Defrag { .. }
             )
         {
             let shown = summary(
@@ -340,8 +358,11 @@ impl Maintenance {
         } else {
             self.status.send_modify(|s| s.maintenance.defrag = None);
         }
-        // Writes of the lock need the role; a space alarm's steps need none.
-        if !coordinator && !alarmed {
+        // Writes of the lock need the role; a space alarm's steps need none. A defragmentation
+        // that just finished made this step's sizes out of date, and a coordinator acts from
+        // its second step in the role (what it read before may predate its predecessor's
+        // last write), as the upgrade does.
+        if (!coordinator && !alarmed) || collected || (!alarmed && !input.held_before) {
             return shown;
         }
         match step {
@@ -361,7 +382,9 @@ impl Maintenance {
                         current,
                         "space alarm: compacting, keeping only maintenance.keep_revisions"
                     );
-                    self.compact_to(&client, target, current).await;
+                    if self.compact_to(&client, target, current).await.is_none() {
+                        return shown;
+                    }
                 }
                 self.alarm.compacted = true;
             }
@@ -393,10 +416,29 @@ impl Maintenance {
                     member,
                     tokio::spawn(async move {
                         let started = Instant::now();
-                        let client = Etcd::connect_one(&url, &options).await?;
-                        client.defragment(timeout).await?;
+                        // A member that does not take connections is not defragmenting.
+                        let client =
+                            Etcd::connect_one(&url, &options)
+                                .await
+                                .map_err(|err| Unfinished {
+                                    reached: false,
+                                    error: err.into(),
+                                })?;
+                        // The connection's own request timeout must outlast the call.
+                        let long = ClientOptions {
+                            timeout,
+                            ..options.clone()
+                        };
+                        let result = match Etcd::connect(std::slice::from_ref(&url), &long).await {
+                            Ok(long) => long.defragment(timeout).await,
+                            Err(err) => Err(err),
+                        };
+                        result.map_err(|err| Unfinished {
+                            reached: true,
+                            error: err.into(),
+                        })?;
                         let after = client.status().await.ok().map(|s| s.db_size);
-                        Ok(Defragged {
+                        Ok::<_, Unfinished>(Defragged {
                             before,
                             after,
                             took: started.elapsed(),
@@ -461,19 +503,28 @@ impl Maintenance {
         shown
     }
 
-    /// Collects a finished defragmentation.
-    async fn collect(&mut self) {
+    /// Collects a finished defragmentation; `true` when one finished (the statuses read
+    /// before are then out of date).
+    async fn collect(&mut self) -> bool {
         if !self.task.as_ref().is_some_and(|(_, t)| t.is_finished()) {
-            return;
+            return false;
         }
         let Some((member, task)) = self.task.take() else {
-            return;
+            return false;
         };
         let outcome = match task.await {
             Ok(outcome) => outcome,
-            Err(err) => Err(anyhow::anyhow!("the defragmentation task failed: {err}")),
+            Err(err) => Err(Unfinished {
+                reached: true,
+                error: anyhow::anyhow!("the defragmentation task failed: {err}"),
+            }),
         };
-        self.finished = Some(member.clone());
+        // A call that reached the member and failed (a timeout, a cancelled call) may have
+        // left etcd defragmenting: the lock stays, and the member is defragmented again
+        // after a minute (that call waits for the running one inside etcd).
+        if !matches!(&outcome, Err(Unfinished { reached: true, .. })) {
+            self.finished = Some(member.clone());
+        }
         match outcome {
             Ok(done) => {
                 self.failed_at = None;
@@ -509,15 +560,27 @@ impl Maintenance {
                     ));
                 });
             }
-            Err(err) => {
-                tracing::warn!(%member, "cannot defragment, will retry in a minute: {err:#}");
+            Err(Unfinished { reached, error }) => {
+                tracing::warn!(
+                    %member,
+                    reached,
+                    "cannot defragment, will try again in a minute{}: {error:#}",
+                    if reached {
+                        " (the lock stays: etcd may still be defragmenting)"
+                    } else {
+                        ""
+                    }
+                );
                 self.failed_at = Some(Instant::now());
-                if self.requested.contains(&member) {
-                    self.request_done.push(format!("{member}: failed: {err:#}"));
+                if !reached && self.requested.contains(&member) {
+                    self.request_done
+                        .push(format!("{member}: failed: {error:#}"));
+                    self.request_failed.push(format!("{member}: {error:#}"));
                     self.requested.retain(|m| *m != member);
                 }
             }
         }
+        true
     }
 
     /// Every member as maintenance sees it, with ids and client URLs by name.
@@ -603,6 +666,7 @@ impl Maintenance {
             .map(|p| p.done.clone())
             .unwrap_or_default();
         self.request_members = progress.map(|p| p.members).unwrap_or_default();
+        self.request_failed.clear();
         self.progress_written = self.request_done.len();
         if request.kind == "compact" {
             self.requested.clear();
@@ -653,7 +717,7 @@ impl Maintenance {
             done: self.request_done.clone(),
             members: self.request_members.clone(),
             finished,
-            error: None,
+            error: (!self.request_failed.is_empty()).then(|| self.request_failed.join("; ")),
             by: self.name.to_string(),
             at: records::now_rfc3339(),
         };
@@ -668,7 +732,10 @@ impl Maintenance {
                     self.request = None;
                 }
             }
-            Fenced::Deposed => self.request = None,
+            Fenced::Deposed => {
+                self.request = None;
+                self.requested.clear();
+            }
             Fenced::Failed(err) => {
                 tracing::warn!("cannot record the maintenance request's progress: {err}")
             }

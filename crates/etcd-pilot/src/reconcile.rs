@@ -441,6 +441,7 @@ impl Reconciler {
                 lock: upgrade.as_ref().and_then(|u| u.lock_read()),
                 upgrade_moving: upgrade.as_ref().is_some_and(|u| u.moving()),
                 leads,
+                held_before,
                 local,
             };
             let span = tracing::info_span!("maintenance");

@@ -249,12 +249,36 @@ fn a_space_alarm_compacts_defragments_each_then_disarms_or_gives_up() {
     v.alarm.gave_up = true;
     v.members[0].db_size = Some(2 * MIB);
     assert!(matches!(next_step(&v), MaintenanceStep::TooLarge { .. }));
-    // An upgrade's holder is waited for even then.
+    // A lock left held does not stop the round (it cannot be released while etcd takes no
+    // writes); a member that does not answer (an upgrade's holder restarting) does.
     let mut v = alarmed([(32, 2), (32, 2), (32, 2)]);
     v.lock = held("m3", LockKind::Upgrade);
+    v.alarm.compacted = true;
     assert_eq!(
         next_step(&v),
-        MaintenanceStep::Wait(MaintenanceWait::UpgradeHolds { holder: name("m3") })
+        MaintenanceStep::Defrag {
+            member: name("m2"),
+            locked: false
+        }
+    );
+    v.members[2].healthy = false;
+    assert_eq!(
+        next_step(&v),
+        MaintenanceStep::Wait(MaintenanceWait::Unhealthy {
+            names: vec![name("m3")]
+        })
+    );
+    // After the round, a member that does not answer leaves the sizes unknown: no verdict.
+    let mut v = alarmed([(32, 2), (32, 2), (32, 2)]);
+    v.alarm.compacted = true;
+    v.alarm.defragged = vec![name("m1"), name("m2"), name("m3")];
+    v.members[1].healthy = false;
+    v.members[1].db_size = None;
+    assert_eq!(
+        next_step(&v),
+        MaintenanceStep::Wait(MaintenanceWait::Unhealthy {
+            names: vec![name("m2")]
+        })
     );
 }
 
@@ -312,9 +336,10 @@ fn event() -> impl Strategy<Value = Event> {
 proptest! {
     /// Whatever happens, at most one member defragments at a time (the one exception: a
     /// space alarm's round, which cannot write the lock, left one running when leadership
-    /// moved on its own), never while an upgrade holds the lock, and a coordinator never
-    /// defragments the leader of several voters; an alarm is disarmed only when every file
-    /// fits under the quota with the headroom.
+    /// moved on its own), never while a member restarts for an upgrade (under the lock:
+    /// never while an upgrade holds it), and the leader of several voters never under the
+    /// lock; an alarm is disarmed only when every file fits under the quota with the
+    /// headroom.
     #[test]
     fn one_member_at_a_time_and_never_the_leader(
         n in 1usize..6,
@@ -365,11 +390,19 @@ proptest! {
                         m.in_use = Some(MIB);
                     }
                 }
+                // An upgrade takes the free lock (its holder restarts: it does not answer), or
+                // its holder is back and the lock is released.
                 Event::Upgrade(i) => match &w.lock {
                     None if w.running.is_empty() => {
                         w.lock = Some(HeldLock { holder: w.members[i % n].name.clone(), kind: LockKind::Upgrade });
+                        w.members[i % n].healthy = false;
                     }
-                    Some(HeldLock { kind: LockKind::Upgrade, .. }) => w.lock = None,
+                    Some(HeldLock { kind: LockKind::Upgrade, .. }) => {
+                        w.lock = None;
+                        for m in &mut w.members {
+                            m.healthy = true;
+                        }
+                    }
                     _ => {}
                 },
                 Event::Step => {
@@ -395,15 +428,21 @@ proptest! {
                         MaintenanceStep::Defrag { member, locked } => {
                             let m = w.members.iter().find(|m| m.name == member).unwrap();
                             prop_assert!(!(m.leader && n > 1 && locked), "defragments the leader {member} under the lock");
-                            if m.leader && n > 1 {
-                                // In an alarm's round, the leader goes last.
+                            let holder = w.lock.as_ref().is_some_and(|l| l.kind == LockKind::Defrag && l.holder == member);
+                            if m.leader && n > 1 && !holder {
+                                // In an alarm's round, the leader goes last (unless it holds
+                                // a defragmentation lock: it goes first, as its holder).
                                 prop_assert!(w.members.iter().all(|o| o.leader || w.alarm.defragged.contains(&o.name)));
                             }
-                            prop_assert!(!w.lock.as_ref().is_some_and(|l| l.kind == LockKind::Upgrade));
+                            // Never while a member restarts for an upgrade; under the lock,
+                            // never while an upgrade holds it at all.
+                            prop_assert!(w.members.iter().all(|m| m.healthy), "{member} while a member restarts");
+                            prop_assert!(!(locked && w.lock.as_ref().is_some_and(|l| l.kind == LockKind::Upgrade)));
                             if locked {
                                 prop_assert_eq!(w.lock.as_ref().map(|l| &l.holder), Some(&member));
                             } else {
-                                prop_assert!(w.lock.is_none());
+                                // Without the lock only in an alarm's round.
+                                prop_assert!(w.members.iter().any(|m| m.nospace));
                             }
                             // Two members at once only when the other was started without the
                             // lock (a space alarm's round, when etcd takes no writes) by a

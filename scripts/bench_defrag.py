@@ -221,6 +221,7 @@ def main():
         ("longest gap between acked writes (ms)", lambda t, w, b, p: w.longest_gap * 1000, "{:.0f}"),
         ("failed writes (on every member)", lambda t, w, b, p: w.failed, "{:.0f}"),
         ("acknowledged writes", lambda t, w, b, p: len(w.acked), "{:.0f}"),
+        ("acknowledged writes per second", lambda t, w, b, p: len(w.acked) / t, "{:.1f}"),
     ]
     print(f"\ndefragmentation of 3 members with ~{args.size_mib} MiB files, under a writer; "
           f"median of {args.runs} run(s)")

@@ -41,6 +41,8 @@ struct Held {
     client: Etcd,
     /// When the plan record was last written, and what it said (without ages).
     last_record: Option<String>,
+    /// The last write of the plan record failed (and was said).
+    record_failing: bool,
 }
 
 /// A fenced write's outcome.
@@ -109,7 +111,10 @@ impl Seat {
                     .put_fenced(COORDINATOR_KEY, held.token, PLAN_KEY, &text)
                     .await
                 {
-                    Ok(true) => held.last_record = Some(shape),
+                    Ok(true) => {
+                        held.last_record = Some(shape);
+                        held.record_failing = false;
+                    }
                     Ok(false) => {
                         tracing::warn!(
                             fencing_token = held.token,
@@ -117,7 +122,17 @@ impl Seat {
                         );
                         keep = false;
                     }
-                    Err(err) => tracing::warn!("cannot write the plan record: {err:#}"),
+                    // Said once while it keeps failing (under a NOSPACE alarm etcd refuses
+                    // every put until the alarm is recovered).
+                    Err(err) if held.record_failing => {
+                        tracing::debug!("cannot write the plan record: {err:#}");
+                    }
+                    Err(err) => {
+                        tracing::warn!(
+                            "cannot write the plan record (said once until it succeeds): {err:#}"
+                        );
+                        held.record_failing = true;
+                    }
                 }
             }
             if keep && let Err(err) = held.lease.refresh().await {
@@ -177,6 +192,7 @@ impl Seat {
                     token: revision,
                     client,
                     last_record: None,
+                    record_failing: false,
                 }))
             }
             Created::Exists { value, .. } => {

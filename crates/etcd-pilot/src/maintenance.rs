@@ -193,7 +193,10 @@ impl Maintenance {
         }
         self.last_run = Some(Instant::now());
         if self.backups.as_ref().is_some_and(Backups::busy) {
-            self.publish(None, Some("waits: a backup is being taken".to_owned()));
+            self.publish(
+                None,
+                Some("waits: a backup is being taken or drilled".to_owned()),
+            );
             return None;
         }
         let current = match client.status().await {
@@ -833,7 +836,7 @@ impl Maintenance {
                         format!("not healthy: {}", names(n))
                     }
                     MaintenanceWait::ChangeInFlight => "a membership change goes first".to_owned(),
-                    MaintenanceWait::BackupBusy => "a backup is being taken".to_owned(),
+                    MaintenanceWait::BackupBusy => "a backup is being taken or drilled".to_owned(),
                     MaintenanceWait::OutsideWindow { names: n } => format!(
                         "{} would be defragmented, outside maintenance.defrag_window",
                         names(n)

@@ -92,8 +92,8 @@ pub(crate) struct Backups {
     /// The cluster's etcd credentials: a restored snapshot keeps its auth settings, so the
     /// drill's etcd wants them too.
     pub(crate) credentials: Option<(String, String)>,
-    /// Backups being taken through this pilot (any clone): compaction waits meanwhile, so
-    /// it never passes the revision a backup reads.
+    /// Backups being taken or drilled through this pilot (any clone): compaction waits
+    /// meanwhile, so it never passes the revision a backup reads, and defragmentation too.
     in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -114,7 +114,7 @@ impl Drop for InFlight {
 }
 
 impl Backups {
-    /// Whether a backup is being taken through this pilot now.
+    /// Whether a backup is being taken or drilled through this pilot now.
     pub(crate) fn busy(&self) -> bool {
         self.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0
     }
@@ -229,6 +229,8 @@ impl Backups {
         scratch_root: &Path,
         progress: &Progress,
     ) -> anyhow::Result<(Manifest, drill::DrillReport)> {
+        // A drill's throwaway etcd competes for the disk: maintenance waits meanwhile.
+        let _in_flight = InFlight::new(&self.in_flight);
         let manifest = self.store.manifest(id).await?;
         let tool = RestoreTool::find(&self.etcd_bin).await?;
         let result = drill::drill(

@@ -151,7 +151,7 @@ impl Pilot {
                     if !said {
                         tracing::info!(
                             %holder,
-                            "another member holds the upgrade lock: waiting for its release before restarting the etcd left running"
+                            "another member holds the lock (an upgrade or a defragmentation): waiting for its release before restarting the etcd left running"
                         );
                         said = true;
                     }

@@ -116,6 +116,8 @@ pub(crate) struct Maintenance {
     progress_written: usize,
     /// The requested members that could not be defragmented, and why.
     request_failed: Vec<String>,
+    /// The id of the last request known to be answered (its record is not read again).
+    answered: Option<String>,
     /// The last step's words, to log each change once.
     said: String,
 }
@@ -153,6 +155,7 @@ impl Maintenance {
             request_members: Vec::new(),
             progress_written: 0,
             request_failed: Vec::new(),
+            answered: None,
             said: String::new(),
         }
     }
@@ -652,6 +655,9 @@ impl Maintenance {
         else {
             return;
         };
+        if self.answered.as_deref() == Some(request.id.as_str()) {
+            return;
+        }
         // The progress a predecessor recorded, if any.
         let progress = match client.get(MAINTENANCE_DONE_KEY).await {
             Ok(Some(text)) => records::decode::<MaintenanceDone>(MAINTENANCE_DONE_KEY, &text)
@@ -661,6 +667,7 @@ impl Maintenance {
             Err(_) => return,
         };
         if progress.as_ref().is_some_and(|p| p.finished) {
+            self.answered = Some(request.id);
             return;
         }
         tracing::info!(id = %request.id, kind = %request.kind, "an operator asked for maintenance");
@@ -732,6 +739,7 @@ impl Maintenance {
                 self.progress_written = self.request_done.len();
                 if finished {
                     tracing::info!(id = %done.id, "the operator's maintenance request is done");
+                    self.answered = Some(done.id);
                     self.request = None;
                 }
             }

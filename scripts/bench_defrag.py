@@ -40,7 +40,7 @@ import time
 from datetime import datetime
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_upgrade import Writer, b64, healthy, post, stop, wait  # noqa: E402
+from bench_upgrade import Writer, b64, bare_args, healthy, post, stop, wait  # noqa: E402
 
 PILOT_SUBNET = "127.0.48"
 BARE_SUBNET = "127.0.49"
@@ -118,16 +118,6 @@ def pilot_run(pilot, etcd, workdir, run, size_mib):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def bare_args(binary, folder, i):
-    ip = f"{BARE_SUBNET}.{i}"
-    initial = ",".join(f"b{j}=http://{BARE_SUBNET}.{j}:2380" for j in range(1, 4))
-    return [binary, f"--name=b{i}", f"--data-dir={folder}/b{i}",
-            f"--listen-peer-urls=http://{ip}:2380", f"--initial-advertise-peer-urls=http://{ip}:2380",
-            f"--listen-client-urls=http://{ip}:2379", f"--advertise-client-urls=http://{ip}:2379",
-            f"--initial-cluster={initial}", "--initial-cluster-state=new",
-            "--initial-cluster-token=bench-defrag", "--logger=zap", "--log-outputs=stderr"]
-
-
 def etcd_defrag_times(path):
     """Seconds of each defragmentation etcd logged (`starting defragment` to `finished`)."""
     times, started = [], None
@@ -152,7 +142,7 @@ def hand_run(etcd, etcdctl, workdir, run, size_mib):
     folder = os.path.join(workdir, f"bare{run}")
     os.makedirs(folder, exist_ok=True)
     logs = {i: open(os.path.join(folder, f"b{i}.log"), "w") for i in range(1, 4)}
-    procs = {i: subprocess.Popen(bare_args(etcd, folder, i), stdout=subprocess.DEVNULL, stderr=logs[i],
+    procs = {i: subprocess.Popen(bare_args(etcd, folder, i, BARE_SUBNET, "bench-defrag"), stdout=subprocess.DEVNULL, stderr=logs[i],
                                  stdin=subprocess.DEVNULL) for i in range(1, 4)}
     try:
         wait("the bare cluster", lambda: all(healthy(ip) for ip in ips))

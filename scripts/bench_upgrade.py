@@ -163,14 +163,15 @@ def pilot_run(pilot, old, new, workdir, run):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def bare_args(binary, folder, i):
-    ip = f"{BARE_SUBNET}.{i}"
-    initial = ",".join(f"b{j}=http://{BARE_SUBNET}.{j}:2380" for j in range(1, 4))
+def bare_args(binary, folder, i, subnet=BARE_SUBNET, token="bench-upgrade"):
+    """The flags of bare member b{i} of a 3-member cluster on {subnet}.1-3."""
+    ip = f"{subnet}.{i}"
+    initial = ",".join(f"b{j}=http://{subnet}.{j}:2380" for j in range(1, 4))
     return [binary, f"--name=b{i}", f"--data-dir={folder}/b{i}",
             f"--listen-peer-urls=http://{ip}:2380", f"--initial-advertise-peer-urls=http://{ip}:2380",
             f"--listen-client-urls=http://{ip}:2379", f"--advertise-client-urls=http://{ip}:2379",
             f"--initial-cluster={initial}", "--initial-cluster-state=new",
-            "--initial-cluster-token=bench-upgrade", "--logger=zap", "--log-outputs=stderr"]
+            f"--initial-cluster-token={token}", "--logger=zap", "--log-outputs=stderr"]
 
 
 def leader_index(ips):

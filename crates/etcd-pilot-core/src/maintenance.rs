@@ -245,10 +245,12 @@ pub enum MaintenanceStep {
     },
 }
 
-/// The next maintenance step. At most one member defragments at a time: a lock held for
-/// anything, or this coordinator's own task, is waited on; the leader of several voters is
-/// defragmented under the lock only after leadership moved away (in a space alarm's round,
-/// last and in place); nothing happens while a CORRUPT alarm is raised; a space alarm is disarmed only when every member's file is under the quota with
+/// The next maintenance step. At most one member defragments at a time: this coordinator's
+/// own task is waited on, and outside a space alarm's round so is a lock held for anything
+/// (in the round, which cannot write the lock, every voter must answer instead); the leader
+/// of several voters is defragmented under the lock only after leadership moved away (in a
+/// space alarm's round, last and in place); nothing happens while a CORRUPT alarm is
+/// raised; a space alarm is disarmed only when every member's file is under the quota with
 /// [`DISARM_HEADROOM_PERCENT`] to spare.
 pub fn next_step(view: &MaintenanceView) -> MaintenanceStep {
     let mut members = view.members.clone();

@@ -477,3 +477,52 @@ fn docs_config_md_names_every_key_and_no_other() {
         "docs/config.md leaves out {missing:?} and names keys that do not exist: {unknown:?}"
     );
 }
+
+#[test]
+fn maintenance_reads_the_quota_thresholds_and_the_window() {
+    let config = Config::load(&sources(BASE, &[], &[])).unwrap();
+    assert_eq!(config.maintenance.quota, 2 << 30);
+    assert_eq!(config.maintenance.defrag_threshold.percent, 25);
+    assert_eq!(config.maintenance.defrag_threshold.min_bytes, 64 << 20);
+    assert_eq!(config.maintenance.defrag_window, None);
+    for (args, quota) in [
+        ("\"--quota-backend-bytes=33554432\"", 33_554_432u64),
+        ("\"--quota-backend-bytes\", \"8589934592\"", 8 << 30),
+        ("\"--quota-backend-bytes=0\"", 2 << 30),
+    ] {
+        let file = BASE.replace("[etcd]\n", &format!("[etcd]\nextra_args = [{args}]\n"));
+        let config = Config::load(&sources(&file, &[], &[])).unwrap();
+        assert_eq!(config.maintenance.quota, quota, "{args}");
+    }
+    let file = format!(
+        "{BASE}[maintenance]\ndefrag_threshold = \"40%\"\ndefrag_min_free = \"1GiB\"\ndefrag_window = \"22:30-02:00\"\n"
+    );
+    let config = Config::load(&sources(&file, &[], &[])).unwrap();
+    assert_eq!(config.maintenance.defrag_threshold.percent, 40);
+    assert_eq!(config.maintenance.defrag_threshold.min_bytes, 1 << 30);
+    assert_eq!(config.maintenance.defrag_window, Some((22 * 60 + 30, 120)));
+    check_error(
+        &format!("{BASE}[maintenance]\ndefrag_window = \"25:00-01:00\"\n"),
+        &[],
+        expect_test::expect![[r#"
+            invalid configuration: maintenance.defrag_window: "25:00-01:00" is not a daily range of UTC times
+              fix: write e.g. "01:00-05:00" (it may run over midnight: "22:00-02:00"), or "" for any time"#]],
+    );
+    check_error(
+        &format!("{BASE}[maintenance]\ndefrag_threshold = \"0%\"\n"),
+        &[],
+        expect_test::expect![[r#"
+            invalid configuration: maintenance.defrag_threshold: "0%" is not a share from 1% to 100%
+              fix: use e.g. "25%""#]],
+    );
+    check_error(
+        &BASE.replace(
+            "[etcd]\n",
+            "[etcd]\nextra_args = [\"--quota-backend-bytes=lots\"]\n",
+        ),
+        &[],
+        expect_test::expect![[r#"
+            invalid configuration: etcd.extra_args: --quota-backend-bytes "lots" is not a number of bytes
+              fix: write e.g. --quota-backend-bytes=8589934592"#]],
+    );
+}
